@@ -1,0 +1,91 @@
+//! What a node reports it has: CPUs, memory, NICs, InfiniBand ports and their state.
+
+use serde::{Deserialize, Serialize};
+
+/// A node's hardware and OS, as detected by `hardware::detect()` on the node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    pub hostname: String,
+    /// Logical CPUs usable by jobs.
+    pub cpus: u32,
+    pub memory_mb: u64,
+    /// Distribution and version, e.g. "Debian GNU/Linux 12 (bookworm)".
+    pub os: String,
+    pub kernel: String,
+    pub arch: String,
+    pub nics: Vec<Nic>,
+    /// Verbs ports (InfiniBand or RoCE); empty on a node without RDMA, which is a normal answer.
+    pub ib_ports: Vec<IbPort>,
+}
+
+impl Inventory {
+    /// True when at least one verbs port is ACTIVE: the node can use the `ib` fabric.
+    pub fn has_active_ib(&self) -> bool {
+        self.ib_ports.iter().any(|p| p.state == IbPortState::Active)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nic {
+    pub name: String,
+    pub mac: String,
+    /// Addresses with prefix length, e.g. "10.77.0.11/24".
+    pub addresses: Vec<String>,
+    pub up: bool,
+    /// Link speed in Mb/s when the driver reports one.
+    pub speed_mbps: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IbPort {
+    /// Verbs device, e.g. "mlx5_0" or "rxe0".
+    pub device: String,
+    pub port: u32,
+    pub state: IbPortState,
+    /// Physical state as sysfs prints it, e.g. "5: LinkUp".
+    pub phys_state: String,
+    /// Rate as sysfs prints it, e.g. "100 Gb/sec (4X EDR)".
+    pub rate: String,
+    /// "InfiniBand" or "Ethernet" (RoCE).
+    pub link_layer: String,
+    /// The netdev carrying the port (IPoIB interface, or the Ethernet NIC under RoCE), if any.
+    pub netdev: Option<String>,
+}
+
+/// Logical port state, from `/sys/class/infiniband/<dev>/ports/<n>/state` ("4: ACTIVE").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum IbPortState {
+    Down,
+    Init,
+    Armed,
+    Active,
+    ActiveDefer,
+    Unknown,
+}
+
+impl IbPortState {
+    /// Parses sysfs's "4: ACTIVE" form (or the bare name).
+    pub fn from_sysfs(text: &str) -> IbPortState {
+        let name = text.trim().rsplit(':').next().unwrap_or("").trim();
+        match name {
+            "DOWN" => IbPortState::Down,
+            "INIT" => IbPortState::Init,
+            "ARMED" => IbPortState::Armed,
+            "ACTIVE" => IbPortState::Active,
+            "ACTIVE_DEFER" => IbPortState::ActiveDefer,
+            _ => IbPortState::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IbPortState::Down => "DOWN",
+            IbPortState::Init => "INIT",
+            IbPortState::Armed => "ARMED",
+            IbPortState::Active => "ACTIVE",
+            IbPortState::ActiveDefer => "ACTIVE_DEFER",
+            IbPortState::Unknown => "UNKNOWN",
+        }
+    }
+}

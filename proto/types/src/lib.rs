@@ -1,0 +1,21 @@
+//! Plain domain types shared by every Beowulf crate: typed IDs, resources, job specs and states.
+//!
+//! Nothing here does I/O. The head, the agents, the CLI and the pure scheduler all speak these types,
+//! so a `JobId` or a `NodeName` means the same thing everywhere.
+
+mod ids;
+mod inventory;
+pub mod jobfile;
+mod resources;
+mod states;
+mod time;
+
+pub use ids::{Generation, JobId, NodeName};
+pub use inventory::{IbPort, IbPortState, Inventory, Nic};
+pub use jobfile::{
+    ContainerSpec, Fabric, JobFileError, JobSpec, MpiFlavor, MpiSpec, Program, line_of_field,
+    parse_job_file,
+};
+pub use resources::Resources;
+pub use states::{JobState, NodeState, PendingReason};
+pub use time::{Millis, Timestamp};

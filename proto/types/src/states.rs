@@ -1,0 +1,168 @@
+//! Job and node states, named as Slurm names them, and the reasons a job waits.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A job's state.
+///
+/// ```text
+///            submit
+///              │
+///              ▼            placed by a plan
+///          PENDING ───────────────────────────▶ RUNNING
+///           ▲  │ cancel                          │  │ every task exited 0 ──▶ COMPLETED
+///           │  ▼                                 │  │ a task exited non-zero ▶ FAILED
+///           │ CANCELLED ◀──────── cancel ────────┘  │ time limit passed ─────▶ TIMEOUT
+///           │                                       │ a node went DOWN:
+///           └────────── requeue = true ─────────────┤
+///                                                   └─ requeue = false ──────▶ NODE_FAIL
+/// ```
+/// The five states on the right and CANCELLED are terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobState {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+    Timeout,
+    NodeFail,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 7] = [
+        JobState::Pending,
+        JobState::Running,
+        JobState::Completed,
+        JobState::Failed,
+        JobState::Cancelled,
+        JobState::Timeout,
+        JobState::NodeFail,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, JobState::Pending | JobState::Running)
+    }
+
+    /// Slurm's name, as `squeue` and `sacct` print it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "PENDING",
+            JobState::Running => "RUNNING",
+            JobState::Completed => "COMPLETED",
+            JobState::Failed => "FAILED",
+            JobState::Cancelled => "CANCELLED",
+            JobState::Timeout => "TIMEOUT",
+            JobState::NodeFail => "NODE_FAIL",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL
+            .into_iter()
+            .find(|state| state.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A node's state as users see it, derived from its health, its admin flag and its allocations.
+///
+/// ```text
+///   agent registers        some CPUs allocated        all CPUs allocated
+///   ───────────────▶ IDLE ◀──────────────────▶ MIXED ◀──────────────────▶ ALLOCATED
+///                     │ drain                    │ drain                    │ drain
+///                     ▼                          ▼                          ▼
+///                  DRAINED ◀── last job ends ── DRAINING ◀─────────────────┘
+///   (any state) ── heartbeats missed ──▶ DOWN ── agent registers again ──▶ IDLE / DRAINED
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NodeState {
+    Idle,
+    Mixed,
+    Allocated,
+    Draining,
+    Drained,
+    Down,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Idle => "IDLE",
+            NodeState::Mixed => "MIXED",
+            NodeState::Allocated => "ALLOCATED",
+            NodeState::Draining => "DRAINING",
+            NodeState::Drained => "DRAINED",
+            NodeState::Down => "DOWN",
+        }
+    }
+}
+
+impl fmt::Display for NodeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a pending job has not started, in Slurm's words where Slurm has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum PendingReason {
+    /// Not yet considered by a scheduling pass.
+    None,
+    /// The job is the highest-priority job that cannot start: it waits for resources to free up, and
+    /// holds a reservation in the backfill plan.
+    Resources,
+    /// A higher-priority job is waiting, and starting this one now would delay that job.
+    Priority,
+    /// Not enough usable nodes: some nodes the job needs are DOWN, drained or draining.
+    ReqNodeNotAvail,
+    /// The job asks for more than any partition can ever give (checked again at every pass, because the
+    /// cluster can shrink after the job was accepted).
+    PartitionConfig,
+    /// The job was requeued after a node failure and waits to be placed again.
+    Requeued,
+}
+
+impl PendingReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PendingReason::None => "None",
+            PendingReason::Resources => "Resources",
+            PendingReason::Priority => "Priority",
+            PendingReason::ReqNodeNotAvail => "ReqNodeNotAvail",
+            PendingReason::PartitionConfig => "PartitionConfig",
+            PendingReason::Requeued => "Requeued",
+        }
+    }
+}
+
+impl fmt::Display for PendingReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_state_names_round_trip_and_only_two_are_live() {
+        for state in JobState::ALL {
+            assert_eq!(JobState::parse(state.as_str()), Some(state));
+            assert_eq!(
+                state.is_terminal(),
+                !matches!(state, JobState::Pending | JobState::Running)
+            );
+        }
+        assert_eq!(JobState::parse("node_fail"), Some(JobState::NodeFail));
+        assert_eq!(JobState::parse("bogus"), None);
+    }
+}
