@@ -1,1 +1,8 @@
-//! placeholder
+//! computed: the compute-node agent. It keeps a session with the head ([`agent`]), persists what it
+//! was asked to run ([`ledger`]), decides what to do ([`reconcile`]) and does it ([`launcher`]).
+
+pub mod agent;
+pub mod config;
+pub mod launcher;
+pub mod ledger;
+pub mod reconcile;

@@ -1,6 +1,7 @@
-//! One scheduling pass: priority order, placement, EASY backfill, and a reason for every waiting job.
+//! The output of one scheduling pass ([`Plan`]) and its entry point [`plan`].
 
 use crate::SchedulerInput;
+use crate::pass::Pass;
 use beowulf_types::{JobId, NodeName, PendingReason, Resources, Timestamp};
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -32,7 +33,16 @@ pub struct Pending {
 }
 
 /// Plans one pass. Pure: the same input, `now` and rng state give the same plan.
+///
+/// Jobs are walked in priority order ([`crate::priority`]); each starts now on best-fit nodes if it
+/// can. The first one that cannot becomes the top job and holds the one EASY reservation; later jobs
+/// start only where they do not delay it. A job ID listed twice in `input.pending` is planned once,
+/// from its first entry.
+///
+/// The rng is not drawn from today: best fit ordered by node name is already a total order, so no
+/// exact tie is left to break. It stays in the signature so a future policy (spreading, random
+/// tie-breaks) does not change the daemon's call.
 pub fn plan(input: &SchedulerInput, now: Timestamp, rng: &mut impl Rng) -> Plan {
-    let _ = (input, now, rng.random::<u32>());
-    Plan::default()
+    let _ = rng;
+    Pass::new(input, now).run()
 }

@@ -65,11 +65,15 @@ impl JobSpec {
         self.tasks_per_node * self.cpus_per_task
     }
 
-    /// The ranks that run on the `node_index`-th node of the allocation (block distribution).
+    /// The ranks that run on the `node_index`-th node of the allocation: block distribution, with
+    /// the remainder spread over the first nodes (7 tasks on 3 nodes: 3, 2, 2), as Slurm does, so no
+    /// node of the allocation is left without a task.
     pub fn ranks_on_node(&self, node_index: u32) -> Range<u32> {
-        let start = (node_index * self.tasks_per_node).min(self.ntasks);
-        let end = ((node_index + 1) * self.tasks_per_node).min(self.ntasks);
-        start..end
+        let base = self.ntasks / self.nodes;
+        let extra = self.ntasks % self.nodes;
+        let start = node_index * base + node_index.min(extra);
+        let count = base + u32::from(node_index < extra);
+        start.min(self.ntasks)..(start + count).min(self.ntasks)
     }
 }
 
@@ -479,7 +483,11 @@ mod tests {
         let spec = parse("nodes = 3\nntasks = 7\ncommand = [\"true\"]\n").unwrap();
         assert_eq!(spec.tasks_per_node, 3);
         assert_eq!(spec.ranks_on_node(0), 0..3);
-        assert_eq!(spec.ranks_on_node(2), 6..7);
+        assert_eq!(spec.ranks_on_node(1), 3..5);
+        assert_eq!(spec.ranks_on_node(2), 5..7);
+        let spec = parse("nodes = 3\nntasks = 4\ncommand = [\"true\"]\n").unwrap();
+        let counts: Vec<u32> = (0..3).map(|i| spec.ranks_on_node(i).len() as u32).collect();
+        assert_eq!(counts, [2, 1, 1]);
     }
 
     #[test]

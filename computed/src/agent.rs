@@ -1,0 +1,318 @@
+//! The agent: keeps one session with the head, applies desired state through the launcher, and
+//! reports how runs end.
+//!
+//! ```text
+//!  start ─▶ load ledger, kill what an earlier agent left running (reported as lost)
+//!    │
+//!    ▼
+//!  connect ─▶ Register(inventory, every run in the ledger) ─▶ heartbeats every interval
+//!    ▲            │
+//!    │            ▼ DesiredState(generation) ── older than the ledger's? ignore
+//!    │          reconcile(desired, ledger) ─▶ Start / Kill / Forget   (ledger saved before acting)
+//!    │            │
+//!    │            ▼ task exits ─▶ ledger ─▶ RunReport when a run's last task ended
+//!    └── stream broken: back off, reconnect (tasks keep running meanwhile)
+//! ```
+
+use crate::config::AgentConfig;
+use crate::launcher::{JobLimits, Launcher, TaskExit, TaskLaunch};
+use crate::ledger::{Ledger, LedgerError, RunEntry, RunKey, TaskEnd};
+use crate::reconcile::{Action, reconcile};
+use beowulf_proto::v1::{self, agent_hub_client::AgentHubClient, agent_message::Body};
+use beowulf_types::{Generation, Inventory, JobId};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Reconnect back-off: start fast (a head restart takes well under a second), cap low enough that a
+/// returning head sees every agent within a couple of seconds.
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
+
+/// PATH for tasks whose submit environment has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Debug)]
+struct State {
+    ledger: Ledger,
+    desired: BTreeMap<RunKey, v1::Assignment>,
+    outgoing: Option<mpsc::UnboundedSender<v1::AgentMessage>>,
+}
+
+#[derive(Debug)]
+pub struct Agent<L: Launcher> {
+    config: AgentConfig,
+    inventory: Inventory,
+    launcher: Arc<L>,
+    state: Mutex<State>,
+    exits: mpsc::UnboundedSender<TaskExit>,
+}
+
+impl<L: Launcher> Agent<L> {
+    /// Opens the ledger and deals with runs an earlier agent process left behind.
+    pub fn start(
+        config: AgentConfig,
+        inventory: Inventory,
+        launcher: L,
+    ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<TaskExit>), LedgerError> {
+        std::fs::create_dir_all(&config.state_dir).map_err(|source| LedgerError::Write {
+            path: config.state_dir.clone(),
+            source,
+        })?;
+        let mut ledger = Ledger::open(&ledger_path(&config))?;
+        let known: BTreeSet<RunKey> = ledger.data.runs.keys().copied().collect();
+        for entry in ledger.data.runs.values_mut().filter(|e| !e.finished()) {
+            tracing::warn!(job = %entry.key.job, run = entry.key.run, "killing a run left by an earlier agent");
+            kill(&launcher, entry.key);
+            entry.lost = true;
+        }
+        for (job, run) in launcher.leftover_jobs() {
+            if !known.contains(&RunKey { job, run }) {
+                kill(&launcher, RunKey { job, run });
+            }
+        }
+        ledger.save()?;
+        let (exits, exit_rx) = mpsc::unbounded_channel();
+        let agent = Arc::new(Agent {
+            config,
+            inventory,
+            launcher: Arc::new(launcher),
+            state: Mutex::new(State {
+                ledger,
+                desired: BTreeMap::new(),
+                outgoing: None,
+            }),
+            exits,
+        });
+        Ok((agent, exit_rx))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs forever: follows task exits and keeps a session with the head.
+    pub async fn run(self: Arc<Self>, mut exit_rx: mpsc::UnboundedReceiver<TaskExit>) {
+        let agent = self.clone();
+        tokio::spawn(async move {
+            while let Some(exit) = exit_rx.recv().await {
+                agent.on_task_exit(exit);
+            }
+        });
+        let mut backoff = RECONNECT_MIN;
+        loop {
+            match self.session().await {
+                Ok(()) => {
+                    tracing::warn!("head closed the session; reconnecting");
+                    backoff = RECONNECT_MIN;
+                }
+                Err(e) => tracing::debug!(error = %e, "no session with the head"),
+            }
+            self.lock().outgoing = None;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RECONNECT_MAX);
+        }
+    }
+
+    /// One session: register, then heartbeat and apply desired states until the stream breaks.
+    async fn session(self: &Arc<Self>) -> Result<(), String> {
+        let address = self.config.head_address()?;
+        let mut client = AgentHubClient::connect(format!("http://{address}"))
+            .await
+            .map_err(|e| format!("cannot connect to the head at {address}: {e}"))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let register = self.register_message();
+        tx.send(register).map_err(|_| "session channel closed".to_string())?;
+        let response = client
+            .session(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+            .await
+            .map_err(|status| format!("the head refused the session: {status}"))?;
+        let mut incoming = response.into_inner();
+        self.lock().outgoing = Some(tx.clone());
+        tracing::info!(head = %address, "registered with the head");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+
+        let interval = Duration::from_millis(self.config.heartbeat_interval_ms);
+        let agent = self.clone();
+        let heartbeat = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tick.tick().await;
+                let generation = agent.lock().ledger.data.generation.0;
+                let beat = v1::AgentMessage {
+                    body: Some(Body::Heartbeat(v1::Heartbeat { generation })),
+                };
+                if tx.send(beat).is_err() {
+                    return;
+                }
+            }
+        });
+        let result = loop {
+            match incoming.message().await {
+                Ok(Some(v1::HeadMessage {
+                    body: Some(v1::head_message::Body::Desired(desired)),
+                })) => self.on_desired(desired),
+                Ok(Some(_)) => {}
+                Ok(None) => break Ok(()),
+                Err(status) => break Err(format!("session with the head broke: {status}")),
+            }
+        };
+        heartbeat.abort();
+        result
+    }
+
+    fn register_message(&self) -> v1::AgentMessage {
+        let state = self.lock();
+        v1::AgentMessage {
+            body: Some(Body::Register(v1::Register {
+                node: self.config.node_name.clone(),
+                inventory: Some(v1::Inventory::from(&self.inventory)),
+                runs: state.ledger.data.runs.values().map(run_report).collect(),
+                generation: state.ledger.data.generation.0,
+            })),
+        }
+    }
+
+    /// Applies a whole desired state (ignored if older than what was already applied).
+    pub fn on_desired(&self, desired: v1::DesiredState) {
+        let mut state = self.lock();
+        let generation = Generation(desired.generation);
+        if generation < state.ledger.data.generation {
+            tracing::debug!(%generation, "ignoring an older desired state");
+            return;
+        }
+        state.ledger.data.generation = generation;
+        state.desired = desired
+            .assignments
+            .into_iter()
+            .map(|a| (RunKey { job: JobId(a.job_id), run: a.run }, a))
+            .collect();
+        let keys: BTreeSet<RunKey> = state.desired.keys().copied().collect();
+        let actions = reconcile(&keys, &state.ledger.data);
+        // Durable before acting: record every run about to start.
+        for action in &actions {
+            if let Action::Start(key) = action {
+                let a = &state.desired[key];
+                let tasks = (a.first_rank..a.first_rank + a.local_tasks).map(|r| (r, None)).collect();
+                state.ledger.data.runs.insert(*key, RunEntry { key: *key, tasks, lost: false });
+            }
+        }
+        if let Err(e) = state.ledger.save() {
+            tracing::error!(error = %e, "cannot save the ledger; not acting on the desired state");
+            return;
+        }
+        for action in actions {
+            match action {
+                Action::Start(key) => self.start_run(&mut state, key),
+                Action::Kill(key) => kill(&*self.launcher, key),
+                Action::Forget(key) => self.forget(&mut state, key),
+            }
+        }
+    }
+
+    fn start_run(&self, state: &mut State, key: RunKey) {
+        let a = state.desired[&key].clone();
+        if a.local_tasks == 0 {
+            return;
+        }
+        tracing::info!(job = %key.job, run = key.run, tasks = a.local_tasks, "starting run");
+        let limits = JobLimits { cpus: a.cpus, memory_mb: a.memory_mb };
+        if let Err(e) = self.launcher.prepare_job(key.job, key.run, &limits) {
+            for rank in a.first_rank..a.first_rank + a.local_tasks {
+                let _ = self.exits.send(TaskExit::not_started(key.job, key.run, rank, &e));
+            }
+            return;
+        }
+        for rank in a.first_rank..a.first_rank + a.local_tasks {
+            let task = self.task_launch(&a, key, rank);
+            if let Err(e) = self.launcher.start_task(task, self.exits.clone()) {
+                tracing::warn!(job = %key.job, rank, error = %e, "task did not start");
+                let _ = self.exits.send(TaskExit::not_started(key.job, key.run, rank, &e));
+            }
+        }
+    }
+
+    fn task_launch(&self, a: &v1::Assignment, key: RunKey, rank: u32) -> TaskLaunch {
+        let mut env: BTreeMap<String, String> = a.env.clone().into_iter().collect();
+        env.entry("PATH".into()).or_insert_with(|| DEFAULT_PATH.into());
+        let node = &self.config.node_name;
+        let per_task = [
+            ("SLURM_PROCID", rank.to_string()),
+            ("SLURM_LOCALID", (rank - a.first_rank).to_string()),
+            ("SLURM_NODEID", a.node_index.to_string()),
+            ("SLURMD_NODENAME", node.clone()),
+            ("SLURM_TASKS_PER_NODE", a.local_tasks.to_string()),
+            ("BEOWULF_NODE", node.clone()),
+        ];
+        env.extend(per_task.into_iter().map(|(k, v)| (k.to_string(), v)));
+        TaskLaunch {
+            job: key.job,
+            run: key.run,
+            rank,
+            argv: a.argv.clone(),
+            env: env.into_iter().collect(),
+            workdir: PathBuf::from(&a.workdir),
+            stdout: PathBuf::from(&a.stdout_path),
+            stderr: PathBuf::from(&a.stderr_path),
+            uid: a.uid,
+            gid: a.gid,
+        }
+    }
+
+    fn on_task_exit(&self, exit: TaskExit) {
+        let mut state = self.lock();
+        let key = RunKey { job: exit.job, run: exit.run };
+        let Some(entry) = state.ledger.data.runs.get_mut(&key) else { return };
+        entry.tasks.insert(exit.rank, Some(TaskEnd { code: exit.code, detail: exit.detail }));
+        if !entry.finished() {
+            return;
+        }
+        let report = run_report(entry);
+        if let Err(e) = state.ledger.save() {
+            tracing::error!(error = %e, "cannot save the ledger");
+        }
+        tracing::info!(job = %key.job, run = key.run, code = report.exit_code, "run finished on this node");
+        if let Some(out) = &state.outgoing {
+            let _ = out.send(v1::AgentMessage { body: Some(Body::Report(report)) });
+        }
+        if !state.desired.contains_key(&key) {
+            self.forget(&mut state, key);
+        }
+    }
+
+    fn forget(&self, state: &mut State, key: RunKey) {
+        if let Err(e) = self.launcher.release_job(key.job, key.run) {
+            tracing::warn!(job = %key.job, error = %e, "cannot release the job's cgroup yet");
+            return;
+        }
+        state.ledger.data.runs.remove(&key);
+        if let Err(e) = state.ledger.save() {
+            tracing::error!(error = %e, "cannot save the ledger");
+        }
+    }
+}
+
+fn kill(launcher: &impl Launcher, key: RunKey) {
+    if let Err(e) = launcher.kill_job(key.job, key.run) {
+        tracing::warn!(job = %key.job, run = key.run, error = %e, "cannot kill the run");
+    }
+}
+
+fn run_report(entry: &RunEntry) -> v1::RunReport {
+    let finished = entry.finished();
+    let (exit_code, detail) = if finished { entry.result() } else { (0, String::new()) };
+    v1::RunReport {
+        job_id: entry.key.job.0,
+        run: entry.key.run,
+        finished,
+        exit_code,
+        detail,
+        lost: entry.lost,
+    }
+}
+
+fn ledger_path(config: &AgentConfig) -> PathBuf {
+    config.state_dir.join("ledger.json")
+}

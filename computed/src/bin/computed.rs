@@ -1,0 +1,41 @@
+//! `computed`: the compute-node agent's entry point.
+
+use anyhow::Context;
+use beowulf_computed::{agent::Agent, config::AgentConfig, launcher::ProcessLauncher};
+use clap::Parser;
+use std::path::PathBuf;
+
+/// The Beowulf compute-node agent: registers with the head and runs the tasks it is given.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Configuration file (computed.toml).
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = AgentConfig::load(&args.config)?;
+    let mut inventory = beowulf_hardware::detect_host().context("cannot detect this node's hardware")?;
+    if let Some(offer) = &config.offer {
+        inventory.cpus = offer.cpus.unwrap_or(inventory.cpus);
+        inventory.memory_mb = offer.memory_mb.unwrap_or(inventory.memory_mb);
+    }
+    let launcher = ProcessLauncher::new(&config.node_name).context("cannot set up the task launcher")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let (agent, exits) = Agent::start(config, inventory, launcher)?;
+        agent.run(exits).await;
+        Ok(())
+    })
+}

@@ -1,0 +1,95 @@
+//! computed's configuration file (`computed.toml`), parsed strictly.
+
+use beowulf_types::Millis;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Agents beat every second: cheap (no disk write on the head) and well inside the head's timeout.
+const DEFAULT_HEARTBEAT_INTERVAL_MS: Millis = 1_000;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This node's name in the cluster (`node1`).
+    pub node_name: String,
+    /// Where the head's agent API listens, as `host:port`.
+    #[serde(default)]
+    pub head: Option<String>,
+    /// A file holding `host:port` of the head (headnoded writes `agent.addr` in its state directory);
+    /// read again at every reconnect, so a restarted head on a new port is found.
+    #[serde(default)]
+    pub head_addr_file: Option<PathBuf>,
+    /// The ledger and logs of this agent.
+    pub state_dir: PathBuf,
+    #[serde(default = "default_heartbeat_interval")]
+    pub heartbeat_interval_ms: Millis,
+    /// What the node offers to jobs, when it should differ from what is detected (a local test
+    /// cluster of several agents on one machine gives each a share).
+    #[serde(default)]
+    pub offer: Option<Offer>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Offer {
+    pub cpus: Option<u32>,
+    pub memory_mb: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<AgentConfig, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let config: AgentConfig = toml::from_str(text).map_err(|e: toml::de::Error| {
+            let line = e
+                .span()
+                .map(|s| beowulf_types::jobfile::line_of(text, s.start))
+                .unwrap_or(1);
+            invalid(format!("line {line}: {}", e.message().trim()))
+        })?;
+        if config.head.is_none() && config.head_addr_file.is_none() {
+            return Err(invalid("give `head = \"host:port\"` or `head_addr_file`".into()));
+        }
+        if config.node_name.is_empty() {
+            return Err(invalid("`node_name` is empty".into()));
+        }
+        Ok(config)
+    }
+
+    /// The head's agent API address, read now.
+    pub fn head_address(&self) -> Result<String, String> {
+        if let Some(head) = &self.head {
+            return Ok(head.clone());
+        }
+        let file = self.head_addr_file.as_ref().expect("checked at parse");
+        std::fs::read_to_string(file)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| format!("cannot read the head's address from {}: {e}", file.display()))
+    }
+}
+
+fn default_heartbeat_interval() -> Millis {
+    DEFAULT_HEARTBEAT_INTERVAL_MS
+}

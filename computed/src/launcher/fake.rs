@@ -1,0 +1,291 @@
+//! A recording fake [`Launcher`] for tests of the code above the launcher (the reconciler).
+//!
+//! Nothing is started: calls are recorded, tasks "run" until the test calls
+//! [`RecordingLauncher::finish`] or the code under test calls `kill_job`.
+
+use super::{JobLimits, LaunchError, Launcher, TaskExit, TaskLaunch};
+use beowulf_types::JobId;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// One call made on a [`RecordingLauncher`], with its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LauncherCall {
+    Prepare {
+        job: JobId,
+        run: u32,
+        limits: JobLimits,
+    },
+    Start(TaskLaunch),
+    Kill {
+        job: JobId,
+        run: u32,
+    },
+    Release {
+        job: JobId,
+        run: u32,
+    },
+}
+
+/// Records calls; behaves like [`super::ProcessLauncher`] as far as bookkeeping goes (start needs
+/// prepare, release fails while tasks run, kill ends the job's tasks with code 137).
+#[derive(Debug, Default)]
+pub struct RecordingLauncher {
+    calls: Mutex<Vec<LauncherCall>>,
+    state: Mutex<FakeState>,
+}
+
+#[derive(Debug, Default)]
+struct FakeState {
+    prepared: BTreeSet<(JobId, u32)>,
+    /// Running tasks by (job, run, rank): pid and where their exit goes.
+    running: BTreeMap<(JobId, u32, u32), (u32, UnboundedSender<TaskExit>)>,
+    leftovers: Vec<(JobId, u32)>,
+    start_failures: VecDeque<LaunchError>,
+    last_pid: u32,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl RecordingLauncher {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A launcher that reports these job runs from `leftover_jobs` (until they are released).
+    pub fn with_leftovers(leftovers: Vec<(JobId, u32)>) -> Self {
+        let launcher = Self::default();
+        {
+            let mut state = lock(&launcher.state);
+            state.prepared.extend(leftovers.iter().copied());
+            state.leftovers = leftovers;
+        }
+        launcher
+    }
+
+    /// All calls so far, oldest first.
+    pub fn calls(&self) -> Vec<LauncherCall> {
+        lock(&self.calls).clone()
+    }
+
+    /// All calls so far, clearing the record.
+    pub fn take_calls(&self) -> Vec<LauncherCall> {
+        std::mem::take(&mut *lock(&self.calls))
+    }
+
+    /// Makes the next `start_task` fail with this error (queued: several calls queue several).
+    pub fn fail_next_start(&self, error: LaunchError) {
+        lock(&self.state).start_failures.push_back(error);
+    }
+
+    /// The (job, run, rank) of every task still running.
+    pub fn running_tasks(&self) -> Vec<(JobId, u32, u32)> {
+        lock(&self.state).running.keys().copied().collect()
+    }
+
+    /// Ends a running task with this exit code, sending its TaskExit. False if no such task runs.
+    pub fn finish(&self, job: JobId, run: u32, rank: u32, code: i32) -> bool {
+        let Some((_, exits)) = lock(&self.state).running.remove(&(job, run, rank)) else {
+            return false;
+        };
+        let detail = if code > 128 {
+            format!("killed by signal {}", code - 128)
+        } else {
+            format!("exited with code {code}")
+        };
+        let _ = exits.send(TaskExit {
+            job,
+            run,
+            rank,
+            code,
+            detail,
+        });
+        true
+    }
+
+    fn record(&self, call: LauncherCall) {
+        lock(&self.calls).push(call);
+    }
+}
+
+impl Launcher for RecordingLauncher {
+    fn prepare_job(&self, job: JobId, run: u32, limits: &JobLimits) -> Result<(), LaunchError> {
+        self.record(LauncherCall::Prepare {
+            job,
+            run,
+            limits: *limits,
+        });
+        lock(&self.state).prepared.insert((job, run));
+        Ok(())
+    }
+
+    fn start_task(
+        &self,
+        task: TaskLaunch,
+        exits: UnboundedSender<TaskExit>,
+    ) -> Result<u32, LaunchError> {
+        self.record(LauncherCall::Start(task.clone()));
+        let mut state = lock(&self.state);
+        if let Some(error) = state.start_failures.pop_front() {
+            return Err(error);
+        }
+        if !state.prepared.contains(&(task.job, task.run)) {
+            return Err(LaunchError::NotPrepared {
+                job: task.job,
+                run: task.run,
+            });
+        }
+        if task.argv.is_empty() {
+            return Err(LaunchError::EmptyArgv {
+                job: task.job,
+                run: task.run,
+                rank: task.rank,
+            });
+        }
+        state.last_pid += 1;
+        let pid = 10_000 + state.last_pid;
+        state
+            .running
+            .insert((task.job, task.run, task.rank), (pid, exits));
+        Ok(pid)
+    }
+
+    fn kill_job(&self, job: JobId, run: u32) -> Result<(), LaunchError> {
+        self.record(LauncherCall::Kill { job, run });
+        let ranks: Vec<u32> = self
+            .running_tasks()
+            .into_iter()
+            .filter(|&(j, r, _)| (j, r) == (job, run))
+            .map(|(_, _, rank)| rank)
+            .collect();
+        for rank in ranks {
+            self.finish(job, run, rank, 128 + 9);
+        }
+        Ok(())
+    }
+
+    fn job_alive(&self, job: JobId, run: u32) -> bool {
+        lock(&self.state)
+            .running
+            .keys()
+            .any(|&(j, r, _)| (j, r) == (job, run))
+    }
+
+    fn release_job(&self, job: JobId, run: u32) -> Result<(), LaunchError> {
+        self.record(LauncherCall::Release { job, run });
+        if self.job_alive(job, run) {
+            return Err(LaunchError::StillRunning { job, run });
+        }
+        let mut state = lock(&self.state);
+        state.prepared.remove(&(job, run));
+        state.leftovers.retain(|&l| l != (job, run));
+        Ok(())
+    }
+
+    fn leftover_jobs(&self) -> Vec<(JobId, u32)> {
+        lock(&self.state).leftovers.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn task(rank: u32) -> TaskLaunch {
+        TaskLaunch {
+            job: JobId(5),
+            run: 1,
+            rank,
+            argv: vec!["hostname".into()],
+            env: vec![],
+            workdir: PathBuf::from("/tmp"),
+            stdout: PathBuf::from("/tmp/out"),
+            stderr: PathBuf::from("/tmp/out"),
+            uid: 1000,
+            gid: 1000,
+        }
+    }
+
+    #[test]
+    fn records_calls_and_delivers_exits() {
+        let launcher = RecordingLauncher::new();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        assert!(matches!(
+            launcher.start_task(task(0), tx.clone()),
+            Err(LaunchError::NotPrepared { .. })
+        ));
+        let limits = JobLimits {
+            cpus: 2,
+            memory_mb: 100,
+        };
+        launcher.prepare_job(JobId(5), 1, &limits).unwrap();
+        launcher.start_task(task(0), tx.clone()).unwrap();
+        launcher.start_task(task(1), tx.clone()).unwrap();
+        assert!(launcher.job_alive(JobId(5), 1));
+
+        assert!(launcher.finish(JobId(5), 1, 0, 3));
+        assert!(!launcher.finish(JobId(5), 1, 0, 3));
+        let exit = rx.try_recv().unwrap();
+        assert_eq!((exit.rank, exit.code), (0, 3));
+
+        assert!(matches!(
+            launcher.release_job(JobId(5), 1),
+            Err(LaunchError::StillRunning { .. })
+        ));
+        launcher.kill_job(JobId(5), 1).unwrap();
+        let exit = rx.try_recv().unwrap();
+        assert_eq!((exit.rank, exit.code), (1, 137));
+        assert!(!launcher.job_alive(JobId(5), 1));
+        launcher.release_job(JobId(5), 1).unwrap();
+
+        let calls = launcher.take_calls();
+        assert_eq!(calls.len(), 8);
+        assert_eq!(
+            calls[1],
+            LauncherCall::Prepare {
+                job: JobId(5),
+                run: 1,
+                limits
+            }
+        );
+        assert_eq!(calls[2], LauncherCall::Start(task(0)));
+        assert_eq!(
+            calls[7],
+            LauncherCall::Release {
+                job: JobId(5),
+                run: 1
+            }
+        );
+        assert!(launcher.calls().is_empty());
+    }
+
+    #[test]
+    fn injected_failures_and_leftovers() {
+        let launcher = RecordingLauncher::with_leftovers(vec![(JobId(9), 0)]);
+        assert_eq!(launcher.leftover_jobs(), vec![(JobId(9), 0)]);
+        launcher.kill_job(JobId(9), 0).unwrap();
+        launcher.release_job(JobId(9), 0).unwrap();
+        assert!(launcher.leftover_jobs().is_empty());
+
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        launcher
+            .prepare_job(
+                JobId(5),
+                1,
+                &JobLimits {
+                    cpus: 1,
+                    memory_mb: 0,
+                },
+            )
+            .unwrap();
+        launcher.fail_next_start(LaunchError::Injected("boom".into()));
+        let err = launcher.start_task(task(0), tx.clone()).unwrap_err();
+        assert_eq!(err.to_string(), "injected failure: boom");
+        assert_eq!(TaskExit::not_started(JobId(5), 1, 0, &err).code, 126);
+        assert!(launcher.start_task(task(0), tx).is_ok());
+    }
+}

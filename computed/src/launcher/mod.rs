@@ -1,0 +1,266 @@
+//! The launcher: starts a job's tasks on this node, each job run in its own cgroup, and kills and
+//! cleans them up again (DESIGN.md §3, "launcher").
+//!
+//! The reconciler talks to the [`Launcher`] trait only. [`ProcessLauncher`] is the real one (cgroup v1
+//! or v2, falling back to process groups when cgroups are not writable); [`RecordingLauncher`] is a
+//! recording fake for tests of the code above it.
+
+mod cgroup;
+mod fake;
+mod process;
+#[cfg(test)]
+mod tests;
+
+pub use fake::{LauncherCall, RecordingLauncher};
+pub use process::ProcessLauncher;
+
+use beowulf_types::JobId;
+use std::io;
+use std::path::PathBuf;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Limits for a job's cgroup on this node. `cpus == 0` and `memory_mb == 0` mean "no limit".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct JobLimits {
+    pub cpus: u32,
+    pub memory_mb: u64,
+}
+
+/// One task (rank) to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskLaunch {
+    pub job: JobId,
+    pub run: u32,
+    pub rank: u32,
+    /// `argv[0]` is looked up in the `PATH` of `env` if it has no '/' (a relative `PATH` entry or a
+    /// relative `argv[0]` is relative to `workdir`).
+    pub argv: Vec<String>,
+    /// The complete environment: the child's environment is cleared first.
+    pub env: Vec<(String, String)>,
+    pub workdir: PathBuf,
+    /// May be the same path as `stderr`. Created (mode 0644) or appended to as the task's user; a
+    /// relative path is relative to `workdir`.
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskExit {
+    pub job: JobId,
+    pub run: u32,
+    pub rank: u32,
+    /// The exit status, or 128 + signal number when the task was killed by a signal; 127 or 126
+    /// when it could not be started (see [`LaunchError::exit_code`]).
+    pub code: i32,
+    /// Human-readable: "exited with code 7", "killed by signal 9 (SIGKILL)", or why it did not start.
+    pub detail: String,
+}
+
+impl TaskExit {
+    /// The exit to report for a task whose [`Launcher::start_task`] failed.
+    pub fn not_started(job: JobId, run: u32, rank: u32, error: &LaunchError) -> TaskExit {
+        TaskExit {
+            job,
+            run,
+            rank,
+            code: error.exit_code(),
+            detail: error.to_string(),
+        }
+    }
+}
+
+/// Starts, kills and cleans up a job's tasks on this node.
+pub trait Launcher: Send + Sync + 'static {
+    /// Creates the job run's cgroup(s) with these limits; idempotent. Must precede `start_task`.
+    fn prepare_job(&self, job: JobId, run: u32, limits: &JobLimits) -> Result<(), LaunchError>;
+    /// Starts one task in the job's cgroup; its TaskExit is sent on `exits` when it ends. Returns the pid.
+    fn start_task(
+        &self,
+        task: TaskLaunch,
+        exits: UnboundedSender<TaskExit>,
+    ) -> Result<u32, LaunchError>;
+    /// Kills every process of the job on this node (whole cgroup, including grandchildren), idempotent.
+    fn kill_job(&self, job: JobId, run: u32) -> Result<(), LaunchError>;
+    /// True while any process of the job is alive on this node.
+    fn job_alive(&self, job: JobId, run: u32) -> bool;
+    /// Removes the job's cgroup(s) once its processes are gone; idempotent.
+    fn release_job(&self, job: JobId, run: u32) -> Result<(), LaunchError>;
+    /// Job runs whose cgroups exist from an earlier computed process (found at start-up), so the agent can kill them.
+    fn leftover_jobs(&self) -> Vec<(JobId, u32)>;
+}
+
+/// Why the launcher could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("invalid node name {name:?} for the launcher: {reason}")]
+    InvalidNodeName { name: String, reason: &'static str },
+
+    #[error(
+        "job {job}.{run} is not prepared on this node (prepare_job was not called, or the job was released)"
+    )]
+    NotPrepared { job: JobId, run: u32 },
+
+    #[error("job {job}.{run} still has live processes on this node")]
+    StillRunning { job: JobId, run: u32 },
+
+    #[error("task {rank} of job {job}.{run} has an empty argv")]
+    EmptyArgv { job: JobId, run: u32, rank: u32 },
+
+    #[error(
+        "task {rank} of job {job}.{run}: program {program:?} not found in PATH {search_path:?}"
+    )]
+    ProgramNotFound {
+        job: JobId,
+        run: u32,
+        rank: u32,
+        program: String,
+        search_path: String,
+    },
+
+    #[error(
+        "task {rank} of job {job}.{run}: cannot run as uid {uid} gid {gid} because the agent runs as uid {agent_uid}, not root"
+    )]
+    UserSwitchNotPermitted {
+        job: JobId,
+        run: u32,
+        rank: u32,
+        uid: u32,
+        gid: u32,
+        agent_uid: u32,
+    },
+
+    #[error("task {rank} of job {job}.{run}: start_task was called outside a tokio runtime")]
+    NoRuntime { job: JobId, run: u32, rank: u32 },
+
+    #[error("task {rank} of job {job}.{run}: cannot create the status pipe: {source}")]
+    StatusPipe {
+        job: JobId,
+        run: u32,
+        rank: u32,
+        source: io::Error,
+    },
+
+    #[error("task {rank} of job {job}.{run}: a path or argument contains a NUL byte: {what}")]
+    NulByte {
+        job: JobId,
+        run: u32,
+        rank: u32,
+        what: String,
+    },
+
+    #[error("task {rank} of job {job}.{run}: cannot join cgroup {}: {source}", path.display())]
+    JoinCgroup {
+        job: JobId,
+        run: u32,
+        rank: u32,
+        path: PathBuf,
+        source: io::Error,
+    },
+
+    #[error("task {rank} of job {job}.{run}: cannot start a new session: {source}")]
+    NewSession {
+        job: JobId,
+        run: u32,
+        rank: u32,
+        source: io::Error,
+    },
+
+    #[error("task {rank} of job {job}.{run}: cannot switch to uid {uid} gid {gid}: {source}")]
+    SwitchUser {
+        job: JobId,
+        run: u32,
+        rank: u32,
+        uid: u32,
+        gid: u32,
+        source: io::Error,
+    },
+
+    #[error("task {rank} of job {job}.{run}: cannot enter working directory {} as uid {uid}: {source}", path.display())]
+    Workdir {
+        job: JobId,
+        run: u32,
+        rank: u32,
+        path: PathBuf,
+        uid: u32,
+        source: io::Error,
+    },
+
+    #[error("task {rank} of job {job}.{run}: cannot open output file {} as uid {uid}: {source}", path.display())]
+    OutputFile {
+        job: JobId,
+        run: u32,
+        rank: u32,
+        path: PathBuf,
+        uid: u32,
+        source: io::Error,
+    },
+
+    #[error("task {rank} of job {job}.{run}: cannot redirect stdout/stderr: {source}")]
+    Redirect {
+        job: JobId,
+        run: u32,
+        rank: u32,
+        source: io::Error,
+    },
+
+    #[error("task {rank} of job {job}.{run}: cannot execute {}: {source}", program.display())]
+    Exec {
+        job: JobId,
+        run: u32,
+        rank: u32,
+        program: PathBuf,
+        source: io::Error,
+    },
+
+    #[error("job {job}.{run}: cannot create cgroup {}: {source}", path.display())]
+    CreateCgroup {
+        job: JobId,
+        run: u32,
+        path: PathBuf,
+        source: io::Error,
+    },
+
+    #[error("job {job}.{run}: cannot write {value:?} to {}: {source}", path.display())]
+    WriteCgroup {
+        job: JobId,
+        run: u32,
+        path: PathBuf,
+        value: String,
+        source: io::Error,
+    },
+
+    #[error("job {job}.{run}: cannot kill the processes of cgroup {}: {source}", path.display())]
+    KillCgroup {
+        job: JobId,
+        run: u32,
+        path: PathBuf,
+        source: io::Error,
+    },
+
+    #[error("job {job}.{run}: cannot remove cgroup {}: {source}", path.display())]
+    RemoveCgroup {
+        job: JobId,
+        run: u32,
+        path: PathBuf,
+        source: io::Error,
+    },
+
+    /// Only produced by [`RecordingLauncher`] when a test injects a failure.
+    #[error("injected failure: {0}")]
+    Injected(String),
+}
+
+impl LaunchError {
+    /// The exit code to report for a task that could not be started because of this error:
+    /// 127 when the program was not found, 126 otherwise (shell conventions).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            LaunchError::ProgramNotFound { .. } => 127,
+            LaunchError::Exec { source, .. } if source.kind() == io::ErrorKind::NotFound => 127,
+            _ => 126,
+        }
+    }
+}

@@ -1,0 +1,766 @@
+//! The real launcher: fork/exec with tokio, cgroups for limits and race-free kills.
+
+use super::cgroup::{self, Cgroups, Layout};
+use super::{JobLimits, LaunchError, Launcher, TaskExit, TaskLaunch};
+use beowulf_types::JobId;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// `PATH` used to find `argv[0]` when the task's environment has none.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Starts tasks as real processes, each job run in its own cgroup (v1 or v2) under
+/// `<agent's own cgroup>/beowulf/<node>/job_<id>.<run>`. Without writable cgroups it warns once and
+/// falls back to process groups (every task is a session leader) for kills.
+#[derive(Debug)]
+pub struct ProcessLauncher {
+    node: String,
+    pub(super) cgroups: Option<Cgroups>,
+    jobs: Mutex<HashMap<(JobId, u32), JobEntry>>,
+    leftovers: Vec<(JobId, u32)>,
+    agent_uid: u32,
+    agent_gid: u32,
+}
+
+/// What we know about a prepared job run.
+#[derive(Debug, Default)]
+struct JobEntry {
+    /// Task sessions (the task's pid, which is also its session and process group id), with the
+    /// leader's start time to recognise a recycled pid.
+    sessions: Vec<Session>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    sid: i32,
+    start_time: Option<u64>,
+}
+
+impl ProcessLauncher {
+    /// A launcher for the agent of `node_name`, with cgroups when they are writable.
+    pub fn new(node_name: &str) -> Result<Self, LaunchError> {
+        validate_node_name(node_name)?;
+        let cgroups = match cgroup::detect_system_layout() {
+            Ok(layout) => Self::init_cgroups(layout, node_name),
+            Err(reason) => {
+                tracing::warn!(node = node_name, %reason, "no usable cgroups; running tasks without limits, killing by process group");
+                None
+            }
+        };
+        Ok(Self::build(node_name, cgroups))
+    }
+
+    /// A launcher that never uses cgroups (no limits; kills by process group).
+    pub fn without_cgroups(node_name: &str) -> Result<Self, LaunchError> {
+        validate_node_name(node_name)?;
+        Ok(Self::build(node_name, None))
+    }
+
+    /// A launcher on an explicit cgroup layout (tests use the hybrid setup's unified mount).
+    #[cfg(test)]
+    pub(crate) fn with_layout(node_name: &str, layout: Layout) -> Result<Self, LaunchError> {
+        validate_node_name(node_name)?;
+        let cgroups = Self::init_cgroups(layout, node_name);
+        Ok(Self::build(node_name, cgroups))
+    }
+
+    fn init_cgroups(layout: Layout, node: &str) -> Option<Cgroups> {
+        match Cgroups::init(layout, node) {
+            Ok((cgroups, warnings)) => {
+                for warning in warnings {
+                    tracing::warn!(node, %warning, "cgroup setup incomplete");
+                }
+                Some(cgroups)
+            }
+            Err(reason) => {
+                tracing::warn!(node, %reason, "cgroups are not writable; running tasks without limits, killing by process group");
+                None
+            }
+        }
+    }
+
+    fn build(node_name: &str, cgroups: Option<Cgroups>) -> Self {
+        let leftovers = cgroups
+            .as_ref()
+            .map(Cgroups::existing_jobs)
+            .unwrap_or_default();
+        if !leftovers.is_empty() {
+            tracing::info!(
+                node = node_name,
+                ?leftovers,
+                "found job cgroups of an earlier computed"
+            );
+        }
+        ProcessLauncher {
+            node: node_name.to_string(),
+            cgroups,
+            jobs: Mutex::new(HashMap::new()),
+            leftovers,
+            agent_uid: nix::unistd::geteuid().as_raw(),
+            agent_gid: nix::unistd::getegid().as_raw(),
+        }
+    }
+
+    /// The node name this launcher was created for.
+    pub fn node_name(&self) -> &str {
+        &self.node
+    }
+
+    /// True when tasks run in cgroups (limits enforced, race-free kills).
+    pub fn cgroups_enabled(&self) -> bool {
+        self.cgroups.is_some()
+    }
+
+    /// The job run's cgroup directories (one per v1 hierarchy, one on v2; none without cgroups).
+    pub fn cgroup_dirs(&self, job: JobId, run: u32) -> Vec<PathBuf> {
+        self.cgroups
+            .as_ref()
+            .map(|c| c.job_dirs(job, run))
+            .unwrap_or_default()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn remove_node_dirs(&self) {
+        if let Some(c) = &self.cgroups {
+            c.remove_node_dirs();
+        }
+    }
+
+    fn jobs(&self) -> MutexGuard<'_, HashMap<(JobId, u32), JobEntry>> {
+        // A panic while holding the lock leaves the map consistent enough: keep going.
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sessions(&self, job: JobId, run: u32) -> Vec<Session> {
+        self.jobs()
+            .get(&(job, run))
+            .map(|e| e.sessions.clone())
+            .unwrap_or_default()
+    }
+}
+
+fn validate_node_name(name: &str) -> Result<(), LaunchError> {
+    let reason = if name.is_empty() {
+        Some("it is empty")
+    } else if name == "." || name == ".." {
+        Some("it is a relative directory name")
+    } else if name.contains('/') || name.contains('\0') {
+        Some("it contains '/' or a NUL byte")
+    } else if name.len() > 200 {
+        Some("it is longer than 200 bytes")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(LaunchError::InvalidNodeName {
+            name: name.to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The start time (clock ticks since boot) of a process, from /proc/<pid>/stat field 22.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl Session {
+    /// False when the session's pid now belongs to a different process: then the session's
+    /// processes are all gone (a pid used as a process group id is not recycled while in use).
+    fn not_recycled(&self) -> bool {
+        match (start_time(self.sid), self.start_time) {
+            (Some(now), Some(then)) => now == then,
+            _ => true,
+        }
+    }
+
+    fn alive(&self) -> bool {
+        if !self.not_recycled() {
+            return false;
+        }
+        matches!(
+            killpg(Pid::from_raw(self.sid), None),
+            Ok(()) | Err(Errno::EPERM)
+        )
+    }
+
+    fn kill(&self) {
+        if self.not_recycled() {
+            let _ = killpg(Pid::from_raw(self.sid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Finds `argv[0]` like execvp, but in the task's own `PATH`; relative results are relative to
+/// the working directory.
+fn resolve_program(task: &TaskLaunch) -> Result<PathBuf, LaunchError> {
+    let program = &task.argv[0];
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    let search_path = task
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+    if !program.is_empty() {
+        for dir in search_path.split(':') {
+            let dir = if dir.is_empty() { "." } else { dir };
+            let candidate = Path::new(dir).join(program);
+            let on_disk = if candidate.is_absolute() {
+                candidate.clone()
+            } else {
+                task.workdir.join(&candidate)
+            };
+            let executable = fs::metadata(&on_disk)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+            if executable {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(LaunchError::ProgramNotFound {
+        job: task.job,
+        run: task.run,
+        rank: task.rank,
+        program: program.clone(),
+        search_path: search_path.to_string(),
+    })
+}
+
+fn cstring(task: &TaskLaunch, bytes: &[u8], what: &str) -> Result<CString, LaunchError> {
+    CString::new(bytes).map_err(|_| LaunchError::NulByte {
+        job: task.job,
+        run: task.run,
+        rank: task.rank,
+        what: what.to_string(),
+    })
+}
+
+/// Which step of the child's set-up failed, reported through the status pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Stage {
+    JoinCgroup = 1,
+    NewSession = 2,
+    SwitchUser = 3,
+    Workdir = 4,
+    Stdout = 5,
+    Stderr = 6,
+    Redirect = 7,
+}
+
+impl Stage {
+    fn from_byte(b: u8) -> Option<Stage> {
+        Some(match b {
+            1 => Stage::JoinCgroup,
+            2 => Stage::NewSession,
+            3 => Stage::SwitchUser,
+            4 => Stage::Workdir,
+            5 => Stage::Stdout,
+            6 => Stage::Stderr,
+            7 => Stage::Redirect,
+            _ => return None,
+        })
+    }
+}
+
+/// Everything the forked child needs, allocated before the fork.
+struct ChildSetup {
+    /// cgroup.procs files to write "0" (= the writer) into.
+    cgroup_procs: Vec<CString>,
+    switch_user: bool,
+    /// setgroups needs CAP_SETGID; only done when the agent is root.
+    set_groups: bool,
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    workdir: CString,
+    stdout: CString,
+    /// `None` when stderr is the same file as stdout.
+    stderr: Option<CString>,
+    /// Write end of the status pipe (close-on-exec).
+    status_fd: RawFd,
+}
+
+/// `Err(errno)` when a libc call returned -1.
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+impl ChildSetup {
+    /// Runs in the forked child before exec: only async-signal-safe libc calls, no allocation
+    /// (`io::Error::last_os_error` and `from_raw_os_error` do not allocate).
+    fn run(&self) -> io::Result<()> {
+        for (index, path) in self.cgroup_procs.iter().enumerate() {
+            self.step(Stage::JoinCgroup, index, join_cgroup(path))?;
+        }
+        // SAFETY: setsid takes no arguments and has no memory-safety preconditions.
+        let ret = unsafe { libc::setsid() };
+        self.step(Stage::NewSession, 0, check(ret))?;
+        if self.switch_user {
+            if self.set_groups {
+                // SAFETY: the pointer is to one gid_t that lives for the duration of the call.
+                let ret = unsafe { libc::setgroups(1, &self.gid) };
+                self.step(Stage::SwitchUser, 0, check(ret))?;
+            }
+            // SAFETY: setgid takes a plain integer.
+            let ret = unsafe { libc::setgid(self.gid) };
+            self.step(Stage::SwitchUser, 0, check(ret))?;
+            // SAFETY: setuid takes a plain integer.
+            let ret = unsafe { libc::setuid(self.uid) };
+            self.step(Stage::SwitchUser, 0, check(ret))?;
+        }
+        // SAFETY: workdir is a NUL-terminated string owned by self, alive during the call.
+        let ret = unsafe { libc::chdir(self.workdir.as_ptr()) };
+        self.step(Stage::Workdir, 0, check(ret))?;
+        let out = self.step(Stage::Stdout, 0, open_output(&self.stdout))?;
+        let err = match &self.stderr {
+            Some(path) => self.step(Stage::Stderr, 0, open_output(path))?,
+            None => out,
+        };
+        // SAFETY: dup2 on descriptors we just opened onto the standard ones; no memory involved.
+        let ret = unsafe { libc::dup2(out, libc::STDOUT_FILENO) };
+        self.step(Stage::Redirect, 0, check(ret))?;
+        // SAFETY: as above.
+        let ret = unsafe { libc::dup2(err, libc::STDERR_FILENO) };
+        self.step(Stage::Redirect, 0, check(ret))?;
+        for fd in [out, err] {
+            if fd > libc::STDERR_FILENO {
+                // SAFETY: closing a descriptor this child opened and no longer needs (twice is
+                // harmless: the second close just fails with EBADF).
+                unsafe { libc::close(fd) };
+            }
+        }
+        Ok(())
+    }
+
+    /// On failure, tells the parent which stage failed (the errno travels through std's own pipe).
+    fn step<T>(&self, stage: Stage, index: usize, result: io::Result<T>) -> io::Result<T> {
+        if result.is_err() {
+            let msg = [stage as u8, u8::try_from(index).unwrap_or(u8::MAX)];
+            // SAFETY: writes two bytes from a stack buffer to the status pipe's write end, which
+            // stays open in the child until exec.
+            let _ = unsafe { libc::write(self.status_fd, msg.as_ptr().cast(), msg.len()) };
+        }
+        result
+    }
+}
+
+/// Moves the calling process into a cgroup by writing "0" to its cgroup.procs (v1 and v2).
+fn join_cgroup(procs: &CString) -> io::Result<()> {
+    // SAFETY: procs is a NUL-terminated path alive during the call.
+    let fd = check(unsafe { libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) })?;
+    // SAFETY: writes one byte from a static buffer to the descriptor just opened.
+    let written = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+    let result = if written == 1 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    };
+    // SAFETY: closes the descriptor opened above.
+    unsafe { libc::close(fd) };
+    result
+}
+
+/// Opens an output file for appending as the current (already switched) user, mode 0644.
+fn open_output(path: &CString) -> io::Result<RawFd> {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC;
+    let mode: libc::c_uint = 0o644;
+    // SAFETY: path is a NUL-terminated string alive during the call; the mode argument is passed
+    // as the promoted integer the variadic open expects.
+    check(unsafe { libc::open(path.as_ptr(), flags, mode) })
+}
+
+/// Turns the spawn error (and the stage the child reported, if any) into a LaunchError.
+fn spawn_error(
+    task: &TaskLaunch,
+    program: &Path,
+    cgroup_procs: &[PathBuf],
+    stage: Option<(Stage, usize)>,
+    source: io::Error,
+) -> LaunchError {
+    let (job, run, rank) = (task.job, task.run, task.rank);
+    match stage {
+        Some((Stage::JoinCgroup, index)) => LaunchError::JoinCgroup {
+            job,
+            run,
+            rank,
+            path: cgroup_procs.get(index).cloned().unwrap_or_default(),
+            source,
+        },
+        Some((Stage::NewSession, _)) => LaunchError::NewSession {
+            job,
+            run,
+            rank,
+            source,
+        },
+        Some((Stage::SwitchUser, _)) => LaunchError::SwitchUser {
+            job,
+            run,
+            rank,
+            uid: task.uid,
+            gid: task.gid,
+            source,
+        },
+        Some((Stage::Workdir, _)) => LaunchError::Workdir {
+            job,
+            run,
+            rank,
+            path: task.workdir.clone(),
+            uid: task.uid,
+            source,
+        },
+        Some((Stage::Stdout, _)) => LaunchError::OutputFile {
+            job,
+            run,
+            rank,
+            path: task.workdir.join(&task.stdout),
+            uid: task.uid,
+            source,
+        },
+        Some((Stage::Stderr, _)) => LaunchError::OutputFile {
+            job,
+            run,
+            rank,
+            path: task.workdir.join(&task.stderr),
+            uid: task.uid,
+            source,
+        },
+        Some((Stage::Redirect, _)) => LaunchError::Redirect {
+            job,
+            run,
+            rank,
+            source,
+        },
+        None => LaunchError::Exec {
+            job,
+            run,
+            rank,
+            program: program.to_path_buf(),
+            source,
+        },
+    }
+}
+
+/// The TaskExit for a finished child.
+fn task_exit(job: JobId, run: u32, rank: u32, status: io::Result<ExitStatus>) -> TaskExit {
+    let (code, detail) = match status {
+        Ok(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => (code, format!("exited with code {code}")),
+            (None, Some(sig)) => {
+                let name = Signal::try_from(sig).map_or("unknown signal", |s| s.as_str());
+                let core = if status.core_dumped() {
+                    ", core dumped"
+                } else {
+                    ""
+                };
+                (128 + sig, format!("killed by signal {sig} ({name}{core})"))
+            }
+            (None, None) => (255, format!("ended with unrecognised status {status:?}")),
+        },
+        Err(e) => (255, format!("waiting for the task failed: {e}")),
+    };
+    TaskExit {
+        job,
+        run,
+        rank,
+        code,
+        detail,
+    }
+}
+
+impl Launcher for ProcessLauncher {
+    fn prepare_job(&self, job: JobId, run: u32, limits: &JobLimits) -> Result<(), LaunchError> {
+        if let Some(cgroups) = &self.cgroups {
+            cgroups.prepare(job, run, limits)?;
+        }
+        self.jobs().entry((job, run)).or_default();
+        Ok(())
+    }
+
+    fn start_task(
+        &self,
+        task: TaskLaunch,
+        exits: UnboundedSender<TaskExit>,
+    ) -> Result<u32, LaunchError> {
+        let (job, run, rank) = (task.job, task.run, task.rank);
+        if !self.jobs().contains_key(&(job, run)) {
+            return Err(LaunchError::NotPrepared { job, run });
+        }
+        if task.argv.is_empty() {
+            return Err(LaunchError::EmptyArgv { job, run, rank });
+        }
+        let switch_user = task.uid != self.agent_uid || task.gid != self.agent_gid;
+        if switch_user && self.agent_uid != 0 {
+            return Err(LaunchError::UserSwitchNotPermitted {
+                job,
+                run,
+                rank,
+                uid: task.uid,
+                gid: task.gid,
+                agent_uid: self.agent_uid,
+            });
+        }
+        for (i, arg) in task.argv.iter().enumerate() {
+            if arg.contains('\0') {
+                return Err(LaunchError::NulByte {
+                    job,
+                    run,
+                    rank,
+                    what: format!("argv[{i}]"),
+                });
+            }
+        }
+        for (key, value) in &task.env {
+            if key.contains('\0') || value.contains('\0') || key.contains('=') || key.is_empty() {
+                return Err(LaunchError::NulByte {
+                    job,
+                    run,
+                    rank,
+                    what: format!("environment variable {key:?} (NUL byte, '=' or empty name)"),
+                });
+            }
+        }
+        let program = resolve_program(&task)?;
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| LaunchError::NoRuntime {
+            job,
+            run,
+            rank,
+        })?;
+
+        // Everything the child needs is allocated here, before the fork.
+        let cgroup_procs = self
+            .cgroups
+            .as_ref()
+            .map(|c| c.procs_files(job, run))
+            .unwrap_or_default();
+        if let Some(cgroups) = &self.cgroups
+            && !cgroups.exists(job, run)
+        {
+            // Released, or removed behind our back: do not run it outside its cgroup.
+            return Err(LaunchError::NotPrepared { job, run });
+        }
+        let (status_read, status_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+            .map_err(|e| LaunchError::StatusPipe {
+                job,
+                run,
+                rank,
+                source: e.into(),
+            })?;
+        let setup = ChildSetup {
+            cgroup_procs: cgroup_procs
+                .iter()
+                .map(|p| cstring(&task, p.as_os_str().as_bytes(), "cgroup path"))
+                .collect::<Result<_, _>>()?,
+            switch_user,
+            set_groups: self.agent_uid == 0,
+            uid: task.uid,
+            gid: task.gid,
+            workdir: cstring(&task, task.workdir.as_os_str().as_bytes(), "workdir")?,
+            stdout: cstring(&task, task.stdout.as_os_str().as_bytes(), "stdout path")?,
+            stderr: if task.stderr == task.stdout {
+                None
+            } else {
+                Some(cstring(
+                    &task,
+                    task.stderr.as_os_str().as_bytes(),
+                    "stderr path",
+                )?)
+            },
+            status_fd: status_write.as_raw_fd(),
+        };
+
+        let mut command = tokio::process::Command::new(&program);
+        command
+            .arg0(&task.argv[0])
+            .args(&task.argv[1..])
+            .env_clear()
+            .envs(task.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(false);
+        // SAFETY: the hook runs in the forked child before exec and only makes async-signal-safe
+        // libc calls on data prepared above (no allocation, no locks); see ChildSetup::run.
+        unsafe {
+            command.pre_exec(move || setup.run());
+        }
+
+        let spawned = {
+            let _runtime = handle.enter();
+            command.spawn()
+        };
+        drop(status_write);
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(source) => {
+                // std has reaped the failed child, so its status bytes (if any) are in the pipe.
+                let mut buf = [0u8; 2];
+                let stage = match fs::File::from(status_read).read(&mut buf) {
+                    Ok(2) => Stage::from_byte(buf[0]).map(|s| (s, usize::from(buf[1]))),
+                    _ => None,
+                };
+                return Err(spawn_error(&task, &program, &cgroup_procs, stage, source));
+            }
+        };
+        let pid = child.id().unwrap_or_default();
+        let sid = i32::try_from(pid).unwrap_or_default();
+        if sid > 0
+            && let Some(entry) = self.jobs().get_mut(&(job, run))
+        {
+            entry.sessions.retain(Session::alive);
+            entry.sessions.push(Session {
+                sid,
+                start_time: start_time(sid),
+            });
+        }
+        tracing::debug!(job = %job, run, rank, pid, program = %program.display(), "task started");
+        handle.spawn(async move {
+            let status = child.wait().await;
+            let exit = task_exit(job, run, rank, status);
+            tracing::debug!(job = %job, run, rank, pid, code = exit.code, detail = %exit.detail, "task ended");
+            let _ = exits.send(exit);
+        });
+        Ok(pid)
+    }
+
+    fn kill_job(&self, job: JobId, run: u32) -> Result<(), LaunchError> {
+        match &self.cgroups {
+            Some(cgroups) => cgroups.kill(job, run),
+            None => {
+                for session in self.sessions(job, run) {
+                    session.kill();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn job_alive(&self, job: JobId, run: u32) -> bool {
+        match &self.cgroups {
+            Some(cgroups) => !cgroups.live_pids(job, run).is_empty(),
+            None => self.sessions(job, run).iter().any(Session::alive),
+        }
+    }
+
+    fn release_job(&self, job: JobId, run: u32) -> Result<(), LaunchError> {
+        if self.job_alive(job, run) {
+            return Err(LaunchError::StillRunning { job, run });
+        }
+        if let Some(cgroups) = &self.cgroups {
+            cgroups.remove(job, run)?;
+        }
+        self.jobs().remove(&(job, run));
+        Ok(())
+    }
+
+    fn leftover_jobs(&self) -> Vec<(JobId, u32)> {
+        // Those released since start-up are no longer left over.
+        self.leftovers
+            .iter()
+            .copied()
+            .filter(|&(job, run)| {
+                self.cgroups
+                    .as_ref()
+                    .is_some_and(|c| c.job_dirs(job, run).iter().any(|d| d.is_dir()))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(argv: &[&str], env: &[(&str, &str)], workdir: &Path) -> TaskLaunch {
+        TaskLaunch {
+            job: JobId(1),
+            run: 0,
+            rank: 0,
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            workdir: workdir.to_path_buf(),
+            stdout: "out".into(),
+            stderr: "out".into(),
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    #[test]
+    fn program_lookup_uses_the_task_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        fs::create_dir(&bin).unwrap();
+        let tool = bin.join("tool");
+        fs::write(&tool, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(&tool, fs::Permissions::from_mode(0o644)).unwrap();
+        let path = format!("/nonexistent:{}", bin.display());
+        let t = task(&["tool"], &[("PATH", &path)], dir.path());
+        // Not executable: not found.
+        let err = resolve_program(&t).unwrap_err();
+        assert_eq!(err.exit_code(), 127);
+        assert!(err.to_string().contains("\"tool\""), "{err}");
+        fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(resolve_program(&t).unwrap(), tool);
+        // Relative PATH entries are relative to the workdir.
+        let t = task(&["tool"], &[("PATH", "bin")], dir.path());
+        assert_eq!(resolve_program(&t).unwrap(), PathBuf::from("bin/tool"));
+        // With a slash: taken as is.
+        let t = task(&["./x"], &[], dir.path());
+        assert_eq!(resolve_program(&t).unwrap(), PathBuf::from("./x"));
+        // No PATH: the default one.
+        let t = task(&["sh"], &[], dir.path());
+        assert!(resolve_program(&t).unwrap().is_absolute());
+    }
+
+    #[test]
+    fn node_names_are_checked() {
+        for bad in ["", ".", "..", "a/b"] {
+            assert!(matches!(
+                ProcessLauncher::without_cgroups(bad),
+                Err(LaunchError::InvalidNodeName { .. })
+            ));
+        }
+        assert_eq!(
+            ProcessLauncher::without_cgroups("node1")
+                .unwrap()
+                .node_name(),
+            "node1"
+        );
+    }
+
+    #[test]
+    fn exit_statuses_map_to_codes() {
+        let exit = task_exit(JobId(1), 0, 0, Ok(ExitStatus::from_raw(7 << 8)));
+        assert_eq!((exit.code, exit.detail.as_str()), (7, "exited with code 7"));
+        let exit = task_exit(JobId(1), 0, 0, Ok(ExitStatus::from_raw(9)));
+        assert_eq!(exit.code, 137);
+        assert_eq!(exit.detail, "killed by signal 9 (SIGKILL)");
+    }
+}

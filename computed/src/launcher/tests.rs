@@ -1,0 +1,451 @@
+//! Tests that start real processes (as root here: user switching and cgroups; the cgroup
+//! assertions are skipped with a message when not root).
+
+use super::cgroup::{self, Layout};
+use super::*;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+const NOBODY: u32 = 65534;
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A node name no other test (or concurrent test run) uses.
+fn node(test: &str) -> String {
+    format!("test-{test}-{}", std::process::id())
+}
+
+/// A world-writable temporary directory, usable as the task user's workdir.
+fn workdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+/// The user tasks run as: nobody when we are root, else ourselves.
+fn task_user() -> (u32, u32) {
+    if is_root() {
+        (NOBODY, NOBODY)
+    } else {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    }
+}
+
+fn task(job: u64, rank: u32, script: &str, dir: &Path) -> TaskLaunch {
+    let (uid, gid) = task_user();
+    TaskLaunch {
+        job: JobId(job),
+        run: 0,
+        rank,
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+        env: vec![
+            ("PATH".into(), "/usr/bin:/bin".into()),
+            ("RANK".into(), rank.to_string()),
+        ],
+        workdir: dir.to_path_buf(),
+        stdout: dir.join(format!("out.{rank}")),
+        stderr: dir.join(format!("out.{rank}")),
+        uid,
+        gid,
+    }
+}
+
+async fn next_exit(rx: &mut UnboundedReceiver<TaskExit>) -> TaskExit {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("no TaskExit within 20 s")
+        .expect("exit channel closed")
+}
+
+/// Polls `cond` every 20 ms for up to `limit`.
+async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+fn limits() -> JobLimits {
+    JobLimits {
+        cpus: 1,
+        memory_mb: 64,
+    }
+}
+
+/// Kills and releases whatever a test left behind and removes the node's cgroup directories.
+fn cleanup(launcher: &ProcessLauncher, jobs: &[(u64, u32)]) {
+    for &(job, run) in jobs {
+        let _ = launcher.kill_job(JobId(job), run);
+        for _ in 0..100 {
+            if launcher.release_job(JobId(job), run).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    launcher.remove_node_dirs();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_runs_as_its_user_and_appends_output() {
+    let launcher = ProcessLauncher::new(&node("user")).unwrap();
+    let dir = workdir();
+    launcher.prepare_job(JobId(1), 0, &limits()).unwrap();
+    let (tx, mut rx) = unbounded_channel();
+    let t = task(
+        1,
+        3,
+        "echo rank $RANK; id -u; echo to-stderr >&2; pwd",
+        dir.path(),
+    );
+    let out = t.stdout.clone();
+    let pid = launcher.start_task(t, tx).unwrap();
+    assert!(pid > 0);
+    let exit = next_exit(&mut rx).await;
+    assert_eq!(
+        (exit.job, exit.run, exit.rank, exit.code),
+        (JobId(1), 0, 3, 0),
+        "{exit:?}"
+    );
+    assert_eq!(exit.detail, "exited with code 0");
+    let text = fs::read_to_string(&out).unwrap();
+    let (uid, _) = task_user();
+    assert!(text.contains("rank 3"), "{text}");
+    assert!(text.contains(&uid.to_string()), "{text}");
+    assert!(text.contains("to-stderr"), "{text}");
+    assert!(text.contains(&dir.path().display().to_string()), "{text}");
+    assert_eq!(fs::metadata(&out).unwrap().uid(), uid);
+    assert_eq!(fs::metadata(&out).unwrap().mode() & 0o777, 0o644);
+
+    // A second run appends; separate stdout and stderr files.
+    let (tx, mut rx) = unbounded_channel();
+    let mut t = task(1, 3, "echo again; echo oops >&2", dir.path());
+    t.stderr = "err.3".into(); // relative: in the workdir
+    launcher.start_task(t, tx).unwrap();
+    assert_eq!(next_exit(&mut rx).await.code, 0);
+    let text = fs::read_to_string(&out).unwrap();
+    assert!(
+        text.starts_with("rank 3\n") && text.ends_with("again\n"),
+        "{text}"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.path().join("err.3")).unwrap(),
+        "oops\n"
+    );
+    cleanup(&launcher, &[(1, 0)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_and_signals() {
+    let launcher = ProcessLauncher::new(&node("codes")).unwrap();
+    let dir = workdir();
+    launcher.prepare_job(JobId(2), 0, &limits()).unwrap();
+    let (tx, mut rx) = unbounded_channel();
+    launcher
+        .start_task(task(2, 0, "exit 7", dir.path()), tx.clone())
+        .unwrap();
+    launcher
+        .start_task(task(2, 1, "kill -9 $$", dir.path()), tx)
+        .unwrap();
+    let mut exits = vec![next_exit(&mut rx).await, next_exit(&mut rx).await];
+    exits.sort_by_key(|e| e.rank);
+    assert_eq!(exits[0].code, 7);
+    assert_eq!(exits[0].detail, "exited with code 7");
+    assert_eq!(exits[1].code, 137);
+    assert!(
+        exits[1].detail.contains("killed by signal 9"),
+        "{}",
+        exits[1].detail
+    );
+    cleanup(&launcher, &[(2, 0)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_failures_name_their_cause() {
+    let launcher = ProcessLauncher::new(&node("fail")).unwrap();
+    let dir = workdir();
+    let (tx, _rx) = unbounded_channel();
+
+    let err = launcher
+        .start_task(task(3, 0, "true", dir.path()), tx.clone())
+        .unwrap_err();
+    assert!(matches!(err, LaunchError::NotPrepared { .. }), "{err}");
+    launcher.prepare_job(JobId(3), 0, &limits()).unwrap();
+
+    // Missing workdir.
+    let missing = dir.path().join("no-such-dir");
+    let mut t = task(3, 0, "true", dir.path());
+    t.workdir = missing.clone();
+    let err = launcher.start_task(t, tx.clone()).unwrap_err();
+    assert!(matches!(err, LaunchError::Workdir { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
+    );
+    let exit = TaskExit::not_started(JobId(3), 0, 0, &err);
+    assert_eq!(exit.code, 126);
+    assert!(exit.detail.contains("no-such-dir"), "{}", exit.detail);
+
+    // Program not in PATH.
+    let mut t = task(3, 0, "true", dir.path());
+    t.argv = vec!["no-such-program-xyz".into()];
+    let err = launcher.start_task(t, tx.clone()).unwrap_err();
+    assert_eq!(err.exit_code(), 127, "{err}");
+    assert!(err.to_string().contains("no-such-program-xyz"), "{err}");
+
+    // Not executable (exec itself fails).
+    let script = dir.path().join("script");
+    fs::write(&script, "#!/bin/sh\ntrue\n").unwrap();
+    let mut t = task(3, 0, "true", dir.path());
+    t.argv = vec![script.display().to_string()];
+    let err = launcher.start_task(t, tx.clone()).unwrap_err();
+    assert!(matches!(err, LaunchError::Exec { .. }), "{err}");
+    assert_eq!(err.exit_code(), 126);
+    assert!(err.to_string().contains("script"), "{err}");
+
+    // Output not writable by the task's user.
+    if is_root() {
+        let locked = tempfile::tempdir().unwrap(); // 0700 root
+        let mut t = task(3, 0, "true", dir.path());
+        t.stdout = locked.path().join("out");
+        let err = launcher.start_task(t, tx.clone()).unwrap_err();
+        assert!(matches!(err, LaunchError::OutputFile { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&locked.path().join("out").display().to_string()),
+            "{err}"
+        );
+        assert!(!locked.path().join("out").exists());
+    } else {
+        eprintln!("skipping the unwritable-output check: not root");
+        let other = ProcessLauncher::without_cgroups(&node("fail2")).unwrap();
+        other.prepare_job(JobId(3), 0, &limits()).unwrap();
+        let mut t = task(3, 0, "true", dir.path());
+        t.uid = 0;
+        let err = other.start_task(t, tx.clone()).unwrap_err();
+        assert!(
+            matches!(err, LaunchError::UserSwitchNotPermitted { .. }),
+            "{err}"
+        );
+    }
+
+    assert!(!launcher.job_alive(JobId(3), 0));
+    cleanup(&launcher, &[(3, 0)]);
+}
+
+/// The live pids of the job, waiting until there are at least `n`.
+async fn job_pids(launcher: &ProcessLauncher, job: u64, n: usize) -> Vec<i32> {
+    let mut pids = Vec::new();
+    let found = wait_for(Duration::from_secs(5), || {
+        pids = launcher
+            .cgroups
+            .as_ref()
+            .map(|c| c.live_pids(JobId(job), 0))
+            .unwrap_or_default();
+        pids.len() >= n
+    })
+    .await;
+    assert!(
+        found,
+        "expected {n} processes in the job's cgroup, got {pids:?}"
+    );
+    pids
+}
+
+async fn kill_and_release_with_grandchild(launcher: &ProcessLauncher, job: u64) {
+    let dir = workdir();
+    launcher
+        .prepare_job(JobId(job), 0, &limits())
+        .expect("prepare_job");
+    let (tx, mut rx) = unbounded_channel();
+    let pid = launcher
+        .start_task(
+            task(
+                job,
+                0,
+                "sleep 1000 & sleep 1000; echo not reached",
+                dir.path(),
+            ),
+            tx,
+        )
+        .unwrap();
+    let pids = job_pids(launcher, job, 2).await;
+    assert!(pids.contains(&(pid as i32)), "{pid} not in {pids:?}");
+    for d in launcher.cgroup_dirs(JobId(job), 0) {
+        let procs = fs::read_to_string(d.join("cgroup.procs")).unwrap();
+        assert!(
+            procs.lines().any(|l| l == pid.to_string()),
+            "{pid} not in {}",
+            d.display()
+        );
+    }
+    assert!(launcher.job_alive(JobId(job), 0));
+    assert!(matches!(
+        launcher.release_job(JobId(job), 0),
+        Err(LaunchError::StillRunning { .. })
+    ));
+
+    launcher.kill_job(JobId(job), 0).unwrap();
+    let dead = wait_for(Duration::from_secs(2), || {
+        !launcher.job_alive(JobId(job), 0) && pids.iter().all(|p| !cgroup::pid_is_live(*p))
+    })
+    .await;
+    assert!(
+        dead,
+        "job processes {pids:?} still alive 2 s after kill_job"
+    );
+    let exit = next_exit(&mut rx).await;
+    assert_eq!(exit.code, 137, "{exit:?}");
+    launcher.kill_job(JobId(job), 0).unwrap(); // idempotent
+
+    let released = wait_for(Duration::from_secs(2), || {
+        launcher.release_job(JobId(job), 0).is_ok()
+    })
+    .await;
+    assert!(released, "{:?}", launcher.release_job(JobId(job), 0));
+    for d in launcher.cgroup_dirs(JobId(job), 0) {
+        assert!(!d.exists(), "{} still exists", d.display());
+    }
+    launcher.release_job(JobId(job), 0).unwrap(); // idempotent
+    launcher.kill_job(JobId(job), 0).unwrap(); // of a released job: fine
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cgroup_limits_kill_release_and_leftovers() {
+    if !is_root() {
+        eprintln!("skipping cgroup test: not root, cgroups are not writable");
+        return;
+    }
+    let name = node("cgroup");
+    let launcher = ProcessLauncher::new(&name).unwrap();
+    assert!(launcher.cgroups_enabled(), "root but no cgroups");
+    launcher.prepare_job(JobId(4), 0, &limits()).unwrap();
+    let dirs = launcher.cgroup_dirs(JobId(4), 0);
+    assert!(!dirs.is_empty());
+    for d in &dirs {
+        assert!(d.is_dir(), "{}", d.display());
+        assert!(
+            d.display()
+                .to_string()
+                .contains(&format!("/beowulf/{name}/job_4.0"))
+        );
+    }
+    let read = |file: &str| {
+        dirs.iter()
+            .map(|d| d.join(file))
+            .find(|f| f.exists())
+            .map(|f| fs::read_to_string(f).unwrap().trim().to_string())
+    };
+    match launcher.cgroups.as_ref().unwrap() {
+        cgroup::Cgroups::V1 { .. } => {
+            assert_eq!(read("cpu.cfs_quota_us").as_deref(), Some("100000"));
+            assert_eq!(read("cpu.cfs_period_us").as_deref(), Some("100000"));
+            assert_eq!(read("memory.limit_in_bytes").as_deref(), Some("67108864"));
+        }
+        cgroup::Cgroups::V2 { .. } => {
+            if let Some(cpu) = read("cpu.max") {
+                assert_eq!(cpu, "100000 100000");
+            }
+            if let Some(mem) = read("memory.max") {
+                assert_eq!(mem, "67108864");
+            }
+        }
+    }
+    // prepare is idempotent
+    launcher.prepare_job(JobId(4), 0, &limits()).unwrap();
+
+    kill_and_release_with_grandchild(&launcher, 4).await;
+
+    // Leftovers: a job prepared by one instance is found by the next one (same node name).
+    launcher.prepare_job(JobId(77), 3, &limits()).unwrap();
+    let other_node = ProcessLauncher::new(&node("cgroup-other")).unwrap();
+    assert!(other_node.leftover_jobs().is_empty());
+    let restarted = ProcessLauncher::new(&name).unwrap();
+    assert_eq!(restarted.leftover_jobs(), vec![(JobId(77), 3)]);
+    assert!(!restarted.job_alive(JobId(77), 3));
+    restarted.kill_job(JobId(77), 3).unwrap();
+    restarted.release_job(JobId(77), 3).unwrap();
+    assert!(restarted.leftover_jobs().is_empty());
+
+    cleanup(&launcher, &[(4, 0), (77, 3)]);
+    other_node.remove_node_dirs();
+    restarted.remove_node_dirs();
+}
+
+/// The hybrid machine's cgroup2 mount (no controllers) still gives grouping and cgroup.kill:
+/// exercise the v2 code path there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cgroup_v2_kill_on_unified_mount() {
+    if !is_root() {
+        eprintln!("skipping cgroup v2 test: not root");
+        return;
+    }
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+    let mount = cgroup::parse_mountinfo(&mountinfo)
+        .into_iter()
+        .find(|m| m.fstype == "cgroup2");
+    let own = cgroup::parse_proc_cgroup(&own)
+        .into_iter()
+        .find(|o| o.hierarchy_id == 0);
+    let (Some(mount), Some(own)) = (mount, own) else {
+        eprintln!("skipping cgroup v2 test: no cgroup2 mount");
+        return;
+    };
+    let own_dir = mount.mount_point.join(own.path.trim_start_matches('/'));
+    let launcher = ProcessLauncher::with_layout(&node("v2"), Layout::V2(own_dir.clone())).unwrap();
+    if !launcher.cgroups_enabled() {
+        eprintln!(
+            "skipping cgroup v2 test: {} not writable",
+            own_dir.display()
+        );
+        return;
+    }
+    kill_and_release_with_grandchild(&launcher, 5).await;
+    cleanup(&launcher, &[(5, 0)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_group_fallback_kills_the_session() {
+    let launcher = ProcessLauncher::without_cgroups(&node("pgrp")).unwrap();
+    assert!(!launcher.cgroups_enabled());
+    assert!(launcher.leftover_jobs().is_empty());
+    let dir = workdir();
+    launcher.prepare_job(JobId(6), 0, &limits()).unwrap();
+    let (tx, mut rx) = unbounded_channel();
+    let t = task(6, 0, "sleep 1000 & echo $! > bgpid; wait", dir.path());
+    launcher.start_task(t, tx).unwrap();
+    let bgpid_file = dir.path().join("bgpid");
+    let mut bgpid = 0;
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            bgpid = fs::read_to_string(&bgpid_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            bgpid > 0
+        })
+        .await
+    );
+    assert!(launcher.job_alive(JobId(6), 0));
+    launcher.kill_job(JobId(6), 0).unwrap();
+    assert_eq!(next_exit(&mut rx).await.code, 137);
+    let dead = wait_for(Duration::from_secs(2), || {
+        !launcher.job_alive(JobId(6), 0) && !cgroup::pid_is_live(bgpid)
+    })
+    .await;
+    assert!(dead, "background process {bgpid} survived");
+    launcher.release_job(JobId(6), 0).unwrap();
+}

@@ -1,0 +1,33 @@
+//! A connection to headnoded's unix socket, and how its errors read to a user.
+
+use anyhow::Context;
+use beowulf_proto::v1::cluster_client::ClusterClient;
+use hyper_util::rt::TokioIo;
+use std::path::{Path, PathBuf};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub type Client = ClusterClient<Channel>;
+
+/// Connects to headnoded over its unix socket (the head identifies us by our uid).
+pub async fn connect(socket: &Path) -> anyhow::Result<Client> {
+    let path: PathBuf = socket.to_path_buf();
+    let channel = Endpoint::try_from("http://headnoded")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach headnoded at {}: is the cluster up? (`cluster init --nodes 5 --local` starts a local one; \
+                 set BEOWULF_SOCKET or --socket if it listens elsewhere)",
+                socket.display()
+            )
+        })?;
+    Ok(ClusterClient::new(channel))
+}
+
+/// Turns a gRPC status into an error that reads as the head's own message.
+pub fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", status.message())
+}

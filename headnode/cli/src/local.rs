@@ -1,0 +1,265 @@
+//! A local cluster: headnoded and N computed processes on this machine, no provisioning.
+//! `cluster init --local` starts whatever is not running (so it also restarts a killed daemon);
+//! `cluster down` stops them by the PIDs it recorded.
+
+use crate::client;
+use anyhow::{Context, bail};
+use beowulf_proto::v1;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long daemons get to come up before `init` gives up and points at their logs.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long `down` waits after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub nodes: u32,
+    pub cpus_per_node: u32,
+    pub memory_per_node_mb: u64,
+    pub heartbeat_timeout_ms: u64,
+}
+
+const HEAD: &str = "headnoded";
+
+fn node_name(i: u32) -> String {
+    format!("node{i}")
+}
+
+/// Starts the daemons that are not running, then waits until every node is registered.
+pub async fn init(opts: &LocalOptions) -> anyhow::Result<()> {
+    let started_at = now_ms();
+    let dir = &opts.state_dir;
+    std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Users other than the one who started the cluster reach the socket inside this directory.
+    set_mode(dir, 0o755)?;
+    let mut pids = read_pids(dir)?;
+    let bin_dir = binary_dir()?;
+
+    let head_config = dir.join("headnoded.toml");
+    std::fs::write(
+        &head_config,
+        format!(
+            "# Written by `cluster init --local`.\nstate_dir = {:?}\nsocket = {:?}\nagent_listen = \"127.0.0.1:0\"\nheartbeat_timeout_ms = {}\n",
+            dir, opts.socket, opts.heartbeat_timeout_ms
+        ),
+    )?;
+    let mut started = Vec::new();
+    if !alive(&pids, HEAD, "headnoded") {
+        let _ = std::fs::remove_file(dir.join("agent.addr"));
+        let pid = spawn(&bin_dir.join("headnoded"), &head_config, &dir.join("logs/headnoded.log"))?;
+        pids.insert(HEAD.into(), pid);
+        write_pids(dir, &pids)?;
+        started.push(HEAD.to_string());
+        wait_for(|| dir.join("agent.addr").exists() && opts.socket.exists(), "headnoded to listen", dir).await?;
+    }
+    for i in 1..=opts.nodes {
+        let name = node_name(i);
+        if alive(&pids, &name, "computed") {
+            continue;
+        }
+        let node_dir = dir.join("nodes").join(&name);
+        std::fs::create_dir_all(&node_dir)?;
+        let config = node_dir.join("computed.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "# Written by `cluster init --local`.\nnode_name = {name:?}\nhead_addr_file = {:?}\nstate_dir = {node_dir:?}\n\n[offer]\ncpus = {}\nmemory_mb = {}\n",
+                dir.join("agent.addr"),
+                opts.cpus_per_node,
+                opts.memory_per_node_mb
+            ),
+        )?;
+        let pid = spawn(&bin_dir.join("computed"), &config, &dir.join(format!("logs/{name}.log")))?;
+        pids.insert(name.clone(), pid);
+        write_pids(dir, &pids)?;
+        started.push(name);
+    }
+
+    let mut client = None;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if client.is_none() {
+            client = client::connect(&opts.socket).await.ok();
+        }
+        if let Some(c) = client.as_mut()
+            && let Ok(reply) = c.list_nodes(v1::ListNodesRequest {}).await
+        {
+            let nodes = reply.into_inner().nodes;
+            let ready = (1..=opts.nodes).all(|i| {
+                let name = node_name(i);
+                nodes.iter().any(|n| {
+                    n.name == name && n.state != "DOWN" && (!started.contains(&name) || n.last_heartbeat_ms.unwrap_or(0) >= started_at)
+                })
+            });
+            if ready {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the local cluster did not come up within {} s; see the logs in {}",
+                START_TIMEOUT.as_secs(),
+                dir.join("logs").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if started.is_empty() {
+        println!("local cluster already up: headnoded and {} nodes running (state in {})", opts.nodes, dir.display());
+    } else {
+        println!(
+            "local cluster up in {:.1} s: started {} (state in {})",
+            (now_ms() - started_at) as f64 / 1000.0,
+            started.join(", "),
+            dir.display()
+        );
+    }
+    println!("socket: {}", opts.socket.display());
+    Ok(())
+}
+
+/// Stops every daemon `init` started, by PID: SIGTERM, then SIGKILL after a grace period.
+pub async fn down(state_dir: &Path) -> anyhow::Result<()> {
+    let pids = read_pids(state_dir)?;
+    if pids.is_empty() {
+        println!("nothing to stop: no daemons recorded in {}", state_dir.display());
+        return Ok(());
+    }
+    // Agents first, so they stop their tasks while the head still runs.
+    let mut order: Vec<(&String, &u32)> = pids.iter().filter(|(n, _)| *n != HEAD).collect();
+    order.extend(pids.iter().filter(|(n, _)| *n == HEAD));
+    for &(name, &pid) in &order {
+        let program = if *name == HEAD { "headnoded" } else { "computed" };
+        if !is_our_process(pid, program) {
+            continue;
+        }
+        signal(pid, libc::SIGTERM);
+        let deadline = Instant::now() + STOP_GRACE;
+        while is_our_process(pid, program) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if is_our_process(pid, program) {
+            signal(pid, libc::SIGKILL);
+        }
+        println!("stopped {name} (pid {pid})");
+    }
+    std::fs::remove_file(state_dir.join("pids")).ok();
+    Ok(())
+}
+
+fn spawn(binary: &Path, config: &Path, log: &Path) -> anyhow::Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("cannot open the log {}", log.display()))?;
+    let child = Command::new(binary)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        // Own process group: a Ctrl-C in the user's shell does not reach the daemons.
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    Ok(child.id())
+}
+
+async fn wait_for(ready: impl Fn() -> bool, what: &str, dir: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    while !ready() {
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}; see {}", dir.join("logs").display());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// The directory holding `headnoded` and `computed`: `BEOWULF_BIN_DIR`, else beside this program.
+fn binary_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("BEOWULF_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    let dir = exe.parent().context("this program has no directory")?.to_path_buf();
+    for daemon in ["headnoded", "computed"] {
+        if !dir.join(daemon).exists() {
+            bail!(
+                "{} not found beside {}; build the workspace (`cargo build --release`) or set BEOWULF_BIN_DIR",
+                daemon,
+                exe.display()
+            );
+        }
+    }
+    Ok(dir)
+}
+
+fn read_pids(dir: &Path) -> anyhow::Result<BTreeMap<String, u32>> {
+    let path = dir.join("pids");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut pids = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let Some((name, pid)) = line.split_once(' ') else { continue };
+        let pid = pid
+            .trim()
+            .parse()
+            .with_context(|| format!("{}:{}: bad pid {pid:?}", path.display(), n + 1))?;
+        pids.insert(name.to_string(), pid);
+    }
+    Ok(pids)
+}
+
+fn write_pids(dir: &Path, pids: &BTreeMap<String, u32>) -> anyhow::Result<()> {
+    let text: String = pids.iter().map(|(n, p)| format!("{n} {p}\n")).collect();
+    let tmp = dir.join("pids.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, dir.join("pids"))?;
+    Ok(())
+}
+
+fn alive(pids: &BTreeMap<String, u32>, name: &str, program: &str) -> bool {
+    pids.get(name).is_some_and(|&pid| is_our_process(pid, program))
+}
+
+/// True when `pid` runs `program` (not some other process that reused the PID) and is not a zombie.
+fn is_our_process(pid: u32, program: &str) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let zombie = stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z'));
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+    !zombie && String::from_utf8_lossy(argv0).ends_with(program)
+}
+
+fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid was checked to be our daemon.
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}

@@ -1,0 +1,153 @@
+//! How jobs and nodes print: tables for people, JSON for scripts.
+
+use beowulf_proto::v1;
+use comfy_table::{Table, presets::NOTHING};
+use serde_json::{Value, json};
+
+pub fn job_json(job: &v1::JobInfo) -> Value {
+    json!({
+        "id": job.id,
+        "name": job.name,
+        "user": job.user,
+        "uid": job.uid,
+        "state": job.state,
+        "reason": job.reason,
+        "exit_code": job.exit_code,
+        "nodes": job.nodes,
+        "num_nodes": job.num_nodes,
+        "ntasks": job.ntasks,
+        "cpus_per_task": job.cpus_per_task,
+        "memory_mb": job.memory_mb,
+        "partition": job.partition,
+        "priority": job.priority,
+        "time_limit_s": job.time_limit_ms / 1000,
+        "submit_time_ms": job.submit_time_ms,
+        "start_time_ms": job.start_time_ms,
+        "end_time_ms": job.end_time_ms,
+        "estimated_start_ms": job.estimated_start_ms,
+        "restarts": job.restarts,
+        "workdir": job.workdir,
+        "stdout": job.stdout_path,
+        "stderr": job.stderr_path,
+        "events": job.events.iter().map(|e| json!({"time_ms": e.time_ms, "message": e.message})).collect::<Vec<_>>(),
+    })
+}
+
+pub fn node_json(node: &v1::NodeInfo) -> Value {
+    let inv = node.inventory.clone().unwrap_or_default();
+    json!({
+        "name": node.name,
+        "state": node.state,
+        "reason": node.reason,
+        "cpus": node.cpus,
+        "cpus_allocated": node.cpus_allocated,
+        "memory_mb": node.memory_mb,
+        "memory_allocated_mb": node.memory_allocated_mb,
+        "jobs": node.jobs,
+        "last_heartbeat_ms": node.last_heartbeat_ms,
+        "os": inv.os,
+        "kernel": inv.kernel,
+        "arch": inv.arch,
+        "hostname": inv.hostname,
+        "nics": inv.nics.iter().map(|n| json!({"name": n.name, "mac": n.mac, "addresses": n.addresses, "up": n.up, "speed_mbps": n.speed_mbps})).collect::<Vec<_>>(),
+        "ib_ports": inv.ib_ports.iter().map(|p| json!({"device": p.device, "port": p.port, "state": p.state, "link_layer": p.link_layer, "rate": p.rate, "netdev": p.netdev})).collect::<Vec<_>>(),
+    })
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(NOTHING).set_header(header.iter().copied());
+    t
+}
+
+/// `squeue`-like: one line per job.
+pub fn queue_table(jobs: &[v1::JobInfo], now_ms: u64) -> String {
+    let mut t = table(&["JOBID", "PARTITION", "NAME", "USER", "STATE", "TIME", "NODES", "NODELIST(REASON)", "PRIORITY"]);
+    for job in jobs {
+        let elapsed = match (job.start_time_ms, job.end_time_ms) {
+            (Some(s), Some(e)) => e.saturating_sub(s),
+            (Some(s), None) => now_ms.saturating_sub(s),
+            _ => 0,
+        };
+        let where_ = if job.state == "PENDING" {
+            let est = job
+                .estimated_start_ms
+                .map(|t| format!(", starts in ~{}", duration(t.saturating_sub(now_ms))))
+                .unwrap_or_default();
+            format!("({}{est})", job.reason)
+        } else {
+            job.nodes.join(",")
+        };
+        t.add_row(vec![
+            job.id.to_string(),
+            job.partition.clone(),
+            job.name.clone(),
+            job.user.clone(),
+            job.state.clone(),
+            duration(elapsed),
+            job.num_nodes.to_string(),
+            where_,
+            job.priority.to_string(),
+        ]);
+    }
+    t.to_string()
+}
+
+/// `sinfo -N`-like: one line per node.
+pub fn nodes_table(nodes: &[v1::NodeInfo]) -> String {
+    let mut t = table(&["NODE", "STATE", "CPUS(A/T)", "MEMORY(A/T MiB)", "JOBS", "FABRIC", "REASON"]);
+    for node in nodes {
+        let inv = node.inventory.clone().unwrap_or_default();
+        let fabric = if inv.ib_ports.iter().any(|p| p.state == "ACTIVE") { "ib" } else { "tcp" };
+        t.add_row(vec![
+            node.name.clone(),
+            node.state.clone(),
+            format!("{}/{}", node.cpus_allocated, node.cpus),
+            format!("{}/{}", node.memory_allocated_mb, node.memory_mb),
+            node.jobs.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
+            fabric.to_string(),
+            node.reason.clone(),
+        ]);
+    }
+    t.to_string()
+}
+
+/// `scontrol show job`-like.
+pub fn job_details(job: &v1::JobInfo) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:>14}: {v}\n"));
+    line("JobId", job.id.to_string());
+    line("Name", job.name.clone());
+    line("User", format!("{} (uid {})", job.user, job.uid));
+    line("State", job.state.clone());
+    line("Reason", if job.reason.is_empty() { "None".into() } else { job.reason.clone() });
+    line("ExitCode", job.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()));
+    line("Nodes", format!("{} [{}]", job.num_nodes, job.nodes.join(",")));
+    line("Tasks", format!("{} ({} CPU each, {} MiB per node)", job.ntasks, job.cpus_per_task, job.memory_mb));
+    line("Partition", job.partition.clone());
+    line("TimeLimit", duration(job.time_limit_ms));
+    line("Restarts", job.restarts.to_string());
+    line("WorkDir", job.workdir.clone());
+    line("StdOut", job.stdout_path.clone());
+    line("StdErr", job.stderr_path.clone());
+    if let Some(t) = job.estimated_start_ms {
+        line("EstStart", format!("{t} (unix ms)"));
+    }
+    out.push_str("        Events:\n");
+    let first = job.events.first().map(|e| e.time_ms).unwrap_or(0);
+    for e in &job.events {
+        out.push_str(&format!("   +{:>9.3}s  {}\n", (e.time_ms - first) as f64 / 1000.0, e.message));
+    }
+    out
+}
+
+/// `1:02:03`, `2:03`, or `1-02:03:04`, as Slurm prints times.
+pub fn duration(ms: u64) -> String {
+    let s = ms / 1000;
+    let (d, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    match (d, h) {
+        (0, 0) => format!("{m}:{s:02}"),
+        (0, _) => format!("{h}:{m:02}:{s:02}"),
+        _ => format!("{d}-{h:02}:{m:02}:{s:02}"),
+    }
+}

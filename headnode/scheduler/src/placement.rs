@@ -1,0 +1,140 @@
+//! Node choice for one job: best fit (the nodes left with the least free CPUs, then memory), and a
+//! memo of request shapes already known not to fit during this pass.
+
+use beowulf_types::Resources;
+use std::collections::BTreeMap;
+
+/// Picks `count` distinct nodes among `candidates` (node index, the resources usable there) that can
+/// each hold `need`. Best fit: the smallest leftover CPUs, then the smallest leftover memory, then the
+/// lowest index (= name), so small jobs fill partly used nodes and whole nodes stay whole for big
+/// jobs. The key is a total order, so there are no exact ties to break.
+///
+/// Returns the chosen indices ascending (= sorted by node name), or `None` when fewer than `count`
+/// candidates fit. O(candidates) plus O(count log count).
+pub(crate) fn best_fit(
+    candidates: impl Iterator<Item = (usize, Resources)>,
+    need: &Resources,
+    count: usize,
+) -> Option<Vec<usize>> {
+    if count == 0 {
+        return None;
+    }
+    let mut fitting: Vec<(u32, u64, usize)> = candidates
+        .filter(|(_, free)| free.fits(need))
+        .map(|(node, free)| {
+            let left = free.saturating_sub(need);
+            (left.cpus, left.memory_mb, node)
+        })
+        .collect();
+    if fitting.len() < count {
+        return None;
+    }
+    if fitting.len() > count {
+        fitting.select_nth_unstable(count - 1);
+        fitting.truncate(count);
+    }
+    let mut chosen: Vec<usize> = fitting.into_iter().map(|(_, _, node)| node).collect();
+    chosen.sort_unstable();
+    Some(chosen)
+}
+
+/// How many of `candidates` can hold `need`.
+pub(crate) fn count_fitting(
+    candidates: impl Iterator<Item = (usize, Resources)>,
+    need: &Resources,
+) -> usize {
+    candidates.filter(|(_, free)| free.fits(need)).count()
+}
+
+/// Request shapes that failed to fit during this pass. Within a pass free resources only shrink, so
+/// once `count` nodes of `need` did not fit, no later job asking for the same `need` on `count` or
+/// more nodes can fit either: a queue of many identical jobs costs one node scan, not one per job.
+#[derive(Debug, Default)]
+pub(crate) struct NoFitMemo {
+    /// Per-node request -> the smallest node count that failed.
+    smallest_failed: BTreeMap<Resources, usize>,
+}
+
+impl NoFitMemo {
+    pub fn known_to_fail(&self, need: &Resources, count: usize) -> bool {
+        self.smallest_failed
+            .get(need)
+            .is_some_and(|&failed| count >= failed)
+    }
+
+    pub fn record(&mut self, need: &Resources, count: usize) {
+        let entry = self.smallest_failed.entry(*need).or_insert(count);
+        *entry = (*entry).min(count);
+    }
+}
+
+/// Per request shape, how many Up nodes can hold it now. Any start shrinks free resources, so the
+/// counts are forgotten at every start; between starts, the many jobs of a queue that share a shape
+/// (typically all waiting behind the top job) cost one node scan, not one each.
+#[derive(Debug, Default)]
+pub(crate) struct FitCounts {
+    counts: BTreeMap<Resources, usize>,
+}
+
+impl FitCounts {
+    pub fn get_or_count(&mut self, need: &Resources, count: impl FnOnce() -> usize) -> usize {
+        *self.counts.entry(*need).or_insert_with(count)
+    }
+
+    pub fn forget(&mut self) {
+        self.counts.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(cpus: u32, memory_mb: u64) -> Resources {
+        Resources::new(cpus, memory_mb)
+    }
+
+    #[test]
+    fn best_fit_prefers_the_tightest_nodes_and_returns_them_sorted() {
+        let free = [r(8, 100), r(2, 100), r(4, 50), r(2, 10), r(1, 100)];
+        let candidates = free.iter().copied().enumerate();
+        // Need 2 CPUs on 2 nodes: nodes 1 and 3 are left with 0 CPUs; node 3 has less memory left.
+        assert_eq!(best_fit(candidates.clone(), &r(2, 10), 2), Some(vec![1, 3]));
+        assert_eq!(
+            best_fit(candidates.clone(), &r(2, 10), 3),
+            Some(vec![1, 2, 3])
+        );
+        assert_eq!(best_fit(candidates.clone(), &r(2, 10), 5), None);
+        assert_eq!(best_fit(candidates, &r(2, 10), 0), None);
+    }
+
+    #[test]
+    fn exact_ties_go_to_the_lowest_index() {
+        let free = [r(4, 0), r(4, 0), r(4, 0)];
+        assert_eq!(
+            best_fit(free.iter().copied().enumerate(), &r(1, 0), 2),
+            Some(vec![0, 1])
+        );
+    }
+
+    #[test]
+    fn memo_covers_larger_counts_only() {
+        let mut memo = NoFitMemo::default();
+        memo.record(&r(2, 0), 3);
+        assert!(memo.known_to_fail(&r(2, 0), 3));
+        assert!(memo.known_to_fail(&r(2, 0), 4));
+        assert!(!memo.known_to_fail(&r(2, 0), 2));
+        assert!(!memo.known_to_fail(&r(1, 0), 3));
+        memo.record(&r(2, 0), 1);
+        assert!(memo.known_to_fail(&r(2, 0), 1));
+    }
+
+    #[test]
+    fn fit_counts_are_cached_until_forgotten() {
+        let mut counts = FitCounts::default();
+        assert_eq!(counts.get_or_count(&r(1, 0), || 3), 3);
+        assert_eq!(counts.get_or_count(&r(1, 0), || 9), 3);
+        counts.forget();
+        assert_eq!(counts.get_or_count(&r(1, 0), || 9), 9);
+    }
+}

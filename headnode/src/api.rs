@@ -1,0 +1,119 @@
+//! The client API (`cluster`, `submit`): validates requests, calls the head, answers.
+
+use crate::head::{Caller, Head};
+use beowulf_proto::v1::{self, cluster_server::Cluster};
+use beowulf_types::{JobId, JobState, NodeName};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_stream::Stream;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+
+#[derive(Debug, Clone)]
+pub struct ClusterApi {
+    head: Arc<Head>,
+}
+
+impl ClusterApi {
+    pub fn new(head: Arc<Head>) -> Self {
+        ClusterApi { head }
+    }
+}
+
+/// The caller's identity: the uid and gid of the unix socket's peer, as the kernel reports them.
+fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    let cred = request
+        .extensions()
+        .get::<UdsConnectInfo>()
+        .and_then(|info| info.peer_cred)
+        .ok_or_else(|| Status::unauthenticated("cannot identify the caller: connect through headnoded's unix socket"))?;
+    Ok(Caller {
+        uid: cred.uid(),
+        gid: cred.gid(),
+    })
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::JobInfo, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Cluster for ClusterApi {
+    async fn submit(&self, request: Request<v1::SubmitRequest>) -> Result<Response<v1::SubmitReply>, Status> {
+        let caller = caller(&request)?;
+        let head = self.head.clone();
+        let body = request.into_inner();
+        // The commit fsyncs: keep it off the async workers.
+        let id = tokio::task::spawn_blocking(move || head.submit(&caller, body))
+            .await
+            .map_err(|e| Status::internal(format!("submit task failed: {e}")))??;
+        Ok(Response::new(v1::SubmitReply { job_id: id.0 }))
+    }
+
+    async fn cancel(&self, request: Request<v1::CancelRequest>) -> Result<Response<v1::CancelReply>, Status> {
+        let caller = caller(&request)?;
+        let state = self.head.cancel(&caller, JobId(request.get_ref().job_id))?;
+        Ok(Response::new(v1::CancelReply {
+            state: state.as_str().to_string(),
+        }))
+    }
+
+    async fn list_jobs(&self, request: Request<v1::ListJobsRequest>) -> Result<Response<v1::ListJobsReply>, Status> {
+        let jobs = self.head.list_jobs(request.get_ref().all);
+        Ok(Response::new(v1::ListJobsReply { jobs }))
+    }
+
+    async fn show_job(&self, request: Request<v1::ShowJobRequest>) -> Result<Response<v1::JobInfo>, Status> {
+        Ok(Response::new(self.head.show_job(JobId(request.get_ref().job_id))?))
+    }
+
+    type WatchJobStream = WatchStream;
+
+    async fn watch_job(&self, request: Request<v1::ShowJobRequest>) -> Result<Response<WatchStream>, Status> {
+        let id = JobId(request.get_ref().job_id);
+        let head = self.head.clone();
+        let mut revisions = head.subscribe();
+        let first = head.show_job(id)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut last = first;
+            if tx.send(Ok(last.clone())).await.is_err() {
+                return;
+            }
+            loop {
+                if JobState::parse(&last.state).is_some_and(JobState::is_terminal) {
+                    return;
+                }
+                if revisions.changed().await.is_err() {
+                    return;
+                }
+                let Ok(now) = head.show_job(id) else { return };
+                if now != last {
+                    last = now;
+                    if tx.send(Ok(last.clone())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn list_nodes(&self, _request: Request<v1::ListNodesRequest>) -> Result<Response<v1::ListNodesReply>, Status> {
+        Ok(Response::new(v1::ListNodesReply {
+            nodes: self.head.list_nodes(),
+        }))
+    }
+
+    async fn drain(&self, request: Request<v1::DrainRequest>) -> Result<Response<v1::NodeInfo>, Status> {
+        let caller = caller(&request)?;
+        let node = NodeName::new(request.get_ref().node.clone());
+        self.head.drain(&caller, &node, &request.get_ref().reason)?;
+        Ok(Response::new(self.head.node_info(&node)?))
+    }
+
+    async fn resume(&self, request: Request<v1::ResumeRequest>) -> Result<Response<v1::NodeInfo>, Status> {
+        let caller = caller(&request)?;
+        let node = NodeName::new(request.get_ref().node.clone());
+        self.head.resume(&caller, &node)?;
+        Ok(Response::new(self.head.node_info(&node)?))
+    }
+}

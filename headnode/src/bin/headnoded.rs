@@ -1,0 +1,31 @@
+//! `headnoded`: the head-node daemon's entry point.
+
+use anyhow::Context;
+use beowulf_headnode::{config::HeadConfig, server};
+use clap::Parser;
+use std::path::PathBuf;
+
+/// The Beowulf head-node daemon: accepts jobs, schedules them, drives the compute agents.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Configuration file (headnoded.toml).
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = HeadConfig::load(&args.config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(server::run(config))
+}

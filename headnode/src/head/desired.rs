@@ -1,0 +1,191 @@
+//! Desired state per node: every job run that should be running there, sent whole with a generation.
+
+use super::{Head, Inner};
+use crate::model::JobRecord;
+use beowulf_proto::v1;
+use beowulf_types::{JobState, NodeName, Program};
+use std::collections::{BTreeMap, BTreeSet};
+
+impl Head {
+    /// Sends the current desired state to each connected node in `nodes`.
+    pub(super) fn send_desired(&self, inner: &mut Inner, nodes: &BTreeSet<NodeName>) {
+        for node in nodes {
+            let Some(session) = inner.sessions.get(node) else { continue };
+            let message = v1::HeadMessage {
+                body: Some(v1::head_message::Body::Desired(desired_state(inner, node))),
+            };
+            if session.tx.send(Ok(message)).is_err() {
+                tracing::debug!(node = %node, "agent stream closed while sending desired state");
+            }
+        }
+    }
+}
+
+pub(super) fn desired_state(inner: &Inner, node: &NodeName) -> v1::DesiredState {
+    let assignments = inner
+        .active
+        .iter()
+        .map(|id| &inner.jobs[id])
+        .filter(|job| job.state == JobState::Running)
+        .filter_map(|job| {
+            let index = job.nodes.iter().position(|n| n == node)?;
+            Some(assignment(job, index))
+        })
+        .collect();
+    v1::DesiredState {
+        generation: inner.generation.0,
+        assignments,
+    }
+}
+
+/// The part of a job run that node `index` of its allocation carries out.
+fn assignment(job: &JobRecord, index: usize) -> v1::Assignment {
+    let spec = &job.spec;
+    let (argv, first_rank, local_tasks) = match &spec.program {
+        Program::Command(argv) => {
+            let ranks = spec.ranks_on_node(index as u32);
+            (argv.clone(), ranks.start, ranks.len() as u32)
+        }
+        Program::Script(script) => {
+            let tasks = u32::from(index == 0);
+            let argv = vec!["/bin/sh".into(), "-c".into(), script.clone(), spec.name.clone()];
+            (argv, 0, tasks)
+        }
+    };
+    let nodelist: Vec<String> = job.nodes.iter().map(|n| n.0.clone()).collect();
+    let paths = job_paths(job);
+    let mut env: BTreeMap<String, String> = job.submit_env.clone();
+    env.extend(spec.env.clone());
+    let slurm = [
+        ("SLURM_JOB_ID", job.id.to_string()),
+        ("SLURM_JOBID", job.id.to_string()),
+        ("SLURM_JOB_NAME", spec.name.clone()),
+        ("SLURM_JOB_NODELIST", hostlist(&nodelist)),
+        ("SLURM_NODELIST", hostlist(&nodelist)),
+        ("SLURM_NNODES", job.nodes.len().to_string()),
+        ("SLURM_JOB_NUM_NODES", job.nodes.len().to_string()),
+        ("SLURM_NTASKS", spec.ntasks.to_string()),
+        ("SLURM_NPROCS", spec.ntasks.to_string()),
+        ("SLURM_NTASKS_PER_NODE", spec.tasks_per_node.to_string()),
+        ("SLURM_CPUS_PER_TASK", spec.cpus_per_task.to_string()),
+        ("SLURM_MEM_PER_NODE", spec.memory_mb.to_string()),
+        ("SLURM_SUBMIT_DIR", job.submit_cwd.clone()),
+        ("SLURM_JOB_USER", job.user.name.clone()),
+        ("SLURM_JOB_UID", job.user.uid.to_string()),
+        ("SLURM_JOB_GID", job.user.gid.to_string()),
+        ("SLURM_JOB_PARTITION", crate::head::jobs::DEFAULT_PARTITION.to_string()),
+        ("SLURM_RESTART_COUNT", job.restarts.to_string()),
+        ("BEOWULF_JOB_ID", job.id.to_string()),
+        ("BEOWULF_RUN", job.run.to_string()),
+    ];
+    env.extend(slurm.into_iter().map(|(k, v)| (k.to_string(), v)));
+    let start = job.start_time.unwrap_or_default();
+    v1::Assignment {
+        job_id: job.id.0,
+        run: job.run,
+        job_name: spec.name.clone(),
+        user: job.user.name.clone(),
+        uid: job.user.uid,
+        gid: job.user.gid,
+        node_index: index as u32,
+        nodelist,
+        ntasks: spec.ntasks,
+        first_rank,
+        local_tasks,
+        cpus_per_task: spec.cpus_per_task,
+        cpus: spec.cpus_per_node(),
+        memory_mb: spec.memory_mb,
+        argv,
+        env: env.into_iter().collect(),
+        workdir: paths.workdir,
+        stdout_path: paths.stdout,
+        stderr_path: paths.stderr,
+        deadline_ms: start.plus(spec.time_limit_ms).0,
+        partition: crate::head::jobs::DEFAULT_PARTITION.to_string(),
+    }
+}
+
+/// Where a job runs and writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobPaths {
+    pub workdir: String,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Resolves workdir (relative to the submit directory) and output files (relative to the workdir,
+/// `%j` = job ID, `%u` = user, `%x` = job name), with Slurm's default `slurm-%j.out` renamed to ours.
+pub fn job_paths(job: &JobRecord) -> JobPaths {
+    let cwd = std::path::Path::new(&job.submit_cwd);
+    let workdir = match &job.spec.workdir {
+        Some(w) => cwd.join(w),
+        None => cwd.to_path_buf(),
+    };
+    let expand = |pattern: &str| {
+        let name = pattern
+            .replace("%j", &job.id.to_string())
+            .replace("%u", &job.user.name)
+            .replace("%x", &job.spec.name);
+        workdir.join(name).to_string_lossy().into_owned()
+    };
+    let stdout = expand(job.spec.output.as_deref().unwrap_or("beowulf-%j.out"));
+    let stderr = job.spec.error.as_deref().map(expand).unwrap_or_else(|| stdout.clone());
+    JobPaths {
+        workdir: workdir.to_string_lossy().into_owned(),
+        stdout,
+        stderr,
+    }
+}
+
+/// Slurm's compressed host list: `node1,node2,node3,node7` → `node[1-3,7]`.
+pub fn hostlist(names: &[String]) -> String {
+    let mut groups: BTreeMap<&str, Vec<(u64, usize)>> = BTreeMap::new();
+    let mut plain = Vec::new();
+    for name in names {
+        let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        let (prefix, number) = name.split_at(name.len() - digits);
+        match number.parse::<u64>() {
+            Ok(n) if !number.is_empty() => groups.entry(prefix).or_default().push((n, number.len())),
+            _ => plain.push(name.clone()),
+        }
+    }
+    let mut parts = plain;
+    for (prefix, mut numbers) in groups {
+        numbers.sort();
+        numbers.dedup();
+        if numbers.len() == 1 {
+            parts.push(format!("{prefix}{:0width$}", numbers[0].0, width = numbers[0].1));
+            continue;
+        }
+        let mut ranges: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < numbers.len() {
+            let mut j = i;
+            while j + 1 < numbers.len() && numbers[j + 1].0 == numbers[j].0 + 1 && numbers[j + 1].1 == numbers[i].1 {
+                j += 1;
+            }
+            let w = numbers[i].1;
+            ranges.push(if i == j {
+                format!("{:0w$}", numbers[i].0)
+            } else {
+                format!("{:0w$}-{:0w$}", numbers[i].0, numbers[j].0)
+            });
+            i = j + 1;
+        }
+        parts.push(format!("{prefix}[{}]", ranges.join(",")));
+    }
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hostlist;
+
+    #[test]
+    fn hostlists_compress_like_slurm() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(hostlist(&names(&["node1", "node2", "node3", "node7"])), "node[1-3,7]");
+        assert_eq!(hostlist(&names(&["node4"])), "node4");
+        assert_eq!(hostlist(&names(&["head", "n01", "n02"])), "head,n[01-02]");
+    }
+}

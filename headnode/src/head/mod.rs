@@ -1,0 +1,290 @@
+//! The head's state machine: in-memory records, written through to the store in atomic changes.
+//!
+//! Every mutation runs inside [`Head::mutate`]: it stages copies of the records it touches, commits
+//! them to the store, and only then makes them visible, bumps the generation, wakes watchers and
+//! sends each touched node its new desired state. A failed commit changes nothing.
+
+mod desired;
+mod jobs;
+mod nodes;
+mod schedule;
+mod views;
+
+use crate::config::HeadConfig;
+use crate::model::{JobRecord, NodeRecord};
+use crate::store::{Change, Store, StoreError};
+use beowulf_proto::v1;
+use beowulf_scheduler::Pending;
+use beowulf_types::{Generation, JobFileError, JobId, JobState, NodeName, Timestamp};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, MutexGuard};
+use tokio::sync::{Notify, mpsc, watch};
+use tonic::Status;
+
+pub use jobs::Caller;
+
+/// What went wrong with a request to the head.
+#[derive(Debug, thiserror::Error)]
+pub enum HeadError {
+    #[error("{0}")]
+    JobFile(#[from] JobFileError),
+    #[error("no job {0}")]
+    NoSuchJob(JobId),
+    #[error("no node {0}")]
+    NoSuchNode(NodeName),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("job {job} has already ended ({state})")]
+    AlreadyEnded { job: JobId, state: JobState },
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<HeadError> for Status {
+    fn from(e: HeadError) -> Status {
+        let message = e.to_string();
+        match e {
+            HeadError::JobFile(_) => Status::invalid_argument(message),
+            HeadError::NoSuchJob(_) | HeadError::NoSuchNode(_) => Status::not_found(message),
+            HeadError::PermissionDenied(_) => Status::permission_denied(message),
+            HeadError::AlreadyEnded { .. } | HeadError::Conflict(_) => {
+                Status::failed_precondition(message)
+            }
+            HeadError::Store(_) => Status::unavailable(message),
+        }
+    }
+}
+
+/// A connected agent's outgoing stream.
+#[derive(Debug)]
+pub struct Session {
+    pub id: u64,
+    pub tx: mpsc::UnboundedSender<Result<v1::HeadMessage, Status>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    jobs: BTreeMap<JobId, JobRecord>,
+    /// Jobs that are pending, running, or still being cleaned up on some node.
+    active: BTreeSet<JobId>,
+    nodes: BTreeMap<NodeName, NodeRecord>,
+    next_job_id: u64,
+    generation: Generation,
+    /// The last plan's verdict on each pending job (memory only: recomputed at every pass).
+    pending: BTreeMap<JobId, Pending>,
+    /// Last heartbeat (or registration) of each node (memory only).
+    last_seen: BTreeMap<NodeName, Timestamp>,
+    sessions: BTreeMap<NodeName, Session>,
+    next_session_id: u64,
+}
+
+/// The head-node daemon's shared state.
+#[derive(Debug)]
+pub struct Head {
+    inner: Mutex<Inner>,
+    pub config: HeadConfig,
+    /// Wakes the scheduling loop (submit, job end, node change).
+    pub wake_scheduler: Notify,
+    /// Bumped after every committed change; `WatchJob` streams follow it.
+    revision: watch::Sender<u64>,
+}
+
+/// Records staged by one mutation, committed together.
+#[derive(Debug)]
+pub(crate) struct Tx<'a> {
+    inner: &'a mut Inner,
+    jobs: BTreeMap<JobId, JobRecord>,
+    nodes: BTreeMap<NodeName, NodeRecord>,
+    /// Nodes whose desired state must be re-sent even if no job record of theirs changed.
+    resend: BTreeSet<NodeName>,
+}
+
+impl Tx<'_> {
+    pub fn job(&self, id: JobId) -> Option<&JobRecord> {
+        self.jobs.get(&id).or_else(|| self.inner.jobs.get(&id))
+    }
+
+    pub fn job_mut(&mut self, id: JobId) -> Option<&mut JobRecord> {
+        if !self.jobs.contains_key(&id) {
+            let job = self.inner.jobs.get(&id)?.clone();
+            self.jobs.insert(id, job);
+        }
+        self.jobs.get_mut(&id)
+    }
+
+    pub fn insert_job(&mut self, job: JobRecord) {
+        self.jobs.insert(job.id, job);
+    }
+
+    pub fn node_mut(&mut self, name: &NodeName) -> Option<&mut NodeRecord> {
+        if !self.nodes.contains_key(name) {
+            let node = self.inner.nodes.get(name)?.clone();
+            self.nodes.insert(name.clone(), node);
+        }
+        self.nodes.get_mut(name)
+    }
+
+    pub fn insert_node(&mut self, node: NodeRecord) {
+        self.nodes.insert(node.name.clone(), node);
+    }
+
+    /// Active job IDs as of the start of this mutation.
+    pub fn active_ids(&self) -> Vec<JobId> {
+        self.inner.active.iter().copied().collect()
+    }
+
+    pub fn resend(&mut self, node: NodeName) {
+        self.resend.insert(node);
+    }
+
+    pub fn allocate_job_id(&mut self) -> JobId {
+        let id = JobId(self.inner.next_job_id);
+        self.inner.next_job_id += 1;
+        id
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeRecord> {
+        // Staged records shadow committed ones.
+        self.inner
+            .nodes
+            .values()
+            .map(|n| self.nodes.get(&n.name).unwrap_or(n))
+            .chain(self.nodes.values().filter(|n| !self.inner.nodes.contains_key(&n.name)))
+    }
+}
+
+impl Head {
+    /// Opens the store and loads every record.
+    pub fn open(config: HeadConfig) -> Result<Head, StoreError> {
+        std::fs::create_dir_all(&config.state_dir).map_err(|e| StoreError::Io {
+            path: config.state_dir.clone(),
+            source: redb::Error::Io(e),
+        })?;
+        let store = Store::open(&config.state_dir.join("headnoded.redb"))?;
+        let snapshot = store.load()?;
+        let active = snapshot
+            .jobs
+            .values()
+            .filter(|j| !j.state.is_terminal() || !j.cleanup.is_empty())
+            .map(|j| j.id)
+            .collect();
+        // Every known node gets a full heartbeat timeout to reconnect after a head restart.
+        let now = now();
+        let last_seen = snapshot.nodes.keys().map(|n| (n.clone(), now)).collect();
+        let inner = Inner {
+            store,
+            jobs: snapshot.jobs,
+            active,
+            nodes: snapshot.nodes,
+            next_job_id: snapshot.next_job_id,
+            generation: snapshot.generation,
+            pending: BTreeMap::new(),
+            last_seen,
+            sessions: BTreeMap::new(),
+            next_session_id: 1,
+        };
+        Ok(Head {
+            inner: Mutex::new(inner),
+            config,
+            wake_scheduler: Notify::new(),
+            revision: watch::Sender::new(0),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `body` over staged copies and commits what it staged, atomically and durably.
+    pub(crate) fn mutate<R>(
+        &self,
+        body: impl FnOnce(&mut Tx<'_>) -> Result<R, HeadError>,
+    ) -> Result<R, HeadError> {
+        let mut inner = self.lock();
+        let next_job_id_before = inner.next_job_id;
+        let mut tx = Tx {
+            inner: &mut inner,
+            jobs: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            resend: BTreeSet::new(),
+        };
+        let result = body(&mut tx);
+        let Tx {
+            jobs, nodes, resend, ..
+        } = tx;
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                inner.next_job_id = next_job_id_before;
+                return Err(e);
+            }
+        };
+        if jobs.is_empty() && nodes.is_empty() {
+            if next_job_id_before != inner.next_job_id {
+                inner.next_job_id = next_job_id_before;
+            }
+            self.send_desired(&mut inner, &resend);
+            return Ok(result);
+        }
+        let generation = inner.generation.next();
+        let change = Change {
+            jobs: jobs.values().collect(),
+            nodes: nodes.values().collect(),
+            next_job_id: inner.next_job_id,
+            generation,
+        };
+        if let Err(e) = inner.store.commit(&change) {
+            inner.next_job_id = next_job_id_before;
+            return Err(e.into());
+        }
+        inner.generation = generation;
+
+        let mut touched = resend;
+        for job in jobs.values() {
+            if let Some(old) = inner.jobs.get(&job.id) {
+                touched.extend(old.nodes.iter().cloned());
+            }
+            touched.extend(job.nodes.iter().cloned());
+            touched.extend(job.cleanup.keys().cloned());
+        }
+        for (id, job) in jobs {
+            if !job.state.is_terminal() || !job.cleanup.is_empty() {
+                inner.active.insert(id);
+            } else {
+                inner.active.remove(&id);
+                inner.pending.remove(&id);
+            }
+            inner.jobs.insert(id, job);
+        }
+        for (name, node) in nodes {
+            inner.nodes.insert(name, node);
+        }
+        self.send_desired(&mut inner, &touched);
+        self.revision.send_modify(|r| *r += 1);
+        Ok(result)
+    }
+
+    /// Read-only access to the committed records.
+    fn read<R>(&self, body: impl FnOnce(&Inner) -> R) -> R {
+        body(&self.lock())
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.revision.subscribe()
+    }
+
+    pub fn generation(&self) -> Generation {
+        self.lock().generation
+    }
+}
+
+/// The wall clock, read only at the edges (never inside the scheduler).
+pub fn now() -> Timestamp {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp(since_epoch.as_millis() as u64)
+}

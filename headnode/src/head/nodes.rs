@@ -1,0 +1,186 @@
+//! Node operations: agent sessions (register, heartbeat, reports), health, drain and resume.
+
+use super::jobs::{Caller, apply_run_report, fail_on_node};
+use super::{Head, HeadError, Session, now};
+use crate::model::NodeRecord;
+use beowulf_proto::v1;
+use beowulf_types::{Inventory, JobId, JobState, NodeName};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+impl Head {
+    /// Registers (or re-registers) an agent: records its inventory, brings the node back up,
+    /// reconciles the runs it reports, and attaches its stream. Returns the session ID.
+    pub fn register(
+        &self,
+        register: &v1::Register,
+        tx_stream: mpsc::UnboundedSender<Result<v1::HeadMessage, Status>>,
+    ) -> Result<u64, HeadError> {
+        let name = NodeName::new(register.node.clone());
+        let inventory: Inventory = register.inventory.as_ref().map(Inventory::from).unwrap_or_default();
+        let now = now();
+        {
+            let mut inner = self.lock();
+            let id = inner.next_session_id;
+            inner.next_session_id += 1;
+            inner.sessions.insert(name.clone(), Session { id, tx: tx_stream });
+            inner.last_seen.insert(name.clone(), now);
+        }
+        self.mutate(|tx| {
+            match tx.node_mut(&name) {
+                Some(node) => {
+                    if node.inventory != inventory {
+                        node.inventory = inventory;
+                    }
+                    if node.down_reason.take().is_some() {
+                        tracing::info!(node = %name, "node is back: agent registered");
+                    }
+                }
+                None => {
+                    tracing::info!(node = %name, cpus = inventory.cpus, "new node registered");
+                    tx.insert_node(NodeRecord {
+                        name: name.clone(),
+                        inventory,
+                        drain_reason: None,
+                        down_reason: None,
+                    });
+                }
+            }
+            // Runs the agent no longer has are gone from that node.
+            for id in tx.active_ids() {
+                let job = tx.job(id).expect("active jobs exist");
+                if let Some(&run) = job.cleanup.get(&name) {
+                    let still_there = register
+                        .runs
+                        .iter()
+                        .any(|r| r.job_id == id.0 && r.run == run && !r.finished);
+                    if !still_there {
+                        tx.job_mut(id).expect("exists").cleanup.remove(&name);
+                    }
+                }
+            }
+            for report in &register.runs {
+                apply_run_report(tx, &name, report, now);
+            }
+            // Always send the full desired state on a new session.
+            tx.resend(name.clone());
+            Ok(())
+        })?;
+        self.wake_scheduler.notify_one();
+        Ok(self.lock().sessions.get(&name).map(|s| s.id).unwrap_or(0))
+    }
+
+    pub fn heartbeat(&self, node: &NodeName) {
+        self.lock().last_seen.insert(node.clone(), now());
+    }
+
+    pub fn run_report(&self, node: &NodeName, report: &v1::RunReport) -> Result<(), HeadError> {
+        self.lock().last_seen.insert(node.clone(), now());
+        let ended = self.mutate(|tx| {
+            let before = tx.job(JobId(report.job_id)).map(|j| (j.state, j.cleanup.len()));
+            apply_run_report(tx, node, report, now());
+            let after = tx.job(JobId(report.job_id)).map(|j| (j.state, j.cleanup.len()));
+            Ok(before != after)
+        })?;
+        if ended {
+            self.wake_scheduler.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Detaches a session when its stream ends, unless a newer session replaced it.
+    pub fn disconnect(&self, node: &NodeName, session: u64) {
+        let mut inner = self.lock();
+        if inner.sessions.get(node).is_some_and(|s| s.id == session) {
+            inner.sessions.remove(node);
+            tracing::info!(node = %node, "agent disconnected");
+        }
+    }
+
+    /// Marks nodes DOWN whose heartbeats stopped, and deals with their running jobs.
+    pub fn check_heartbeats(&self) -> Result<usize, HeadError> {
+        let timeout = self.config.heartbeat_timeout_ms;
+        let now = now();
+        let silent: Vec<(NodeName, u64)> = self.read(|inner| {
+            inner
+                .nodes
+                .values()
+                .filter(|n| n.down_reason.is_none())
+                .filter_map(|n| {
+                    let seen = inner.last_seen.get(&n.name).copied().unwrap_or_default();
+                    let quiet = now.since(seen);
+                    (quiet > timeout).then(|| (n.name.clone(), quiet))
+                })
+                .collect()
+        });
+        if silent.is_empty() {
+            return Ok(0);
+        }
+        self.mutate(|tx| {
+            for (name, quiet) in &silent {
+                let why = format!("not responding: no heartbeat for {} s", quiet / 1000);
+                tracing::warn!(node = %name, "{why}");
+                if let Some(node) = tx.node_mut(name) {
+                    node.down_reason = Some(why.clone());
+                }
+                for id in tx.active_ids() {
+                    let job = tx.job(id).expect("active jobs exist");
+                    if job.state == JobState::Running && job.nodes.contains(name) {
+                        fail_on_node(tx, id, now, &format!("node {name} is DOWN ({why})"));
+                    }
+                    // A DOWN node's processes are cleaned up when its agent registers again; its
+                    // resources are not offered meanwhile, so drop the hold.
+                    if tx.job(id).is_some_and(|j| j.cleanup.contains_key(name)) {
+                        tx.job_mut(id).expect("exists").cleanup.remove(name);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        self.wake_scheduler.notify_one();
+        Ok(silent.len())
+    }
+
+    pub fn drain(&self, caller: &Caller, name: &NodeName, reason: &str) -> Result<(), HeadError> {
+        require_root(caller, "drain a node")?;
+        if reason.trim().is_empty() {
+            return Err(HeadError::Conflict(
+                "a drain needs a reason: cluster drain NODE --reason TEXT".into(),
+            ));
+        }
+        self.mutate(|tx| {
+            let node = tx.node_mut(name).ok_or_else(|| HeadError::NoSuchNode(name.clone()))?;
+            node.drain_reason = Some(reason.to_string());
+            Ok(())
+        })
+    }
+
+    pub fn resume(&self, caller: &Caller, name: &NodeName) -> Result<(), HeadError> {
+        require_root(caller, "resume a node")?;
+        let connected = self.read(|inner| inner.sessions.contains_key(name));
+        self.mutate(|tx| {
+            let node = tx.node_mut(name).ok_or_else(|| HeadError::NoSuchNode(name.clone()))?;
+            if node.down_reason.is_some() && !connected {
+                return Err(HeadError::Conflict(format!(
+                    "node {name} is DOWN and its agent is not connected; start computed on it first"
+                )));
+            }
+            node.drain_reason = None;
+            node.down_reason = None;
+            Ok(())
+        })?;
+        self.wake_scheduler.notify_one();
+        Ok(())
+    }
+}
+
+fn require_root(caller: &Caller, what: &str) -> Result<(), HeadError> {
+    if caller.is_root() {
+        Ok(())
+    } else {
+        Err(HeadError::PermissionDenied(format!(
+            "only root may {what} (you are uid {})",
+            caller.uid
+        )))
+    }
+}

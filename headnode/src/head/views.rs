@@ -1,0 +1,131 @@
+//! What `cluster queue`, `cluster show` and `cluster nodes` see: records turned into API messages.
+
+use super::desired::job_paths;
+use super::{Head, HeadError, Inner};
+use crate::head::jobs::DEFAULT_PARTITION;
+use crate::model::JobRecord;
+use beowulf_proto::v1;
+use beowulf_types::{JobId, JobState, NodeName, PendingReason, Resources};
+use std::collections::BTreeMap;
+
+impl Head {
+    pub fn show_job(&self, id: JobId) -> Result<v1::JobInfo, HeadError> {
+        self.read(|inner| {
+            let job = inner.jobs.get(&id).ok_or(HeadError::NoSuchJob(id))?;
+            Ok(job_info(inner, job, true))
+        })
+    }
+
+    /// Pending and running jobs (and, with `all`, ended ones), in ID order.
+    pub fn list_jobs(&self, all: bool) -> Vec<v1::JobInfo> {
+        self.read(|inner| {
+            if all {
+                inner.jobs.values().map(|j| job_info(inner, j, false)).collect()
+            } else {
+                inner
+                    .active
+                    .iter()
+                    .map(|id| &inner.jobs[id])
+                    .filter(|j| !j.state.is_terminal())
+                    .map(|j| job_info(inner, j, false))
+                    .collect()
+            }
+        })
+    }
+
+    pub fn list_nodes(&self) -> Vec<v1::NodeInfo> {
+        self.read(|inner| {
+            let usage = usage(inner);
+            inner
+                .nodes
+                .values()
+                .map(|node| {
+                    let (allocated, jobs) = usage.get(&node.name).cloned().unwrap_or_default();
+                    v1::NodeInfo {
+                        name: node.name.0.clone(),
+                        state: node.state(allocated).as_str().to_string(),
+                        reason: node.reason().to_string(),
+                        cpus: node.inventory.cpus,
+                        cpus_allocated: allocated.cpus,
+                        memory_mb: node.inventory.memory_mb,
+                        memory_allocated_mb: allocated.memory_mb,
+                        jobs: jobs.iter().map(|j| j.0).collect(),
+                        last_heartbeat_ms: inner.last_seen.get(&node.name).map(|t| t.0),
+                        inventory: Some(v1::Inventory::from(&node.inventory)),
+                    }
+                })
+                .collect()
+        })
+    }
+
+    pub fn node_info(&self, name: &NodeName) -> Result<v1::NodeInfo, HeadError> {
+        self.list_nodes()
+            .into_iter()
+            .find(|n| n.name == name.0)
+            .ok_or_else(|| HeadError::NoSuchNode(name.clone()))
+    }
+}
+
+/// Resources and jobs held on each node.
+fn usage(inner: &Inner) -> BTreeMap<NodeName, (Resources, Vec<JobId>)> {
+    let mut usage: BTreeMap<NodeName, (Resources, Vec<JobId>)> = BTreeMap::new();
+    for id in &inner.active {
+        let job = &inner.jobs[id];
+        for node in job.held_nodes() {
+            let entry = usage.entry(node.clone()).or_default();
+            entry.0 = entry.0.add(&job.per_node());
+            entry.1.push(job.id);
+        }
+    }
+    usage
+}
+
+fn job_info(inner: &Inner, job: &JobRecord, with_events: bool) -> v1::JobInfo {
+    let pending = inner.pending.get(&job.id);
+    let reason = match job.state {
+        JobState::Pending => match pending {
+            Some(p) => p.reason.as_str().to_string(),
+            None if job.restarts > 0 => PendingReason::Requeued.as_str().to_string(),
+            None => PendingReason::None.as_str().to_string(),
+        },
+        JobState::Running => "None".to_string(),
+        _ => job.end_reason.clone(),
+    };
+    let paths = job_paths(job);
+    v1::JobInfo {
+        id: job.id.0,
+        name: job.spec.name.clone(),
+        user: job.user.name.clone(),
+        uid: job.user.uid,
+        state: job.state.as_str().to_string(),
+        reason,
+        exit_code: job.exit_code,
+        nodes: job.nodes.iter().map(|n| n.0.clone()).collect(),
+        submit_time_ms: job.submit_time.0,
+        start_time_ms: job.start_time.map(|t| t.0),
+        end_time_ms: job.end_time.map(|t| t.0),
+        time_limit_ms: job.spec.time_limit_ms,
+        num_nodes: job.spec.nodes,
+        ntasks: job.spec.ntasks,
+        cpus_per_task: job.spec.cpus_per_task,
+        memory_mb: job.spec.memory_mb,
+        partition: job.spec.partition.clone().unwrap_or_else(|| DEFAULT_PARTITION.to_string()),
+        priority: pending.map(|p| p.priority).unwrap_or(0),
+        estimated_start_ms: pending.and_then(|p| p.estimated_start).map(|t| t.0),
+        restarts: job.restarts,
+        workdir: paths.workdir,
+        stdout_path: paths.stdout,
+        stderr_path: paths.stderr,
+        events: if with_events {
+            job.events
+                .iter()
+                .map(|e| v1::JobEvent {
+                    time_ms: e.time.0,
+                    message: e.message.clone(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+    }
+}

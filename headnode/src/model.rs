@@ -1,0 +1,148 @@
+//! The head's records: jobs and nodes as stored, and what is derived from them (node state, usage).
+
+use beowulf_types::{
+    Inventory, JobId, JobSpec, JobState, NodeName, NodeState, Program, Resources, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The user a job belongs to and runs as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub name: String,
+}
+
+/// One line of a job's history, shown by `cluster show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEvent {
+    pub time: Timestamp,
+    pub message: String,
+}
+
+/// A job as the head stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub spec: JobSpec,
+    pub user: User,
+    pub submit_cwd: String,
+    pub submit_env: BTreeMap<String, String>,
+    pub state: JobState,
+    /// For an ended job: why it ended the way it did (empty when it simply completed).
+    pub end_reason: String,
+    pub submit_time: Timestamp,
+    pub start_time: Option<Timestamp>,
+    pub end_time: Option<Timestamp>,
+    pub exit_code: Option<i32>,
+    /// The nodes of the current (or last) run; index 0 runs rank 0.
+    pub nodes: Vec<NodeName>,
+    /// Number of the current run: 0 before the first start, +1 at every start. Agents key their
+    /// tasks by (job, run), so a requeued job's new run is never confused with its old one.
+    pub run: u32,
+    /// Exit codes reported by the nodes of the current run.
+    pub node_results: BTreeMap<NodeName, i32>,
+    /// Nodes that may still hold processes of an ended run (run number as value); their resources
+    /// stay allocated until the agent reports the run gone.
+    pub cleanup: BTreeMap<NodeName, u32>,
+    pub restarts: u32,
+    pub events: Vec<JobEvent>,
+}
+
+impl JobRecord {
+    /// What the job holds on each node that has any of its processes.
+    pub fn per_node(&self) -> Resources {
+        Resources::new(self.spec.cpus_per_node(), self.spec.memory_mb)
+    }
+
+    /// Nodes where this job currently holds resources.
+    pub fn held_nodes(&self) -> impl Iterator<Item = &NodeName> {
+        let running = (self.state == JobState::Running).then_some(self.nodes.iter());
+        running.into_iter().flatten().chain(
+            self.cleanup
+                .keys()
+                .filter(move |n| !(self.state == JobState::Running && self.nodes.contains(n))),
+        )
+    }
+
+    /// Whether node `index` of the allocation runs tasks (a batch script runs on node 0 only).
+    pub fn node_runs_tasks(&self, index: usize) -> bool {
+        match self.spec.program {
+            Program::Script(_) => index == 0,
+            Program::Command(_) => !self.spec.ranks_on_node(index as u32).is_empty(),
+        }
+    }
+
+    pub fn log(&mut self, time: Timestamp, message: impl Into<String>) {
+        self.events.push(JobEvent {
+            time,
+            message: message.into(),
+        });
+    }
+
+    /// Ends the current run: state, time, reason, and cleanup of every node that has not reported.
+    pub fn end(&mut self, state: JobState, now: Timestamp, reason: impl Into<String>) {
+        debug_assert!(state.is_terminal());
+        let reason = reason.into();
+        if self.state == JobState::Running {
+            for node in &self.nodes {
+                if !self.node_results.contains_key(node) {
+                    self.cleanup.insert(node.clone(), self.run);
+                }
+            }
+        }
+        self.state = state;
+        self.end_time = Some(now);
+        let line = if reason.is_empty() {
+            format!("ended {state}")
+        } else {
+            format!("ended {state}: {reason}")
+        };
+        self.end_reason = reason;
+        self.log(now, line);
+    }
+}
+
+/// A compute node as the head stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: NodeName,
+    pub inventory: Inventory,
+    /// Set by `cluster drain`: running jobs finish, nothing new starts.
+    pub drain_reason: Option<String>,
+    /// Set when heartbeats stop; cleared when the agent registers again.
+    pub down_reason: Option<String>,
+}
+
+impl NodeRecord {
+    pub fn capacity(&self) -> Resources {
+        Resources::new(self.inventory.cpus, self.inventory.memory_mb)
+    }
+
+    /// The state users see, from health, the drain flag and what is allocated.
+    pub fn state(&self, allocated: Resources) -> NodeState {
+        if self.down_reason.is_some() {
+            NodeState::Down
+        } else if self.drain_reason.is_some() {
+            if allocated.cpus > 0 {
+                NodeState::Draining
+            } else {
+                NodeState::Drained
+            }
+        } else if allocated.cpus == 0 {
+            NodeState::Idle
+        } else if allocated.cpus >= self.inventory.cpus {
+            NodeState::Allocated
+        } else {
+            NodeState::Mixed
+        }
+    }
+
+    pub fn reason(&self) -> &str {
+        self.down_reason
+            .as_deref()
+            .or(self.drain_reason.as_deref())
+            .unwrap_or("")
+    }
+}

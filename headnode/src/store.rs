@@ -1,0 +1,154 @@
+//! The durable store (redb): jobs, nodes and counters. A change is acknowledged only after `commit`.
+
+use crate::model::{JobRecord, NodeRecord};
+use beowulf_types::{Generation, JobId, NodeName};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
+const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const NEXT_JOB_ID: &str = "next_job_id";
+const GENERATION: &str = "generation";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the state store {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    #[error("state store {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: redb::Error,
+    },
+    #[error("state store {path}: record {key} is corrupt: {source}")]
+    Corrupt {
+        path: PathBuf,
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Everything the store holds, as loaded at start-up.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub jobs: BTreeMap<JobId, JobRecord>,
+    pub nodes: BTreeMap<NodeName, NodeRecord>,
+    pub next_job_id: u64,
+    pub generation: Generation,
+}
+
+/// One atomic change: the records to write and the counters after it.
+#[derive(Debug, Default)]
+pub struct Change<'a> {
+    pub jobs: Vec<&'a JobRecord>,
+    pub nodes: Vec<&'a NodeRecord>,
+    pub next_job_id: u64,
+    pub generation: Generation,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Database::create(path).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let store = Store {
+            db,
+            path: path.to_path_buf(),
+        };
+        // Create the tables so that a first read finds them.
+        store.write(|txn| {
+            txn.open_table(JOBS)?;
+            txn.open_table(NODES)?;
+            txn.open_table(META)?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    pub fn load(&self) -> Result<Snapshot, StoreError> {
+        let io = |e: redb::Error| StoreError::Io {
+            path: self.path.clone(),
+            source: e,
+        };
+        let txn = self.db.begin_read().map_err(|e| io(e.into()))?;
+        let mut snapshot = Snapshot {
+            next_job_id: 1,
+            ..Snapshot::default()
+        };
+        let jobs = txn.open_table(JOBS).map_err(|e| io(e.into()))?;
+        for entry in jobs.iter().map_err(|e| io(e.into()))? {
+            let (key, value) = entry.map_err(|e| io(e.into()))?;
+            let job: JobRecord = self.decode(&format!("job {}", key.value()), value.value())?;
+            snapshot.jobs.insert(job.id, job);
+        }
+        let nodes = txn.open_table(NODES).map_err(|e| io(e.into()))?;
+        for entry in nodes.iter().map_err(|e| io(e.into()))? {
+            let (key, value) = entry.map_err(|e| io(e.into()))?;
+            let node: NodeRecord = self.decode(&format!("node {}", key.value()), value.value())?;
+            snapshot.nodes.insert(node.name.clone(), node);
+        }
+        let meta = txn.open_table(META).map_err(|e| io(e.into()))?;
+        if let Some(v) = meta.get(NEXT_JOB_ID).map_err(|e| io(e.into()))? {
+            snapshot.next_job_id = v.value();
+        }
+        if let Some(v) = meta.get(GENERATION).map_err(|e| io(e.into()))? {
+            snapshot.generation = Generation(v.value());
+        }
+        Ok(snapshot)
+    }
+
+    /// Writes a change atomically and durably (fsync before returning).
+    pub fn commit(&self, change: &Change<'_>) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let mut jobs = txn.open_table(JOBS)?;
+            for job in &change.jobs {
+                let bytes = serde_json::to_vec(job).expect("job records serialize");
+                jobs.insert(job.id.0, bytes.as_slice())?;
+            }
+            let mut nodes = txn.open_table(NODES)?;
+            for node in &change.nodes {
+                let bytes = serde_json::to_vec(node).expect("node records serialize");
+                nodes.insert(node.name.as_str(), bytes.as_slice())?;
+            }
+            let mut meta = txn.open_table(META)?;
+            meta.insert(NEXT_JOB_ID, change.next_job_id)?;
+            meta.insert(GENERATION, change.generation.0)?;
+            Ok(())
+        })
+    }
+
+    fn write(
+        &self,
+        body: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), StoreError> {
+        let io = |e: redb::Error| StoreError::Io {
+            path: self.path.clone(),
+            source: e,
+        };
+        let txn = self.db.begin_write().map_err(|e| io(e.into()))?;
+        body(&txn).map_err(io)?;
+        txn.commit().map_err(|e| io(e.into()))
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+        serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+            path: self.path.clone(),
+            key: key.to_string(),
+            source,
+        })
+    }
+}
