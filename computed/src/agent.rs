@@ -71,6 +71,9 @@ impl<L: Launcher> Agent<L> {
         for (job, run) in launcher.leftover_jobs() {
             if !known.contains(&RunKey { job, run }) {
                 kill(&launcher, RunKey { job, run });
+                if let Err(e) = launcher.release_job(job, run) {
+                    tracing::warn!(%job, run, error = %e, "cannot release a leftover cgroup");
+                }
             }
         }
         ledger.save()?;
@@ -87,6 +90,26 @@ impl<L: Launcher> Agent<L> {
             exits,
         });
         Ok((agent, exit_rx))
+    }
+
+    /// Stops every run still going on this node (the agent is shutting down, and a new agent
+    /// process cannot adopt them). Their ends are reported as lost at the next registration.
+    pub fn stop_all(&self) {
+        let mut state = self.lock();
+        for entry in state
+            .ledger
+            .data
+            .runs
+            .values_mut()
+            .filter(|e| !e.finished())
+        {
+            tracing::info!(job = %entry.key.job, run = entry.key.run, "stopping run: agent shutting down");
+            kill(&*self.launcher, entry.key);
+            entry.lost = true;
+        }
+        if let Err(e) = state.ledger.save() {
+            tracing::error!(error = %e, "cannot save the ledger");
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -124,7 +147,8 @@ impl<L: Launcher> Agent<L> {
             .map_err(|e| format!("cannot connect to the head at {address}: {e}"))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let register = self.register_message();
-        tx.send(register).map_err(|_| "session channel closed".to_string())?;
+        tx.send(register)
+            .map_err(|_| "session channel closed".to_string())?;
         let response = client
             .session(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
             .await
@@ -187,7 +211,15 @@ impl<L: Launcher> Agent<L> {
         state.desired = desired
             .assignments
             .into_iter()
-            .map(|a| (RunKey { job: JobId(a.job_id), run: a.run }, a))
+            .map(|a| {
+                (
+                    RunKey {
+                        job: JobId(a.job_id),
+                        run: a.run,
+                    },
+                    a,
+                )
+            })
             .collect();
         let keys: BTreeSet<RunKey> = state.desired.keys().copied().collect();
         let actions = reconcile(&keys, &state.ledger.data);
@@ -195,8 +227,17 @@ impl<L: Launcher> Agent<L> {
         for action in &actions {
             if let Action::Start(key) = action {
                 let a = &state.desired[key];
-                let tasks = (a.first_rank..a.first_rank + a.local_tasks).map(|r| (r, None)).collect();
-                state.ledger.data.runs.insert(*key, RunEntry { key: *key, tasks, lost: false });
+                let tasks = (a.first_rank..a.first_rank + a.local_tasks)
+                    .map(|r| (r, None))
+                    .collect();
+                state.ledger.data.runs.insert(
+                    *key,
+                    RunEntry {
+                        key: *key,
+                        tasks,
+                        lost: false,
+                    },
+                );
             }
         }
         if let Err(e) = state.ledger.save() {
@@ -218,10 +259,15 @@ impl<L: Launcher> Agent<L> {
             return;
         }
         tracing::info!(job = %key.job, run = key.run, tasks = a.local_tasks, "starting run");
-        let limits = JobLimits { cpus: a.cpus, memory_mb: a.memory_mb };
+        let limits = JobLimits {
+            cpus: a.cpus,
+            memory_mb: a.memory_mb,
+        };
         if let Err(e) = self.launcher.prepare_job(key.job, key.run, &limits) {
             for rank in a.first_rank..a.first_rank + a.local_tasks {
-                let _ = self.exits.send(TaskExit::not_started(key.job, key.run, rank, &e));
+                let _ = self
+                    .exits
+                    .send(TaskExit::not_started(key.job, key.run, rank, &e));
             }
             return;
         }
@@ -229,14 +275,17 @@ impl<L: Launcher> Agent<L> {
             let task = self.task_launch(&a, key, rank);
             if let Err(e) = self.launcher.start_task(task, self.exits.clone()) {
                 tracing::warn!(job = %key.job, rank, error = %e, "task did not start");
-                let _ = self.exits.send(TaskExit::not_started(key.job, key.run, rank, &e));
+                let _ = self
+                    .exits
+                    .send(TaskExit::not_started(key.job, key.run, rank, &e));
             }
         }
     }
 
     fn task_launch(&self, a: &v1::Assignment, key: RunKey, rank: u32) -> TaskLaunch {
         let mut env: BTreeMap<String, String> = a.env.clone().into_iter().collect();
-        env.entry("PATH".into()).or_insert_with(|| DEFAULT_PATH.into());
+        env.entry("PATH".into())
+            .or_insert_with(|| DEFAULT_PATH.into());
         let node = &self.config.node_name;
         let per_task = [
             ("SLURM_PROCID", rank.to_string()),
@@ -263,9 +312,20 @@ impl<L: Launcher> Agent<L> {
 
     fn on_task_exit(&self, exit: TaskExit) {
         let mut state = self.lock();
-        let key = RunKey { job: exit.job, run: exit.run };
-        let Some(entry) = state.ledger.data.runs.get_mut(&key) else { return };
-        entry.tasks.insert(exit.rank, Some(TaskEnd { code: exit.code, detail: exit.detail }));
+        let key = RunKey {
+            job: exit.job,
+            run: exit.run,
+        };
+        let Some(entry) = state.ledger.data.runs.get_mut(&key) else {
+            return;
+        };
+        entry.tasks.insert(
+            exit.rank,
+            Some(TaskEnd {
+                code: exit.code,
+                detail: exit.detail,
+            }),
+        );
         if !entry.finished() {
             return;
         }
@@ -275,7 +335,9 @@ impl<L: Launcher> Agent<L> {
         }
         tracing::info!(job = %key.job, run = key.run, code = report.exit_code, "run finished on this node");
         if let Some(out) = &state.outgoing {
-            let _ = out.send(v1::AgentMessage { body: Some(Body::Report(report)) });
+            let _ = out.send(v1::AgentMessage {
+                body: Some(Body::Report(report)),
+            });
         }
         if !state.desired.contains_key(&key) {
             self.forget(&mut state, key);
@@ -302,7 +364,11 @@ fn kill(launcher: &impl Launcher, key: RunKey) {
 
 fn run_report(entry: &RunEntry) -> v1::RunReport {
     let finished = entry.finished();
-    let (exit_code, detail) = if finished { entry.result() } else { (0, String::new()) };
+    let (exit_code, detail) = if finished {
+        entry.result()
+    } else {
+        (0, String::new())
+    };
     v1::RunReport {
         job_id: entry.key.job.0,
         run: entry.key.run,

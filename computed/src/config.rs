@@ -23,6 +23,11 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     #[serde(default = "default_heartbeat_interval")]
     pub heartbeat_interval_ms: Millis,
+    /// Name of this agent's cgroup subtree (`beowulf/<name>/job_<id>.<run>`); defaults to the node
+    /// name. Several agents on one machine (a local cluster, or two clusters' tests side by side)
+    /// need distinct names, or one would kill the other's tasks as leftovers.
+    #[serde(default)]
+    pub cgroup_name: Option<String>,
     /// What the node offers to jobs, when it should differ from what is detected (a local test
     /// cluster of several agents on one machine gives each a share).
     #[serde(default)]
@@ -70,7 +75,9 @@ impl AgentConfig {
             invalid(format!("line {line}: {}", e.message().trim()))
         })?;
         if config.head.is_none() && config.head_addr_file.is_none() {
-            return Err(invalid("give `head = \"host:port\"` or `head_addr_file`".into()));
+            return Err(invalid(
+                "give `head = \"host:port\"` or `head_addr_file`".into(),
+            ));
         }
         if config.node_name.is_empty() {
             return Err(invalid("`node_name` is empty".into()));
@@ -86,7 +93,12 @@ impl AgentConfig {
         let file = self.head_addr_file.as_ref().expect("checked at parse");
         std::fs::read_to_string(file)
             .map(|s| s.trim().to_string())
-            .map_err(|e| format!("cannot read the head's address from {}: {e}", file.display()))
+            .map_err(|e| {
+                format!(
+                    "cannot read the head's address from {}: {e}",
+                    file.display()
+                )
+            })
     }
 }
 

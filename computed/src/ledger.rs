@@ -38,14 +38,21 @@ impl RunEntry {
     /// The run's result on this node: the highest task exit code and its detail.
     pub fn result(&self) -> (i32, String) {
         if self.lost {
-            return (-1, "the agent restarted while the run was active; its tasks were killed".into());
+            return (
+                -1,
+                "the agent restarted while the run was active; its tasks were killed".into(),
+            );
         }
         self.tasks
             .iter()
             .filter_map(|(rank, end)| end.as_ref().map(|e| (e.code, rank, &e.detail)))
             .max_by_key(|(code, rank, _)| (*code, std::cmp::Reverse(**rank)))
             .map(|(code, rank, detail)| {
-                let detail = if code == 0 { String::new() } else { format!("rank {rank}: {detail}") };
+                let detail = if code == 0 {
+                    String::new()
+                } else {
+                    format!("rank {rank}: {detail}")
+                };
                 (code, detail)
             })
             .unwrap_or((0, String::new()))
@@ -66,11 +73,16 @@ mod runs_as_list {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use std::collections::BTreeMap;
 
-    pub fn serialize<S: Serializer>(runs: &BTreeMap<RunKey, RunEntry>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        runs: &BTreeMap<RunKey, RunEntry>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         runs.values().collect::<Vec<_>>().serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<RunKey, RunEntry>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<RunKey, RunEntry>, D::Error> {
         let list = Vec::<RunEntry>::deserialize(d)?;
         Ok(list.into_iter().map(|e| (e.key, e)).collect())
     }
@@ -148,12 +160,21 @@ mod tests {
 
     fn entry(codes: &[Option<i32>]) -> RunEntry {
         RunEntry {
-            key: RunKey { job: JobId(1), run: 1 },
+            key: RunKey {
+                job: JobId(1),
+                run: 1,
+            },
             tasks: codes
                 .iter()
                 .enumerate()
                 .map(|(rank, code)| {
-                    (rank as u32, code.map(|c| TaskEnd { code: c, detail: format!("exited with code {c}") }))
+                    (
+                        rank as u32,
+                        code.map(|c| TaskEnd {
+                            code: c,
+                            detail: format!("exited with code {c}"),
+                        }),
+                    )
                 })
                 .collect(),
             lost: false,

@@ -43,14 +43,27 @@ mod tests {
     use beowulf_types::JobId;
 
     fn key(job: u64, run: u32) -> RunKey {
-        RunKey { job: JobId(job), run }
+        RunKey {
+            job: JobId(job),
+            run,
+        }
     }
 
     fn ledger(entries: &[(RunKey, bool)]) -> LedgerData {
         let mut data = LedgerData::default();
         for (k, finished) in entries {
-            let end = finished.then(|| TaskEnd { code: 0, detail: String::new() });
-            data.runs.insert(*k, RunEntry { key: *k, tasks: [(0, end)].into(), lost: false });
+            let end = finished.then(|| TaskEnd {
+                code: 0,
+                detail: String::new(),
+            });
+            data.runs.insert(
+                *k,
+                RunEntry {
+                    key: *k,
+                    tasks: [(0, end)].into(),
+                    lost: false,
+                },
+            );
         }
         data
     }
@@ -65,7 +78,13 @@ mod tests {
     #[test]
     fn undesired_runs_are_killed_while_alive_and_forgotten_when_done() {
         let desired = [key(3, 2)].into();
-        let actions = reconcile(&desired, &ledger(&[(key(3, 1), false), (key(4, 1), true), (key(3, 2), false)]));
-        assert_eq!(actions, vec![Action::Kill(key(3, 1)), Action::Forget(key(4, 1))]);
+        let actions = reconcile(
+            &desired,
+            &ledger(&[(key(3, 1), false), (key(4, 1), true), (key(3, 2), false)]),
+        );
+        assert_eq!(
+            actions,
+            vec![Action::Kill(key(3, 1)), Action::Forget(key(4, 1))]
+        );
     }
 }

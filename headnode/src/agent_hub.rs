@@ -26,14 +26,19 @@ type HeadStream = Pin<Box<dyn Stream<Item = Result<v1::HeadMessage, Status>> + S
 impl AgentHub for AgentHubService {
     type SessionStream = HeadStream;
 
-    async fn session(&self, request: Request<Streaming<v1::AgentMessage>>) -> Result<Response<HeadStream>, Status> {
+    async fn session(
+        &self,
+        request: Request<Streaming<v1::AgentMessage>>,
+    ) -> Result<Response<HeadStream>, Status> {
         let mut incoming = request.into_inner();
         let first = incoming
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("agent stream closed before it registered"))?;
         let Some(Body::Register(register)) = first.body else {
-            return Err(Status::invalid_argument("the first message of an agent session must be Register"));
+            return Err(Status::invalid_argument(
+                "the first message of an agent session must be Register",
+            ));
         };
         if register.node.is_empty() {
             return Err(Status::invalid_argument("register: the node name is empty"));
@@ -63,7 +68,9 @@ impl AgentHub for AgentHubService {
                     Body::Report(report) => {
                         let head = head.clone();
                         let node = node.clone();
-                        let result = tokio::task::spawn_blocking(move || head.run_report(&node, &report)).await;
+                        let result =
+                            tokio::task::spawn_blocking(move || head.run_report(&node, &report))
+                                .await;
                         if let Ok(Err(e)) = result {
                             tracing::error!(error = %e, "cannot record a run report");
                         }
@@ -75,6 +82,8 @@ impl AgentHub for AgentHubService {
             }
             head.disconnect(&node, session);
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+        )))
     }
 }

@@ -26,7 +26,11 @@ fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
         .extensions()
         .get::<UdsConnectInfo>()
         .and_then(|info| info.peer_cred)
-        .ok_or_else(|| Status::unauthenticated("cannot identify the caller: connect through headnoded's unix socket"))?;
+        .ok_or_else(|| {
+            Status::unauthenticated(
+                "cannot identify the caller: connect through headnoded's unix socket",
+            )
+        })?;
     Ok(Caller {
         uid: cred.uid(),
         gid: cred.gid(),
@@ -37,7 +41,10 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::JobInfo, Status>> + Send
 
 #[tonic::async_trait]
 impl Cluster for ClusterApi {
-    async fn submit(&self, request: Request<v1::SubmitRequest>) -> Result<Response<v1::SubmitReply>, Status> {
+    async fn submit(
+        &self,
+        request: Request<v1::SubmitRequest>,
+    ) -> Result<Response<v1::SubmitReply>, Status> {
         let caller = caller(&request)?;
         let head = self.head.clone();
         let body = request.into_inner();
@@ -48,7 +55,10 @@ impl Cluster for ClusterApi {
         Ok(Response::new(v1::SubmitReply { job_id: id.0 }))
     }
 
-    async fn cancel(&self, request: Request<v1::CancelRequest>) -> Result<Response<v1::CancelReply>, Status> {
+    async fn cancel(
+        &self,
+        request: Request<v1::CancelRequest>,
+    ) -> Result<Response<v1::CancelReply>, Status> {
         let caller = caller(&request)?;
         let state = self.head.cancel(&caller, JobId(request.get_ref().job_id))?;
         Ok(Response::new(v1::CancelReply {
@@ -56,18 +66,29 @@ impl Cluster for ClusterApi {
         }))
     }
 
-    async fn list_jobs(&self, request: Request<v1::ListJobsRequest>) -> Result<Response<v1::ListJobsReply>, Status> {
+    async fn list_jobs(
+        &self,
+        request: Request<v1::ListJobsRequest>,
+    ) -> Result<Response<v1::ListJobsReply>, Status> {
         let jobs = self.head.list_jobs(request.get_ref().all);
         Ok(Response::new(v1::ListJobsReply { jobs }))
     }
 
-    async fn show_job(&self, request: Request<v1::ShowJobRequest>) -> Result<Response<v1::JobInfo>, Status> {
-        Ok(Response::new(self.head.show_job(JobId(request.get_ref().job_id))?))
+    async fn show_job(
+        &self,
+        request: Request<v1::ShowJobRequest>,
+    ) -> Result<Response<v1::JobInfo>, Status> {
+        Ok(Response::new(
+            self.head.show_job(JobId(request.get_ref().job_id))?,
+        ))
     }
 
     type WatchJobStream = WatchStream;
 
-    async fn watch_job(&self, request: Request<v1::ShowJobRequest>) -> Result<Response<WatchStream>, Status> {
+    async fn watch_job(
+        &self,
+        request: Request<v1::ShowJobRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
         let id = JobId(request.get_ref().job_id);
         let head = self.head.clone();
         let mut revisions = head.subscribe();
@@ -94,23 +115,34 @@ impl Cluster for ClusterApi {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
-    async fn list_nodes(&self, _request: Request<v1::ListNodesRequest>) -> Result<Response<v1::ListNodesReply>, Status> {
+    async fn list_nodes(
+        &self,
+        _request: Request<v1::ListNodesRequest>,
+    ) -> Result<Response<v1::ListNodesReply>, Status> {
         Ok(Response::new(v1::ListNodesReply {
             nodes: self.head.list_nodes(),
         }))
     }
 
-    async fn drain(&self, request: Request<v1::DrainRequest>) -> Result<Response<v1::NodeInfo>, Status> {
+    async fn drain(
+        &self,
+        request: Request<v1::DrainRequest>,
+    ) -> Result<Response<v1::NodeInfo>, Status> {
         let caller = caller(&request)?;
         let node = NodeName::new(request.get_ref().node.clone());
         self.head.drain(&caller, &node, &request.get_ref().reason)?;
         Ok(Response::new(self.head.node_info(&node)?))
     }
 
-    async fn resume(&self, request: Request<v1::ResumeRequest>) -> Result<Response<v1::NodeInfo>, Status> {
+    async fn resume(
+        &self,
+        request: Request<v1::ResumeRequest>,
+    ) -> Result<Response<v1::NodeInfo>, Status> {
         let caller = caller(&request)?;
         let node = NodeName::new(request.get_ref().node.clone());
         self.head.resume(&caller, &node)?;

@@ -26,8 +26,9 @@ pub async fn run(config: HeadConfig) -> anyhow::Result<()> {
     write_atomically(&addr_file, &agent_addr.to_string())?;
 
     if config.socket.exists() {
-        std::fs::remove_file(&config.socket)
-            .with_context(|| format!("cannot remove the stale socket {}", config.socket.display()))?;
+        std::fs::remove_file(&config.socket).with_context(|| {
+            format!("cannot remove the stale socket {}", config.socket.display())
+        })?;
     }
     let socket = tokio::net::UnixListener::bind(&config.socket)
         .with_context(|| format!("cannot bind the client socket {}", config.socket.display()))?;

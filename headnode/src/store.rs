@@ -144,7 +144,11 @@ impl Store {
         txn.commit().map_err(|e| io(e.into()))
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
         serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
             path: self.path.clone(),
             key: key.to_string(),

@@ -1,1 +1,241 @@
-//! placeholder
+//! Test harness for the local tier: a real headnoded and real computed processes on this machine,
+//! driven only through the `cluster` and `submit` commands a user would type.
+//!
+//! The binaries come from the workspace's target directory; the README's test command builds them
+//! (`cargo build --workspace --bins`) before `cargo test`.
+
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// Where `cluster`, `submit`, `headnoded` and `computed` were built.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BEOWULF_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let dir = target.join(profile);
+    for bin in ["cluster", "submit", "headnoded", "computed"] {
+        assert!(
+            dir.join(bin).exists(),
+            "{bin} is not built in {}: run `cargo build --workspace --bins` first (the README's test command does)",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// The repository's root (for `examples/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A local cluster in a temporary directory, stopped (by PID, through `cluster down`) on drop.
+#[derive(Debug)]
+pub struct LocalCluster {
+    pub state: tempfile::TempDir,
+    /// A directory every user may write to: jobs run and write their output here.
+    pub work: tempfile::TempDir,
+    pub nodes: u32,
+}
+
+impl LocalCluster {
+    /// Starts headnoded and `nodes` agents with the given heartbeat timeout (seconds).
+    pub fn start(nodes: u32, heartbeat_timeout: u32) -> LocalCluster {
+        let state = tempfile::Builder::new()
+            .prefix("bw-state-")
+            .tempdir()
+            .unwrap();
+        let work = tempfile::Builder::new()
+            .prefix("bw-work-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let cluster = LocalCluster { state, work, nodes };
+        cluster.init(heartbeat_timeout);
+        cluster
+    }
+
+    /// Runs `cluster init --local` (it starts whatever daemon is not running).
+    pub fn init(&self, heartbeat_timeout: u32) {
+        let out = self.cluster(&[
+            "init",
+            "--local",
+            "--nodes",
+            &self.nodes.to_string(),
+            "--heartbeat-timeout",
+            &heartbeat_timeout.to_string(),
+        ]);
+        assert!(
+            out.status.success(),
+            "cluster init failed: {}",
+            text(&out.stderr)
+        );
+    }
+
+    fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin_dir().join(program));
+        cmd.args(args)
+            .env("BEOWULF_STATE_DIR", self.state.path())
+            .env_remove("BEOWULF_SOCKET")
+            .current_dir(self.work.path());
+        cmd
+    }
+
+    /// Runs `cluster ARGS` as the current user.
+    pub fn cluster(&self, args: &[&str]) -> Output {
+        self.command("cluster", args)
+            .output()
+            .expect("cluster runs")
+    }
+
+    /// Runs `cluster ARGS` as another user.
+    pub fn cluster_as(&self, uid: u32, gid: u32, args: &[&str]) -> Output {
+        let mut cmd = self.command("cluster", args);
+        cmd.uid(uid).gid(gid);
+        cmd.output().expect("cluster runs")
+    }
+
+    /// Writes a job file into the work directory and returns its path.
+    pub fn job_file(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.work.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        path
+    }
+
+    /// Submits a job file without waiting; returns its ID.
+    pub fn submit(&self, file: &Path) -> u64 {
+        let out = self.cluster(&["submit", "--json", file.to_str().unwrap()]);
+        assert!(out.status.success(), "submit failed: {}", text(&out.stderr));
+        json(&out.stdout)["id"]
+            .as_u64()
+            .expect("submit --json prints the id")
+    }
+
+    pub fn show(&self, job: u64) -> Value {
+        let out = self.cluster(&["show", &job.to_string(), "--json"]);
+        assert!(out.status.success(), "show failed: {}", text(&out.stderr));
+        json(&out.stdout)
+    }
+
+    pub fn nodes_json(&self) -> Vec<Value> {
+        let out = self.cluster(&["nodes", "--json"]);
+        assert!(out.status.success(), "nodes failed: {}", text(&out.stderr));
+        json(&out.stdout).as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn queue_all(&self) -> Vec<Value> {
+        let out = self.cluster(&["queue", "--all", "--json"]);
+        assert!(out.status.success(), "queue failed: {}", text(&out.stderr));
+        json(&out.stdout).as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until `job` is in one of `states`; panics with its last state after `timeout`.
+    pub fn wait_state(&self, job: u64, states: &[&str], timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let info = self.show(job);
+            if states.iter().any(|s| info["state"] == *s) {
+                return info;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {job} did not reach {states:?} in {timeout:?}: {info:#}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The PID `cluster init` recorded for `name` (`headnoded`, `node1`, ...).
+    pub fn pid(&self, name: &str) -> i32 {
+        let pids = std::fs::read_to_string(self.state.path().join("pids")).unwrap();
+        pids.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no pid recorded for {name}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// `kill -9` one of the cluster's daemons and waits until it is gone.
+    pub fn kill9(&self, name: &str) {
+        let pid = self.pid(name);
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is one this cluster recorded.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while process_alive(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "{name} (pid {pid}) survived SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        let _ = self.cluster(&["down"]);
+    }
+}
+
+/// True when `pid` exists and is not a zombie.
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// PIDs of live processes whose command line contains `needle` (a marker unique to one test).
+pub fn processes_with(needle: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) && process_alive(pid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits until no live process carries `needle`; returns how long that took.
+pub fn wait_no_process(needle: &str, timeout: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let left = processes_with(needle);
+        if left.is_empty() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "processes still running {needle:?} after {timeout:?}: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+pub fn json(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(bytes)))
+}

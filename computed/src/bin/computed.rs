@@ -23,19 +23,27 @@ fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let config = AgentConfig::load(&args.config)?;
-    let mut inventory = beowulf_hardware::detect_host().context("cannot detect this node's hardware")?;
+    let mut inventory =
+        beowulf_hardware::detect_host().context("cannot detect this node's hardware")?;
     if let Some(offer) = &config.offer {
         inventory.cpus = offer.cpus.unwrap_or(inventory.cpus);
         inventory.memory_mb = offer.memory_mb.unwrap_or(inventory.memory_mb);
     }
-    let launcher = ProcessLauncher::new(&config.node_name).context("cannot set up the task launcher")?;
+    let launcher = ProcessLauncher::new(config.cgroup_name.as_deref().unwrap_or(&config.node_name))
+        .context("cannot set up the task launcher")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let (agent, exits) = Agent::start(config, inventory, launcher)?;
-        agent.run(exits).await;
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            () = agent.clone().run(exits) => {}
+            _ = terminate.recv() => agent.stop_all(),
+            _ = tokio::signal::ctrl_c() => agent.stop_all(),
+        }
         Ok(())
     })
 }

@@ -243,7 +243,7 @@ mod tests {
         launcher.release_job(JobId(5), 1).unwrap();
 
         let calls = launcher.take_calls();
-        assert_eq!(calls.len(), 8);
+        assert_eq!(calls.len(), 7);
         assert_eq!(
             calls[1],
             LauncherCall::Prepare {
@@ -254,7 +254,7 @@ mod tests {
         );
         assert_eq!(calls[2], LauncherCall::Start(task(0)));
         assert_eq!(
-            calls[7],
+            calls[6],
             LauncherCall::Release {
                 job: JobId(5),
                 run: 1

@@ -159,7 +159,7 @@ async fn exit_codes_and_signals() {
     launcher
         .start_task(task(2, 1, "kill -9 $$", dir.path()), tx)
         .unwrap();
-    let mut exits = vec![next_exit(&mut rx).await, next_exit(&mut rx).await];
+    let mut exits = [next_exit(&mut rx).await, next_exit(&mut rx).await];
     exits.sort_by_key(|e| e.rank);
     assert_eq!(exits[0].code, 7);
     assert_eq!(exits[0].detail, "exited with code 7");

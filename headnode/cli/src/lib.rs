@@ -35,7 +35,9 @@ pub struct Global {
 
 impl Global {
     pub fn socket(&self) -> PathBuf {
-        self.socket.clone().unwrap_or_else(|| self.state_dir.join("headnoded.sock"))
+        self.socket
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("headnoded.sock"))
     }
 }
 
@@ -182,7 +184,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 .map_err(client::status_error)?
                 .into_inner();
             if json {
-                println!("{}", serde_json::to_string_pretty(&output::job_json(&info))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&output::job_json(&info))?
+                );
             } else {
                 print!("{}", output::job_details(&info));
             }
@@ -274,7 +279,10 @@ pub async fn submit(socket: &Path, args: &SubmitArgs) -> anyhow::Result<i32> {
     }
     let info = last.context("the head sent no job state")?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&output::job_json(&info))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&output::job_json(&info))?
+        );
     }
     Ok(match (info.state.as_str(), info.exit_code) {
         ("COMPLETED", _) => 0,

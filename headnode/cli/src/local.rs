@@ -36,7 +36,8 @@ fn node_name(i: u32) -> String {
 pub async fn init(opts: &LocalOptions) -> anyhow::Result<()> {
     let started_at = now_ms();
     let dir = &opts.state_dir;
-    std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("logs"))
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     // Users other than the one who started the cluster reach the socket inside this directory.
     set_mode(dir, 0o755)?;
     let mut pids = read_pids(dir)?;
@@ -53,11 +54,20 @@ pub async fn init(opts: &LocalOptions) -> anyhow::Result<()> {
     let mut started = Vec::new();
     if !alive(&pids, HEAD, "headnoded") {
         let _ = std::fs::remove_file(dir.join("agent.addr"));
-        let pid = spawn(&bin_dir.join("headnoded"), &head_config, &dir.join("logs/headnoded.log"))?;
+        let pid = spawn(
+            &bin_dir.join("headnoded"),
+            &head_config,
+            &dir.join("logs/headnoded.log"),
+        )?;
         pids.insert(HEAD.into(), pid);
         write_pids(dir, &pids)?;
         started.push(HEAD.to_string());
-        wait_for(|| dir.join("agent.addr").exists() && opts.socket.exists(), "headnoded to listen", dir).await?;
+        wait_for(
+            || dir.join("agent.addr").exists() && opts.socket.exists(),
+            "headnoded to listen",
+            dir,
+        )
+        .await?;
     }
     for i in 1..=opts.nodes {
         let name = node_name(i);
@@ -70,13 +80,18 @@ pub async fn init(opts: &LocalOptions) -> anyhow::Result<()> {
         std::fs::write(
             &config,
             format!(
-                "# Written by `cluster init --local`.\nnode_name = {name:?}\nhead_addr_file = {:?}\nstate_dir = {node_dir:?}\n\n[offer]\ncpus = {}\nmemory_mb = {}\n",
+                "# Written by `cluster init --local`.\nnode_name = {name:?}\nhead_addr_file = {:?}\nstate_dir = {node_dir:?}\ncgroup_name = \"local-{:08x}-{name}\"\n\n[offer]\ncpus = {}\nmemory_mb = {}\n",
                 dir.join("agent.addr"),
+                path_hash(dir),
                 opts.cpus_per_node,
                 opts.memory_per_node_mb
             ),
         )?;
-        let pid = spawn(&bin_dir.join("computed"), &config, &dir.join(format!("logs/{name}.log")))?;
+        let pid = spawn(
+            &bin_dir.join("computed"),
+            &config,
+            &dir.join(format!("logs/{name}.log")),
+        )?;
         pids.insert(name.clone(), pid);
         write_pids(dir, &pids)?;
         started.push(name);
@@ -95,7 +110,10 @@ pub async fn init(opts: &LocalOptions) -> anyhow::Result<()> {
             let ready = (1..=opts.nodes).all(|i| {
                 let name = node_name(i);
                 nodes.iter().any(|n| {
-                    n.name == name && n.state != "DOWN" && (!started.contains(&name) || n.last_heartbeat_ms.unwrap_or(0) >= started_at)
+                    n.name == name
+                        && n.state != "DOWN"
+                        && (!started.contains(&name)
+                            || n.last_heartbeat_ms.unwrap_or(0) >= started_at)
                 })
             });
             if ready {
@@ -112,7 +130,11 @@ pub async fn init(opts: &LocalOptions) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if started.is_empty() {
-        println!("local cluster already up: headnoded and {} nodes running (state in {})", opts.nodes, dir.display());
+        println!(
+            "local cluster already up: headnoded and {} nodes running (state in {})",
+            opts.nodes,
+            dir.display()
+        );
     } else {
         println!(
             "local cluster up in {:.1} s: started {} (state in {})",
@@ -129,14 +151,21 @@ pub async fn init(opts: &LocalOptions) -> anyhow::Result<()> {
 pub async fn down(state_dir: &Path) -> anyhow::Result<()> {
     let pids = read_pids(state_dir)?;
     if pids.is_empty() {
-        println!("nothing to stop: no daemons recorded in {}", state_dir.display());
+        println!(
+            "nothing to stop: no daemons recorded in {}",
+            state_dir.display()
+        );
         return Ok(());
     }
     // Agents first, so they stop their tasks while the head still runs.
     let mut order: Vec<(&String, &u32)> = pids.iter().filter(|(n, _)| *n != HEAD).collect();
     order.extend(pids.iter().filter(|(n, _)| *n == HEAD));
     for &(name, &pid) in &order {
-        let program = if *name == HEAD { "headnoded" } else { "computed" };
+        let program = if *name == HEAD {
+            "headnoded"
+        } else {
+            "computed"
+        };
         if !is_our_process(pid, program) {
             continue;
         }
@@ -152,6 +181,17 @@ pub async fn down(state_dir: &Path) -> anyhow::Result<()> {
     }
     std::fs::remove_file(state_dir.join("pids")).ok();
     Ok(())
+}
+
+/// A short stable hash of the state directory, so each local cluster's agents get their own cgroups.
+fn path_hash(path: &Path) -> u32 {
+    // FNV-1a: tiny, stable across runs and versions (unlike std's hasher).
+    path.as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0x811c_9dc5_u32, |h, &b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        })
 }
 
 fn spawn(binary: &Path, config: &Path, log: &Path) -> anyhow::Result<u32> {
@@ -178,7 +218,10 @@ async fn wait_for(ready: impl Fn() -> bool, what: &str, dir: &Path) -> anyhow::R
     let deadline = Instant::now() + START_TIMEOUT;
     while !ready() {
         if Instant::now() > deadline {
-            bail!("timed out waiting for {what}; see {}", dir.join("logs").display());
+            bail!(
+                "timed out waiting for {what}; see {}",
+                dir.join("logs").display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -191,7 +234,10 @@ fn binary_dir() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(dir));
     }
     let exe = std::env::current_exe().context("cannot find this program's path")?;
-    let dir = exe.parent().context("this program has no directory")?.to_path_buf();
+    let dir = exe
+        .parent()
+        .context("this program has no directory")?
+        .to_path_buf();
     for daemon in ["headnoded", "computed"] {
         if !dir.join(daemon).exists() {
             bail!(
@@ -213,7 +259,9 @@ fn read_pids(dir: &Path) -> anyhow::Result<BTreeMap<String, u32>> {
     };
     let mut pids = BTreeMap::new();
     for (n, line) in text.lines().enumerate() {
-        let Some((name, pid)) = line.split_once(' ') else { continue };
+        let Some((name, pid)) = line.split_once(' ') else {
+            continue;
+        };
         let pid = pid
             .trim()
             .parse()
@@ -232,13 +280,18 @@ fn write_pids(dir: &Path, pids: &BTreeMap<String, u32>) -> anyhow::Result<()> {
 }
 
 fn alive(pids: &BTreeMap<String, u32>, name: &str, program: &str) -> bool {
-    pids.get(name).is_some_and(|&pid| is_our_process(pid, program))
+    pids.get(name)
+        .is_some_and(|&pid| is_our_process(pid, program))
 }
 
 /// True when `pid` runs `program` (not some other process that reused the PID) and is not a zombie.
 fn is_our_process(pid: u32, program: &str) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let zombie = stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z'));
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let zombie = stat
+        .rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('Z'));
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
     !zombie && String::from_utf8_lossy(argv0).ends_with(program)

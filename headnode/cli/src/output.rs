@@ -62,7 +62,17 @@ fn table(header: &[&str]) -> Table {
 
 /// `squeue`-like: one line per job.
 pub fn queue_table(jobs: &[v1::JobInfo], now_ms: u64) -> String {
-    let mut t = table(&["JOBID", "PARTITION", "NAME", "USER", "STATE", "TIME", "NODES", "NODELIST(REASON)", "PRIORITY"]);
+    let mut t = table(&[
+        "JOBID",
+        "PARTITION",
+        "NAME",
+        "USER",
+        "STATE",
+        "TIME",
+        "NODES",
+        "NODELIST(REASON)",
+        "PRIORITY",
+    ]);
     for job in jobs {
         let elapsed = match (job.start_time_ms, job.end_time_ms) {
             (Some(s), Some(e)) => e.saturating_sub(s),
@@ -95,16 +105,32 @@ pub fn queue_table(jobs: &[v1::JobInfo], now_ms: u64) -> String {
 
 /// `sinfo -N`-like: one line per node.
 pub fn nodes_table(nodes: &[v1::NodeInfo]) -> String {
-    let mut t = table(&["NODE", "STATE", "CPUS(A/T)", "MEMORY(A/T MiB)", "JOBS", "FABRIC", "REASON"]);
+    let mut t = table(&[
+        "NODE",
+        "STATE",
+        "CPUS(A/T)",
+        "MEMORY(A/T MiB)",
+        "JOBS",
+        "FABRIC",
+        "REASON",
+    ]);
     for node in nodes {
         let inv = node.inventory.clone().unwrap_or_default();
-        let fabric = if inv.ib_ports.iter().any(|p| p.state == "ACTIVE") { "ib" } else { "tcp" };
+        let fabric = if inv.ib_ports.iter().any(|p| p.state == "ACTIVE") {
+            "ib"
+        } else {
+            "tcp"
+        };
         t.add_row(vec![
             node.name.clone(),
             node.state.clone(),
             format!("{}/{}", node.cpus_allocated, node.cpus),
             format!("{}/{}", node.memory_allocated_mb, node.memory_mb),
-            node.jobs.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
+            node.jobs
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             fabric.to_string(),
             node.reason.clone(),
         ]);
@@ -120,10 +146,31 @@ pub fn job_details(job: &v1::JobInfo) -> String {
     line("Name", job.name.clone());
     line("User", format!("{} (uid {})", job.user, job.uid));
     line("State", job.state.clone());
-    line("Reason", if job.reason.is_empty() { "None".into() } else { job.reason.clone() });
-    line("ExitCode", job.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()));
-    line("Nodes", format!("{} [{}]", job.num_nodes, job.nodes.join(",")));
-    line("Tasks", format!("{} ({} CPU each, {} MiB per node)", job.ntasks, job.cpus_per_task, job.memory_mb));
+    line(
+        "Reason",
+        if job.reason.is_empty() {
+            "None".into()
+        } else {
+            job.reason.clone()
+        },
+    );
+    line(
+        "ExitCode",
+        job.exit_code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "-".into()),
+    );
+    line(
+        "Nodes",
+        format!("{} [{}]", job.num_nodes, job.nodes.join(",")),
+    );
+    line(
+        "Tasks",
+        format!(
+            "{} ({} CPU each, {} MiB per node)",
+            job.ntasks, job.cpus_per_task, job.memory_mb
+        ),
+    );
     line("Partition", job.partition.clone());
     line("TimeLimit", duration(job.time_limit_ms));
     line("Restarts", job.restarts.to_string());
@@ -136,7 +183,11 @@ pub fn job_details(job: &v1::JobInfo) -> String {
     out.push_str("        Events:\n");
     let first = job.events.first().map(|e| e.time_ms).unwrap_or(0);
     for e in &job.events {
-        out.push_str(&format!("   +{:>9.3}s  {}\n", (e.time_ms - first) as f64 / 1000.0, e.message));
+        out.push_str(&format!(
+            "   +{:>9.3}s  {}\n",
+            (e.time_ms - first) as f64 / 1000.0,
+            e.message
+        ));
     }
     out
 }

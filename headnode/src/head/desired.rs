@@ -10,7 +10,9 @@ impl Head {
     /// Sends the current desired state to each connected node in `nodes`.
     pub(super) fn send_desired(&self, inner: &mut Inner, nodes: &BTreeSet<NodeName>) {
         for node in nodes {
-            let Some(session) = inner.sessions.get(node) else { continue };
+            let Some(session) = inner.sessions.get(node) else {
+                continue;
+            };
             let message = v1::HeadMessage {
                 body: Some(v1::head_message::Body::Desired(desired_state(inner, node))),
             };
@@ -48,7 +50,12 @@ fn assignment(job: &JobRecord, index: usize) -> v1::Assignment {
         }
         Program::Script(script) => {
             let tasks = u32::from(index == 0);
-            let argv = vec!["/bin/sh".into(), "-c".into(), script.clone(), spec.name.clone()];
+            let argv = vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                script.clone(),
+                spec.name.clone(),
+            ];
             (argv, 0, tasks)
         }
     };
@@ -73,7 +80,10 @@ fn assignment(job: &JobRecord, index: usize) -> v1::Assignment {
         ("SLURM_JOB_USER", job.user.name.clone()),
         ("SLURM_JOB_UID", job.user.uid.to_string()),
         ("SLURM_JOB_GID", job.user.gid.to_string()),
-        ("SLURM_JOB_PARTITION", crate::head::jobs::DEFAULT_PARTITION.to_string()),
+        (
+            "SLURM_JOB_PARTITION",
+            crate::head::jobs::DEFAULT_PARTITION.to_string(),
+        ),
         ("SLURM_RESTART_COUNT", job.restarts.to_string()),
         ("BEOWULF_JOB_ID", job.id.to_string()),
         ("BEOWULF_RUN", job.run.to_string()),
@@ -129,7 +139,12 @@ pub fn job_paths(job: &JobRecord) -> JobPaths {
         workdir.join(name).to_string_lossy().into_owned()
     };
     let stdout = expand(job.spec.output.as_deref().unwrap_or("beowulf-%j.out"));
-    let stderr = job.spec.error.as_deref().map(expand).unwrap_or_else(|| stdout.clone());
+    let stderr = job
+        .spec
+        .error
+        .as_deref()
+        .map(expand)
+        .unwrap_or_else(|| stdout.clone());
     JobPaths {
         workdir: workdir.to_string_lossy().into_owned(),
         stdout,
@@ -145,7 +160,9 @@ pub fn hostlist(names: &[String]) -> String {
         let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
         let (prefix, number) = name.split_at(name.len() - digits);
         match number.parse::<u64>() {
-            Ok(n) if !number.is_empty() => groups.entry(prefix).or_default().push((n, number.len())),
+            Ok(n) if !number.is_empty() => {
+                groups.entry(prefix).or_default().push((n, number.len()))
+            }
             _ => plain.push(name.clone()),
         }
     }
@@ -154,14 +171,21 @@ pub fn hostlist(names: &[String]) -> String {
         numbers.sort();
         numbers.dedup();
         if numbers.len() == 1 {
-            parts.push(format!("{prefix}{:0width$}", numbers[0].0, width = numbers[0].1));
+            parts.push(format!(
+                "{prefix}{:0width$}",
+                numbers[0].0,
+                width = numbers[0].1
+            ));
             continue;
         }
         let mut ranges: Vec<String> = Vec::new();
         let mut i = 0;
         while i < numbers.len() {
             let mut j = i;
-            while j + 1 < numbers.len() && numbers[j + 1].0 == numbers[j].0 + 1 && numbers[j + 1].1 == numbers[i].1 {
+            while j + 1 < numbers.len()
+                && numbers[j + 1].0 == numbers[j].0 + 1
+                && numbers[j + 1].1 == numbers[i].1
+            {
                 j += 1;
             }
             let w = numbers[i].1;
@@ -184,7 +208,10 @@ mod tests {
     #[test]
     fn hostlists_compress_like_slurm() {
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(hostlist(&names(&["node1", "node2", "node3", "node7"])), "node[1-3,7]");
+        assert_eq!(
+            hostlist(&names(&["node1", "node2", "node3", "node7"])),
+            "node[1-3,7]"
+        );
         assert_eq!(hostlist(&names(&["node4"])), "node4");
         assert_eq!(hostlist(&names(&["head", "n01", "n02"])), "head,n[01-02]");
     }

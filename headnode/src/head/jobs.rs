@@ -54,7 +54,10 @@ impl Head {
                 restarts: 0,
                 events: Vec::new(),
             };
-            job.log(now, format!("submitted by {} (uid {})", job.user.name, job.user.uid));
+            job.log(
+                now,
+                format!("submitted by {} (uid {})", job.user.name, job.user.uid),
+            );
             tx.insert_job(job);
             Ok(id)
         })?;
@@ -97,11 +100,17 @@ impl Head {
             let mut ended = 0;
             for id in tx.active_ids() {
                 let job = tx.job(id).expect("active jobs exist");
-                let Some(start) = job.start_time else { continue };
+                let Some(start) = job.start_time else {
+                    continue;
+                };
                 if job.state == JobState::Running && now >= start.plus(job.spec.time_limit_ms) {
                     let limit = job.spec.time_limit_ms / 1000;
                     let job = tx.job_mut(id).expect("exists");
-                    job.end(JobState::Timeout, now, format!("time limit of {limit} s reached"));
+                    job.end(
+                        JobState::Timeout,
+                        now,
+                        format!("time limit of {limit} s reached"),
+                    );
                     ended += 1;
                 }
             }
@@ -115,7 +124,12 @@ impl Head {
 }
 
 /// Applies one node's report about one job run, inside a mutation.
-pub(super) fn apply_run_report(tx: &mut Tx<'_>, node: &NodeName, report: &v1::RunReport, now: Timestamp) {
+pub(super) fn apply_run_report(
+    tx: &mut Tx<'_>,
+    node: &NodeName,
+    report: &v1::RunReport,
+    now: Timestamp,
+) {
     let id = JobId(report.job_id);
     let Some(job) = tx.job(id) else { return };
     // A run that is over on this node releases the node's cleanup hold.
@@ -123,7 +137,8 @@ pub(super) fn apply_run_report(tx: &mut Tx<'_>, node: &NodeName, report: &v1::Ru
         tx.job_mut(id).expect("exists").cleanup.remove(node);
     }
     let job = tx.job(id).expect("exists");
-    let current = job.state == JobState::Running && job.run == report.run && job.nodes.contains(node);
+    let current =
+        job.state == JobState::Running && job.run == report.run && job.nodes.contains(node);
     if !current || !report.finished || job.node_results.contains_key(node) {
         return;
     }
@@ -139,13 +154,22 @@ pub(super) fn apply_run_report(tx: &mut Tx<'_>, node: &NodeName, report: &v1::Ru
     } else {
         format!(" ({})", report.detail)
     };
-    job.log(now, format!("tasks on {node} ended with exit code {}{detail}", report.exit_code));
+    job.log(
+        now,
+        format!(
+            "tasks on {node} ended with exit code {}{detail}",
+            report.exit_code
+        ),
+    );
     if report.exit_code != 0 {
         job.exit_code = Some(report.exit_code);
         job.end(
             JobState::Failed,
             now,
-            format!("a task on {node} exited with code {}{detail}", report.exit_code),
+            format!(
+                "a task on {node} exited with code {}{detail}",
+                report.exit_code
+            ),
         );
         return;
     }
@@ -194,7 +218,12 @@ fn user_of(caller: &Caller) -> User {
 }
 
 /// Refuses requests the cluster can never satisfy, naming the line and field of the job file.
-fn check_fits_cluster(tx: &Tx<'_>, file: &str, text: &str, spec: &JobSpec) -> Result<(), HeadError> {
+fn check_fits_cluster(
+    tx: &Tx<'_>,
+    file: &str,
+    text: &str,
+    spec: &JobSpec,
+) -> Result<(), HeadError> {
     let refuse = |field: &str, message: String| {
         HeadError::JobFile(JobFileError {
             file: file.to_string(),
@@ -208,7 +237,9 @@ fn check_fits_cluster(tx: &Tx<'_>, file: &str, text: &str, spec: &JobSpec) -> Re
     {
         return Err(refuse(
             "partition",
-            format!("no partition `{partition}`; this cluster has one partition, `{DEFAULT_PARTITION}`"),
+            format!(
+                "no partition `{partition}`; this cluster has one partition, `{DEFAULT_PARTITION}`"
+            ),
         ));
     }
     let capacities: Vec<Resources> = tx.nodes().map(|n| n.capacity()).collect();
@@ -224,8 +255,14 @@ fn check_fits_cluster(tx: &Tx<'_>, file: &str, text: &str, spec: &JobSpec) -> Re
     if fitting < spec.nodes {
         let max_cpus = capacities.iter().map(|c| c.cpus).max().unwrap_or(0);
         let max_mem = capacities.iter().map(|c| c.memory_mb).max().unwrap_or(0);
-        if need.cpus > max_cpus || capacities.iter().filter(|c| c.cpus >= need.cpus).count() < spec.nodes as usize {
-            let field = if spec.cpus_per_task > 1 { "cpus_per_task" } else { "tasks_per_node" };
+        if need.cpus > max_cpus
+            || capacities.iter().filter(|c| c.cpus >= need.cpus).count() < spec.nodes as usize
+        {
+            let field = if spec.cpus_per_task > 1 {
+                "cpus_per_task"
+            } else {
+                "tasks_per_node"
+            };
             return Err(refuse(
                 field,
                 format!(

@@ -152,7 +152,11 @@ impl Tx<'_> {
             .nodes
             .values()
             .map(|n| self.nodes.get(&n.name).unwrap_or(n))
-            .chain(self.nodes.values().filter(|n| !self.inner.nodes.contains_key(&n.name)))
+            .chain(
+                self.nodes
+                    .values()
+                    .filter(|n| !self.inner.nodes.contains_key(&n.name)),
+            )
     }
 }
 
@@ -195,7 +199,9 @@ impl Head {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `body` over staged copies and commits what it staged, atomically and durably.
@@ -213,7 +219,10 @@ impl Head {
         };
         let result = body(&mut tx);
         let Tx {
-            jobs, nodes, resend, ..
+            jobs,
+            nodes,
+            resend,
+            ..
         } = tx;
         let result = match result {
             Ok(r) => r,

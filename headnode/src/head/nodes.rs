@@ -17,13 +17,19 @@ impl Head {
         tx_stream: mpsc::UnboundedSender<Result<v1::HeadMessage, Status>>,
     ) -> Result<u64, HeadError> {
         let name = NodeName::new(register.node.clone());
-        let inventory: Inventory = register.inventory.as_ref().map(Inventory::from).unwrap_or_default();
+        let inventory: Inventory = register
+            .inventory
+            .as_ref()
+            .map(Inventory::from)
+            .unwrap_or_default();
         let now = now();
         {
             let mut inner = self.lock();
             let id = inner.next_session_id;
             inner.next_session_id += 1;
-            inner.sessions.insert(name.clone(), Session { id, tx: tx_stream });
+            inner
+                .sessions
+                .insert(name.clone(), Session { id, tx: tx_stream });
             inner.last_seen.insert(name.clone(), now);
         }
         self.mutate(|tx| {
@@ -77,9 +83,13 @@ impl Head {
     pub fn run_report(&self, node: &NodeName, report: &v1::RunReport) -> Result<(), HeadError> {
         self.lock().last_seen.insert(node.clone(), now());
         let ended = self.mutate(|tx| {
-            let before = tx.job(JobId(report.job_id)).map(|j| (j.state, j.cleanup.len()));
+            let before = tx
+                .job(JobId(report.job_id))
+                .map(|j| (j.state, j.cleanup.len()));
             apply_run_report(tx, node, report, now());
-            let after = tx.job(JobId(report.job_id)).map(|j| (j.state, j.cleanup.len()));
+            let after = tx
+                .job(JobId(report.job_id))
+                .map(|j| (j.state, j.cleanup.len()));
             Ok(before != after)
         })?;
         if ended {
@@ -149,7 +159,9 @@ impl Head {
             ));
         }
         self.mutate(|tx| {
-            let node = tx.node_mut(name).ok_or_else(|| HeadError::NoSuchNode(name.clone()))?;
+            let node = tx
+                .node_mut(name)
+                .ok_or_else(|| HeadError::NoSuchNode(name.clone()))?;
             node.drain_reason = Some(reason.to_string());
             Ok(())
         })
@@ -159,7 +171,9 @@ impl Head {
         require_root(caller, "resume a node")?;
         let connected = self.read(|inner| inner.sessions.contains_key(name));
         self.mutate(|tx| {
-            let node = tx.node_mut(name).ok_or_else(|| HeadError::NoSuchNode(name.clone()))?;
+            let node = tx
+                .node_mut(name)
+                .ok_or_else(|| HeadError::NoSuchNode(name.clone()))?;
             if node.down_reason.is_some() && !connected {
                 return Err(HeadError::Conflict(format!(
                     "node {name} is DOWN and its agent is not connected; start computed on it first"

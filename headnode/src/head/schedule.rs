@@ -1,9 +1,7 @@
 //! One scheduling pass: snapshot the records, call the pure scheduler, apply the plan it returns.
 
 use super::{Head, HeadError, Inner, now};
-use beowulf_scheduler::{
-    NodeAvailability, NodeView, PendingJob, RunningJob, SchedulerInput, plan,
-};
+use beowulf_scheduler::{NodeAvailability, NodeView, PendingJob, RunningJob, SchedulerInput, plan};
 use beowulf_types::{JobState, Resources, Timestamp};
 use std::collections::BTreeMap;
 
@@ -29,7 +27,10 @@ impl Head {
                     job.start_time = Some(now);
                     job.node_results.clear();
                     let list: Vec<&str> = start.nodes.iter().map(|n| n.as_str()).collect();
-                    job.log(now, format!("started on {} (run {})", list.join(","), job.run));
+                    job.log(
+                        now,
+                        format!("started on {} (run {})", list.join(","), job.run),
+                    );
                 }
                 Ok(())
             })?;
@@ -40,7 +41,11 @@ impl Head {
 }
 
 /// The scheduler's view of the committed records.
-fn snapshot(inner: &Inner, now: Timestamp, weights: beowulf_scheduler::PriorityWeights) -> SchedulerInput {
+fn snapshot(
+    inner: &Inner,
+    now: Timestamp,
+    weights: beowulf_scheduler::PriorityWeights,
+) -> SchedulerInput {
     let nodes = inner
         .nodes
         .values()

@@ -20,7 +20,11 @@ impl Head {
     pub fn list_jobs(&self, all: bool) -> Vec<v1::JobInfo> {
         self.read(|inner| {
             if all {
-                inner.jobs.values().map(|j| job_info(inner, j, false)).collect()
+                inner
+                    .jobs
+                    .values()
+                    .map(|j| job_info(inner, j, false))
+                    .collect()
             } else {
                 inner
                     .active
@@ -109,7 +113,11 @@ fn job_info(inner: &Inner, job: &JobRecord, with_events: bool) -> v1::JobInfo {
         ntasks: job.spec.ntasks,
         cpus_per_task: job.spec.cpus_per_task,
         memory_mb: job.spec.memory_mb,
-        partition: job.spec.partition.clone().unwrap_or_else(|| DEFAULT_PARTITION.to_string()),
+        partition: job
+            .spec
+            .partition
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PARTITION.to_string()),
         priority: pending.map(|p| p.priority).unwrap_or(0),
         estimated_start_ms: pending.and_then(|p| p.estimated_start).map(|t| t.0),
         restarts: job.restarts,
