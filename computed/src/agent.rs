@@ -382,3 +382,148 @@ fn run_report(entry: &RunEntry) -> v1::RunReport {
 fn ledger_path(config: &AgentConfig) -> PathBuf {
     config.state_dir.join("ledger.json")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::launcher::{LauncherCall, RecordingLauncher};
+
+    fn config(dir: &std::path::Path) -> AgentConfig {
+        AgentConfig::parse(
+            &dir.join("computed.toml"),
+            &format!(
+                "node_name = \"node1\"\nhead = \"127.0.0.1:1\"\nstate_dir = {:?}\n",
+                dir
+            ),
+        )
+        .unwrap()
+    }
+
+    fn assignment(job: u64, run: u32, tasks: u32) -> v1::Assignment {
+        v1::Assignment {
+            job_id: job,
+            run,
+            local_tasks: tasks,
+            first_rank: 0,
+            argv: vec!["true".into()],
+            cpus: 1,
+            memory_mb: 64,
+            ..Default::default()
+        }
+    }
+
+    fn desired(generation: u64, assignments: Vec<v1::Assignment>) -> v1::DesiredState {
+        v1::DesiredState {
+            generation,
+            assignments,
+        }
+    }
+
+    /// An agent over a recording launcher, with its outgoing messages captured.
+    fn agent(
+        dir: &std::path::Path,
+        launcher: RecordingLauncher,
+    ) -> (
+        Arc<Agent<RecordingLauncher>>,
+        mpsc::UnboundedReceiver<TaskExit>,
+        mpsc::UnboundedReceiver<v1::AgentMessage>,
+    ) {
+        let (agent, exits) = Agent::start(config(dir), Inventory::default(), launcher).unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        agent.lock().outgoing = Some(tx);
+        (agent, exits, rx)
+    }
+
+    #[test]
+    fn desired_runs_start_once_and_report_when_their_tasks_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, mut exits, mut out) = agent(dir.path(), RecordingLauncher::new());
+        agent.on_desired(desired(5, vec![assignment(7, 1, 2)]));
+        // The same desired state again (a resend after reconnect) starts nothing new.
+        agent.on_desired(desired(6, vec![assignment(7, 1, 2)]));
+        let starts = agent
+            .launcher
+            .calls()
+            .iter()
+            .filter(|c| matches!(c, LauncherCall::Start(_)))
+            .count();
+        assert_eq!(starts, 2, "{:?}", agent.launcher.calls());
+        // The run was recorded durably before the tasks started.
+        let on_disk = Ledger::open(&dir.path().join("ledger.json")).unwrap();
+        assert!(on_disk.data.runs.contains_key(&RunKey {
+            job: JobId(7),
+            run: 1
+        }));
+
+        assert!(agent.launcher.finish(JobId(7), 1, 0, 0));
+        agent.on_task_exit(exits.try_recv().unwrap());
+        assert!(out.try_recv().is_err(), "no report until every task ended");
+        assert!(agent.launcher.finish(JobId(7), 1, 1, 4));
+        agent.on_task_exit(exits.try_recv().unwrap());
+        let Some(Body::Report(report)) = out.try_recv().unwrap().body else {
+            panic!("expected a report")
+        };
+        assert_eq!(
+            (report.job_id, report.run, report.finished, report.exit_code),
+            (7, 1, true, 4)
+        );
+    }
+
+    #[test]
+    fn older_generations_are_ignored_and_undesired_runs_are_killed_then_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, mut exits, _out) = agent(dir.path(), RecordingLauncher::new());
+        agent.on_desired(desired(10, vec![assignment(1, 1, 1)]));
+        // A stale message that lacks the run must not kill it.
+        agent.on_desired(desired(9, vec![]));
+        assert!(
+            !agent
+                .launcher
+                .calls()
+                .iter()
+                .any(|c| matches!(c, LauncherCall::Kill { .. }))
+        );
+        agent.on_desired(desired(11, vec![]));
+        assert!(
+            agent
+                .launcher
+                .calls()
+                .iter()
+                .any(|c| matches!(c, LauncherCall::Kill { .. }))
+        );
+        // The killed task's exit arrives; the run is released and forgotten.
+        agent.on_task_exit(exits.try_recv().unwrap());
+        assert!(
+            agent
+                .launcher
+                .calls()
+                .iter()
+                .any(|c| matches!(c, LauncherCall::Release { .. }))
+        );
+        assert!(agent.lock().ledger.data.runs.is_empty());
+    }
+
+    #[test]
+    fn runs_left_by_an_earlier_agent_are_killed_and_reported_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (agent, _exits, _out) = agent(dir.path(), RecordingLauncher::new());
+            agent.on_desired(desired(3, vec![assignment(2, 1, 1)]));
+        }
+        // A new agent process starts over the same ledger.
+        let (agent, _exits, _out) = agent(dir.path(), RecordingLauncher::new());
+        assert!(
+            agent
+                .launcher
+                .calls()
+                .iter()
+                .any(|c| matches!(c, LauncherCall::Kill { job: JobId(2), .. }))
+        );
+        let Some(Body::Register(register)) = agent.register_message().body else {
+            panic!()
+        };
+        assert_eq!(register.runs.len(), 1);
+        assert!(register.runs[0].lost && register.runs[0].finished);
+        assert_eq!(register.generation, 3);
+    }
+}

@@ -297,3 +297,6 @@ pub fn now() -> Timestamp {
         .unwrap_or_default();
     Timestamp(since_epoch.as_millis() as u64)
 }
+
+#[cfg(test)]
+mod tests;

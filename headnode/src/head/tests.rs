@@ -1,0 +1,216 @@
+//! The head's state machine driven directly: no sockets, a temporary store, a fake agent stream.
+
+use super::*;
+use beowulf_types::Inventory;
+use rand::SeedableRng;
+
+fn config(dir: &std::path::Path) -> HeadConfig {
+    HeadConfig::parse(
+        &dir.join("headnoded.toml"),
+        &format!("state_dir = {:?}\nsocket = {:?}\n", dir, dir.join("sock")),
+    )
+    .unwrap()
+}
+
+const ROOT: Caller = Caller { uid: 0, gid: 0 };
+
+fn job_file(text: &str) -> v1::SubmitRequest {
+    v1::SubmitRequest {
+        file_name: "job.toml".into(),
+        file_text: text.into(),
+        cwd: "/tmp".into(),
+        env: Default::default(),
+    }
+}
+
+/// Registers `node` with 2 CPUs; returns the stream the head sends its desired state on.
+fn register(head: &Head, node: &str) -> mpsc::UnboundedReceiver<Result<v1::HeadMessage, Status>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let inventory = Inventory {
+        cpus: 2,
+        memory_mb: 1024,
+        ..Inventory::default()
+    };
+    let register = v1::Register {
+        node: node.into(),
+        inventory: Some(v1::Inventory::from(&inventory)),
+        runs: vec![],
+        generation: 0,
+    };
+    head.register(&register, tx).unwrap();
+    rx
+}
+
+fn last_desired(
+    rx: &mut mpsc::UnboundedReceiver<Result<v1::HeadMessage, Status>>,
+) -> v1::DesiredState {
+    let mut last = None;
+    while let Ok(Ok(v1::HeadMessage {
+        body: Some(v1::head_message::Body::Desired(d)),
+    })) = rx.try_recv()
+    {
+        last = Some(d);
+    }
+    last.expect("a desired state was sent")
+}
+
+fn pass(head: &Head) -> usize {
+    head.schedule_pass(&mut rand::rngs::StdRng::seed_from_u64(1))
+        .unwrap()
+}
+
+fn finished(job: u64, run: u32, code: i32) -> v1::RunReport {
+    v1::RunReport {
+        job_id: job,
+        run,
+        finished: true,
+        exit_code: code,
+        detail: String::new(),
+        lost: false,
+    }
+}
+
+#[test]
+fn a_job_is_dispatched_as_desired_state_and_completes_from_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::open(config(dir.path())).unwrap();
+    let mut n1 = register(&head, "node1");
+    let mut n2 = register(&head, "node2");
+    let id = head
+        .submit(&ROOT, job_file("nodes = 2\ncommand = [\"true\"]\n"))
+        .unwrap();
+    assert_eq!(pass(&head), 1);
+    let d1 = last_desired(&mut n1);
+    let d2 = last_desired(&mut n2);
+    assert_eq!(d1.assignments.len(), 1);
+    assert_eq!(
+        (d1.assignments[0].node_index, d2.assignments[0].node_index),
+        (0, 1)
+    );
+    assert_eq!(d1.assignments[0].env["SLURM_JOB_NODELIST"], "node[1-2]");
+    assert!(d2.generation >= d1.generation);
+
+    head.run_report(&NodeName::new("node1"), &finished(id.0, 1, 0))
+        .unwrap();
+    assert_eq!(head.show_job(id).unwrap().state, "RUNNING");
+    head.run_report(&NodeName::new("node2"), &finished(id.0, 1, 0))
+        .unwrap();
+    let info = head.show_job(id).unwrap();
+    assert_eq!(
+        (info.state.as_str(), info.exit_code),
+        ("COMPLETED", Some(0))
+    );
+    // Once ended, the job leaves every node's desired state.
+    assert!(last_desired(&mut n1).assignments.is_empty());
+}
+
+#[test]
+fn a_failed_rank_ends_the_job_and_holds_the_other_nodes_until_they_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::open(config(dir.path())).unwrap();
+    let _n1 = register(&head, "node1");
+    let _n2 = register(&head, "node2");
+    let id = head
+        .submit(
+            &ROOT,
+            job_file("nodes = 2\ntasks_per_node = 2\ncommand = [\"x\"]\n"),
+        )
+        .unwrap();
+    pass(&head);
+    head.run_report(&NodeName::new("node1"), &finished(id.0, 1, 3))
+        .unwrap();
+    let info = head.show_job(id).unwrap();
+    assert_eq!((info.state.as_str(), info.exit_code), ("FAILED", Some(3)));
+    let node2 = |head: &Head| {
+        head.list_nodes()
+            .into_iter()
+            .find(|n| n.name == "node2")
+            .unwrap()
+    };
+    assert_eq!(
+        node2(&head).cpus_allocated,
+        2,
+        "node2 is held until its tasks are gone"
+    );
+    let other = head
+        .submit(&ROOT, job_file("nodes = 2\ncommand = [\"y\"]\n"))
+        .unwrap();
+    pass(&head);
+    assert_eq!(head.show_job(other).unwrap().state, "PENDING");
+    head.run_report(&NodeName::new("node2"), &finished(id.0, 1, 137))
+        .unwrap();
+    assert_eq!(node2(&head).cpus_allocated, 0);
+    pass(&head);
+    assert_eq!(head.show_job(other).unwrap().state, "RUNNING");
+}
+
+#[test]
+fn acknowledged_jobs_and_results_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (done, queued) = {
+        let head = Head::open(config(dir.path())).unwrap();
+        let _n1 = register(&head, "node1");
+        let done = head
+            .submit(&ROOT, job_file("command = [\"a\"]\ncpus_per_task = 2\n"))
+            .unwrap();
+        let queued = head
+            .submit(&ROOT, job_file("command = [\"b\"]\ncpus_per_task = 2\n"))
+            .unwrap();
+        pass(&head);
+        head.run_report(&NodeName::new("node1"), &finished(done.0, 1, 0))
+            .unwrap();
+        (done, queued)
+    };
+    let head = Head::open(config(dir.path())).unwrap();
+    assert_eq!(head.show_job(done).unwrap().state, "COMPLETED");
+    assert_eq!(head.show_job(queued).unwrap().state, "PENDING");
+    let next = head.submit(&ROOT, job_file("command = [\"c\"]\n")).unwrap();
+    assert!(next.0 > queued.0, "job IDs are never reused");
+}
+
+#[test]
+fn only_the_owner_or_root_may_cancel() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::open(config(dir.path())).unwrap();
+    let _n1 = register(&head, "node1");
+    let alice = Caller {
+        uid: 1000,
+        gid: 1000,
+    };
+    let bob = Caller {
+        uid: 1001,
+        gid: 1001,
+    };
+    let id = head
+        .submit(&alice, job_file("command = [\"a\"]\n"))
+        .unwrap();
+    assert!(matches!(
+        head.cancel(&bob, id),
+        Err(HeadError::PermissionDenied(_))
+    ));
+    assert_eq!(head.cancel(&alice, id).unwrap(), JobState::Cancelled);
+    assert!(matches!(
+        head.cancel(&ROOT, id),
+        Err(HeadError::AlreadyEnded { .. })
+    ));
+}
+
+#[test]
+fn a_submit_larger_than_the_cluster_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::open(config(dir.path())).unwrap();
+    let _n1 = register(&head, "node1");
+    let err = head
+        .submit(&ROOT, job_file("command = [\"a\"]\nnodes = 2\n"))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "job.toml:2: field `nodes`: asks for 2 nodes but the cluster has 1"
+    );
+    assert!(head.list_jobs(true).is_empty());
+    // The refused submit did not consume a job ID.
+    assert_eq!(
+        head.submit(&ROOT, job_file("command = [\"a\"]\n")).unwrap(),
+        JobId(1)
+    );
+}
