@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# bench/beowulf.sh — measures Beowulf on a local cluster of NODES agents × CPUS_PER_NODE CPUs: the
+# same topology and the same measurements as ../shared/bench/slurm-baseline.sh, printed as
+# `name: value` lines with the same names where the measurement is the same.
+#
+# Run as root from anywhere (release binaries must be built: cargo build --release --bins).
+# Tunables: NODES=5 CPUS_PER_NODE=2 NJOBS=1000 LAT_JOBS=20 LAUNCH_REPS=20 POLL=0.1 BIN=target/release
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NODES=${NODES:-5}
+CPUS_PER_NODE=${CPUS_PER_NODE:-2}
+NJOBS=${NJOBS:-1000}
+LAT_JOBS=${LAT_JOBS:-20}
+LAUNCH_REPS=${LAUNCH_REPS:-20}
+POLL=${POLL:-0.1}
+BIN=$(realpath "${BIN:-target/release}")
+
+log() { echo "# $*" >&2; }
+out() { echo "$1: $2"; }
+die() { echo "ERROR: $*" >&2; exit 1; }
+now() { echo "$EPOCHREALTIME"; }
+el() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", b-a}'; }
+median() { sort -g | awk '{v[NR]=$1} END{ if(NR==0){print "NA"; exit}
+  if(NR%2) printf "%.3f\n", v[(NR+1)/2]; else printf "%.3f\n", (v[NR/2]+v[NR/2+1])/2 }'; }
+minv() { sort -g | head -1; }
+maxv() { sort -g | tail -1; }
+ms() { awk '{printf "%.1f", $1*1000}'; }
+
+[ "$(id -u)" = 0 ] || die "must run as root"
+for b in cluster submit headnoded computed; do
+  [ -x "$BIN/$b" ] || die "$BIN/$b missing: cargo build --release --bins"
+done
+
+W=$(mktemp -d /tmp/beowulf-bench.XXXXXX)
+chmod 755 "$W"
+export BEOWULF_STATE_DIR=$W/state
+cluster() { "$BIN/cluster" "$@"; }
+cleanup() { local rc=$?; set +e; cluster down >/dev/null 2>&1; rm -rf "$W"; exit $rc; }
+trap cleanup EXIT INT TERM
+
+cluster init --local --nodes "$NODES" --cpus-per-node "$CPUS_PER_NODE" >&2
+HEAD_PID=$(awk '$1=="headnoded"{print $2}' "$W/state/pids")
+cd "$W"
+
+queue_len() { cluster queue --json | grep -c '"id"' || true; }
+wait_drain() {
+  local t0=$SECONDS
+  while [ "$(queue_len)" != 0 ]; do
+    sleep "$POLL"
+    [ $((SECONDS - t0)) -lt "${1:-3600}" ] || { echo TIMEOUT; return 1; }
+  done
+  now
+}
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# States of jobs with id >= $1, one per line.
+states_from() {
+  cluster queue --all --json | awk -v first="$1" '
+    /"id":/ { gsub(/[^0-9]/, "", $2); id = $2 + 0 }
+    /"state":/ { if (id >= first) { gsub(/[",]/, "", $2); print $2 } }'
+}
+
+out machine.cpus "$(nproc)"
+out machine.loadavg_start "$(cut -d' ' -f1-3 /proc/loadavg)"
+out beowulf.nodes "$NODES"
+out beowulf.cpus_per_node "$CPUS_PER_NODE"
+
+t0=$(now); for i in $(seq 1 1000); do /bin/true; done; t1=$(now)
+out noise.fork_exec_1000_s "$(el "$t0" "$t1")"
+
+# Submit-to-start latency on an idle cluster, timestamped by the job itself.
+mkdir -p lat
+lat=() cli=()
+for i in $(seq 1 "$LAT_JOBS"); do
+  printf 'command = ["sh", "-c", "date +%%s.%%N > %s/lat/%s.tmp; mv %s/lat/%s.tmp %s/lat/%s"]\noutput = "/dev/null"\n' \
+    "$W" "$i" "$W" "$i" "$W" "$i" > "lat$i.toml"
+  t0=$(now); "$BIN/submit" "lat$i.toml" >/dev/null; t1=$(now)
+  until [ -s "lat/$i" ]; do sleep 0.001; done
+  lat+=("$(el "$t0" "$(cat "lat/$i")")")
+  cli+=("$(el "$t0" "$t1")")
+  wait_drain 60 >/dev/null
+done
+out latency.submit_to_start_median_ms "$(printf '%s\n' "${lat[@]}" | median | ms)"
+out latency.submit_to_start_min_ms "$(printf '%s\n' "${lat[@]}" | minv | ms)"
+out latency.submit_to_start_max_ms "$(printf '%s\n' "${lat[@]}" | maxv | ms)"
+out latency.submit_cli_median_ms "$(printf '%s\n' "${cli[@]}" | median | ms)"
+
+# A NODES-node `hostname` launch: from submit until the job has ended with every line written.
+printf 'nodes = %s\ncommand = ["hostname"]\noutput = "%s/hostname-%%j.out"\n' "$NODES" "$W" > hostname.toml
+launch=()
+for i in $(seq 1 "$LAUNCH_REPS"); do
+  t0=$(now); "$BIN/submit" --wait hostname.toml >/dev/null 2>&1; t1=$(now)
+  launch+=("$(el "$t0" "$t1")")
+done
+n=$(cat "$W"/hostname-*.out | wc -l)
+[ "$n" = $((NODES * LAUNCH_REPS)) ] || log "hostname launches printed $n lines, expected $((NODES * LAUNCH_REPS))"
+out launch_N${NODES}_hostname_median_ms "$(printf '%s\n' "${launch[@]}" | median | ms)"
+out launch_N${NODES}_hostname_max_ms "$(printf '%s\n' "${launch[@]}" | maxv | ms)"
+
+# NJOBS sequential CLI submissions of a trivial job, then until all have completed.
+printf 'command = ["true"]\noutput = "/dev/null"\n' > trivial.toml
+first_id=$(( $(cluster queue --all --json | grep -c '"id"') + 1 ))
+cpu0=$(cpu_ticks "$HEAD_PID")
+t0=$(now)
+for i in $(seq 1 "$NJOBS"); do "$BIN/submit" trivial.toml >/dev/null; done
+tsub=$(now)
+tend=$(wait_drain 3600)
+cpu1=$(cpu_ticks "$HEAD_PID")
+out seq.submit_${NJOBS}_s "$(el "$t0" "$tsub")"
+out seq.submit_rate_jobs_per_s "$(awk -v n="$NJOBS" -v a="$t0" -v b="$tsub" 'BEGIN{printf "%.1f", n/(b-a)}')"
+out seq.all_completed_${NJOBS}_s "$(el "$t0" "$tend")"
+out seq.drain_after_last_submit_s "$(el "$tsub" "$tend")"
+out seq.completion_rate_jobs_per_s "$(awk -v n="$NJOBS" -v a="$t0" -v b="$tend" 'BEGIN{printf "%.1f", n/(b-a)}')"
+out head.cpu_s_during_seq "$(awk -v a="$cpu0" -v b="$cpu1" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", (b-a)/hz}')"
+out head.peak_rss_mib "$(awk '/VmHWM/{printf "%.1f", $2/1024}' "/proc/$HEAD_PID/status")"
+out seq.job_states "$(states_from "$first_id" | sort | uniq -c | awk '{printf "%s%s=%s", (NR>1?",":""), $2, $1}')"
+out seq.failed_or_hung_jobs "$(states_from "$first_id" | grep -vc '^COMPLETED$' || true)"
+out machine.loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
