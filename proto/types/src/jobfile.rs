@@ -57,6 +57,45 @@ pub struct JobSpec {
     pub requeue: bool,
     pub container: Option<ContainerSpec>,
     pub mpi: Option<MpiSpec>,
+    /// `array = "1-100%10"`: the job is a template for one job per index.
+    #[serde(default)]
+    pub array: Option<ArraySpec>,
+    /// `dependency = "afterok:12:13,afterany:14"` or `"singleton"`.
+    #[serde(default)]
+    pub dependencies: Vec<DependencySpec>,
+    /// Node features the job needs, in Slurm's syntax (`ib&bigmem`, `a|b`); checked by the head.
+    #[serde(default)]
+    pub constraint: Option<String>,
+    /// Generic resources per node: `gres = "gpu:2"` → {"gpu": 2}.
+    #[serde(default)]
+    pub gres: BTreeMap<String, u32>,
+    #[serde(default)]
+    pub qos: Option<String>,
+    #[serde(default)]
+    pub account: Option<String>,
+    #[serde(default)]
+    pub reservation: Option<String>,
+}
+
+/// A job array: which indices, and how many may run at once (`%N`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArraySpec {
+    /// Sorted, without duplicates.
+    pub indices: Vec<u32>,
+    pub max_running: Option<u32>,
+}
+
+/// Most elements one array may have: Slurm's default MaxArraySize is 1001; ours is larger, since an
+/// element costs one small record, but a typo such as `1-10000000` is still caught.
+pub const MAX_ARRAY_ELEMENTS: usize = 100_001;
+
+/// One clause of `dependency`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DependencySpec {
+    AfterOk(Vec<u64>),
+    AfterAny(Vec<u64>),
+    AfterNotOk(Vec<u64>),
+    Singleton,
 }
 
 impl JobSpec {
@@ -148,6 +187,13 @@ struct RawJob {
     requeue: Option<bool>,
     container: Option<Spanned<ContainerSpec>>,
     mpi: Option<Spanned<RawMpi>>,
+    array: Option<Spanned<String>>,
+    dependency: Option<Spanned<String>>,
+    constraint: Option<Spanned<String>>,
+    gres: Option<Spanned<String>>,
+    qos: Option<Spanned<String>>,
+    account: Option<Spanned<String>>,
+    reservation: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -292,6 +338,32 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, JobFileError> {
         return Err(err(c.span(), "container.image", "is empty".into()));
     }
 
+    let array = match &raw.array {
+        None => None,
+        Some(a) => Some(parse_array(a.get_ref()).map_err(|m| err(a.span(), "array", m))?),
+    };
+    let dependencies = match &raw.dependency {
+        None => Vec::new(),
+        Some(d) => parse_dependencies(d.get_ref()).map_err(|m| err(d.span(), "dependency", m))?,
+    };
+    let gres = match &raw.gres {
+        None => BTreeMap::new(),
+        Some(g) => parse_gres(g.get_ref()).map_err(|m| err(g.span(), "gres", m))?,
+    };
+    let name_field =
+        |v: Option<Spanned<String>>, field: &str| -> Result<Option<String>, JobFileError> {
+            match v {
+                Some(v) if v.get_ref().trim().is_empty() => {
+                    Err(err(v.span(), field, "is empty".into()))
+                }
+                other => Ok(other.map(Spanned::into_inner)),
+            }
+        };
+    let constraint = name_field(raw.constraint, "constraint")?;
+    let qos = name_field(raw.qos, "qos")?;
+    let account = name_field(raw.account, "account")?;
+    let reservation = name_field(raw.reservation, "reservation")?;
+
     Ok(JobSpec {
         name: raw
             .name
@@ -312,7 +384,127 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, JobFileError> {
         requeue: raw.requeue.unwrap_or(false),
         container: raw.container.map(Spanned::into_inner),
         mpi,
+        array,
+        dependencies,
+        constraint,
+        gres,
+        qos,
+        account,
+        reservation,
     })
+}
+
+/// Slurm's `--array` syntax: `1-100`, `1,3,7`, `0-15:4` (step), with an optional `%N` throttle.
+pub fn parse_array(text: &str) -> Result<ArraySpec, String> {
+    let (list, throttle) = match text.trim().split_once('%') {
+        Some((list, n)) => {
+            let n: u32 = n
+                .trim()
+                .parse()
+                .map_err(|_| format!("`%{n}` is not a number of elements"))?;
+            if n == 0 {
+                return Err("`%0` would never run anything; use at least %1".into());
+            }
+            (list, Some(n))
+        }
+        None => (text.trim(), None),
+    };
+    let number = |s: &str| {
+        s.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("`{s}` is not an index"))
+    };
+    let mut indices = Vec::new();
+    for part in list.split(',') {
+        let (range, step) = match part.split_once(':') {
+            Some((r, step)) => (r, number(step)?),
+            None => (part, 1),
+        };
+        if step == 0 {
+            return Err(format!("`{part}`: the step must be at least 1"));
+        }
+        let (first, last) = match range.split_once('-') {
+            Some((a, b)) => (number(a)?, number(b)?),
+            None => (number(range)?, number(range)?),
+        };
+        if last < first {
+            return Err(format!("`{range}` counts down; write it as {last}-{first}"));
+        }
+        if (last - first) as usize / step as usize + indices.len() >= MAX_ARRAY_ELEMENTS {
+            return Err(format!("more than {} elements", MAX_ARRAY_ELEMENTS - 1));
+        }
+        indices.extend((first..=last).step_by(step as usize));
+    }
+    indices.sort_unstable();
+    indices.dedup();
+    Ok(ArraySpec {
+        indices,
+        max_running: throttle,
+    })
+}
+
+/// Slurm's `--dependency` syntax: `afterok:12:13,afterany:14,afternotok:9,singleton`.
+pub fn parse_dependencies(text: &str) -> Result<Vec<DependencySpec>, String> {
+    let mut out = Vec::new();
+    for clause in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        let mut parts = clause.split(':');
+        let kind = parts.next().unwrap_or_default();
+        let jobs = parts
+            .map(|j| {
+                j.trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("`{j}` in `{clause}` is not a job ID"))
+            })
+            .collect::<Result<Vec<u64>, String>>()?;
+        let needs_jobs = |spec: fn(Vec<u64>) -> DependencySpec| {
+            if jobs.is_empty() {
+                Err(format!("`{clause}` names no job: write `{kind}:JOBID`"))
+            } else {
+                Ok(spec(jobs.clone()))
+            }
+        };
+        out.push(match kind {
+            "afterok" => needs_jobs(DependencySpec::AfterOk)?,
+            "afterany" => needs_jobs(DependencySpec::AfterAny)?,
+            "afternotok" => needs_jobs(DependencySpec::AfterNotOk)?,
+            "singleton" if jobs.is_empty() => DependencySpec::Singleton,
+            "singleton" => return Err("`singleton` takes no job IDs".into()),
+            other => {
+                return Err(format!(
+                    "unknown dependency `{other}`; use afterok, afterany, afternotok or singleton"
+                ));
+            }
+        });
+    }
+    if out.is_empty() {
+        return Err("is empty".into());
+    }
+    Ok(out)
+}
+
+/// `gpu:2,nvme:1` (a name alone means one).
+pub fn parse_gres(text: &str) -> Result<BTreeMap<String, u32>, String> {
+    let mut out = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (name, count) = match item.split_once(':') {
+            Some((n, c)) => (
+                n.trim(),
+                c.trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("`{c}` in `{item}` is not a count"))?,
+            ),
+            None => (item, 1),
+        };
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!("`{name}` is not a resource name"));
+        }
+        *out.entry(name.to_string()).or_insert(0) += count;
+    }
+    Ok(out)
 }
 
 /// Parses TOML into `T`, turning syntax, type and unknown-field errors into a `JobFileError`.
@@ -555,6 +747,45 @@ mod tests {
         assert_eq!(m("1024K"), Ok(1));
         assert!(m("3X").is_err());
         assert!(m("0").is_err());
+    }
+
+    #[test]
+    fn arrays_follow_slurm_syntax() {
+        assert_eq!(
+            parse_array("1-5%2").unwrap(),
+            ArraySpec {
+                indices: vec![1, 2, 3, 4, 5],
+                max_running: Some(2)
+            }
+        );
+        assert_eq!(parse_array("0-12:4,3").unwrap().indices, [0, 3, 4, 8, 12]);
+        assert!(parse_array("5-1").is_err());
+        assert!(parse_array("1-3%0").is_err());
+        assert!(parse_array("0-99999999").is_err());
+        let e = parse("command = [\"a\"]\narray = \"1-x\"\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_deref()), (2, Some("array")));
+    }
+
+    #[test]
+    fn dependencies_follow_slurm_syntax() {
+        assert_eq!(
+            parse_dependencies("afterok:12:13,afterany:14,singleton").unwrap(),
+            [
+                DependencySpec::AfterOk(vec![12, 13]),
+                DependencySpec::AfterAny(vec![14]),
+                DependencySpec::Singleton
+            ]
+        );
+        assert!(parse_dependencies("afterok").is_err());
+        assert!(parse_dependencies("after:3").is_err());
+        assert!(parse_dependencies("afterok:x").is_err());
+    }
+
+    #[test]
+    fn gres_counts_add_up() {
+        let g = parse_gres("gpu:2, nvme, gpu:1").unwrap();
+        assert_eq!((g["gpu"], g["nvme"]), (3, 1));
+        assert!(parse_gres("gpu:many").is_err());
     }
 
     #[test]

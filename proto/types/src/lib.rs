@@ -13,8 +13,8 @@ mod time;
 pub use ids::{Generation, JobId, NodeName};
 pub use inventory::{IbPort, IbPortState, Inventory, Nic};
 pub use jobfile::{
-    ContainerSpec, Fabric, JobFileError, JobSpec, MpiFlavor, MpiSpec, Program, line_of_field,
-    parse_job_file,
+    ArraySpec, ContainerSpec, DependencySpec, Fabric, JobFileError, JobSpec, MpiFlavor, MpiSpec,
+    Program, line_of_field, parse_job_file,
 };
 pub use resources::Resources;
 pub use states::{JobState, NodeState, PendingReason};
