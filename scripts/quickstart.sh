@@ -8,7 +8,8 @@ ensure_packages "${BUILD_PACKAGES[@]}"
 ensure_rust
 cargo build --release --bins
 repo=$PWD
-export PATH="$repo/target/release:$PATH"
+bin="${CARGO_TARGET_DIR:-$repo/target}/release"
+export PATH="$bin:$PATH"
 export BEOWULF_STATE_DIR="${BEOWULF_STATE_DIR:-/var/lib/beowulf}"
 cluster init --nodes 5 --local
 cluster nodes
@@ -19,4 +20,4 @@ submit "$repo/examples/hello.toml" --wait
 job=$(cluster queue --all --json | python3 -c 'import json,sys; print(max(j["id"] for j in json.load(sys.stdin)))')
 echo "--- output of job $job ($workdir/hello-$job.out):"
 sort "hello-$job.out"
-echo "--- the cluster keeps running: cluster queue, cluster nodes; stop it with: $repo/target/release/cluster down --state-dir $BEOWULF_STATE_DIR"
+echo "--- the cluster keeps running: cluster queue, cluster nodes; stop it with: $bin/cluster down --state-dir $BEOWULF_STATE_DIR"
