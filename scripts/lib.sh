@@ -30,4 +30,4 @@ require_root() {
 }
 
 # Packages a build and the local tier need: a C compiler for ring, procps for ps in tests.
-BUILD_PACKAGES=(gcc libc6-dev pkg-config procps)
+BUILD_PACKAGES=(gcc libc6-dev pkg-config procps openssh-server)

@@ -1,1 +1,30 @@
-//! placeholder
+//! Provisioning: playbooks as data, the `cluster.toml` inventory, transports to nodes (local, SSH,
+//! recording), builtin steps, and the engine that runs check → apply → verify per step and node.
+//!
+//! Vocabulary (DESIGN §2): a **playbook** is an ordered list of **steps**; a step runs on the head or on
+//! every compute node, idempotently.
+
+pub mod action;
+pub mod builtin;
+pub mod context;
+pub mod engine;
+pub mod error;
+pub mod event;
+pub mod execute;
+pub mod inventory;
+pub mod playbook;
+pub mod render;
+pub mod source;
+pub mod state;
+pub mod template;
+pub mod transport;
+
+pub use builtin::BuiltinRegistry;
+pub use engine::{DEFAULT_PARALLELISM, Engine, Mode, Outline, RunOptions, RunReport, Start};
+pub use error::{RunError, StepError};
+pub use event::{Outcome, Phase, ProvisionEvent};
+pub use inventory::Inventory;
+pub use playbook::{INIT_PLAYBOOKS, Playbook, Scope, Step};
+pub use source::SourceError;
+pub use template::Templates;
+pub use transport::{Transport, TransportError};

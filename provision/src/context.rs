@@ -1,0 +1,75 @@
+//! The variables templates see for one node: `node`, `head`, `nodes`, `cluster`, `users`, `nfs`, `vars`.
+//!
+//! `node` has the same shape for the head and for compute nodes: `name`, `address` (gigabit),
+//! `gige.address`, `gige.netdev`, `ib.kind` (`soft-roce` | `hca` | `none`), `ib.netdev`, `ib.address`,
+//! `roles`, `is_head`.
+
+use crate::inventory::{IbKind, Inventory, Node};
+use minijinja::Value;
+use serde_json::{Value as Json, json};
+use std::collections::BTreeMap;
+
+/// The template context for `node` (the head's name or a compute node's).
+pub fn node_context(inventory: &Inventory, node: &str, vars: &BTreeMap<String, String>) -> Value {
+    Value::from(minijinja::value::Serde(node_json(inventory, node, vars)))
+}
+
+/// The same context as JSON (for builtins that read it).
+pub fn node_json(inventory: &Inventory, node: &str, vars: &BTreeMap<String, String>) -> Json {
+    let head = head_view(inventory);
+    let this = if node == inventory.head.name {
+        head.clone()
+    } else {
+        inventory.node(node).map_or(Json::Null, node_view)
+    };
+    let users = &inventory.users;
+    json!({
+        "node": this,
+        "head": head,
+        "nodes": inventory.nodes.iter().map(node_view).collect::<Vec<_>>(),
+        "cluster": { "name": inventory.cluster.name, "domain": inventory.cluster.domain },
+        "users": {
+            "backend": users.backend,
+            "base_dn": users.base_dn,
+            "nis_domain": users.nis_domain,
+            "users": users.users.iter().map(|u| json!({
+                "name": u.name, "uid": u.uid, "gid": u.gid, "home": u.home_dir(), "shell": u.shell,
+            })).collect::<Vec<_>>(),
+            "groups": users.groups,
+        },
+        "nfs": { "server": inventory.nfs.server },
+        "vars": vars,
+    })
+}
+
+fn head_view(inventory: &Inventory) -> Json {
+    let h = &inventory.head;
+    json!({
+        "name": h.name,
+        "address": h.gige.to_string(),
+        "gige": { "address": h.gige.to_string(), "netdev": Json::Null },
+        "ib": { "kind": "none", "netdev": Json::Null, "address": h.ib.map(|a| a.to_string()) },
+        "prefix": h.prefix,
+        "roles": ["head"],
+        "is_head": true,
+    })
+}
+
+fn node_view(n: &Node) -> Json {
+    let (kind, netdev, address) = match &n.ib {
+        Some(ib) => (
+            ib.kind,
+            ib.netdev.clone(),
+            ib.address.map(|a| a.to_string()),
+        ),
+        None => (IbKind::None, None, None),
+    };
+    json!({
+        "name": n.name,
+        "address": n.gige.address.to_string(),
+        "gige": { "address": n.gige.address.to_string(), "netdev": n.gige.netdev },
+        "ib": { "kind": kind, "netdev": netdev, "address": address },
+        "roles": n.roles,
+        "is_head": false,
+    })
+}

@@ -1,0 +1,244 @@
+//! SshTransport against a REAL sshd on 127.0.0.1 (a random free port, own config and host key in a temp
+//! dir): exec, put_file, read_file, a tiny playbook run twice (the second run changes nothing), and
+//! host-key pinning: a matching key is accepted, a wrong or unknown one refused, naming the node.
+//!
+//! Needs openssh-server (`scripts/test.sh` installs it) and root (sshd's privilege separation).
+
+use beowulf_provision::engine::{Engine, Mode, RunOptions, Start};
+use beowulf_provision::transport::{Connector, InventoryConnector};
+use beowulf_provision::{BuiltinRegistry, Inventory, Outcome, Playbook, Templates, TransportError};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+/// A running sshd, stopped by PID when dropped.
+struct Sshd {
+    dir: tempfile::TempDir,
+    port: u16,
+    host_pub: String,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("sshd.pid"))
+            && let Ok(pid) = pid.trim().parse::<i32>()
+        {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
+}
+
+fn keygen(path: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .output()
+        .expect("ssh-keygen runs");
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+    // `type base64 comment` → `type base64`
+    public
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn start_sshd() -> Sshd {
+    assert!(
+        Path::new(SSHD).exists(),
+        "{SSHD} is missing: this test needs openssh-server; run `scripts/test.sh` (it installs it) or `apt-get install openssh-server`"
+    );
+    assert!(
+        nix_is_root(),
+        "this test starts sshd and logs in as root: run it as root (scripts/test.sh requires root)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let host_pub = keygen(&d.join("host_ed25519"));
+    let client_pub = keygen(&d.join("id_ed25519"));
+    std::fs::write(d.join("authorized_keys"), format!("{client_pub}\n")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\nMaxStartups 200:30:400\n",
+        d = d.display()
+    );
+    std::fs::write(d.join("sshd_config"), config).unwrap();
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let status = Command::new(SSHD)
+        .arg("-f")
+        .arg(d.join("sshd_config"))
+        .arg("-E")
+        .arg(d.join("sshd.log"))
+        .status()
+        .expect("sshd starts");
+    let log = || std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default();
+    assert!(status.success(), "sshd failed: {}", log());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "sshd did not listen on {port}: {}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Sshd {
+        dir,
+        port,
+        host_pub,
+    }
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// An inventory with one node, node1, at the sshd; `host_key` pinned (or not) and `known_hosts` lines.
+fn inventory(sshd: &Sshd, host_key: Option<&str>, known_hosts: &str) -> Inventory {
+    let d = sshd.dir.path();
+    let kh = d.join("known_hosts");
+    std::fs::write(&kh, known_hosts).unwrap();
+    let host_key = host_key
+        .map(|k| format!("host_key = \"{k}\"\n"))
+        .unwrap_or_default();
+    let text = format!(
+        "[ssh]\nuser = \"root\"\nkey = \"{key}\"\nknown_hosts = \"{kh}\"\nport = {port}\n[head]\ngige = \"10.77.0.254\"\nprefix = 24\n[[node]]\nname = \"node1\"\ngige = {{ address = \"127.0.0.1\", netdev = \"lo\" }}\n{host_key}",
+        key = d.join("id_ed25519").display(),
+        kh = kh.display(),
+        port = sshd.port,
+    );
+    Inventory::parse(Path::new("cluster.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn connect(inv: Inventory) -> Result<Arc<dyn beowulf_provision::Transport>, TransportError> {
+    InventoryConnector::new(inv)?.connect("node1").await
+}
+
+#[tokio::test]
+async fn ssh_transport_runs_commands_and_moves_files_on_a_real_sshd() {
+    let sshd = start_sshd();
+    let t = connect(inventory(&sshd, Some(&sshd.host_pub), ""))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = t.exec("echo hi; echo oops >&2; exit 3").await.unwrap();
+    assert_eq!(
+        (out.status, out.stdout.as_str(), out.stderr.as_str()),
+        (3, "hi\n", "oops\n")
+    );
+
+    let target: PathBuf = sshd.dir.path().join("put/dir/x.conf");
+    let path = target.to_str().unwrap();
+    assert_eq!(t.read_file(path).await.unwrap(), None);
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+    t.put_file(path, &bytes, 0o600).await.unwrap();
+    assert_eq!(t.read_file(path).await.unwrap(), Some(bytes));
+    assert_eq!(
+        std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777,
+        0o600
+    );
+}
+
+#[tokio::test]
+async fn a_playbook_runs_over_ssh_and_a_second_run_changes_nothing() {
+    let sshd = start_sshd();
+    let kh = format!("[127.0.0.1]:{} {}\n", sshd.port, sshd.host_pub);
+    let inv = inventory(&sshd, None, &kh);
+    let d = sshd.dir.path().display().to_string();
+    let text = format!(
+        r#"
+title = "tiny"
+[[step]]
+id = "marker"
+title = "a marker"
+scope = "nodes"
+check = [{{ run = "test -e {d}/marker" }}]
+apply = [{{ run = "touch {d}/marker" }}]
+[[step]]
+id = "conf"
+title = "a rendered file"
+scope = "nodes"
+check = [{{ file = "{d}/etc/tiny.conf", content = "node {{{{ node.name }}}} at {{{{ node.address }}}}\n", mode = "0640" }}]
+"#
+    );
+    let playbook = Playbook::parse(Path::new("tiny.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    let engine = Engine::new(Templates::empty(), BuiltinRegistry::standard());
+    let options = RunOptions {
+        mode: Mode::Apply,
+        start: Start::Fresh,
+        state_file: Some(sshd.dir.path().join("state.json")),
+    };
+    for (round, want) in [(1, Outcome::Changed), (2, Outcome::Satisfied)] {
+        let connector = Arc::new(InventoryConnector::new(inv.clone()).unwrap());
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let report = engine
+            .run(
+                std::slice::from_ref(&playbook),
+                &inv,
+                connector,
+                &options,
+                tx,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert!(
+            report.results.iter().all(|r| r.outcome == want),
+            "round {round}: {report:?}"
+        );
+    }
+    let conf = std::fs::read_to_string(sshd.dir.path().join("etc/tiny.conf")).unwrap();
+    assert_eq!(conf, "node node1 at 127.0.0.1\n");
+}
+
+#[tokio::test]
+async fn wrong_or_unknown_host_keys_are_refused_naming_the_node() {
+    let sshd = start_sshd();
+    let other = keygen(&sshd.dir.path().join("impostor_ed25519"));
+    let err = connect(inventory(&sshd, Some(&other), ""))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TransportError::HostKeyChanged { .. }),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("node1") && msg.contains("CHANGED") && msg.contains("known_hosts"),
+        "{msg}"
+    );
+
+    let err = connect(inventory(&sshd, None, "")).await.unwrap_err();
+    assert!(
+        matches!(err, TransportError::UnknownHostKey { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("node1"), "{err}");
+
+    // The same key recorded for another port does not count.
+    let err = connect(inventory(
+        &sshd,
+        None,
+        &format!("127.0.0.1 {}\n", sshd.host_pub),
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, TransportError::UnknownHostKey { .. }),
+        "{err}"
+    );
+}
