@@ -90,6 +90,7 @@ impl HeadConfig {
             age_weight: self.priority.age_weight,
             max_age: self.priority.max_age_ms,
             size_weight: self.priority.size_weight,
+            ..PriorityWeights::default()
         }
     }
 }

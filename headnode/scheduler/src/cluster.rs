@@ -1,5 +1,6 @@
 //! The pass's table of nodes: capacity, what is in use, what is free now, and when allocations end.
 
+use crate::gres::{self, GresKinds, Need};
 use crate::{NodeAvailability, SchedulerInput};
 use beowulf_types::{NodeName, Resources, Timestamp};
 
@@ -33,11 +34,13 @@ impl Usage {
 }
 
 /// An allocation on one node that ends at a known time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Release {
     pub at: Timestamp,
     pub node: usize,
     pub amount: Resources,
+    /// GRES released, as (kind, count).
+    pub gres: Vec<(usize, u32)>,
 }
 
 /// Nodes by index; index order is `NodeName` order (the input is a `BTreeMap`), so sorting indices
@@ -51,8 +54,14 @@ pub(crate) struct Cluster<'a> {
     pub used: Vec<Usage>,
     /// `capacity - used`, kept in step with `used`.
     pub free: Vec<Resources>,
-    /// Indices of the nodes that may receive new work, ascending.
-    pub up: Vec<usize>,
+    /// GRES kinds, and per node the capacity and use by kind (empty rows when no node has GRES).
+    pub gres_kinds: GresKinds<'a>,
+    pub gres_capacity: Vec<Vec<u32>>,
+    pub gres_used: Vec<Vec<u32>>,
+    /// Nodes held for a preemptor in this pass: nothing else starts there now.
+    pub claimed: Vec<bool>,
+    /// Whether any node is claimed: lets the hot scans skip `claimed` in the common case.
+    pub any_claimed: bool,
     /// Free CPUs summed over the Up nodes: at zero, no job that needs a CPU can start this pass.
     pub free_up_cpus: u64,
     /// CPUs of the Up and Drain nodes: the "cluster size" of the priority's size factor.
@@ -71,10 +80,13 @@ impl<'a> Cluster<'a> {
         let mut availability = Vec::with_capacity(count);
         let mut up = Vec::new();
         let mut total_cpus = 0u64;
+        let gres_kinds = GresKinds::new(input.nodes.values().flat_map(|view| view.gres.keys()));
+        let mut gres_capacity = Vec::with_capacity(count);
         for (index, (name, view)) in input.nodes.iter().enumerate() {
             names.push(name);
             capacity.push(view.capacity);
             availability.push(view.availability);
+            gres_capacity.push(gres_kinds.table(&view.gres));
             match view.availability {
                 NodeAvailability::Up => {
                     up.push(index);
@@ -86,20 +98,24 @@ impl<'a> Cluster<'a> {
         }
 
         let mut used = vec![Usage::default(); count];
+        let mut gres_used = vec![vec![0u32; gres_kinds.len()]; count];
         let mut releases = Vec::new();
         for job in &input.running {
             let at = job.expected_end.max(now);
+            let gres = gres_kinds.need(&job.gres_per_node);
             for (name, amount) in &job.allocation {
                 // An allocation on a node the snapshot does not list holds nothing the pass can use.
                 let Ok(node) = names.binary_search(&name) else {
                     continue;
                 };
                 used[node].add(amount);
+                add_gres(&mut gres_used[node], &gres);
                 if availability[node] == NodeAvailability::Up {
                     releases.push(Release {
                         at,
                         node,
                         amount: *amount,
+                        gres: gres.clone(),
                     });
                 }
             }
@@ -113,31 +129,92 @@ impl<'a> Cluster<'a> {
             availability,
             used,
             free,
-            up,
+            gres_kinds,
+            gres_capacity,
+            gres_used,
+            claimed: vec![false; count],
+            any_claimed: false,
             free_up_cpus,
             total_cpus,
             releases,
         }
     }
 
-    /// Records a start chosen in this pass: `per_node` on each of `nodes` (all Up), until `until`.
-    pub fn allocate(&mut self, nodes: &[usize], per_node: &Resources, until: Timestamp) {
+    /// Free GRES of `node` by kind under `gres_used`.
+    pub fn gres_free(&self, gres_used: &[Vec<u32>], node: usize) -> Vec<u32> {
+        self.gres_capacity[node]
+            .iter()
+            .zip(&gres_used[node])
+            .map(|(have, used)| have.saturating_sub(*used))
+            .collect()
+    }
+
+    /// Whether `need`'s GRES fit on `node` under `gres_used` (always, when it needs none).
+    #[inline]
+    pub fn gres_fit(&self, gres_used: &[Vec<u32>], node: usize, need: &Need) -> bool {
+        need.gres.is_empty() || gres::fits(&self.gres_free(gres_used, node), &need.gres)
+    }
+
+    /// Whether a start now may use `node` for `need` beyond CPUs and memory: not held for a
+    /// preemptor, and its free GRES hold `need`'s.
+    #[inline]
+    pub fn open_for(&self, node: usize, need: &Need) -> bool {
+        (!self.any_claimed || !self.claimed[node]) && self.gres_fit(&self.gres_used, node, need)
+    }
+
+    /// Whether `need` fits the node's whole capacity.
+    pub fn capacity_fits(&self, node: usize, need: &Need) -> bool {
+        self.capacity[node].fits(&need.per_node)
+            && (need.gres.is_empty() || gres::fits(&self.gres_capacity[node], &need.gres))
+    }
+
+    /// Records a start chosen in this pass: `need` on each of `nodes` (all Up), until `until`.
+    pub fn allocate(&mut self, nodes: &[usize], need: &Need, until: Timestamp) {
         for &node in nodes {
             debug_assert_eq!(self.availability[node], NodeAvailability::Up);
             let before = self.free[node].cpus;
-            self.used[node].add(per_node);
+            self.used[node].add(&need.per_node);
+            add_gres(&mut self.gres_used[node], &need.gres);
             self.free[node] = self.used[node].free_of(&self.capacity[node]);
             self.free_up_cpus -= u64::from(before - self.free[node].cpus);
             self.releases.push(Release {
                 at: until,
                 node,
-                amount: *per_node,
+                amount: need.per_node,
+                gres: need.gres.clone(),
             });
+        }
+    }
+
+    /// Holds `nodes` for a preemptor: nothing else starts there in this pass.
+    pub fn claim(&mut self, nodes: &[usize]) {
+        for &node in nodes {
+            if !self.claimed[node] {
+                self.claimed[node] = true;
+                self.any_claimed = true;
+                self.free_up_cpus -= u64::from(self.free[node].cpus);
+            }
         }
     }
 
     /// True when no Up node has a free CPU, so only jobs asking for zero CPUs could still start.
     pub fn no_free_cpu(&self) -> bool {
         self.free_up_cpus == 0
+    }
+}
+
+pub(crate) fn add_gres(used: &mut [u32], gres: &[(usize, u32)]) {
+    for &(kind, count) in gres {
+        if let Some(slot) = used.get_mut(kind) {
+            *slot = slot.saturating_add(count);
+        }
+    }
+}
+
+pub(crate) fn sub_gres(used: &mut [u32], gres: &[(usize, u32)]) {
+    for &(kind, count) in gres {
+        if let Some(slot) = used.get_mut(kind) {
+            *slot = slot.saturating_sub(count);
+        }
     }
 }

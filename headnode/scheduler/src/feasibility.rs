@@ -1,51 +1,98 @@
-//! Whether a job can ever run: on the Up nodes once everything running has ended, or only if drained or
-//! down nodes came back (`ReqNodeNotAvail`), or never on this cluster (`PartitionConfig`).
+//! Whether a job can ever run: on its Up nodes once everything running has ended, or only if drained
+//! or down nodes came back (`ReqNodeNotAvail`), or never with the nodes it may use: `BadConstraints`
+//! when its features or GRES rule the nodes out, `Reservation` when its reservation's nodes are too
+//! few, `PartitionConfig` when its partition is too small.
 
 use crate::NodeAvailability;
 use crate::cluster::Cluster;
-use beowulf_types::{PendingReason, Resources};
+use crate::gres::Need;
+use beowulf_types::PendingReason;
 use std::collections::BTreeMap;
 
-/// Per-node request -> (Up nodes whose capacity holds it, all nodes whose capacity holds it). Capacity
-/// does not change during a pass, so one scan per distinct request shape is enough.
+/// (static node set, need) -> (members whose capacity holds it that are Up, all such members).
+/// Capacity does not change during a pass, so one scan per distinct request is enough.
 #[derive(Debug, Default)]
 pub(crate) struct Feasibility {
-    counts: BTreeMap<Resources, (usize, usize)>,
+    counts: BTreeMap<(usize, Need), (usize, usize)>,
+}
+
+/// The node sets a job that can never fit is judged on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sets<'s> {
+    /// Its partition's nodes alone.
+    pub partition: &'s [usize],
+    /// Its partition's nodes matching its constraint (its reservation left out).
+    pub without_reservation: &'s [usize],
+    pub names_reservation: bool,
+    pub has_constraints: bool,
 }
 
 impl Feasibility {
-    /// `None` when the job fits the Up nodes' capacity (it can start once enough has ended), otherwise
-    /// the reason it never can with the cluster as it is now. A job asking for zero nodes is a
-    /// request no partition serves: `PartitionConfig`.
-    pub fn never_fits(
+    /// (members of set `id` whose capacity holds `need` that are Up, all such members), counted
+    /// once per set and need.
+    pub fn counts(
         &mut self,
         cluster: &Cluster<'_>,
-        per_node: &Resources,
-        nodes: u32,
-    ) -> Option<PendingReason> {
-        if nodes == 0 {
-            return Some(PendingReason::PartitionConfig);
+        id: usize,
+        members: &[usize],
+        need: &Need,
+    ) -> (usize, usize) {
+        if let Some(&known) = self.counts.get(&(id, need.clone())) {
+            return known;
         }
-        let (up, all) = *self.counts.entry(*per_node).or_insert_with(|| {
-            let mut up = 0;
-            let mut all = 0;
-            for (capacity, availability) in cluster.capacity.iter().zip(&cluster.availability) {
-                if capacity.fits(per_node) {
-                    all += 1;
-                    if *availability == NodeAvailability::Up {
-                        up += 1;
-                    }
+        let mut up = 0;
+        let mut all = 0;
+        for &node in members {
+            if cluster.capacity_fits(node, need) {
+                all += 1;
+                if cluster.availability[node] == NodeAvailability::Up {
+                    up += 1;
                 }
             }
-            (up, all)
-        });
-        let nodes = nodes as usize;
-        if up >= nodes {
-            None
-        } else if all >= nodes {
-            Some(PendingReason::ReqNodeNotAvail)
-        } else {
-            Some(PendingReason::PartitionConfig)
         }
+        self.counts.insert((id, need.clone()), (up, all));
+        (up, all)
+    }
+}
+
+/// `None` when the job fits the capacity of enough Up nodes it may use (it can start once enough
+/// has ended), otherwise the reason it never can with the cluster as it is now. `counts` are
+/// [`Feasibility::counts`] of its static set; `sets` is asked for only when the job cannot fit
+/// even with every node back. A job asking for zero nodes is a request no partition serves.
+pub(crate) fn never_fits<'s>(
+    cluster: &Cluster<'_>,
+    (up, all): (usize, usize),
+    need: &Need,
+    nodes: u32,
+    sets: impl FnOnce() -> Sets<'s>,
+) -> Option<PendingReason> {
+    let nodes = nodes as usize;
+    if nodes == 0 {
+        return Some(PendingReason::PartitionConfig);
+    }
+    if up >= nodes {
+        return None;
+    }
+    if all >= nodes {
+        return Some(PendingReason::ReqNodeNotAvail);
+    }
+    let sets = sets();
+    let count = |set: &[usize], need: &Need| {
+        set.iter()
+            .filter(|&&node| cluster.capacity_fits(node, need))
+            .count()
+    };
+    let plain = Need {
+        per_node: need.per_node,
+        gres: Vec::new(),
+    };
+    if count(sets.partition, &plain) < nodes {
+        Some(PendingReason::PartitionConfig)
+    } else if sets.names_reservation && count(sets.without_reservation, need) >= nodes {
+        Some(PendingReason::Reservation)
+    } else if sets.has_constraints {
+        Some(PendingReason::BadConstraints)
+    } else {
+        Some(PendingReason::PartitionConfig)
     }
 }

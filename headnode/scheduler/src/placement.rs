@@ -1,8 +1,12 @@
 //! Node choice for one job: best fit (the nodes left with the least free CPUs, then memory), and a
 //! memo of request shapes already known not to fit during this pass.
 
+use crate::gres::Need;
 use beowulf_types::Resources;
 use std::collections::BTreeMap;
+
+/// A request shape: the node set it may use (an interned set ID) and what it needs per node.
+pub(crate) type Shape = (usize, Need);
 
 /// Picks `count` distinct nodes among `candidates` (node index, the resources usable there) that can
 /// each hold `need`. Best fit: the smallest leftover CPUs, then the smallest leftover memory, then the
@@ -46,24 +50,25 @@ pub(crate) fn count_fitting(
     candidates.filter(|(_, free)| free.fits(need)).count()
 }
 
-/// Request shapes that failed to fit during this pass. Within a pass free resources only shrink, so
-/// once `count` nodes of `need` did not fit, no later job asking for the same `need` on `count` or
-/// more nodes can fit either: a queue of many identical jobs costs one node scan, not one per job.
+/// Request shapes that failed to fit during this pass. Within a pass free resources only shrink (and
+/// claimed nodes only grow), so once `count` nodes of a shape did not fit, no later job asking for
+/// the same shape on `count` or more nodes can fit either: a queue of many identical jobs costs one
+/// node scan, not one per job.
 #[derive(Debug, Default)]
 pub(crate) struct NoFitMemo {
-    /// Per-node request -> the smallest node count that failed.
-    smallest_failed: BTreeMap<Resources, usize>,
+    /// Shape -> the smallest node count that failed.
+    smallest_failed: BTreeMap<Shape, usize>,
 }
 
 impl NoFitMemo {
-    pub fn known_to_fail(&self, need: &Resources, count: usize) -> bool {
+    pub fn known_to_fail(&self, shape: &Shape, count: usize) -> bool {
         self.smallest_failed
-            .get(need)
+            .get(shape)
             .is_some_and(|&failed| count >= failed)
     }
 
-    pub fn record(&mut self, need: &Resources, count: usize) {
-        let entry = self.smallest_failed.entry(*need).or_insert(count);
+    pub fn record(&mut self, shape: &Shape, count: usize) {
+        let entry = self.smallest_failed.entry(shape.clone()).or_insert(count);
         *entry = (*entry).min(count);
     }
 }
@@ -73,12 +78,17 @@ impl NoFitMemo {
 /// (typically all waiting behind the top job) cost one node scan, not one each.
 #[derive(Debug, Default)]
 pub(crate) struct FitCounts {
-    counts: BTreeMap<Resources, usize>,
+    counts: BTreeMap<Shape, usize>,
 }
 
 impl FitCounts {
-    pub fn get_or_count(&mut self, need: &Resources, count: impl FnOnce() -> usize) -> usize {
-        *self.counts.entry(*need).or_insert_with(count)
+    pub fn get_or_count(&mut self, shape: &Shape, count: impl FnOnce() -> usize) -> usize {
+        if let Some(&known) = self.counts.get(shape) {
+            return known;
+        }
+        let counted = count();
+        self.counts.insert(shape.clone(), counted);
+        counted
     }
 
     pub fn forget(&mut self) {
@@ -117,24 +127,35 @@ mod tests {
         );
     }
 
+    fn shape(set: usize, cpus: u32) -> Shape {
+        (
+            set,
+            Need {
+                per_node: r(cpus, 0),
+                gres: Vec::new(),
+            },
+        )
+    }
+
     #[test]
-    fn memo_covers_larger_counts_only() {
+    fn memo_covers_larger_counts_of_the_same_shape_only() {
         let mut memo = NoFitMemo::default();
-        memo.record(&r(2, 0), 3);
-        assert!(memo.known_to_fail(&r(2, 0), 3));
-        assert!(memo.known_to_fail(&r(2, 0), 4));
-        assert!(!memo.known_to_fail(&r(2, 0), 2));
-        assert!(!memo.known_to_fail(&r(1, 0), 3));
-        memo.record(&r(2, 0), 1);
-        assert!(memo.known_to_fail(&r(2, 0), 1));
+        memo.record(&shape(0, 2), 3);
+        assert!(memo.known_to_fail(&shape(0, 2), 3));
+        assert!(memo.known_to_fail(&shape(0, 2), 4));
+        assert!(!memo.known_to_fail(&shape(0, 2), 2));
+        assert!(!memo.known_to_fail(&shape(0, 1), 3));
+        assert!(!memo.known_to_fail(&shape(1, 2), 3), "another node set");
+        memo.record(&shape(0, 2), 1);
+        assert!(memo.known_to_fail(&shape(0, 2), 1));
     }
 
     #[test]
     fn fit_counts_are_cached_until_forgotten() {
         let mut counts = FitCounts::default();
-        assert_eq!(counts.get_or_count(&r(1, 0), || 3), 3);
-        assert_eq!(counts.get_or_count(&r(1, 0), || 9), 3);
+        assert_eq!(counts.get_or_count(&shape(0, 1), || 3), 3);
+        assert_eq!(counts.get_or_count(&shape(0, 1), || 9), 3);
         counts.forget();
-        assert_eq!(counts.get_or_count(&r(1, 0), || 9), 9);
+        assert_eq!(counts.get_or_count(&shape(0, 1), || 9), 9);
     }
 }

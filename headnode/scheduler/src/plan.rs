@@ -2,6 +2,7 @@
 
 use crate::SchedulerInput;
 use crate::pass::Pass;
+use crate::preemption::Preemption;
 use beowulf_types::{JobId, NodeName, PendingReason, Resources, Timestamp};
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -13,6 +14,23 @@ pub struct Plan {
     pub starts: Vec<Start>,
     /// Every pending job that does not start, with why.
     pub pending: BTreeMap<JobId, Pending>,
+    /// Running jobs to end (requeue or cancel) so that higher-QOS jobs can start at a later pass.
+    pub preemptions: Vec<Preemption>,
+    /// Per preemptor (reason `Preempting`), the nodes it will use once its victims are gone; nothing
+    /// else started there in this pass.
+    pub held_for_preemptors: BTreeMap<JobId, Vec<NodeName>>,
+    /// The top job's EASY reservation: the highest-priority job that cannot start now, and where
+    /// and when it will; backfilled jobs never delay it.
+    pub top_job: Option<TopJob>,
+}
+
+/// The job holding the backfill reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopJob {
+    pub job: JobId,
+    /// The shadow time.
+    pub start: Timestamp,
+    pub nodes: Vec<NodeName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

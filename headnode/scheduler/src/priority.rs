@@ -1,5 +1,5 @@
-//! Multifactor priority (Slurm's priority/multifactor: an age factor and a job-size factor) and the
-//! queue order the pass walks.
+//! Multifactor priority (Slurm's priority/multifactor: age, job size, fair-share, partition and QOS
+//! factors) and the queue order the pass walks.
 
 use crate::{PendingJob, PriorityWeights};
 use beowulf_types::Timestamp;
@@ -43,6 +43,39 @@ pub fn priority(
     (age_part + size_part) as u64
 }
 
+/// The factors that come from site policy rather than from the job itself, each in 0.0..=1.0.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PolicyFactors {
+    /// [`crate::fairshare`]'s factor for the job's user and account.
+    pub fairshare: f64,
+    /// The partition's `priority_factor` over the largest among partitions.
+    pub partition: f64,
+    /// The QOS's `priority` over the largest among QOS.
+    pub qos: f64,
+}
+
+/// The full multifactor priority: [`priority`] plus `fairshare_weight * fairshare + partition_weight
+/// * partition + qos_weight * qos`, each factor clamped to 0.0..=1.0, scaled by [`FACTOR_SCALE`] and
+/// rounded down. Five parts of at most `u32::MAX * FACTOR_SCALE` each still fit a `u64`.
+pub fn multifactor(
+    job: &PendingJob,
+    weights: &PriorityWeights,
+    cluster_cpus: u64,
+    now: Timestamp,
+    factors: &PolicyFactors,
+) -> u64 {
+    let part = |weight: u32, factor: f64| -> u64 {
+        // Rounded down in fixed point first, so the result does not depend on float rounding of the
+        // weight product.
+        let scaled = (factor.clamp(0.0, 1.0) * FACTOR_SCALE as f64) as u64;
+        u64::from(weight) * scaled
+    };
+    priority(job, weights, cluster_cpus, now)
+        + part(weights.fairshare_weight, factors.fairshare)
+        + part(weights.partition_weight, factors.partition)
+        + part(weights.qos_weight, factors.qos)
+}
+
 /// Indices of `jobs` in the order the pass considers them: priority descending, then submitted
 /// ascending (older first), then `JobId` ascending, a total order, so ties never depend on input order.
 pub fn queue_order(jobs: &[&PendingJob], priorities: &[u64]) -> Vec<usize> {
@@ -63,6 +96,7 @@ mod tests {
             nodes,
             per_node: Resources::new(cpus, 0),
             time_limit: 1000,
+            ..Default::default()
         }
     }
 
@@ -70,7 +104,35 @@ mod tests {
         age_weight: 1000,
         max_age: 10_000,
         size_weight: 100,
+        fairshare_weight: 0,
+        partition_weight: 0,
+        qos_weight: 0,
     };
+
+    #[test]
+    fn policy_factors_add_their_weighted_share() {
+        let weights = PriorityWeights {
+            fairshare_weight: 10,
+            partition_weight: 20,
+            qos_weight: 40,
+            ..WEIGHTS
+        };
+        let factors = PolicyFactors {
+            fairshare: 0.5,
+            partition: 1.0,
+            qos: 2.0,
+        };
+        let base = priority(&job(1, 0, 1, 0), &weights, 0, Timestamp(0));
+        assert_eq!(
+            multifactor(&job(1, 0, 1, 0), &weights, 0, Timestamp(0), &factors),
+            base + (5 + 20 + 40) * FACTOR_SCALE
+        );
+        let none = PolicyFactors::default();
+        assert_eq!(
+            multifactor(&job(1, 0, 1, 0), &WEIGHTS, 0, Timestamp(0), &factors),
+            multifactor(&job(1, 0, 1, 0), &WEIGHTS, 0, Timestamp(0), &none)
+        );
+    }
 
     #[test]
     fn age_factor_grows_linearly_then_caps_at_max_age() {

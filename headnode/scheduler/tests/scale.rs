@@ -27,6 +27,7 @@ fn big_cluster(busy_share: f64) -> SchedulerInput {
                 NodeView {
                     capacity: Resources::new(64, 256 * 1024),
                     availability,
+                    ..Default::default()
                 },
             )
         })
@@ -39,6 +40,7 @@ fn big_cluster(busy_share: f64) -> SchedulerInput {
                 id: JobId(10_000_000 + i as u64),
                 allocation: BTreeMap::from([(name.clone(), Resources::new(cpus, 1024))]),
                 expected_end: Timestamp(NOW + rng.random_range(1..3_600_000)),
+                ..Default::default()
             });
         }
     }
@@ -50,6 +52,7 @@ fn big_cluster(busy_share: f64) -> SchedulerInput {
             nodes: [1, 1, 1, 2, 4, 16, 64][rng.random_range(0..7)],
             per_node: Resources::new([1, 2, 4, 8, 16, 32, 64][rng.random_range(0..7)], 2048),
             time_limit: rng.random_range(60_000..86_400_000),
+            ..Default::default()
         })
         .collect();
     SchedulerInput {
@@ -57,6 +60,7 @@ fn big_cluster(busy_share: f64) -> SchedulerInput {
         running,
         pending,
         weights: PriorityWeights::default(),
+        ..Default::default()
     }
 }
 

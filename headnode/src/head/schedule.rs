@@ -62,6 +62,7 @@ fn snapshot(
                 NodeView {
                     capacity: n.capacity(),
                     availability,
+                    ..NodeView::default()
                 },
             )
         })
@@ -83,6 +84,7 @@ fn snapshot(
                 id: job.id,
                 allocation,
                 expected_end,
+                ..RunningJob::default()
             });
         }
         if job.state == JobState::Pending {
@@ -92,6 +94,7 @@ fn snapshot(
                 nodes: job.spec.nodes,
                 per_node,
                 time_limit: job.spec.time_limit_ms,
+                ..PendingJob::default()
             });
         }
     }
@@ -100,5 +103,6 @@ fn snapshot(
         running,
         pending,
         weights,
+        ..SchedulerInput::default()
     }
 }

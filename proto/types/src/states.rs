@@ -128,6 +128,29 @@ pub enum PendingReason {
     PartitionConfig,
     /// The job was requeued after a node failure and waits to be placed again.
     Requeued,
+    /// The job's time limit is longer than its partition's `max_time` (it waits until an admin raises
+    /// the limit, as in Slurm).
+    PartitionTimeLimit,
+    /// The job asks for more nodes than its partition's `max_nodes`.
+    PartitionNodeLimit,
+    /// The job's account is not among the partition's allowed accounts.
+    AccountNotAllowed,
+    /// The job's user (or none of its groups) is not among the partition's allowed users or groups.
+    /// Slurm refuses such jobs at submit; the head may not, when the partition changed afterwards.
+    PartitionNotAllowed,
+    /// A dependency (`afterok`, `afterany`, `afternotok`, `singleton`) is not satisfied yet.
+    Dependency,
+    /// A dependency can never be satisfied (for example `afterok` on a job that failed).
+    DependencyNeverSatisfied,
+    /// The job's array already runs as many elements as its throttle (`%N`) allows.
+    JobArrayTaskLimit,
+    /// No node of the partition has the requested features or generic resources (GRES).
+    BadConstraints,
+    /// An advance reservation keeps the job off the nodes it could use now, or the reservation the
+    /// job names does not let it run (unknown, not its user, maintenance, window too short).
+    Reservation,
+    /// Running jobs of a lower QOS are being preempted for this job; it starts at a later pass.
+    Preempting,
 }
 
 impl PendingReason {
@@ -139,6 +162,16 @@ impl PendingReason {
             PendingReason::ReqNodeNotAvail => "ReqNodeNotAvail",
             PendingReason::PartitionConfig => "PartitionConfig",
             PendingReason::Requeued => "Requeued",
+            PendingReason::PartitionTimeLimit => "PartitionTimeLimit",
+            PendingReason::PartitionNodeLimit => "PartitionNodeLimit",
+            PendingReason::AccountNotAllowed => "AccountNotAllowed",
+            PendingReason::PartitionNotAllowed => "PartitionNotAllowed",
+            PendingReason::Dependency => "Dependency",
+            PendingReason::DependencyNeverSatisfied => "DependencyNeverSatisfied",
+            PendingReason::JobArrayTaskLimit => "JobArrayTaskLimit",
+            PendingReason::BadConstraints => "BadConstraints",
+            PendingReason::Reservation => "Reservation",
+            PendingReason::Preempting => "Preempting",
         }
     }
 }

@@ -3,7 +3,17 @@
 
 pub(crate) mod timeline;
 
+use crate::cluster::sub_gres;
+use crate::gres::{self, Need};
 use beowulf_types::{Resources, Timestamp};
+
+/// What a reserved node has left at the shadow time once the top job has what it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Spare {
+    pub resources: Resources,
+    /// By GRES kind.
+    pub gres: Vec<u32>,
+}
 
 /// The top job's reservation: where and when it will start (the shadow time), and, per reserved node,
 /// what is left over at the shadow time once the top job has what it needs.
@@ -13,13 +23,13 @@ pub(crate) struct Reservation {
     pub start: Timestamp,
     /// The nodes the top job would use at `start`, ascending.
     pub nodes: Vec<usize>,
-    /// Per node index: `Some(spare)` on a reserved node (free at `start` minus the top job's need),
-    /// `None` on a node the reservation does not need.
-    spare: Vec<Option<Resources>>,
+    /// Per node index: `Some(spare)` on a reserved node, `None` on a node the reservation does not
+    /// need.
+    spare: Vec<Option<Spare>>,
 }
 
 impl Reservation {
-    pub fn new(start: Timestamp, node_count: usize, reserved: Vec<(usize, Resources)>) -> Self {
+    pub fn new(start: Timestamp, node_count: usize, reserved: Vec<(usize, Spare)>) -> Self {
         let mut spare = vec![None; node_count];
         let mut nodes = Vec::with_capacity(reserved.len());
         for (node, left) in reserved {
@@ -36,14 +46,18 @@ impl Reservation {
 
     /// Whether a job that is still running at the shadow time may hold `need` on `node`: always on an
     /// unreserved node (the "extra nodes" of EASY), and on a reserved node only out of its spare.
-    pub fn allows(&self, node: usize, need: &Resources) -> bool {
-        self.spare[node].is_none_or(|spare| spare.fits(need))
+    #[inline]
+    pub fn allows(&self, node: usize, need: &Need) -> bool {
+        self.spare[node].as_ref().is_none_or(|spare| {
+            spare.resources.fits(&need.per_node) && gres::fits(&spare.gres, &need.gres)
+        })
     }
 
     /// Records that a job running past the shadow time took `need` on `node`.
-    pub fn consume(&mut self, node: usize, need: &Resources) {
+    pub fn consume(&mut self, node: usize, need: &Need) {
         if let Some(spare) = &mut self.spare[node] {
-            *spare = spare.saturating_sub(need);
+            spare.resources = spare.resources.saturating_sub(&need.per_node);
+            sub_gres(&mut spare.gres, &need.gres);
         }
     }
 }

@@ -1,62 +1,121 @@
-//! The earliest time a job fits on the Up nodes, found by replaying future releases (running jobs at
-//! their expected end, this pass's starts at `now + time_limit`) in time order.
+//! The earliest time a job fits on the nodes it may use, found by replaying future releases (running
+//! jobs at their expected end, this pass's starts at `now + time_limit`) and advance reservations'
+//! ends in time order.
 
-use super::Reservation;
-use crate::cluster::Cluster;
+use super::{Reservation, Spare};
+use crate::cluster::{Cluster, Usage, sub_gres};
+use crate::eligibility::{Eligibility, Place};
+use crate::gres::Need;
 use crate::placement::best_fit;
-use beowulf_types::{Resources, Timestamp};
+use beowulf_types::Timestamp;
 
-/// When and where a job needing `per_node` on `count` distinct Up nodes could start at the earliest,
-/// assuming nothing else starts meanwhile; `None` if it never fits even once everything has ended.
+/// Where a job's start is searched: its static node set and how it is placed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target<'p, 'a> {
+    pub static_set: usize,
+    pub place: &'p Place<'a>,
+    pub need: &'p Need,
+    pub count: usize,
+}
+
+/// When and where a job could start at the earliest, assuming nothing else starts meanwhile; `None`
+/// if it never fits even once everything has ended and every reservation is over.
 ///
 /// Releases at the same instant are applied together before checking, so a job may start exactly
-/// when another ends. The nodes are chosen by best fit on what is free at that time. Cost:
-/// O(R log R + N) for R releases and N nodes, because each release changes one node and the count of
-/// nodes that fit is kept up to date incrementally.
-pub(crate) fn earliest_start(
-    cluster: &Cluster<'_>,
-    per_node: &Resources,
-    count: usize,
+/// when another ends. The nodes are chosen by best fit on what is free at that time among the nodes
+/// the job may use for a start then. Cost: O(R log R + N) for R releases and N nodes, plus O(N) each
+/// time an advance reservation changes which nodes the job may use.
+pub(crate) fn earliest_start<'a>(
+    cluster: &Cluster<'a>,
+    eligibility: &mut Eligibility<'a>,
+    target: Target<'_, 'a>,
     now: Timestamp,
 ) -> Option<Reservation> {
+    let Target {
+        static_set,
+        place,
+        need,
+        count,
+    } = target;
     if count == 0 {
         return None;
     }
     let mut used = cluster.used.clone();
-    let fits = |used: &[crate::cluster::Usage], node: usize| {
-        used[node].free_of(&cluster.capacity[node]).fits(per_node)
+    let mut gres_used = cluster.gres_used.clone();
+    let fits = |used: &[Usage], gres_used: &[Vec<u32>], node: usize| {
+        used[node]
+            .free_of(&cluster.capacity[node])
+            .fits(&need.per_node)
+            && cluster.gres_fit(gres_used, node, need)
     };
-    let mut fitting = cluster.up.iter().filter(|&&node| fits(&used, node)).count();
+    let changes = eligibility.window_changes(place, now);
+    let mut set = eligibility.window_set(cluster, static_set, place, now);
+    let count_in = |set: usize, used: &[Usage], gres_used: &[Vec<u32>], e: &Eligibility<'a>| {
+        e.set(set)
+            .up
+            .iter()
+            .filter(|&&node| fits(used, gres_used, node))
+            .count()
+    };
+    let mut fitting = count_in(set, &used, &gres_used, eligibility);
 
     let mut releases: Vec<_> = cluster.releases.iter().collect();
     releases.sort_unstable_by_key(|release| (release.at, release.node));
 
     let mut at = now;
     let mut next = 0;
+    let mut next_change = 0;
     while fitting < count {
-        let release = releases.get(next)?;
-        at = release.at.max(now);
+        let release_at = releases.get(next).map(|release| release.at.max(now));
+        let change_at = changes.get(next_change).copied();
+        at = match (release_at, change_at) {
+            (None, None) => return None,
+            (Some(r), None) => r,
+            (None, Some(c)) => c,
+            (Some(r), Some(c)) => r.min(c),
+        };
         while let Some(release) = releases.get(next)
             && release.at.max(now) == at
         {
-            let before = fits(&used, release.node);
-            used[release.node].sub(&release.amount);
-            if !before && fits(&used, release.node) {
+            let node = release.node;
+            let member = eligibility.set(set).mask[node];
+            let before = member && fits(&used, &gres_used, node);
+            used[node].sub(&release.amount);
+            sub_gres(&mut gres_used[node], &release.gres);
+            if member && !before && fits(&used, &gres_used, node) {
                 fitting += 1;
             }
             next += 1;
+        }
+        while changes.get(next_change).is_some_and(|&c| c <= at) {
+            next_change += 1;
+        }
+        let now_set = eligibility.window_set(cluster, static_set, place, at);
+        if now_set != set {
+            set = now_set;
+            fitting = count_in(set, &used, &gres_used, eligibility);
         }
     }
 
     let free_at = |node: usize| used[node].free_of(&cluster.capacity[node]);
     let nodes = best_fit(
-        cluster.up.iter().map(|&node| (node, free_at(node))),
-        per_node,
+        eligibility
+            .set(set)
+            .up
+            .iter()
+            .filter(|&&node| cluster.gres_fit(&gres_used, node, need))
+            .map(|&node| (node, free_at(node))),
+        &need.per_node,
         count,
     )?;
     let reserved = nodes
         .into_iter()
-        .map(|node| (node, free_at(node).saturating_sub(per_node)))
+        .map(|node| {
+            let mut gres = cluster.gres_free(&gres_used, node);
+            sub_gres(&mut gres, &need.gres);
+            let resources = free_at(node).saturating_sub(&need.per_node);
+            (node, Spare { resources, gres })
+        })
         .collect();
     Some(Reservation::new(at, cluster.capacity.len(), reserved))
 }

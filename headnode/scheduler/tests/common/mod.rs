@@ -34,13 +34,12 @@ pub fn input(nodes: &[(&str, u32, NodeAvailability)]) -> SchedulerInput {
                     NodeView {
                         capacity: Resources::new(cpus, NODE_MEMORY_MB),
                         availability,
+                        ..Default::default()
                     },
                 )
             })
             .collect(),
-        running: Vec::new(),
-        pending: Vec::new(),
-        weights: PriorityWeights::default(),
+        ..Default::default()
     }
 }
 
@@ -51,6 +50,7 @@ pub fn pending(id: u64, submitted: u64, nodes: u32, cpus: u32, time_limit: u64) 
         nodes,
         per_node: Resources::new(cpus, JOB_MEMORY_MB),
         time_limit,
+        ..Default::default()
     }
 }
 
@@ -63,6 +63,7 @@ pub fn running(id: u64, nodes: &[&str], cpus: u32, expected_end: u64) -> Running
             .map(|&node| (name(node), Resources::new(cpus, JOB_MEMORY_MB)))
             .collect::<BTreeMap<_, _>>(),
         expected_end: Timestamp(expected_end),
+        ..Default::default()
     }
 }
 
