@@ -2,6 +2,7 @@
 //! cluster launcher.
 
 pub mod client;
+pub mod lab;
 pub mod local;
 pub mod output;
 
@@ -80,6 +81,8 @@ pub enum Commands {
     },
     /// Let a drained (or recovered) node take jobs again.
     Resume { node: String },
+    /// The VM lab: `up --nodes N`, `status`, `ssh NODE [CMD]`, `down`.
+    Lab(lab::LabArgs),
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +220,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("{} is {}", info.name, info.state);
             Ok(0)
         }
+        Commands::Lab(args) => lab::run(&cli.global.state_dir, args),
         Commands::Resume { node } => {
             let mut c = client::connect(&socket).await?;
             let info = c

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the VM lab needs on the host (`cluster lab up`): QEMU, the image
+# builder and the initramfs tools. Idempotent: does nothing when everything is installed.
+#
+# qemu-utils: the machine image may ship a newer qemu-utils (bookworm-backports) that Breaks
+# bookworm's qemu-system-common, so it is pinned to the same version as qemu-system-x86 and
+# installed in the same apt command with --allow-downgrades (DESIGN.md §6).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+if [ "$(id -u)" -ne 0 ]; then
+    echo "error: scripts/lab-deps.sh installs Debian packages; run it as root (sudo scripts/lab-deps.sh)" >&2
+    exit 1
+fi
+
+# Everything `cluster lab up` runs on the host. openssh-client: ssh, ssh-keygen; e2fsprogs: mkfs.ext4 -d;
+# iproute2: ip netns; busybox-static: the initramfs; kmod: depmod/modprobe for module closures.
+LAB_PACKAGES=(qemu-system-x86 mmdebstrap busybox-static cpio zstd kmod openssh-client e2fsprogs iproute2 dpkg)
+
+export DEBIAN_FRONTEND=noninteractive
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+missing=()
+for pkg in "${LAB_PACKAGES[@]}"; do installed "$pkg" || missing+=("$pkg"); done
+
+qemu_utils_ok=1
+if installed qemu-system-x86; then
+    want=$(dpkg-query -W -f='${Version}' qemu-system-x86)
+    have=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+    [ "$want" = "$have" ] || qemu_utils_ok=0
+fi
+
+if [ ${#missing[@]} -eq 0 ] && [ $qemu_utils_ok = 1 ]; then
+    echo "lab dependencies: all installed"
+    exit 0
+fi
+
+apt-get update -qq
+pins=()
+if [[ " ${missing[*]} " == *" qemu-system-x86 "* ]] || [ $qemu_utils_ok = 0 ]; then
+    # the version apt would install for qemu-system-x86 (or the installed one): qemu-utils must match it
+    qver=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
+    [ -n "$qver" ] || qver=$(apt-cache policy qemu-system-x86 | sed -n 's/^ *Candidate: //p')
+    if [ -z "$qver" ] || [ "$qver" = "(none)" ]; then
+        echo "error: apt knows no qemu-system-x86; add Debian 12 (bookworm) to the apt sources" >&2
+        exit 1
+    fi
+    pins=("qemu-utils=$qver")
+fi
+echo "installing Debian packages: ${missing[*]} ${pins[*]}"
+apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends --allow-downgrades \
+    "${missing[@]}" "${pins[@]}"
+echo "lab dependencies: installed"
