@@ -39,6 +39,12 @@ pub struct AgentConfig {
 pub struct Offer {
     pub cpus: Option<u32>,
     pub memory_mb: Option<u64>,
+    /// Node features for job constraints (Slurm's node `Features`).
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Generic resources (`gres = { gpu = 4 }`).
+    #[serde(default)]
+    pub gres: std::collections::BTreeMap<String, u32>,
 }
 
 #[derive(Debug, thiserror::Error)]

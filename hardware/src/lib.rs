@@ -27,6 +27,9 @@ pub fn detect(root: &SysRoot) -> Result<Inventory, DetectError> {
         arch: os::arch(root)?,
         nics: nic::nics(root)?,
         ib_ports: infiniband::ib_ports(root)?,
+        // Features and generic resources are the admin's word (computed.toml), not detected.
+        features: Vec::new(),
+        gres: Default::default(),
     })
 }
 

@@ -1,8 +1,9 @@
 //! The client API (`cluster`, `submit`): validates requests, calls the head, answers.
 
 use crate::head::{Caller, Head};
+use crate::model::ReservationRecord;
 use beowulf_proto::v1::{self, cluster_server::Cluster};
-use beowulf_types::{JobId, JobState, NodeName};
+use beowulf_types::{JobId, JobState, NodeName, Timestamp};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::Stream;
@@ -49,10 +50,13 @@ impl Cluster for ClusterApi {
         let head = self.head.clone();
         let body = request.into_inner();
         // The commit fsyncs: keep it off the async workers.
-        let id = tokio::task::spawn_blocking(move || head.submit(&caller, body))
+        let (id, count) = tokio::task::spawn_blocking(move || head.submit_jobs(&caller, body))
             .await
             .map_err(|e| Status::internal(format!("submit task failed: {e}")))??;
-        Ok(Response::new(v1::SubmitReply { job_id: id.0 }))
+        Ok(Response::new(v1::SubmitReply {
+            job_id: id.0,
+            count,
+        }))
     }
 
     async fn cancel(
@@ -137,6 +141,84 @@ impl Cluster for ClusterApi {
         let node = NodeName::new(request.get_ref().node.clone());
         self.head.drain(&caller, &node, &request.get_ref().reason)?;
         Ok(Response::new(self.head.node_info(&node)?))
+    }
+
+    async fn why(
+        &self,
+        request: Request<v1::ShowJobRequest>,
+    ) -> Result<Response<v1::WhyReply>, Status> {
+        let id = JobId(request.get_ref().job_id);
+        let state = self.head.show_job(id)?.state;
+        let explanation = self.head.why(id)?;
+        let text = explanation.to_string();
+        Ok(Response::new(v1::WhyReply {
+            job_id: id.0,
+            state,
+            reason: explanation
+                .reason
+                .map(|r| r.as_str().to_string())
+                .unwrap_or_default(),
+            starts_now: explanation.starts_now,
+            priority: explanation.priority,
+            estimated_start_ms: explanation.estimated_start.map(|t| t.0),
+            blockers: text
+                .lines()
+                .filter(|l| l.starts_with("  "))
+                .map(|l| l.trim().to_string())
+                .collect(),
+            text,
+        }))
+    }
+
+    async fn create_reservation(
+        &self,
+        request: Request<v1::Reservation>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let record = ReservationRecord {
+            name: r.name.clone(),
+            nodes: r.nodes.iter().map(|n| NodeName::new(n.clone())).collect(),
+            all_nodes: r.nodes.is_empty(),
+            start: Timestamp(r.start_ms),
+            end: Timestamp(r.end_ms),
+            users: r.users.clone(),
+            maintenance: r.maintenance,
+            created_by: caller.uid.to_string(),
+        };
+        self.head.create_reservation(&caller, record)?;
+        Ok(Response::new(r))
+    }
+
+    async fn delete_reservation(
+        &self,
+        request: Request<v1::DeleteReservationRequest>,
+    ) -> Result<Response<v1::DeleteReservationReply>, Status> {
+        let caller = caller(&request)?;
+        self.head
+            .delete_reservation(&caller, &request.get_ref().name)?;
+        Ok(Response::new(v1::DeleteReservationReply {}))
+    }
+
+    async fn list_reservations(
+        &self,
+        _request: Request<v1::ListReservationsRequest>,
+    ) -> Result<Response<v1::ListReservationsReply>, Status> {
+        let reservations = self
+            .head
+            .list_reservations()
+            .into_iter()
+            .map(|r| v1::Reservation {
+                name: r.name,
+                nodes: r.nodes.into_iter().map(|n| n.0).collect(),
+                start_ms: r.start.0,
+                end_ms: r.end.0,
+                users: r.users,
+                maintenance: r.maintenance,
+                created_by: r.created_by,
+            })
+            .collect();
+        Ok(Response::new(v1::ListReservationsReply { reservations }))
     }
 
     async fn resume(

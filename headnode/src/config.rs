@@ -1,9 +1,14 @@
 //! headnoded's configuration file (`headnoded.toml`), parsed strictly.
 
-use beowulf_scheduler::PriorityWeights;
-use beowulf_types::Millis;
+use beowulf_scheduler::{Association, Partition, PreemptMode, PriorityWeights, Qos};
+use beowulf_types::{Millis, NodeName, hostlist};
 use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+
+/// Fair-share usage halves every week by default, as Slurm's `PriorityDecayHalfLife=7-0`: recent
+/// use counts, last month's barely does.
+const DEFAULT_FAIRSHARE_HALF_LIFE_MS: Millis = 7 * 24 * 60 * 60 * 1000;
 
 /// How long a node may stay silent before it is marked DOWN and its jobs are requeued. Slurm's
 /// SlurmdTimeout defaults to 300 s; agents here heartbeat every second, so 10 s tolerates several
@@ -30,6 +35,60 @@ pub struct HeadConfig {
     pub schedule_interval_ms: Millis,
     #[serde(default)]
     pub priority: PriorityConfig,
+    /// Partitions (`[[partition]]`); none: one partition, `all`, of every node, without limits.
+    #[serde(default, rename = "partition")]
+    pub partitions: Vec<PartitionConfig>,
+    /// QOS definitions by name (`[qos.high]`).
+    #[serde(default)]
+    pub qos: BTreeMap<String, QosConfig>,
+    /// Fair-share shares (`[shares] users = { alice = 2 }`, `accounts = { physics = 3 }`).
+    #[serde(default)]
+    pub shares: SharesConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionConfig {
+    pub name: String,
+    /// A host list (`node[1-4]`); absent: every node.
+    #[serde(default)]
+    pub nodes: Option<String>,
+    /// Longest time limit, in Slurm's time syntax (`1-00:00:00`) or integer minutes.
+    #[serde(default)]
+    pub max_time: Option<toml::Value>,
+    #[serde(default)]
+    pub max_nodes: Option<u32>,
+    #[serde(default)]
+    pub allowed_users: Vec<String>,
+    #[serde(default)]
+    pub allowed_groups: Vec<String>,
+    #[serde(default)]
+    pub allowed_accounts: Vec<String>,
+    #[serde(default)]
+    pub priority_factor: u32,
+    #[serde(default)]
+    pub default: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QosConfig {
+    #[serde(default)]
+    pub priority: u32,
+    #[serde(default)]
+    pub preempts: Vec<String>,
+    /// What happens to this QOS's jobs when preempted: "off" (never), "requeue" or "cancel".
+    #[serde(default = "default_preempt_mode")]
+    pub preempt_mode: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharesConfig {
+    #[serde(default)]
+    pub users: BTreeMap<String, u32>,
+    #[serde(default)]
+    pub accounts: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -38,6 +97,14 @@ pub struct PriorityConfig {
     pub age_weight: u32,
     pub max_age_ms: Millis,
     pub size_weight: u32,
+    #[serde(default)]
+    pub fairshare_weight: u32,
+    #[serde(default)]
+    pub partition_weight: u32,
+    #[serde(default)]
+    pub qos_weight: u32,
+    #[serde(default = "default_fairshare_half_life")]
+    pub fairshare_half_life_ms: Millis,
 }
 
 impl Default for PriorityConfig {
@@ -47,6 +114,10 @@ impl Default for PriorityConfig {
             age_weight: w.age_weight,
             max_age_ms: w.max_age,
             size_weight: w.size_weight,
+            fairshare_weight: w.fairshare_weight,
+            partition_weight: w.partition_weight,
+            qos_weight: w.qos_weight,
+            fairshare_half_life_ms: DEFAULT_FAIRSHARE_HALF_LIFE_MS,
         }
     }
 }
@@ -73,7 +144,7 @@ impl HeadConfig {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<HeadConfig, ConfigError> {
-        toml::from_str(text).map_err(|e: toml::de::Error| {
+        let config: HeadConfig = toml::from_str(text).map_err(|e: toml::de::Error| {
             let line = e
                 .span()
                 .map(|s| beowulf_types::jobfile::line_of(text, s.start))
@@ -82,7 +153,103 @@ impl HeadConfig {
                 path: path.to_path_buf(),
                 message: format!("line {line}: {}", e.message().trim()),
             }
-        })
+        })?;
+        // Check the policy sections now, so a bad config fails at start-up, not at the first pass.
+        config.partitions().map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        config
+            .qos_definitions()
+            .map_err(|message| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// The scheduler's partitions, keyed by name.
+    pub fn partitions(&self) -> Result<BTreeMap<String, Partition>, String> {
+        let mut out = BTreeMap::new();
+        for p in &self.partitions {
+            let nodes = match &p.nodes {
+                None => BTreeSet::new(),
+                Some(list) => hostlist::expand(list)
+                    .map_err(|e| format!("partition {}: nodes: {e}", p.name))?
+                    .into_iter()
+                    .map(NodeName::new)
+                    .collect(),
+            };
+            let max_time = match &p.max_time {
+                None => None,
+                Some(v) => Some(
+                    beowulf_types::jobfile::parse_time_limit(v)
+                        .map_err(|e| format!("partition {}: max_time: {e}", p.name))?,
+                ),
+            };
+            let partition = Partition {
+                nodes,
+                max_time,
+                max_nodes: p.max_nodes,
+                allowed_users: p.allowed_users.iter().cloned().collect(),
+                allowed_groups: p.allowed_groups.iter().cloned().collect(),
+                allowed_accounts: p.allowed_accounts.iter().cloned().collect(),
+                priority_factor: p.priority_factor,
+                default: p.default,
+            };
+            if out.insert(p.name.clone(), partition).is_some() {
+                return Err(format!("partition {} is defined twice", p.name));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The scheduler's QOS definitions, keyed by name.
+    pub fn qos_definitions(&self) -> Result<BTreeMap<String, Qos>, String> {
+        let mut out = BTreeMap::new();
+        for (name, q) in &self.qos {
+            let preempt_mode = match q.preempt_mode.as_str() {
+                "off" => PreemptMode::Off,
+                "requeue" => PreemptMode::Requeue,
+                "cancel" => PreemptMode::Cancel,
+                other => {
+                    return Err(format!(
+                        "qos {name}: preempt_mode `{other}` is not off, requeue or cancel"
+                    ));
+                }
+            };
+            for target in &q.preempts {
+                if !self.qos.contains_key(target) {
+                    return Err(format!(
+                        "qos {name}: preempts `{target}`, which is not defined"
+                    ));
+                }
+            }
+            out.insert(
+                name.clone(),
+                Qos {
+                    priority: q.priority,
+                    preempts: q.preempts.iter().cloned().collect(),
+                    preempt_mode,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Fair-share shares per user and account.
+    pub fn shares(&self) -> BTreeMap<Association, u32> {
+        let users = self
+            .shares
+            .users
+            .iter()
+            .map(|(u, s)| (Association::User(u.clone()), *s));
+        let accounts = self
+            .shares
+            .accounts
+            .iter()
+            .map(|(a, s)| (Association::Account(a.clone()), *s));
+        users.chain(accounts).collect()
     }
 
     pub fn priority_weights(&self) -> PriorityWeights {
@@ -90,9 +257,19 @@ impl HeadConfig {
             age_weight: self.priority.age_weight,
             max_age: self.priority.max_age_ms,
             size_weight: self.priority.size_weight,
-            ..PriorityWeights::default()
+            fairshare_weight: self.priority.fairshare_weight,
+            partition_weight: self.priority.partition_weight,
+            qos_weight: self.priority.qos_weight,
         }
     }
+}
+
+fn default_preempt_mode() -> String {
+    "off".into()
+}
+
+fn default_fairshare_half_life() -> Millis {
+    DEFAULT_FAIRSHARE_HALF_LIFE_MS
 }
 
 fn default_agent_listen() -> String {

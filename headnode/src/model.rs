@@ -48,6 +48,44 @@ pub struct JobRecord {
     pub cleanup: BTreeMap<NodeName, u32>,
     pub restarts: u32,
     pub events: Vec<JobEvent>,
+    /// The user's groups by name at submit (partitions and reservations allow groups by name).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Set when the job is an element of a job array.
+    #[serde(default)]
+    pub array: Option<ArrayElement>,
+    /// The priority the job had when it last started (preemption takes the lowest first).
+    #[serde(default)]
+    pub start_priority: u64,
+}
+
+/// A job's place in its array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayElement {
+    /// The array's ID: its first element's job ID (Slurm's `SLURM_ARRAY_JOB_ID`).
+    pub array: JobId,
+    pub index: u32,
+    /// Elements in the array, and its throttle (`%N`).
+    pub count: u32,
+    pub min_index: u32,
+    pub max_index: u32,
+    pub max_running: Option<u32>,
+}
+
+/// An advance reservation (`cluster reserve`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationRecord {
+    pub name: String,
+    /// Empty with `all_nodes`: the whole cluster.
+    pub nodes: Vec<NodeName>,
+    pub all_nodes: bool,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    /// Users allowed to run in it by name; empty: anyone who names it.
+    pub users: Vec<String>,
+    /// Nobody runs there (maintenance window).
+    pub maintenance: bool,
+    pub created_by: String,
 }
 
 impl JobRecord {

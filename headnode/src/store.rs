@@ -1,6 +1,6 @@
 //! The durable store (redb): jobs, nodes and counters. A change is acknowledged only after `commit`.
 
-use crate::model::{JobRecord, NodeRecord};
+use crate::model::{JobRecord, NodeRecord, ReservationRecord};
 use beowulf_types::{Generation, JobId, NodeName};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::BTreeMap;
@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const RESERVATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("reservations");
 const NEXT_JOB_ID: &str = "next_job_id";
 const GENERATION: &str = "generation";
 
@@ -42,6 +43,7 @@ pub struct Snapshot {
     pub nodes: BTreeMap<NodeName, NodeRecord>,
     pub next_job_id: u64,
     pub generation: Generation,
+    pub reservations: BTreeMap<String, ReservationRecord>,
 }
 
 /// One atomic change: the records to write and the counters after it.
@@ -74,6 +76,7 @@ impl Store {
             txn.open_table(JOBS)?;
             txn.open_table(NODES)?;
             txn.open_table(META)?;
+            txn.open_table(RESERVATIONS)?;
             Ok(())
         })?;
         Ok(store)
@@ -101,6 +104,13 @@ impl Store {
             let node: NodeRecord = self.decode(&format!("node {}", key.value()), value.value())?;
             snapshot.nodes.insert(node.name.clone(), node);
         }
+        let reservations = txn.open_table(RESERVATIONS).map_err(|e| io(e.into()))?;
+        for entry in reservations.iter().map_err(|e| io(e.into()))? {
+            let (key, value) = entry.map_err(|e| io(e.into()))?;
+            let r: ReservationRecord =
+                self.decode(&format!("reservation {}", key.value()), value.value())?;
+            snapshot.reservations.insert(r.name.clone(), r);
+        }
         let meta = txn.open_table(META).map_err(|e| io(e.into()))?;
         if let Some(v) = meta.get(NEXT_JOB_ID).map_err(|e| io(e.into()))? {
             snapshot.next_job_id = v.value();
@@ -127,6 +137,27 @@ impl Store {
             let mut meta = txn.open_table(META)?;
             meta.insert(NEXT_JOB_ID, change.next_job_id)?;
             meta.insert(GENERATION, change.generation.0)?;
+            Ok(())
+        })
+    }
+
+    /// Writes (`Some`) or deletes (`None`) one reservation, durably.
+    pub fn put_reservation(
+        &self,
+        name: &str,
+        record: Option<&ReservationRecord>,
+    ) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let mut table = txn.open_table(RESERVATIONS)?;
+            match record {
+                Some(r) => {
+                    let bytes = serde_json::to_vec(r).expect("reservations serialize");
+                    table.insert(name, bytes.as_slice())?;
+                }
+                None => {
+                    table.remove(name)?;
+                }
+            }
             Ok(())
         })
     }

@@ -36,6 +36,8 @@ impl From<&Inventory> for v1::Inventory {
                     netdev: p.netdev.clone(),
                 })
                 .collect(),
+            features: inv.features.clone(),
+            gres: inv.gres.clone().into_iter().collect(),
         }
     }
 }
@@ -73,6 +75,8 @@ impl From<&v1::Inventory> for Inventory {
                     netdev: p.netdev.clone(),
                 })
                 .collect(),
+            features: inv.features.clone(),
+            gres: inv.gres.clone().into_iter().collect(),
         }
     }
 }
@@ -106,6 +110,8 @@ mod tests {
                 link_layer: "Ethernet".into(),
                 netdev: Some("eth1".into()),
             }],
+            features: vec!["ib".into()],
+            gres: [("gpu".to_string(), 2)].into(),
         };
         let wire = v1::Inventory::from(&inv);
         assert_eq!(Inventory::from(&wire), inv);

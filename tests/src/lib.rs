@@ -52,10 +52,22 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Starts headnoded and `nodes` agents with the given heartbeat timeout (seconds).
     pub fn start(nodes: u32, heartbeat_timeout: u32) -> LocalCluster {
+        Self::start_with_policy(nodes, heartbeat_timeout, None)
+    }
+
+    /// Like [`LocalCluster::start`], with scheduling policy sections for headnoded.toml.
+    pub fn start_with_policy(
+        nodes: u32,
+        heartbeat_timeout: u32,
+        policy: Option<&str>,
+    ) -> LocalCluster {
         let state = tempfile::Builder::new()
             .prefix("bw-state-")
             .tempdir()
             .unwrap();
+        if let Some(policy) = policy {
+            std::fs::write(state.path().join("policy.toml"), policy).unwrap();
+        }
         let work = tempfile::Builder::new()
             .prefix("bw-work-")
             .tempdir()
@@ -68,14 +80,21 @@ impl LocalCluster {
 
     /// Runs `cluster init --local` (it starts whatever daemon is not running).
     pub fn init(&self, heartbeat_timeout: u32) {
-        let out = self.cluster(&[
+        let nodes = self.nodes.to_string();
+        let timeout = heartbeat_timeout.to_string();
+        let policy = self.state.path().join("policy.toml");
+        let mut args = vec![
             "init",
             "--local",
             "--nodes",
-            &self.nodes.to_string(),
+            &nodes,
             "--heartbeat-timeout",
-            &heartbeat_timeout.to_string(),
-        ]);
+            &timeout,
+        ];
+        if policy.exists() {
+            args.extend(["--policy", policy.to_str().unwrap()]);
+        }
+        let out = self.cluster(&args);
         assert!(
             out.status.success(),
             "cluster init failed: {}",

@@ -28,6 +28,8 @@ fn main() -> anyhow::Result<()> {
     if let Some(offer) = &config.offer {
         inventory.cpus = offer.cpus.unwrap_or(inventory.cpus);
         inventory.memory_mb = offer.memory_mb.unwrap_or(inventory.memory_mb);
+        inventory.features = offer.features.clone();
+        inventory.gres = offer.gres.clone();
     }
     let launcher = ProcessLauncher::new(config.cgroup_name.as_deref().unwrap_or(&config.node_name))
         .context("cannot set up the task launcher")?;

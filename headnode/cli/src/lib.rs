@@ -81,8 +81,48 @@ pub enum Commands {
     },
     /// Let a drained (or recovered) node take jobs again.
     Resume { node: String },
+    /// Why a job waits: what blocks it, and when it should start.
+    Why {
+        job: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Advance reservations: nodes set aside for some users, or for maintenance.
+    #[command(subcommand)]
+    Reserve(ReserveCommand),
     /// The VM lab: `up --nodes N`, `status`, `ssh NODE [CMD]`, `down`.
     Lab(lab::LabArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReserveCommand {
+    /// Set nodes aside: `cluster reserve create maint --nodes node[1-2] --start +10m --duration 2h --maintenance`.
+    Create {
+        name: String,
+        /// A host list (`node[1-2]`); absent: every node.
+        #[arg(long)]
+        nodes: Option<String>,
+        /// `now`, `+30m`, `+2h`, or Unix seconds.
+        #[arg(long, default_value = "now")]
+        start: String,
+        /// Slurm's time syntax (`2:00:00`, `1-00:00:00`) or minutes.
+        #[arg(long)]
+        duration: String,
+        /// Users allowed to run in it (comma-separated); absent: anyone who names it.
+        #[arg(long, value_delimiter = ',')]
+        users: Vec<String>,
+        /// Nobody runs there: a maintenance window.
+        #[arg(long)]
+        maintenance: bool,
+    },
+    /// Reservations that have not ended.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +142,10 @@ pub struct InitArgs {
     /// Seconds without a heartbeat before a node is DOWN.
     #[arg(long, default_value_t = 10)]
     pub heartbeat_timeout: u64,
+    /// Scheduling policy for headnoded (`[[partition]]`, `[qos.NAME]`, `[priority]`, `[shares]`
+    /// sections of headnoded.toml), added to the generated configuration.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +158,50 @@ pub struct SubmitArgs {
     /// Print the job as JSON (with --wait: when it has ended).
     #[arg(long)]
     pub json: bool,
+    /// Run the job as an array: `1-100`, `1,3,5`, `0-15:4`, with `%N` to run at most N at once.
+    #[arg(long)]
+    pub array: Option<String>,
+    /// Start after other jobs: `afterok:12:13`, `afterany:14`, `afternotok:9`, `singleton`.
+    #[arg(long, short = 'd')]
+    pub dependency: Option<String>,
+    #[arg(long, short = 'p')]
+    pub partition: Option<String>,
+    #[arg(long, short = 'q')]
+    pub qos: Option<String>,
+    #[arg(long, short = 'A')]
+    pub account: Option<String>,
+    /// Run inside an advance reservation.
+    #[arg(long)]
+    pub reservation: Option<String>,
+    /// Node features the job needs: `ib&bigmem`, `a|b`.
+    #[arg(long, short = 'C')]
+    pub constraint: Option<String>,
+    /// Generic resources per node: `gpu:2`.
+    #[arg(long)]
+    pub gres: Option<String>,
+    /// The job's name.
+    #[arg(long, short = 'J')]
+    pub job_name: Option<String>,
+}
+
+impl SubmitArgs {
+    /// Options that override the job file, by job-file field name.
+    fn overrides(&self) -> std::collections::HashMap<String, String> {
+        [
+            ("array", &self.array),
+            ("dependency", &self.dependency),
+            ("partition", &self.partition),
+            ("qos", &self.qos),
+            ("account", &self.account),
+            ("reservation", &self.reservation),
+            ("constraint", &self.constraint),
+            ("gres", &self.gres),
+            ("name", &self.job_name),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
+        .collect()
+    }
 }
 
 /// Runs a `cluster` command; returns the process exit code.
@@ -131,14 +219,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             if args.nodes == 0 {
                 bail!("--nodes must be at least 1");
             }
-            let opts = local::LocalOptions {
-                state_dir: cli.global.state_dir.clone(),
-                socket,
-                nodes: args.nodes,
-                cpus_per_node: args.cpus_per_node,
-                memory_per_node_mb: args.memory_per_node,
-                heartbeat_timeout_ms: args.heartbeat_timeout * 1000,
-            };
+            let opts =
+                local::LocalOptions {
+                    state_dir: cli.global.state_dir.clone(),
+                    socket,
+                    nodes: args.nodes,
+                    cpus_per_node: args.cpus_per_node,
+                    memory_per_node_mb: args.memory_per_node,
+                    heartbeat_timeout_ms: args.heartbeat_timeout * 1000,
+                    policy: match &args.policy {
+                        Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
+                            format!("cannot read the policy {}", path.display())
+                        })?),
+                        None => None,
+                    },
+                };
             local::init(&opts).await?;
             Ok(0)
         }
@@ -220,6 +315,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("{} is {}", info.name, info.state);
             Ok(0)
         }
+        Commands::Why { job, json } => {
+            let mut c = client::connect(&socket).await?;
+            let why = c
+                .why(v1::ShowJobRequest { job_id: job })
+                .await
+                .map_err(client::status_error)?
+                .into_inner();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "id": why.job_id,
+                        "state": why.state,
+                        "reason": why.reason,
+                        "starts_now": why.starts_now,
+                        "priority": why.priority,
+                        "estimated_start_ms": why.estimated_start_ms,
+                        "blockers": why.blockers,
+                    }))?
+                );
+            } else if why.state != "PENDING" {
+                println!("job {job} is {}, not waiting", why.state);
+            } else {
+                print!("{}", why.text);
+                if let Some(t) = why.estimated_start_ms {
+                    println!(
+                        "expected to start in ~{}",
+                        output::duration(t.saturating_sub(local::now_ms()))
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Commands::Reserve(command) => reserve(&socket, command).await,
         Commands::Lab(args) => lab::run(&cli.global.state_dir, args),
         Commands::Resume { node } => {
             let mut c = client::connect(&socket).await?;
@@ -234,6 +363,103 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
+/// `cluster reserve create|list|delete`.
+async fn reserve(socket: &Path, command: ReserveCommand) -> anyhow::Result<i32> {
+    let mut c = client::connect(socket).await?;
+    match command {
+        ReserveCommand::Create {
+            name,
+            nodes,
+            start,
+            duration,
+            users,
+            maintenance,
+        } => {
+            let start_ms = parse_start(&start)?;
+            let duration_ms = beowulf_types::jobfile::parse_time_limit(&toml_value(&duration))
+                .map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
+            let nodes = match nodes {
+                Some(list) => beowulf_types::hostlist::expand(&list)
+                    .map_err(|e| anyhow::anyhow!("--nodes: {e}"))?,
+                None => Vec::new(),
+            };
+            let r = c
+                .create_reservation(v1::Reservation {
+                    name,
+                    nodes,
+                    start_ms,
+                    end_ms: start_ms + duration_ms,
+                    users,
+                    maintenance,
+                    created_by: String::new(),
+                })
+                .await
+                .map_err(client::status_error)?
+                .into_inner();
+            println!("reservation {} created", r.name);
+        }
+        ReserveCommand::List { json } => {
+            let list = c
+                .list_reservations(v1::ListReservationsRequest {})
+                .await
+                .map_err(client::status_error)?
+                .into_inner()
+                .reservations;
+            if json {
+                let items: Vec<_> = list
+                    .iter()
+                    .map(|r| serde_json::json!({"name": r.name, "nodes": r.nodes, "start_ms": r.start_ms, "end_ms": r.end_ms, "users": r.users, "maintenance": r.maintenance}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&items)?);
+            } else {
+                println!("{}", output::reservations_table(&list, local::now_ms()));
+            }
+        }
+        ReserveCommand::Delete { name } => {
+            c.delete_reservation(v1::DeleteReservationRequest { name: name.clone() })
+                .await
+                .map_err(client::status_error)?;
+            println!("reservation {name} deleted");
+        }
+    }
+    Ok(0)
+}
+
+/// A duration given on the command line: integer minutes or Slurm's time syntax.
+fn toml_value(text: &str) -> toml::Value {
+    match text.trim().parse::<i64>() {
+        Ok(minutes) => toml::Value::Integer(minutes),
+        Err(_) => toml::Value::String(text.trim().to_string()),
+    }
+}
+
+/// `now`, `+30m` / `+2h` / `+1d` / `+90s`, or Unix seconds → Unix milliseconds.
+fn parse_start(text: &str) -> anyhow::Result<u64> {
+    let now = local::now_ms();
+    let text = text.trim();
+    if text == "now" {
+        return Ok(now);
+    }
+    if let Some(rel) = text.strip_prefix('+') {
+        let (n, unit) = rel.split_at(rel.find(|c: char| !c.is_ascii_digit()).unwrap_or(rel.len()));
+        let n: u64 = n
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--start: `{text}` is not like +30m"))?;
+        let ms = match unit {
+            "s" => 1000,
+            "" | "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => bail!("--start: unknown unit `{unit}` (use s, m, h or d)"),
+        };
+        return Ok(now + n * ms);
+    }
+    let secs: u64 = text
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--start: `{text}` is not now, +30m or Unix seconds"))?;
+    Ok(secs * 1000)
+}
+
 /// `submit job.toml [--wait]`.
 pub async fn submit(socket: &Path, args: &SubmitArgs) -> anyhow::Result<i32> {
     let text = std::fs::read_to_string(&args.file)
@@ -246,21 +472,34 @@ pub async fn submit(socket: &Path, args: &SubmitArgs) -> anyhow::Result<i32> {
             file_text: text,
             cwd: cwd.display().to_string(),
             env: std::env::vars().collect(),
+            overrides: args.overrides(),
         })
         .await
         .map_err(client::status_error)?
         .into_inner();
     let id = reply.job_id;
+    let submitted = if reply.count > 1 {
+        format!(
+            "Submitted job array {id} ({} jobs: {id}-{})",
+            reply.count,
+            id + u64::from(reply.count) - 1
+        )
+    } else {
+        format!("Submitted job {id}")
+    };
     if !args.wait {
         if args.json {
-            println!("{}", serde_json::json!({ "id": id }));
+            println!("{}", serde_json::json!({ "id": id, "count": reply.count }));
         } else {
-            println!("Submitted job {id}");
+            println!("{submitted}");
         }
         return Ok(0);
     }
+    if reply.count > 1 {
+        bail!("{submitted}; --wait follows one job: use `cluster queue` for arrays");
+    }
     if !args.json {
-        println!("Submitted job {id}");
+        println!("{submitted}");
     }
     let mut events = c
         .watch_job(v1::ShowJobRequest { job_id: id })

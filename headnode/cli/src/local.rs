@@ -24,6 +24,8 @@ pub struct LocalOptions {
     pub cpus_per_node: u32,
     pub memory_per_node_mb: u64,
     pub heartbeat_timeout_ms: u64,
+    /// TOML sections added to headnoded.toml (partitions, QOS, priority weights, shares).
+    pub policy: Option<String>,
 }
 
 const HEAD: &str = "headnoded";
@@ -44,13 +46,15 @@ pub async fn init(opts: &LocalOptions) -> anyhow::Result<()> {
     let bin_dir = binary_dir()?;
 
     let head_config = dir.join("headnoded.toml");
-    std::fs::write(
-        &head_config,
-        format!(
-            "# Written by `cluster init --local`.\nstate_dir = {:?}\nsocket = {:?}\nagent_listen = \"127.0.0.1:0\"\nheartbeat_timeout_ms = {}\n",
-            dir, opts.socket, opts.heartbeat_timeout_ms
-        ),
-    )?;
+    let mut config = format!(
+        "# Written by `cluster init --local`.\nstate_dir = {:?}\nsocket = {:?}\nagent_listen = \"127.0.0.1:0\"\nheartbeat_timeout_ms = {}\n",
+        dir, opts.socket, opts.heartbeat_timeout_ms
+    );
+    if let Some(policy) = &opts.policy {
+        config.push_str("\n# Policy given with --policy:\n");
+        config.push_str(policy);
+    }
+    std::fs::write(&head_config, config)?;
     let mut started = Vec::new();
     if !alive(&pids, HEAD, "headnoded") {
         let _ = std::fs::remove_file(dir.join("agent.addr"));

@@ -29,6 +29,11 @@ pub fn job_json(job: &v1::JobInfo) -> Value {
         "workdir": job.workdir,
         "stdout": job.stdout_path,
         "stderr": job.stderr_path,
+        "array_job_id": job.array_job_id,
+        "array_task_id": job.array_task_id,
+        "qos": job.qos,
+        "account": job.account,
+        "dependencies": job.dependencies,
         "events": job.events.iter().map(|e| json!({"time_ms": e.time_ms, "message": e.message})).collect::<Vec<_>>(),
     })
 }
@@ -138,6 +143,42 @@ pub fn nodes_table(nodes: &[v1::NodeInfo]) -> String {
     t.to_string()
 }
 
+/// `scontrol show reservation`-like, one line each.
+pub fn reservations_table(list: &[v1::Reservation], now_ms: u64) -> String {
+    let mut t = table(&["NAME", "NODES", "STARTS", "ENDS", "USERS", "FLAGS"]);
+    for r in list {
+        let when = |ms: u64| {
+            if ms <= now_ms {
+                format!("{} ago", duration(now_ms - ms))
+            } else {
+                format!("in {}", duration(ms - now_ms))
+            }
+        };
+        let nodes = if r.nodes.is_empty() {
+            "ALL".to_string()
+        } else {
+            beowulf_types::hostlist::compress(&r.nodes)
+        };
+        t.add_row(vec![
+            r.name.clone(),
+            nodes,
+            when(r.start_ms),
+            when(r.end_ms),
+            if r.users.is_empty() {
+                "-".into()
+            } else {
+                r.users.join(",")
+            },
+            if r.maintenance {
+                "MAINT".into()
+            } else {
+                String::new()
+            },
+        ]);
+    }
+    t.to_string()
+}
+
 /// `scontrol show job`-like.
 pub fn job_details(job: &v1::JobInfo) -> String {
     let mut out = String::new();
@@ -172,6 +213,18 @@ pub fn job_details(job: &v1::JobInfo) -> String {
         ),
     );
     line("Partition", job.partition.clone());
+    if let (Some(a), Some(i)) = (job.array_job_id, job.array_task_id) {
+        line("Array", format!("element {i} of job array {a}"));
+    }
+    if !job.qos.is_empty() {
+        line("QOS", job.qos.clone());
+    }
+    if !job.account.is_empty() {
+        line("Account", job.account.clone());
+    }
+    if !job.dependencies.is_empty() {
+        line("Dependency", job.dependencies.join(","));
+    }
     line("TimeLimit", duration(job.time_limit_ms));
     line("Restarts", job.restarts.to_string());
     line("WorkDir", job.workdir.clone());

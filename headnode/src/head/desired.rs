@@ -3,7 +3,7 @@
 use super::{Head, Inner};
 use crate::model::JobRecord;
 use beowulf_proto::v1;
-use beowulf_types::{JobState, NodeName, Program};
+use beowulf_types::{JobState, NodeName, Program, hostlist};
 use std::collections::{BTreeMap, BTreeSet};
 
 impl Head {
@@ -67,8 +67,8 @@ fn assignment(job: &JobRecord, index: usize) -> v1::Assignment {
         ("SLURM_JOB_ID", job.id.to_string()),
         ("SLURM_JOBID", job.id.to_string()),
         ("SLURM_JOB_NAME", spec.name.clone()),
-        ("SLURM_JOB_NODELIST", hostlist(&nodelist)),
-        ("SLURM_NODELIST", hostlist(&nodelist)),
+        ("SLURM_JOB_NODELIST", hostlist::compress(&nodelist)),
+        ("SLURM_NODELIST", hostlist::compress(&nodelist)),
         ("SLURM_NNODES", job.nodes.len().to_string()),
         ("SLURM_JOB_NUM_NODES", job.nodes.len().to_string()),
         ("SLURM_NTASKS", spec.ntasks.to_string()),
@@ -89,6 +89,16 @@ fn assignment(job: &JobRecord, index: usize) -> v1::Assignment {
         ("BEOWULF_RUN", job.run.to_string()),
     ];
     env.extend(slurm.into_iter().map(|(k, v)| (k.to_string(), v)));
+    if let Some(a) = job.array {
+        let array = [
+            ("SLURM_ARRAY_JOB_ID", a.array.to_string()),
+            ("SLURM_ARRAY_TASK_ID", a.index.to_string()),
+            ("SLURM_ARRAY_TASK_COUNT", a.count.to_string()),
+            ("SLURM_ARRAY_TASK_MIN", a.min_index.to_string()),
+            ("SLURM_ARRAY_TASK_MAX", a.max_index.to_string()),
+        ];
+        env.extend(array.into_iter().map(|(k, v)| (k.to_string(), v)));
+    }
     let start = job.start_time.unwrap_or_default();
     v1::Assignment {
         job_id: job.id.0,
@@ -124,21 +134,33 @@ pub struct JobPaths {
 }
 
 /// Resolves workdir (relative to the submit directory) and output files (relative to the workdir,
-/// `%j` = job ID, `%u` = user, `%x` = job name), with Slurm's default `slurm-%j.out` renamed to ours.
+/// `%j` = job ID, `%u` = user, `%x` = job name, `%A` = array ID, `%a` = array index), with Slurm's
+/// default `slurm-%j.out` renamed to ours (`slurm-%A_%a.out` for array elements).
 pub fn job_paths(job: &JobRecord) -> JobPaths {
     let cwd = std::path::Path::new(&job.submit_cwd);
     let workdir = match &job.spec.workdir {
         Some(w) => cwd.join(w),
         None => cwd.to_path_buf(),
     };
+    let (array_id, index) = match job.array {
+        Some(a) => (a.array.to_string(), a.index.to_string()),
+        None => (job.id.to_string(), String::new()),
+    };
     let expand = |pattern: &str| {
         let name = pattern
+            .replace("%A", &array_id)
+            .replace("%a", &index)
             .replace("%j", &job.id.to_string())
             .replace("%u", &job.user.name)
             .replace("%x", &job.spec.name);
         workdir.join(name).to_string_lossy().into_owned()
     };
-    let stdout = expand(job.spec.output.as_deref().unwrap_or("beowulf-%j.out"));
+    let default = if job.array.is_some() {
+        "beowulf-%A_%a.out"
+    } else {
+        "beowulf-%j.out"
+    };
+    let stdout = expand(job.spec.output.as_deref().unwrap_or(default));
     let stderr = job
         .spec
         .error
@@ -149,70 +171,5 @@ pub fn job_paths(job: &JobRecord) -> JobPaths {
         workdir: workdir.to_string_lossy().into_owned(),
         stdout,
         stderr,
-    }
-}
-
-/// Slurm's compressed host list: `node1,node2,node3,node7` → `node[1-3,7]`.
-pub fn hostlist(names: &[String]) -> String {
-    let mut groups: BTreeMap<&str, Vec<(u64, usize)>> = BTreeMap::new();
-    let mut plain = Vec::new();
-    for name in names {
-        let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
-        let (prefix, number) = name.split_at(name.len() - digits);
-        match number.parse::<u64>() {
-            Ok(n) if !number.is_empty() => {
-                groups.entry(prefix).or_default().push((n, number.len()))
-            }
-            _ => plain.push(name.clone()),
-        }
-    }
-    let mut parts = plain;
-    for (prefix, mut numbers) in groups {
-        numbers.sort();
-        numbers.dedup();
-        if numbers.len() == 1 {
-            parts.push(format!(
-                "{prefix}{:0width$}",
-                numbers[0].0,
-                width = numbers[0].1
-            ));
-            continue;
-        }
-        let mut ranges: Vec<String> = Vec::new();
-        let mut i = 0;
-        while i < numbers.len() {
-            let mut j = i;
-            while j + 1 < numbers.len()
-                && numbers[j + 1].0 == numbers[j].0 + 1
-                && numbers[j + 1].1 == numbers[i].1
-            {
-                j += 1;
-            }
-            let w = numbers[i].1;
-            ranges.push(if i == j {
-                format!("{:0w$}", numbers[i].0)
-            } else {
-                format!("{:0w$}-{:0w$}", numbers[i].0, numbers[j].0)
-            });
-            i = j + 1;
-        }
-        parts.push(format!("{prefix}[{}]", ranges.join(",")));
-    }
-    parts.join(",")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::hostlist;
-
-    #[test]
-    fn hostlists_compress_like_slurm() {
-        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            hostlist(&names(&["node1", "node2", "node3", "node7"])),
-            "node[1-3,7]"
-        );
-        assert_eq!(hostlist(&names(&["node4"])), "node4");
-        assert_eq!(hostlist(&names(&["head", "n01", "n02"])), "head,n[01-02]");
     }
 }

@@ -1,11 +1,13 @@
 //! Job operations: submit, cancel, run reports from agents, and time limits.
 
 use super::{Head, HeadError, Tx, now};
-use crate::model::{JobRecord, User};
+use crate::config::HeadConfig;
+use crate::model::{ArrayElement, JobRecord, User};
 use beowulf_proto::v1;
+use beowulf_scheduler::Constraint;
 use beowulf_types::{
-    JobFileError, JobId, JobSpec, JobState, NodeName, Resources, Timestamp, line_of_field,
-    parse_job_file,
+    DependencySpec, JobFileError, JobId, JobSpec, JobState, NodeName, Resources, Timestamp,
+    apply_overrides, line_of_field, parse_job_file,
 };
 use std::collections::BTreeMap;
 
@@ -28,41 +30,92 @@ pub const DEFAULT_PARTITION: &str = "all";
 impl Head {
     /// Parses, validates and durably queues a job. Returns only after the job is committed.
     pub fn submit(&self, caller: &Caller, request: v1::SubmitRequest) -> Result<JobId, HeadError> {
+        self.submit_jobs(caller, request).map(|(first, _)| first)
+    }
+
+    /// Like [`Head::submit`]; a job array becomes one job per index, with consecutive IDs, all
+    /// committed together. Returns the first ID and how many jobs were queued.
+    pub fn submit_jobs(
+        &self,
+        caller: &Caller,
+        request: v1::SubmitRequest,
+    ) -> Result<(JobId, u32), HeadError> {
         let file = request.file_name.as_str();
         let text = request.file_text.as_str();
-        let spec = parse_job_file(file, text)?;
-        let id = self.mutate(|tx| {
-            check_fits_cluster(tx, file, text, &spec)?;
-            let id = tx.allocate_job_id();
+        let mut spec = parse_job_file(file, text)?;
+        let overrides: BTreeMap<String, String> = request.overrides.into_iter().collect();
+        apply_overrides(&mut spec, &overrides)?;
+        let source = Source {
+            file,
+            text,
+            overrides: &overrides,
+        };
+        let user = user_of(caller);
+        let groups = groups_of(&user);
+        let submit_env: BTreeMap<String, String> = request.env.into_iter().collect();
+        let submitted = self.mutate(|tx| {
+            check_fits_cluster(tx, &self.config, &source, &spec)?;
+            check_policy(tx, &self.config, &source, &spec)?;
             let now = now();
-            let mut job = JobRecord {
-                id,
-                spec,
-                user: user_of(caller),
-                submit_cwd: request.cwd,
-                submit_env: request.env.into_iter().collect(),
-                state: JobState::Pending,
-                end_reason: String::new(),
-                submit_time: now,
-                start_time: None,
-                end_time: None,
-                exit_code: None,
-                nodes: Vec::new(),
-                run: 0,
-                node_results: BTreeMap::new(),
-                cleanup: BTreeMap::new(),
-                restarts: 0,
-                events: Vec::new(),
+            let indices: Vec<Option<u32>> = match &spec.array {
+                None => vec![None],
+                Some(a) => a.indices.iter().copied().map(Some).collect(),
             };
-            job.log(
-                now,
-                format!("submitted by {} (uid {})", job.user.name, job.user.uid),
-            );
-            tx.insert_job(job);
-            Ok(id)
+            let count = indices.len() as u32;
+            let mut first = None;
+            for index in indices {
+                let id = tx.allocate_job_id();
+                let array_id = *first.get_or_insert(id);
+                let array = match (index, &spec.array) {
+                    (Some(index), Some(a)) => Some(ArrayElement {
+                        array: array_id,
+                        index,
+                        count,
+                        min_index: a.indices[0],
+                        max_index: *a.indices.last().expect("arrays have an index"),
+                        max_running: a.max_running,
+                    }),
+                    _ => None,
+                };
+                let mut job = JobRecord {
+                    id,
+                    spec: spec.clone(),
+                    user: user.clone(),
+                    submit_cwd: request.cwd.clone(),
+                    submit_env: submit_env.clone(),
+                    state: JobState::Pending,
+                    end_reason: String::new(),
+                    submit_time: now,
+                    start_time: None,
+                    end_time: None,
+                    exit_code: None,
+                    nodes: Vec::new(),
+                    run: 0,
+                    node_results: BTreeMap::new(),
+                    cleanup: BTreeMap::new(),
+                    restarts: 0,
+                    events: Vec::new(),
+                    groups: groups.clone(),
+                    array,
+                    start_priority: 0,
+                };
+                let of_array = match array {
+                    Some(a) => format!(" as element {} of array {}", a.index, a.array),
+                    None => String::new(),
+                };
+                job.log(
+                    now,
+                    format!(
+                        "submitted by {} (uid {}){of_array}",
+                        job.user.name, job.user.uid
+                    ),
+                );
+                tx.insert_job(job);
+            }
+            Ok((first.expect("at least one job"), count))
         })?;
         self.wake_scheduler.notify_one();
-        Ok(id)
+        Ok(submitted)
     }
 
     /// Cancels a pending or running job; its tasks are killed on every node.
@@ -189,19 +242,24 @@ pub(super) fn fail_on_node(tx: &mut Tx<'_>, id: JobId, now: Timestamp, why: &str
         return;
     }
     if job.spec.requeue {
-        for node in &job.nodes {
-            if !job.node_results.contains_key(node) {
-                job.cleanup.insert(node.clone(), job.run);
-            }
-        }
-        job.state = JobState::Pending;
-        job.start_time = None;
-        job.node_results.clear();
-        job.restarts += 1;
-        job.log(now, format!("requeued: {why}"));
+        requeue(job, now, why);
     } else {
         job.end(JobState::NodeFail, now, why.to_string());
     }
+}
+
+/// Puts a running job back in the queue; nodes that have not reported keep a cleanup hold.
+pub(super) fn requeue(job: &mut JobRecord, now: Timestamp, why: &str) {
+    for node in &job.nodes {
+        if !job.node_results.contains_key(node) {
+            job.cleanup.insert(node.clone(), job.run);
+        }
+    }
+    job.state = JobState::Pending;
+    job.start_time = None;
+    job.node_results.clear();
+    job.restarts += 1;
+    job.log(now, format!("requeued: {why}"));
 }
 
 fn user_of(caller: &Caller) -> User {
@@ -220,34 +278,57 @@ fn user_of(caller: &Caller) -> User {
 /// Refuses requests the cluster can never satisfy, naming the line and field of the job file.
 fn check_fits_cluster(
     tx: &Tx<'_>,
-    file: &str,
-    text: &str,
+    config: &HeadConfig,
+    source: &Source<'_>,
     spec: &JobSpec,
 ) -> Result<(), HeadError> {
-    let refuse = |field: &str, message: String| {
-        HeadError::JobFile(JobFileError {
-            file: file.to_string(),
-            line: line_of_field(text, field),
-            field: Some(field.to_string()),
-            message,
-        })
+    let refuse = |field: &str, message: String| source.refusal(field, message);
+    let partitions = config.partitions().map_err(HeadError::Invalid)?;
+    let partition = match (&spec.partition, partitions.is_empty()) {
+        (None, true) => None,
+        (Some(name), true) if name == DEFAULT_PARTITION => None,
+        (Some(name), true) => {
+            return Err(refuse(
+                "partition",
+                format!(
+                    "no partition `{name}`; this cluster has one partition, `{DEFAULT_PARTITION}`"
+                ),
+            ));
+        }
+        (Some(name), false) => match partitions.get(name) {
+            Some(p) => Some((name.clone(), p)),
+            None => {
+                let names: Vec<&str> = partitions.keys().map(String::as_str).collect();
+                return Err(refuse(
+                    "partition",
+                    format!("no partition `{name}`; partitions: {}", names.join(", ")),
+                ));
+            }
+        },
+        (None, false) => partitions
+            .iter()
+            .find(|(_, p)| p.default)
+            .map(|(n, p)| (n.clone(), p)),
     };
-    if let Some(partition) = &spec.partition
-        && partition != DEFAULT_PARTITION
-    {
-        return Err(refuse(
-            "partition",
-            format!(
-                "no partition `{partition}`; this cluster has one partition, `{DEFAULT_PARTITION}`"
-            ),
-        ));
-    }
-    let capacities: Vec<Resources> = tx.nodes().map(|n| n.capacity()).collect();
+    let in_partition = |name: &NodeName| {
+        partition
+            .as_ref()
+            .is_none_or(|(_, p)| p.nodes.is_empty() || p.nodes.contains(name))
+    };
+    let capacities: Vec<Resources> = tx
+        .nodes()
+        .filter(|n| in_partition(&n.name))
+        .map(|n| n.capacity())
+        .collect();
     let total = capacities.len() as u32;
     if spec.nodes > total {
+        let whose = match &partition {
+            Some((name, _)) => format!("partition `{name}`"),
+            None => "the cluster".to_string(),
+        };
         return Err(refuse(
             "nodes",
-            format!("asks for {} nodes but the cluster has {total}", spec.nodes),
+            format!("asks for {} nodes but {whose} has {total}", spec.nodes),
         ));
     }
     let need = Resources::new(spec.cpus_per_node(), spec.memory_mb);
@@ -282,4 +363,93 @@ fn check_fits_cluster(
         ));
     }
     Ok(())
+}
+
+/// Where a submitted job's fields came from: the file, or command-line options that override it.
+struct Source<'a> {
+    file: &'a str,
+    text: &'a str,
+    overrides: &'a BTreeMap<String, String>,
+}
+
+impl Source<'_> {
+    /// An error naming the option (`--dependency: ...`) or the file, line and field.
+    fn refusal(&self, field: &str, message: String) -> HeadError {
+        if self.overrides.contains_key(field) {
+            return HeadError::JobFile(JobFileError {
+                file: format!("--{}", field.replace('_', "-")),
+                line: 0,
+                field: None,
+                message,
+            });
+        }
+        HeadError::JobFile(JobFileError {
+            file: self.file.to_string(),
+            line: line_of_field(self.text, field),
+            field: Some(field.to_string()),
+            message,
+        })
+    }
+}
+
+/// Refuses names that do not exist (QOS, reservation, dependency targets) and constraints that do
+/// not parse; Slurm refuses these at submit too.
+fn check_policy(
+    tx: &Tx<'_>,
+    config: &HeadConfig,
+    source: &Source<'_>,
+    spec: &JobSpec,
+) -> Result<(), HeadError> {
+    let refuse = |field: &str, message: String| source.refusal(field, message);
+    if let Some(qos) = &spec.qos
+        && !config.qos.contains_key(qos)
+    {
+        let names: Vec<&str> = config.qos.keys().map(String::as_str).collect();
+        let known = if names.is_empty() {
+            "none is configured".to_string()
+        } else {
+            names.join(", ")
+        };
+        return Err(refuse("qos", format!("no QOS `{qos}` ({known})")));
+    }
+    if let Some(constraint) = &spec.constraint
+        && let Err(e) = Constraint::parse(constraint)
+    {
+        return Err(refuse("constraint", format!("`{constraint}`: {e}")));
+    }
+    if let Some(name) = &spec.reservation
+        && !tx.reservation_exists(name)
+    {
+        return Err(refuse(
+            "reservation",
+            format!("no reservation `{name}` (see cluster reserve list)"),
+        ));
+    }
+    for dependency in &spec.dependencies {
+        let ids = match dependency {
+            DependencySpec::AfterOk(ids)
+            | DependencySpec::AfterAny(ids)
+            | DependencySpec::AfterNotOk(ids) => ids,
+            DependencySpec::Singleton => continue,
+        };
+        for id in ids {
+            if tx.job(JobId(*id)).is_none() {
+                return Err(refuse("dependency", format!("job {id} does not exist")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The user's groups by name, as the system's group database reports them.
+fn groups_of(user: &User) -> Vec<String> {
+    use nix::unistd::{Gid, Group};
+    let Ok(name) = std::ffi::CString::new(user.name.clone()) else {
+        return Vec::new();
+    };
+    let gids = nix::unistd::getgrouplist(&name, Gid::from_raw(user.gid))
+        .unwrap_or_else(|_| vec![Gid::from_raw(user.gid)]);
+    gids.into_iter()
+        .filter_map(|gid| Group::from_gid(gid).ok().flatten().map(|g| g.name))
+        .collect()
 }

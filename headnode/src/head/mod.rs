@@ -7,11 +7,12 @@
 mod desired;
 mod jobs;
 mod nodes;
+mod reservations;
 mod schedule;
 mod views;
 
 use crate::config::HeadConfig;
-use crate::model::{JobRecord, NodeRecord};
+use crate::model::{JobRecord, NodeRecord, ReservationRecord};
 use crate::store::{Change, Store, StoreError};
 use beowulf_proto::v1;
 use beowulf_scheduler::Pending;
@@ -40,6 +41,8 @@ pub enum HeadError {
     Conflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl From<HeadError> for Status {
@@ -53,6 +56,7 @@ impl From<HeadError> for Status {
                 Status::failed_precondition(message)
             }
             HeadError::Store(_) => Status::unavailable(message),
+            HeadError::Invalid(_) => Status::invalid_argument(message),
         }
     }
 }
@@ -79,6 +83,7 @@ struct Inner {
     last_seen: BTreeMap<NodeName, Timestamp>,
     sessions: BTreeMap<NodeName, Session>,
     next_session_id: u64,
+    reservations: BTreeMap<String, ReservationRecord>,
 }
 
 /// The head-node daemon's shared state.
@@ -140,6 +145,10 @@ impl Tx<'_> {
         self.resend.insert(node);
     }
 
+    pub fn reservation_exists(&self, name: &str) -> bool {
+        self.inner.reservations.contains_key(name)
+    }
+
     pub fn allocate_job_id(&mut self) -> JobId {
         let id = JobId(self.inner.next_job_id);
         self.inner.next_job_id += 1;
@@ -189,6 +198,7 @@ impl Head {
             last_seen,
             sessions: BTreeMap::new(),
             next_session_id: 1,
+            reservations: snapshot.reservations,
         };
         Ok(Head {
             inner: Mutex::new(inner),

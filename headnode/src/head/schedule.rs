@@ -1,30 +1,55 @@
-//! One scheduling pass: snapshot the records, call the pure scheduler, apply the plan it returns.
+//! One scheduling pass: snapshot the records, call the pure scheduler, apply the plan it returns
+//! (preemptions first, then starts). `why` answers from the same snapshot.
 
 use super::{Head, HeadError, Inner, now};
-use beowulf_scheduler::{NodeAvailability, NodeView, PendingJob, RunningJob, SchedulerInput, plan};
-use beowulf_types::{JobState, Resources, Timestamp};
+use crate::config::HeadConfig;
+use crate::model::{ArrayElement, JobRecord};
+use beowulf_scheduler::{
+    AdvanceReservation, ArrayMember, Association, Constraint, Dependency, Explanation, JobOutcome,
+    NodeAvailability, NodeView, PendingJob, PreemptMode, RunningJob, SchedulerInput, fairshare,
+    plan, why,
+};
+use beowulf_types::{DependencySpec, JobId, JobState, Resources, Timestamp};
 use std::collections::BTreeMap;
 
 impl Head {
     /// Runs one pass; returns how many jobs it started.
     pub fn schedule_pass(&self, rng: &mut impl rand::Rng) -> Result<usize, HeadError> {
         let now = now();
-        let (input, plan) = {
+        let plan = {
             let inner = self.lock();
-            let input = snapshot(&inner, now, self.config.priority_weights());
-            let plan = plan(&input, now, rng);
-            (input, plan)
+            let input = snapshot(&inner, &self.config, now);
+            plan(&input, now, rng)
         };
-        drop(input);
         let started = plan.starts.len();
-        if started > 0 {
+        if started > 0 || !plan.preemptions.is_empty() {
             self.mutate(|tx| {
+                // Victims first: their runs leave the desired state now, and the preemptor starts at
+                // a later pass, once their nodes report the tasks gone.
+                for p in &plan.preemptions {
+                    let Some(victim) = tx.job_mut(p.victim) else {
+                        continue;
+                    };
+                    if victim.state != JobState::Running {
+                        continue;
+                    }
+                    let why = format!("preempted by job {}", p.by);
+                    match p.mode {
+                        PreemptMode::Requeue => {
+                            super::jobs::requeue(victim, now, &why);
+                        }
+                        PreemptMode::Cancel | PreemptMode::Off => {
+                            victim.end(JobState::Cancelled, now, why);
+                        }
+                    }
+                }
                 for start in &plan.starts {
                     let job = tx.job_mut(start.job).expect("planned jobs exist");
                     job.state = JobState::Running;
                     job.nodes = start.nodes.clone();
                     job.run += 1;
                     job.start_time = Some(now);
+                    job.start_priority = start.priority;
                     job.node_results.clear();
                     let list: Vec<&str> = start.nodes.iter().map(|n| n.as_str()).collect();
                     job.log(
@@ -38,14 +63,21 @@ impl Head {
         self.lock().pending = plan.pending;
         Ok(started)
     }
+
+    /// Why a job waits: what blocks it and when it is expected to start.
+    pub fn why(&self, id: JobId) -> Result<Explanation, HeadError> {
+        let now = now();
+        let inner = self.lock();
+        if !inner.jobs.contains_key(&id) {
+            return Err(HeadError::NoSuchJob(id));
+        }
+        let input = snapshot(&inner, &self.config, now);
+        Ok(why(&input, now, id))
+    }
 }
 
 /// The scheduler's view of the committed records.
-fn snapshot(
-    inner: &Inner,
-    now: Timestamp,
-    weights: beowulf_scheduler::PriorityWeights,
-) -> SchedulerInput {
+fn snapshot(inner: &Inner, config: &HeadConfig, now: Timestamp) -> SchedulerInput {
     let nodes = inner
         .nodes
         .values()
@@ -57,18 +89,18 @@ fn snapshot(
             } else {
                 NodeAvailability::Up
             };
-            (
-                n.name.clone(),
-                NodeView {
-                    capacity: n.capacity(),
-                    availability,
-                    ..NodeView::default()
-                },
-            )
+            let view = NodeView {
+                capacity: n.capacity(),
+                availability,
+                features: n.inventory.features.iter().cloned().collect(),
+                gres: n.inventory.gres.clone(),
+            };
+            (n.name.clone(), view)
         })
         .collect();
     let mut running = Vec::new();
     let mut pending = Vec::new();
+    let mut job_outcomes = BTreeMap::new();
     for id in &inner.active {
         let job = &inner.jobs[id];
         let per_node = job.per_node();
@@ -84,25 +116,155 @@ fn snapshot(
                 id: job.id,
                 allocation,
                 expected_end,
-                ..RunningJob::default()
+                gres_per_node: job.spec.gres.clone(),
+                user: job.user.name.clone(),
+                name: job.spec.name.clone(),
+                // Only running jobs can be preempted; a run being cleaned up is already ending.
+                qos: (job.state == JobState::Running)
+                    .then(|| job.spec.qos.clone())
+                    .flatten(),
+                priority: job.start_priority,
+                array: job.array.map(array_member),
             });
         }
         if job.state == JobState::Pending {
+            let dependencies = dependencies(job);
+            for d in &dependencies {
+                let target = match d {
+                    Dependency::AfterOk(t)
+                    | Dependency::AfterAny(t)
+                    | Dependency::AfterNotOk(t) => Some(*t),
+                    Dependency::Singleton => None,
+                };
+                if let Some(target) = target
+                    && let Some(outcome) = outcome(inner, target)
+                {
+                    job_outcomes.insert(target, outcome);
+                }
+            }
             pending.push(PendingJob {
                 id: job.id,
                 submitted: job.submit_time,
                 nodes: job.spec.nodes,
                 per_node,
                 time_limit: job.spec.time_limit_ms,
-                ..PendingJob::default()
+                partition: job
+                    .spec
+                    .partition
+                    .clone()
+                    .filter(|_| !config.partitions.is_empty()),
+                user: job.user.name.clone(),
+                groups: job.groups.iter().cloned().collect(),
+                account: job.spec.account.clone().unwrap_or_default(),
+                qos: job.spec.qos.clone(),
+                name: job.spec.name.clone(),
+                dependencies,
+                // Checked at submit; a constraint that no longer parses constrains to nothing.
+                constraint: job
+                    .spec
+                    .constraint
+                    .as_deref()
+                    .and_then(|c| Constraint::parse(c).ok()),
+                gres_per_node: job.spec.gres.clone(),
+                reservation: job.spec.reservation.clone(),
+                array: job.array.map(array_member),
             });
         }
     }
+    let reservations = inner
+        .reservations
+        .values()
+        .map(|r| {
+            let reservation = AdvanceReservation {
+                nodes: r.nodes.iter().cloned().collect(),
+                all_nodes: r.all_nodes,
+                start: r.start,
+                end: r.end,
+                users: r.users.iter().cloned().collect(),
+                maintenance: r.maintenance,
+            };
+            (r.name.clone(), reservation)
+        })
+        .collect();
     SchedulerInput {
         nodes,
         running,
         pending,
-        weights,
-        ..SchedulerInput::default()
+        weights: config.priority_weights(),
+        partitions: config.partitions().unwrap_or_default(),
+        qos: config.qos_definitions().unwrap_or_default(),
+        reservations,
+        usage: if config.priority.fairshare_weight > 0 {
+            usage(inner, config, now)
+        } else {
+            BTreeMap::new()
+        },
+        shares: config.shares(),
+        job_outcomes,
     }
+}
+
+fn array_member(a: ArrayElement) -> ArrayMember {
+    ArrayMember {
+        array: a.array,
+        index: a.index,
+        max_running: a.max_running,
+    }
+}
+
+fn dependencies(job: &JobRecord) -> Vec<Dependency> {
+    let mut out = Vec::new();
+    for d in &job.spec.dependencies {
+        match d {
+            DependencySpec::AfterOk(ids) => {
+                out.extend(ids.iter().map(|i| Dependency::AfterOk(JobId(*i))))
+            }
+            DependencySpec::AfterAny(ids) => {
+                out.extend(ids.iter().map(|i| Dependency::AfterAny(JobId(*i))))
+            }
+            DependencySpec::AfterNotOk(ids) => {
+                out.extend(ids.iter().map(|i| Dependency::AfterNotOk(JobId(*i))))
+            }
+            DependencySpec::Singleton => out.push(Dependency::Singleton),
+        }
+    }
+    out
+}
+
+fn outcome(inner: &Inner, id: JobId) -> Option<JobOutcome> {
+    let job = inner.jobs.get(&id)?;
+    Some(match job.state {
+        JobState::Pending => JobOutcome::Pending,
+        JobState::Running => JobOutcome::Running,
+        JobState::Completed => JobOutcome::Completed,
+        _ => JobOutcome::Failed,
+    })
+}
+
+/// Fair-share usage: CPU-milliseconds of every run, decayed by the configured half-life from when
+/// it ended (or now, for running jobs), per user and per account.
+fn usage(inner: &Inner, config: &HeadConfig, now: Timestamp) -> BTreeMap<Association, f64> {
+    let half_life = config.priority.fairshare_half_life_ms;
+    let mut usage: BTreeMap<Association, f64> = BTreeMap::new();
+    for job in inner.jobs.values() {
+        let Some(start) = job
+            .start_time
+            .or(job.end_time.filter(|_| job.start_time.is_some()))
+        else {
+            continue;
+        };
+        let end = job.end_time.unwrap_or(now);
+        let cpu_ms =
+            end.since(start) as f64 * f64::from(job.spec.cpus_per_node()) * job.nodes.len() as f64;
+        let decayed = fairshare::decay(cpu_ms, now.since(end), half_life);
+        *usage
+            .entry(Association::User(job.user.name.clone()))
+            .or_default() += decayed;
+        if let Some(account) = &job.spec.account {
+            *usage
+                .entry(Association::Account(account.clone()))
+                .or_default() += decayed;
+        }
+    }
+    usage
 }

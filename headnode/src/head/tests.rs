@@ -20,6 +20,7 @@ fn job_file(text: &str) -> v1::SubmitRequest {
         file_text: text.into(),
         cwd: "/tmp".into(),
         env: Default::default(),
+        overrides: Default::default(),
     }
 }
 

@@ -5,7 +5,11 @@ use super::{Head, HeadError, Inner};
 use crate::head::jobs::DEFAULT_PARTITION;
 use crate::model::JobRecord;
 use beowulf_proto::v1;
-use beowulf_types::{JobId, JobState, NodeName, PendingReason, Resources};
+use beowulf_types::{DependencySpec, JobId, JobState, NodeName, PendingReason, Resources};
+
+fn join_ids(ids: &[u64]) -> String {
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(":")
+}
 use std::collections::BTreeMap;
 
 impl Head {
@@ -124,6 +128,21 @@ fn job_info(inner: &Inner, job: &JobRecord, with_events: bool) -> v1::JobInfo {
         workdir: paths.workdir,
         stdout_path: paths.stdout,
         stderr_path: paths.stderr,
+        array_job_id: job.array.map(|a| a.array.0),
+        array_task_id: job.array.map(|a| a.index),
+        qos: job.spec.qos.clone().unwrap_or_default(),
+        account: job.spec.account.clone().unwrap_or_default(),
+        dependencies: job
+            .spec
+            .dependencies
+            .iter()
+            .map(|d| match d {
+                DependencySpec::AfterOk(ids) => format!("afterok:{}", join_ids(ids)),
+                DependencySpec::AfterAny(ids) => format!("afterany:{}", join_ids(ids)),
+                DependencySpec::AfterNotOk(ids) => format!("afternotok:{}", join_ids(ids)),
+                DependencySpec::Singleton => "singleton".to_string(),
+            })
+            .collect(),
         events: if with_events {
             job.events
                 .iter()

@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+// Inventory gained `features` and `gres` after the first release; records written before
+// deserialize with both empty.
+
 /// A node's hardware and OS, as detected by `hardware::detect()` on the node.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inventory {
@@ -16,6 +19,12 @@ pub struct Inventory {
     pub nics: Vec<Nic>,
     /// Verbs ports (InfiniBand or RoCE); empty on a node without RDMA, which is a normal answer.
     pub ib_ports: Vec<IbPort>,
+    /// Features jobs can ask for with `constraint` (set by the admin in computed.toml).
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Generic resources by name and count (`gpu = 4`), set by the admin in computed.toml.
+    #[serde(default)]
+    pub gres: std::collections::BTreeMap<String, u32>,
 }
 
 impl Inventory {

@@ -156,7 +156,7 @@ pub enum Fabric {
 
 /// A job file that cannot be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {}{message}", field.as_ref().map(|f| format!("field `{f}`: ")).unwrap_or_default())]
+#[error("{file}{}: {}{message}", if *line > 0 { format!(":{line}") } else { String::new() }, field.as_ref().map(|f| format!("field `{f}`: ")).unwrap_or_default())]
 pub struct JobFileError {
     pub file: String,
     /// 1-based line of the offending key or value.
@@ -394,6 +394,46 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, JobFileError> {
     })
 }
 
+/// Applies command-line overrides (`--array`, `--dependency`, ...) to a parsed job, by job-file
+/// field name. Errors name the option.
+pub fn apply_overrides(
+    spec: &mut JobSpec,
+    overrides: &BTreeMap<String, String>,
+) -> Result<(), JobFileError> {
+    for (field, value) in overrides {
+        let fail = |message: String| JobFileError {
+            file: format!("--{}", field.replace('_', "-")),
+            line: 0,
+            field: None,
+            message,
+        };
+        let text = || -> Result<Option<String>, JobFileError> {
+            if value.trim().is_empty() {
+                Err(fail("is empty".into()))
+            } else {
+                Ok(Some(value.clone()))
+            }
+        };
+        match field.as_str() {
+            "array" => spec.array = Some(parse_array(value).map_err(fail)?),
+            "dependency" => spec.dependencies = parse_dependencies(value).map_err(fail)?,
+            "gres" => spec.gres = parse_gres(value).map_err(fail)?,
+            "partition" => spec.partition = text()?,
+            "qos" => spec.qos = text()?,
+            "account" => spec.account = text()?,
+            "reservation" => spec.reservation = text()?,
+            "constraint" => spec.constraint = text()?,
+            "name" => spec.name = value.clone(),
+            other => {
+                return Err(fail(format!(
+                    "`{other}` cannot be given on the command line"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Slurm's `--array` syntax: `1-100`, `1,3,7`, `0-15:4` (step), with an optional `%N` throttle.
 pub fn parse_array(text: &str) -> Result<ArraySpec, String> {
     let (list, throttle) = match text.trim().split_once('%') {
@@ -604,7 +644,7 @@ fn nonzero(mb: u64) -> Result<u64, String> {
 }
 
 /// Slurm's time formats: `MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM`, `D-HH:MM:SS`, or integer minutes.
-fn parse_time_limit(value: &toml::Value) -> Result<Millis, String> {
+pub fn parse_time_limit(value: &toml::Value) -> Result<Millis, String> {
     let secs = match value {
         toml::Value::Integer(m) if *m > 0 => (*m as u64) * 60,
         toml::Value::String(s) => parse_slurm_duration(s.trim()).ok_or_else(|| {

@@ -3,6 +3,7 @@
 //! Nothing here does I/O. The head, the agents, the CLI and the pure scheduler all speak these types,
 //! so a `JobId` or a `NodeName` means the same thing everywhere.
 
+pub mod hostlist;
 mod ids;
 mod inventory;
 pub mod jobfile;
@@ -14,7 +15,7 @@ pub use ids::{Generation, JobId, NodeName};
 pub use inventory::{IbPort, IbPortState, Inventory, Nic};
 pub use jobfile::{
     ArraySpec, ContainerSpec, DependencySpec, Fabric, JobFileError, JobSpec, MpiFlavor, MpiSpec,
-    Program, line_of_field, parse_job_file,
+    Program, apply_overrides, line_of_field, parse_job_file,
 };
 pub use resources::Resources;
 pub use states::{JobState, NodeState, PendingReason};
