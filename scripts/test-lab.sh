@@ -14,4 +14,6 @@ scripts/lab-deps.sh
 echo "== build (the lab tier drives the real cluster binary)"
 cargo build --workspace --bins --locked
 echo "== lab tier"
+start=$SECONDS
 BEOWULF_LAB_TESTS=1 cargo test -p beowulf-tests --test lab --locked -- --nocapture
+echo "== lab tier: passed in $((SECONDS - start)) s (script total $SECONDS s, budget 1800 s)"

@@ -143,9 +143,11 @@ fn five_vms_come_up_answer_ssh_on_both_fabrics_and_go_away_cleanly() {
         "the lab tier needs root: run scripts/test-lab.sh as root"
     );
     let mut lab = Lab::new();
+    let test_start = Instant::now();
 
     // 1. Five VMs, SSH on gige with verified keys, a second NIC on the ib bridge, timings printed.
-    let out = lab.up();
+    let first = lab.up();
+    let out = &first;
     assert!(out.contains("image: "), "no image timing in:\n{out}");
     assert!(
         out.contains("boot: 5 VMs ready over ssh in "),
@@ -264,6 +266,23 @@ fn five_vms_come_up_answer_ssh_on_both_fabrics_and_go_away_cleanly() {
     let got = lab.ok(&["lab", "ssh", "node5", "hostname"]);
     assert_eq!(got.trim(), "node5");
     lab.down_and_check_clean(&ns);
+    let second = out;
+    eprintln!(
+        "lab tier figures: {}; first boot of 5 VMs {} s; second boot {} s; whole test {:.1} s",
+        line_after(&first, "image: ").unwrap_or("image: ?"),
+        line_after(&first, "boot: 5 VMs ready over ssh in ")
+            .and_then(|l| l.split_whitespace().nth(7))
+            .unwrap_or("?"),
+        line_after(&second, "boot: 5 VMs ready over ssh in ")
+            .and_then(|l| l.split_whitespace().nth(7))
+            .unwrap_or("?"),
+        test_start.elapsed().as_secs_f64()
+    );
+}
+
+/// The first line of `out` that starts with `prefix`.
+fn line_after<'a>(out: &'a str, prefix: &str) -> Option<&'a str> {
+    out.lines().find(|l| l.starts_with(prefix))
 }
 
 fn running_as_root() -> bool {

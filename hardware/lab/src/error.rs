@@ -73,6 +73,14 @@ pub enum LabError {
         /// The last failure seen while waiting (`: ...`), or empty.
         detail: String,
     },
+    #[error(
+        "{node} failed to boot: {reason}; its serial console is logged in {log}; run `cluster lab down` to clean up"
+    )]
+    GuestFailed {
+        node: String,
+        reason: String,
+        log: PathBuf,
+    },
     #[error("qemu for {node} exited during boot; its serial console is logged in {log}")]
     VmDied { node: String, log: PathBuf },
     #[error("BEOWULF_LAB_ACCEL must be `kvm`, `tcg` or `auto`, not `{value}`")]

@@ -193,6 +193,7 @@ pub fn up(h: &dyn Host, cfg: &LabConfig, progress: &Progress) -> Result<UpReport
             namespace: ns,
         }),
         Err(e) => {
+            net_diagnostics(h, &paths, &ns);
             progress.say("lab up failed; stopping what it started (serial logs are kept)");
             if let Err(down_err) = down(h, &cfg.dir, progress) {
                 progress.say(&format!("clean-up failed too: {down_err}"));
@@ -252,7 +253,15 @@ fn start(
         wait_ready(paths, nodes, boot_start, cfg.boot_timeout, progress)
     })?;
     progress.step("ssh (verified host keys)", || {
-        wait_ssh(h, paths, state, nodes, boot_start, cfg.boot_timeout)
+        wait_ssh(
+            h,
+            paths,
+            state,
+            nodes,
+            boot_start,
+            cfg.boot_timeout,
+            progress,
+        )
     })?;
     Ok(boot_start.elapsed())
 }
@@ -351,14 +360,24 @@ fn wait_ready(
         let mut still = Vec::new();
         for n in waiting {
             let log = paths.serial_log(&n.name);
-            let marker = format!("{} {}", crate::recipe::READY_MARKER, n.name);
-            if std::fs::read_to_string(&log).is_ok_and(|s| s.contains(&marker)) {
-                progress.say(&format!(
-                    "{} ready after {:.1} s",
-                    n.name,
-                    start.elapsed().as_secs_f64()
-                ));
-                continue;
+            let console = std::fs::read_to_string(&log).unwrap_or_default();
+            match console_verdict(&console, &n.name) {
+                Some(Ok(())) => {
+                    progress.say(&format!(
+                        "{} ready after {:.1} s",
+                        n.name,
+                        start.elapsed().as_secs_f64()
+                    ));
+                    continue;
+                }
+                Some(Err(reason)) => {
+                    return Err(LabError::GuestFailed {
+                        node: n.name.clone(),
+                        reason,
+                        log,
+                    });
+                }
+                None => {}
             }
             if !read_pid(&paths.pidfile(&n.name)).is_some_and(host::pid_alive) {
                 return Err(LabError::VmDied {
@@ -385,6 +404,17 @@ fn wait_ready(
     Ok(())
 }
 
+/// What a node's serial console says: ready, failed (with the guest's reason), or nothing yet.
+fn console_verdict(console: &str, node: &str) -> Option<Result<(), String>> {
+    let failed = format!("{} {node} ", crate::recipe::FAILED_MARKER);
+    if let Some(line) = console.lines().find(|l| l.contains(&failed)) {
+        let reason = line.split_once(&failed).map_or(line, |(_, r)| r);
+        return Some(Err(reason.trim().to_string()));
+    }
+    let ready = format!("{} {node} ", crate::recipe::READY_MARKER);
+    console.contains(&ready).then_some(Ok(()))
+}
+
 fn ssh_ok(h: &dyn Host, paths: &LabPaths, ns: &str, address: &str) -> bool {
     ssh_check(h, paths, ns, address).is_ok()
 }
@@ -408,6 +438,7 @@ fn wait_ssh(
     nodes: &[NodePlan],
     start: Instant,
     timeout: Duration,
+    progress: &Progress,
 ) -> Result<(), LabError> {
     std::thread::scope(|s| {
         let checks: Vec<_> = nodes
@@ -417,7 +448,14 @@ fn wait_ssh(
                     loop {
                         let last = match ssh_check(h, paths, &state.namespace, &n.gige.to_string())
                         {
-                            Ok(()) => return Ok(()),
+                            Ok(()) => {
+                                progress.say(&format!(
+                                    "{} answers ssh after {:.1} s",
+                                    n.name,
+                                    start.elapsed().as_secs_f64()
+                                ));
+                                return Ok(());
+                            }
                             Err(e) => e.to_string(),
                         };
                         if start.elapsed() > timeout {
@@ -612,6 +650,25 @@ pub fn down(h: &dyn Host, dir: &Path, progress: &Progress) -> Result<DownReport,
     Ok(report)
 }
 
+/// Writes the namespace's links, addresses and neighbours to `logs/net-diag.txt` for a post-mortem.
+fn net_diagnostics(h: &dyn Host, paths: &LabPaths, ns: &str) {
+    let mut text = String::new();
+    for args in [
+        &["-br", "link"][..],
+        &["-br", "addr"],
+        &["neigh"],
+        &["-d", "link", "show", "type", "bridge"],
+    ] {
+        let cmd = Cmd::new("ip").args(["-n", ns]).args(args);
+        text.push_str(&format!("$ {cmd}\n"));
+        match h.run(&cmd) {
+            Ok(out) => text.push_str(&out),
+            Err(e) => text.push_str(&format!("{e}\n")),
+        }
+    }
+    let _ = std::fs::write(paths.dir.join("logs/net-diag.txt"), text);
+}
+
 fn read(p: &Path) -> Result<String, LabError> {
     std::fs::read_to_string(p).map_err(LabError::io("read", p))
 }
@@ -620,4 +677,29 @@ fn set_mode(p: &Path, mode: u32) -> Result<(), LabError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
         .map_err(LabError::io("chmod", p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_console_says_ready_failed_or_nothing_yet() {
+        let ready = "node1 login: BEOWULF-LAB-READY node1 uptime=154.63\n";
+        assert_eq!(console_verdict(ready, "node1"), Some(Ok(())));
+        // node10's marker is not node1's
+        assert_eq!(
+            console_verdict("BEOWULF-LAB-READY node10 uptime=1\n", "node1"),
+            None
+        );
+        assert_eq!(console_verdict("[  OK  ] Started ssh\n", "node1"), None);
+        let failed =
+            "BEOWULF-LAB-FAILED node2 beowulf-lab-node: /sys/class/net/eth1 did not appear\n";
+        assert_eq!(
+            console_verdict(failed, "node2"),
+            Some(Err(
+                "beowulf-lab-node: /sys/class/net/eth1 did not appear".into()
+            ))
+        );
+    }
 }

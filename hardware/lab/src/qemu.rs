@@ -59,7 +59,7 @@ pub struct VmSpec {
 pub fn vm_command(s: &VmSpec) -> Cmd {
     let n = &s.node;
     let append = format!(
-        "console=ttyS0 net.ifnames=0 quiet systemd.hostname={} root=/dev/vda rw",
+        "console=ttyS0 net.ifnames=0 quiet systemd.show_status=1 systemd.hostname={} root=/dev/vda rw",
         n.name
     );
     Cmd::new(QEMU)

@@ -92,6 +92,9 @@ pub const INITRAMFS_MODULES: &[&str] = &[
 pub const PROBE_MARKER: &str = "BEOWULF-PROBE-OK";
 /// Printed on the serial console by the guest once sshd is up and addresses are set.
 pub const READY_MARKER: &str = "BEOWULF-LAB-READY";
+/// Printed on the serial console (`BEOWULF-LAB-FAILED nodeN what: why`) when the guest cannot take its
+/// identity or addresses: `lab up` fails at once instead of waiting for SSH until its timeout.
+pub const FAILED_MARKER: &str = "BEOWULF-LAB-FAILED";
 
 /// The initramfs' `/init`: loads virtio and ext4, mounts `/dev/vda`, and chains to systemd. With
 /// `beowulf.probe` on the command line it prints the probe marker and powers off instead.
@@ -111,21 +114,38 @@ exec switch_root /newroot /sbin/init
 
 /// Guest script: unpacks the per-node seed disk (host key, authorized key, /etc/hosts, addresses) and
 /// sets the addresses. The lab does not configure RDMA: the InfiniBand provisioning step does.
+///
+/// It loads `virtio_net` itself and waits for the NICs and the seed disk, instead of ordering the unit
+/// after their systemd device units: under TCG on a loaded host udev's coldplug can take longer than
+/// systemd's 90 s device timeout, the unit then ran before eth0/eth1 existed, failed, and the node
+/// booted without addresses (unreachable, yet printing the ready marker). Any failure is printed on the
+/// serial console as the failure marker, so `lab up` stops at once with the reason.
 pub const NODE_INIT: &str = r#"#!/bin/sh
 # Beowulf lab: take this node's identity from its seed disk (/dev/vdb, a tar written by `cluster lab up`).
-set -e
-tar -xf /dev/vdb -C / --no-same-owner
+fail() { echo "BEOWULF-LAB-FAILED $(hostname) beowulf-lab-node: $*" > /dev/ttyS0; exit 1; }
+wait_for() {
+    i=0
+    while [ ! -e "$1" ]; do
+        [ $i -lt 1200 ] || fail "$1 did not appear within 600 s"
+        sleep 0.5; i=$((i+1))
+    done
+}
+modprobe virtio_net || fail "modprobe virtio_net failed"
+wait_for /dev/vdb
+wait_for /sys/class/net/eth0
+wait_for /sys/class/net/eth1
+tar -xf /dev/vdb -C / --no-same-owner || fail "cannot unpack the seed disk /dev/vdb"
+[ -r /etc/beowulf-lab/node.env ] || fail "no etc/beowulf-lab/node.env on the seed disk"
 . /etc/beowulf-lab/node.env
-ip link set lo up
-ip link set eth0 up; ip addr replace "$GIGE_ADDR/$PREFIX" dev eth0
-ip link set eth1 up; ip addr replace "$IB_ADDR/$PREFIX" dev eth1
+ip link set lo up || fail "cannot bring lo up"
+ip link set eth0 up && ip addr replace "$GIGE_ADDR/$PREFIX" dev eth0 || fail "cannot set $GIGE_ADDR on eth0"
+ip link set eth1 up && ip addr replace "$IB_ADDR/$PREFIX" dev eth1 || fail "cannot set $IB_ADDR on eth1"
 "#;
 
 pub const NODE_INIT_UNIT: &str = "[Unit]
 Description=Beowulf lab node identity and addresses (seed disk)
 DefaultDependencies=no
-After=systemd-udev-settle.service sys-subsystem-net-devices-eth1.device dev-vdb.device
-Wants=sys-subsystem-net-devices-eth1.device dev-vdb.device
+After=systemd-remount-fs.service
 Before=network-online.target ssh.service
 [Service]
 Type=oneshot
@@ -135,8 +155,10 @@ ExecStart=/usr/local/sbin/beowulf-lab-node
 WantedBy=multi-user.target network-online.target
 ";
 
+/// Requires (not only After) the identity unit and sshd: the marker means "addresses set, sshd up".
 pub const READY_UNIT: &str = "[Unit]
 Description=Beowulf lab ready marker on the serial console
+Requires=ssh.service beowulf-lab-node.service
 After=ssh.service beowulf-lab-node.service multi-user.target
 [Service]
 Type=oneshot
@@ -279,5 +301,12 @@ mod tests {
             !NODE_INIT.contains("rdma link add"),
             "the lab must not configure RDMA"
         );
+        // The identity unit must not wait on device units (they time out under a loaded TCG host);
+        // the script waits for the NICs itself and reports failures on the console.
+        assert!(!NODE_INIT_UNIT.contains(".device"), "{NODE_INIT_UNIT}");
+        assert!(NODE_INIT.contains("modprobe virtio_net"));
+        assert!(NODE_INIT.contains(FAILED_MARKER));
+        assert!(!NODE_INIT.contains("set -e"), "failures go through fail()");
+        assert!(READY_UNIT.contains("Requires=ssh.service beowulf-lab-node.service"));
     }
 }
