@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test tier there is: format and lint checks, unit tests, and the local tier (a real
-# headnoded and real computed processes on this machine). Fails if any of them fails.
+# Runs every test tier: format and lint checks, unit tests, the local tier (a real headnoded and real
+# computed processes on this machine) and the lab tier (VMs, scripts/test-lab.sh). Fails if any
+# tier fails. `scripts/test.sh --no-lab` skips the lab tier for a quick loop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -16,3 +17,9 @@ echo "== build (the local tier runs the real binaries)"
 cargo build --workspace --bins --locked
 echo "== unit and local tiers"
 cargo test --workspace --locked
+
+if [ "${1:-}" = "--no-lab" ]; then
+    echo "== lab tier: skipped (--no-lab)"
+else
+    bash scripts/test-lab.sh
+fi
