@@ -73,13 +73,8 @@ impl AgentConfig {
             path: path.to_path_buf(),
             message,
         };
-        let config: AgentConfig = toml::from_str(text).map_err(|e: toml::de::Error| {
-            let line = e
-                .span()
-                .map(|s| beowulf_types::jobfile::line_of(text, s.start))
-                .unwrap_or(1);
-            invalid(format!("line {line}: {}", e.message().trim()))
-        })?;
+        let config: AgentConfig = toml::from_str(text)
+            .map_err(|e| invalid(beowulf_types::jobfile::describe_toml_error(text, &e)))?;
         if config.head.is_none() && config.head_addr_file.is_none() {
             return Err(invalid(
                 "give `head = \"host:port\"` or `head_addr_file`".into(),

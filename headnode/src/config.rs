@@ -144,15 +144,9 @@ impl HeadConfig {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<HeadConfig, ConfigError> {
-        let config: HeadConfig = toml::from_str(text).map_err(|e: toml::de::Error| {
-            let line = e
-                .span()
-                .map(|s| beowulf_types::jobfile::line_of(text, s.start))
-                .unwrap_or(1);
-            ConfigError::Parse {
-                path: path.to_path_buf(),
-                message: format!("line {line}: {}", e.message().trim()),
-            }
+        let config: HeadConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: beowulf_types::jobfile::describe_toml_error(text, &e),
         })?;
         // Check the policy sections now, so a bad config fails at start-up, not at the first pass.
         config.partitions().map_err(|message| ConfigError::Parse {

@@ -211,8 +211,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Commands::Init(args) => {
             if !args.local {
                 bail!(
-                    "provisioning real hosts and the VM lab is not available yet; use `cluster init --nodes {} --local` \
-                     to run a local cluster on this machine",
+                    "`cluster init` cannot provision hosts yet (the provisioning engine is not wired in); \
+                     use `cluster init --nodes {} --local` for a local cluster on this machine, or \
+                     `cluster lab up --nodes N` for the VM lab",
                     args.nodes
                 );
             }

@@ -561,6 +561,12 @@ fn from_toml<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, JobFileEr
     })
 }
 
+/// A TOML error as `line N: message`, for the daemons' config files.
+pub fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let line = error.span().map(|s| line_of(text, s.start)).unwrap_or(1);
+    format!("line {line}: {}", error.message().trim())
+}
+
 /// 1-based line number of a byte offset.
 pub fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
