@@ -1,6 +1,7 @@
 //! computed's configuration file (`computed.toml`), parsed strictly.
 
 use beowulf_types::Millis;
+use beowulf_types::config::{self, ConfigError};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -47,34 +48,14 @@ pub struct Offer {
     pub gres: std::collections::BTreeMap<String, u32>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("config {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
-
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(path, &text)
+        config::load(path, Self::parse)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<AgentConfig, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        };
-        let config: AgentConfig = toml::from_str(text)
-            .map_err(|e| invalid(beowulf_types::jobfile::describe_toml_error(text, &e)))?;
+        let invalid = |message: String| ConfigError::invalid(path, message);
+        let config: AgentConfig = config::from_toml(path, text)?;
         if config.head.is_none() && config.head_addr_file.is_none() {
             return Err(invalid(
                 "give `head = \"host:port\"` or `head_addr_file`".into(),

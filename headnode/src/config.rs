@@ -1,6 +1,7 @@
 //! headnoded's configuration file (`headnoded.toml`), parsed strictly.
 
 use beowulf_scheduler::{Association, Partition, PreemptMode, PriorityWeights, Qos};
+use beowulf_types::config::{self, ConfigError};
 use beowulf_types::{Millis, NodeName, hostlist};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -122,43 +123,20 @@ impl Default for PriorityConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("config {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-}
-
 impl HeadConfig {
     pub fn load(path: &Path) -> Result<HeadConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(path, &text)
+        config::load(path, Self::parse)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<HeadConfig, ConfigError> {
-        let config: HeadConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: beowulf_types::jobfile::describe_toml_error(text, &e),
-        })?;
+        let config: HeadConfig = config::from_toml(path, text)?;
         // Check the policy sections now, so a bad config fails at start-up, not at the first pass.
-        config.partitions().map_err(|message| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message,
-        })?;
+        config
+            .partitions()
+            .map_err(|message| ConfigError::invalid(path, message))?;
         config
             .qos_definitions()
-            .map_err(|message| ConfigError::Parse {
-                path: path.to_path_buf(),
-                message,
-            })?;
+            .map_err(|message| ConfigError::invalid(path, message))?;
         Ok(config)
     }
 

@@ -3,6 +3,7 @@
 //! Nothing here does I/O. The head, the agents, the CLI and the pure scheduler all speak these types,
 //! so a `JobId` or a `NodeName` means the same thing everywhere.
 
+pub mod config;
 pub mod hostlist;
 mod ids;
 mod inventory;

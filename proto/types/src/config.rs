@@ -1,0 +1,46 @@
+//! What the daemons' config files share: reading one, and the error that names the file.
+
+use std::path::{Path, PathBuf};
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl ConfigError {
+    pub fn invalid(path: &Path, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads a config file and hands its text to the daemon's own strict parser.
+pub fn load<T>(
+    path: &Path,
+    parse: impl FnOnce(&Path, &str) -> Result<T, ConfigError>,
+) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Deserializes TOML, turning its errors into `line N: message` for the file at `path`.
+pub fn from_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+) -> Result<T, ConfigError> {
+    toml::from_str(text)
+        .map_err(|e| ConfigError::invalid(path, crate::jobfile::describe_toml_error(text, &e)))
+}
