@@ -142,9 +142,14 @@ impl<L: Launcher> Agent<L> {
     /// One session: register, then heartbeat and apply desired states until the stream breaks.
     async fn session(self: &Arc<Self>) -> Result<(), String> {
         let address = self.config.head_address()?;
-        let mut client = AgentHubClient::connect(format!("http://{address}"))
+        // TCP_NODELAY: reports and heartbeats are small and must not wait for delayed ACKs.
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| format!("invalid head address {address}: {e}"))?
+            .tcp_nodelay(true)
+            .connect()
             .await
             .map_err(|e| format!("cannot connect to the head at {address}: {e}"))?;
+        let mut client = AgentHubClient::new(channel);
         let (tx, rx) = mpsc::unbounded_channel();
         let register = self.register_message();
         tx.send(register)

@@ -29,6 +29,11 @@ pub struct AgentConfig {
     /// need distinct names, or one would kill the other's tasks as leftovers.
     #[serde(default)]
     pub cgroup_name: Option<String>,
+    /// Switch the kernel's cgroup core to `favordynmods` at start (see `launcher::dynmods`): task
+    /// starts stop waiting for an RCU grace period (7–14 ms each) at a small cost to fork/exit.
+    /// On by default because starting tasks is what a compute node does most.
+    #[serde(default = "default_true")]
+    pub cgroup_favor_dynamic_moves: bool,
     /// What the node offers to jobs, when it should differ from what is detected (a local test
     /// cluster of several agents on one machine gives each a share).
     #[serde(default)]
@@ -82,6 +87,10 @@ impl AgentConfig {
                 )
             })
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_heartbeat_interval() -> Millis {

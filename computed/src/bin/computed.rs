@@ -31,6 +31,14 @@ fn main() -> anyhow::Result<()> {
         inventory.features = offer.features.clone();
         inventory.gres = offer.gres.clone();
     }
+    if config.cgroup_favor_dynamic_moves {
+        match beowulf_computed::launcher::favor_dynamic_moves() {
+            Ok(outcome) => tracing::info!(?outcome, "cgroup migrations favoured"),
+            Err(reason) => {
+                tracing::warn!(%reason, "cannot favour cgroup migrations; task starts stay slower")
+            }
+        }
+    }
     let launcher = ProcessLauncher::new(config.cgroup_name.as_deref().unwrap_or(&config.node_name))
         .context("cannot set up the task launcher")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -55,6 +55,8 @@ pub(crate) struct Mount {
     /// The path inside the filesystem that is mounted (`/` unless a subtree is bind-mounted).
     pub root: String,
     pub mount_point: PathBuf,
+    /// Per-mount options (`rw`, `nosuid`, ...).
+    pub mount_options: Vec<String>,
     pub fstype: String,
     pub super_options: Vec<String>,
 }
@@ -67,12 +69,13 @@ pub(crate) fn parse_mountinfo(text: &str) -> Vec<Mount> {
         let Some(sep) = fields.iter().position(|f| *f == "-") else {
             continue;
         };
-        if fields.len() < 5 || fields.len() < sep + 3 {
+        if sep < 6 || fields.len() < sep + 3 {
             continue;
         }
         mounts.push(Mount {
             root: unescape_mount_field(fields[3]),
             mount_point: PathBuf::from(unescape_mount_field(fields[4])),
+            mount_options: fields[5].split(',').map(str::to_string).collect(),
             fstype: fields[sep + 1].to_string(),
             super_options: fields[sep + 3].split(',').map(str::to_string).collect(),
         });

@@ -6,11 +6,13 @@
 //! recording fake for tests of the code above it.
 
 mod cgroup;
+mod dynmods;
 mod fake;
 mod process;
 #[cfg(test)]
 mod tests;
 
+pub use dynmods::{FavorOutcome, V1_FAVOR_MOUNT, favor_dynamic_moves};
 pub use fake::{LauncherCall, RecordingLauncher};
 pub use process::ProcessLauncher;
 
