@@ -30,4 +30,6 @@ require_root() {
 }
 
 # Packages a build and the local tier need: a C compiler for ring, procps for ps in tests.
-BUILD_PACKAGES=(gcc libc6-dev pkg-config procps openssh-server)
+# runc runs job containers (crun 1.8 refuses this machine's hybrid cgroups); mmdebstrap and the
+# Open MPI compiler build the example MPI image (scripts/build-mpi-image.sh) for the local tier.
+BUILD_PACKAGES=(gcc libc6-dev pkg-config procps openssh-server runc mmdebstrap libopenmpi-dev openmpi-bin)

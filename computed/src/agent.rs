@@ -14,7 +14,12 @@
 //!    └── stream broken: back off, reconnect (tasks keep running meanwhile)
 //! ```
 
+mod wired;
+
+pub use wired::LaunchRefusal;
+
 use crate::config::AgentConfig;
+use crate::container::ImageCache;
 use crate::launcher::{JobLimits, Launcher, TaskExit, TaskLaunch};
 use crate::ledger::{Ledger, LedgerError, RunEntry, RunKey, TaskEnd};
 use crate::reconcile::{Action, reconcile};
@@ -22,7 +27,7 @@ use beowulf_proto::v1::{self, agent_hub_client::AgentHubClient, agent_message::B
 use beowulf_types::{Generation, Inventory, JobId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -39,6 +44,8 @@ struct State {
     ledger: Ledger,
     desired: BTreeMap<RunKey, v1::Assignment>,
     outgoing: Option<mpsc::UnboundedSender<v1::AgentMessage>>,
+    /// Container and MPI runs: their containers and phase times (memory only).
+    wired: BTreeMap<RunKey, wired::WiredRun>,
 }
 
 #[derive(Debug)]
@@ -48,6 +55,11 @@ pub struct Agent<L: Launcher> {
     launcher: Arc<L>,
     state: Mutex<State>,
     exits: mpsc::UnboundedSender<TaskExit>,
+    images: ImageCache,
+    /// Where this agent serves MPI launches (`host:port`), once the service listens.
+    launch_endpoint: Mutex<String>,
+    /// This agent, for the tasks it spawns (container runs stage images asynchronously).
+    me: Weak<Agent<L>>,
 }
 
 impl<L: Launcher> Agent<L> {
@@ -78,7 +90,13 @@ impl<L: Launcher> Agent<L> {
         }
         ledger.save()?;
         let (exits, exit_rx) = mpsc::unbounded_channel();
-        let agent = Arc::new(Agent {
+        let images = ImageCache::new(
+            config
+                .image_cache
+                .clone()
+                .unwrap_or_else(|| config.state_dir.join("images")),
+        );
+        let agent = Arc::new_cyclic(|me| Agent {
             config,
             inventory,
             launcher: Arc::new(launcher),
@@ -86,8 +104,12 @@ impl<L: Launcher> Agent<L> {
                 ledger,
                 desired: BTreeMap::new(),
                 outgoing: None,
+                wired: BTreeMap::new(),
             }),
             exits,
+            images,
+            launch_endpoint: Mutex::new(String::new()),
+            me: me.clone(),
         });
         Ok((agent, exit_rx))
     }
@@ -200,6 +222,7 @@ impl<L: Launcher> Agent<L> {
                 inventory: Some(v1::Inventory::from(&self.inventory)),
                 runs: state.ledger.data.runs.values().map(run_report).collect(),
                 generation: state.ledger.data.generation.0,
+                launch_endpoint: self.launch_endpoint(),
             })),
         }
     }
@@ -260,6 +283,10 @@ impl<L: Launcher> Agent<L> {
 
     fn start_run(&self, state: &mut State, key: RunKey) {
         let a = state.desired[&key].clone();
+        if wired::is_wired(&a) {
+            self.start_wired_run(state, key, a);
+            return;
+        }
         if a.local_tasks == 0 {
             return;
         }
@@ -288,6 +315,23 @@ impl<L: Launcher> Agent<L> {
     }
 
     fn task_launch(&self, a: &v1::Assignment, key: RunKey, rank: u32) -> TaskLaunch {
+        TaskLaunch {
+            job: key.job,
+            run: key.run,
+            rank,
+            argv: a.argv.clone(),
+            env: self.task_env(a, rank).into_iter().collect(),
+            workdir: PathBuf::from(&a.workdir),
+            stdout: PathBuf::from(&a.stdout_path),
+            stderr: PathBuf::from(&a.stderr_path),
+            uid: a.uid,
+            gid: a.gid,
+            container: None,
+        }
+    }
+
+    /// The environment of task `rank`: the job's, with the per-task Slurm variables.
+    fn task_env(&self, a: &v1::Assignment, rank: u32) -> BTreeMap<String, String> {
         let mut env: BTreeMap<String, String> = a.env.clone().into_iter().collect();
         env.entry("PATH".into())
             .or_insert_with(|| DEFAULT_PATH.into());
@@ -301,18 +345,23 @@ impl<L: Launcher> Agent<L> {
             ("BEOWULF_NODE", node.clone()),
         ];
         env.extend(per_task.into_iter().map(|(k, v)| (k.to_string(), v)));
-        TaskLaunch {
-            job: key.job,
-            run: key.run,
-            rank,
-            argv: a.argv.clone(),
-            env: env.into_iter().collect(),
-            workdir: PathBuf::from(&a.workdir),
-            stdout: PathBuf::from(&a.stdout_path),
-            stderr: PathBuf::from(&a.stderr_path),
-            uid: a.uid,
-            gid: a.gid,
-        }
+        env
+    }
+
+    /// Where this agent serves MPI launches, empty until the service listens.
+    pub fn launch_endpoint(&self) -> String {
+        self.launch_endpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records where the launch service listens (before the first registration).
+    pub fn set_launch_endpoint(&self, endpoint: String) {
+        *self
+            .launch_endpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = endpoint;
     }
 
     fn on_task_exit(&self, exit: TaskExit) {
@@ -350,9 +399,33 @@ impl<L: Launcher> Agent<L> {
     }
 
     fn forget(&self, state: &mut State, key: RunKey) {
+        // MPI daemons started on request are not tasks of the ledger: they may still be there.
+        if state.wired.contains_key(&key) && self.launcher.job_alive(key.job, key.run) {
+            kill(&*self.launcher, key);
+        }
         if let Err(e) = self.launcher.release_job(key.job, key.run) {
             tracing::warn!(job = %key.job, error = %e, "cannot release the job's cgroup yet");
             return;
+        }
+        self.cleanup_wired(state, key);
+        // A run without tasks here (a batch script's or MPI job's other nodes) never sent a
+        // final report: send one, so the head releases the node.
+        let taskless = state
+            .ledger
+            .data
+            .runs
+            .get(&key)
+            .is_some_and(|e| e.tasks.is_empty());
+        if taskless && let Some(out) = &state.outgoing {
+            let report = v1::RunReport {
+                job_id: key.job.0,
+                run: key.run,
+                finished: true,
+                ..Default::default()
+            };
+            let _ = out.send(v1::AgentMessage {
+                body: Some(Body::Report(report)),
+            });
         }
         state.ledger.data.runs.remove(&key);
         if let Err(e) = state.ledger.save() {
@@ -365,6 +438,14 @@ fn kill(launcher: &impl Launcher, key: RunKey) {
     if let Err(e) = launcher.kill_job(key.job, key.run) {
         tracing::warn!(job = %key.job, run = key.run, error = %e, "cannot kill the run");
     }
+}
+
+/// Unix time in milliseconds.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }
 
 fn run_report(entry: &RunEntry) -> v1::RunReport {
@@ -381,6 +462,8 @@ fn run_report(entry: &RunEntry) -> v1::RunReport {
         exit_code,
         detail,
         lost: entry.lost,
+        image_staged_ms: 0,
+        container_started_ms: 0,
     }
 }
 

@@ -34,6 +34,23 @@ pub struct AgentConfig {
     /// On by default because starting tasks is what a compute node does most.
     #[serde(default = "default_true")]
     pub cgroup_favor_dynamic_moves: bool,
+    /// OCI runtime for container jobs (default: runc, else crun, from the system paths).
+    #[serde(default)]
+    pub container_runtime: Option<PathBuf>,
+    /// Node-local cache of unpacked images (default `<state_dir>/images`).
+    #[serde(default)]
+    pub image_cache: Option<PathBuf>,
+    /// Where the MPI launch service (AgentLaunch) listens; port 0 picks a free port.
+    #[serde(default = "default_launch_listen")]
+    pub launch_listen: String,
+    /// The `host:port` other nodes reach the launch service at; default: the listen address,
+    /// with an unspecified host (0.0.0.0) replaced by the node name.
+    #[serde(default)]
+    pub launch_advertise: Option<String>,
+    /// Interface or CIDR Open MPI uses for TCP (`btl_tcp_if_include`, `oob_tcp_if_include`):
+    /// the gigabit network on real nodes, `lo` on a local cluster; absent: Open MPI picks.
+    #[serde(default)]
+    pub mpi_tcp_include: Option<String>,
     /// What the node offers to jobs, when it should differ from what is detected (a local test
     /// cluster of several agents on one machine gives each a share).
     #[serde(default)]
@@ -87,6 +104,11 @@ impl AgentConfig {
                 )
             })
     }
+}
+
+/// The port beside the head's agent port (7090).
+fn default_launch_listen() -> String {
+    "0.0.0.0:7091".to_string()
 }
 
 fn default_true() -> bool {

@@ -3,6 +3,9 @@
 
 pub mod agent;
 pub mod config;
+pub mod container;
+pub mod launch_service;
 pub mod launcher;
 pub mod ledger;
+pub mod mpi;
 pub mod reconcile;

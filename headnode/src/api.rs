@@ -1,14 +1,14 @@
 //! The client API (`cluster`, `submit`): validates requests, calls the head, answers.
 
 use crate::head::{Caller, Head};
-use crate::model::ReservationRecord;
+use crate::model::{ImageRecord, ReservationRecord};
 use beowulf_proto::v1::{self, cluster_server::Cluster};
 use beowulf_types::{JobId, JobState, NodeName, Timestamp};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::Stream;
 use tonic::transport::server::UdsConnectInfo;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 #[derive(Debug, Clone)]
 pub struct ClusterApi {
@@ -36,6 +36,22 @@ fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
         uid: cred.uid(),
         gid: cred.gid(),
     })
+}
+
+/// A blocking task of the API failed to run to its end (it panicked or the runtime is stopping).
+fn task_failed(what: &str) -> impl FnOnce(tokio::task::JoinError) -> Status + '_ {
+    move |e| Status::internal(format!("{what} task failed: {e}"))
+}
+
+fn image_info(image: ImageRecord) -> v1::ImageInfo {
+    v1::ImageInfo {
+        name: image.name,
+        digest: image.digest,
+        size_bytes: image.size_bytes,
+        owner: image.owner.name,
+        created_ms: image.created.0,
+        tar_path: image.tar_path.display().to_string(),
+    }
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::JobInfo, Status>> + Send>>;
@@ -219,6 +235,76 @@ impl Cluster for ClusterApi {
             })
             .collect();
         Ok(Response::new(v1::ListReservationsReply { reservations }))
+    }
+
+    async fn import_image(
+        &self,
+        request: Request<Streaming<v1::ImageChunk>>,
+    ) -> Result<Response<v1::ImageInfo>, Status> {
+        let caller = caller(&request)?;
+        let mut chunks = request.into_inner();
+        let first = chunks.message().await?.ok_or_else(|| {
+            Status::invalid_argument("an image import sends the image's name first, then its tar")
+        })?;
+        // Refuse a bad name or someone else's image before the tar is sent.
+        let head = self.head.clone();
+        let (who, name) = (caller.clone(), first.name);
+        let mut upload = tokio::task::spawn_blocking(move || head.begin_import(&who, &name))
+            .await
+            .map_err(task_failed("import"))??;
+        // Writing and hashing run in a blocking task fed by a short queue.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let writer = tokio::task::spawn_blocking(move || {
+            upload.write(&first.data)?;
+            while let Some(data) = rx.blocking_recv() {
+                upload.write(&data)?;
+            }
+            Ok::<_, crate::head::HeadError>(upload)
+        });
+        let mut received = Ok(());
+        loop {
+            match chunks.message().await {
+                Ok(Some(chunk)) if !chunk.name.is_empty() => {
+                    received = Err(Status::invalid_argument(
+                        "an image import names the image in its first chunk only",
+                    ));
+                    break;
+                }
+                Ok(Some(chunk)) => {
+                    if tx.send(chunk.data).await.is_err() {
+                        break; // the writer failed: its error is the answer
+                    }
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    received = Err(status);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let upload = writer.await.map_err(task_failed("import"))??;
+        // A stream that broke off leaves a partial tar: dropping the upload removes it.
+        received?;
+        let head = self.head.clone();
+        let image = tokio::task::spawn_blocking(move || head.finish_import(&caller, upload))
+            .await
+            .map_err(task_failed("import"))??;
+        tracing::info!(name = %image.name, digest = %image.digest, owner = %image.owner.name, "image imported");
+        Ok(Response::new(image_info(image)))
+    }
+
+    async fn list_images(
+        &self,
+        _request: Request<v1::ListImagesRequest>,
+    ) -> Result<Response<v1::ListImagesReply>, Status> {
+        let images = self
+            .head
+            .list_images()
+            .into_iter()
+            .map(image_info)
+            .collect();
+        Ok(Response::new(v1::ListImagesReply { images }))
     }
 
     async fn resume(

@@ -30,6 +30,10 @@ pub struct HeadConfig {
     /// Address the agent API listens on; port 0 picks a free port, written to `state_dir/agent.addr`.
     #[serde(default = "default_agent_listen")]
     pub agent_listen: String,
+    /// Where imported images live (`blobs/sha256-<hex>.tar`); default `<state_dir>/images`. Agents
+    /// read the blobs, so on a real cluster it belongs on the shared area exported to the nodes.
+    #[serde(default)]
+    pub image_store: Option<PathBuf>,
     #[serde(default = "default_heartbeat_timeout")]
     pub heartbeat_timeout_ms: Millis,
     #[serde(default = "default_schedule_interval")]
@@ -124,6 +128,13 @@ impl Default for PriorityConfig {
 }
 
 impl HeadConfig {
+    /// The image store's directory.
+    pub fn image_store(&self) -> PathBuf {
+        self.image_store
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("images"))
+    }
+
     pub fn load(path: &Path) -> Result<HeadConfig, ConfigError> {
         config::load(path, Self::parse)
     }

@@ -57,6 +57,41 @@ pub struct JobRecord {
     /// The priority the job had when it last started (preemption takes the lowest first).
     #[serde(default)]
     pub start_priority: u64,
+    /// Container jobs: the image, resolved to a digest at submit (later imports under the same
+    /// name do not change what an accepted job runs).
+    #[serde(default)]
+    pub image: Option<ImageRef>,
+    /// MPI jobs: what the current run was given at its start.
+    #[serde(default)]
+    pub launch: Option<RunLaunch>,
+    /// Phase times of the current run reported by the agents.
+    #[serde(default)]
+    pub phases: RunPhases,
+}
+
+/// A container image as a job uses it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    pub reference: String,
+    pub digest: String,
+    pub tar_path: std::path::PathBuf,
+}
+
+/// The MPI wiring of one run: its launch credential and the fabric chosen for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunLaunch {
+    /// Random per run; agents start MPI daemons only for requests that carry it.
+    pub token: String,
+    /// `ib` or `tcp`.
+    pub fabric: String,
+    pub fabric_reason: String,
+}
+
+/// When the agents reported a run's container phases (the latest node counts).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunPhases {
+    pub image_staged: Option<Timestamp>,
+    pub containers_started: Option<Timestamp>,
 }
 
 /// A job's place in its array.
@@ -88,6 +123,20 @@ pub struct ReservationRecord {
     pub created_by: String,
 }
 
+/// An image in the image store: a name bound to a rootfs tar addressed by its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub name: String,
+    /// `sha256:<hex>` of the tar.
+    pub digest: String,
+    pub size_bytes: u64,
+    /// Who imported it: only they or root may replace it.
+    pub owner: User,
+    pub created: Timestamp,
+    /// The blob in the image store (`<image_store>/blobs/sha256-<hex>.tar`).
+    pub tar_path: std::path::PathBuf,
+}
+
 impl JobRecord {
     /// What the job holds on each node that has any of its processes.
     pub fn per_node(&self) -> Resources {
@@ -106,6 +155,10 @@ impl JobRecord {
 
     /// Whether node `index` of the allocation runs tasks (a batch script runs on node 0 only).
     pub fn node_runs_tasks(&self, index: usize) -> bool {
+        if self.spec.launches_mpi() {
+            // mpirun runs on node 0 and starts the other nodes' daemons itself.
+            return index == 0;
+        }
         match self.spec.program {
             Program::Script(_) => index == 0,
             Program::Command(_) => !self.spec.ranks_on_node(index as u32).is_empty(),
@@ -151,6 +204,9 @@ pub struct NodeRecord {
     pub drain_reason: Option<String>,
     /// Set when heartbeats stop; cleared when the agent registers again.
     pub down_reason: Option<String>,
+    /// Where the agent serves MPI launches (host:port), as it said at registration.
+    #[serde(default)]
+    pub launch_endpoint: String,
 }
 
 impl NodeRecord {

@@ -1,6 +1,6 @@
 //! The durable store (redb): jobs, nodes and counters. A change is acknowledged only after `commit`.
 
-use crate::model::{JobRecord, NodeRecord, ReservationRecord};
+use crate::model::{ImageRecord, JobRecord, NodeRecord, ReservationRecord};
 use beowulf_types::{Generation, JobId, NodeName};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::BTreeMap;
@@ -10,6 +10,7 @@ const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const RESERVATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("reservations");
+const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 const NEXT_JOB_ID: &str = "next_job_id";
 const GENERATION: &str = "generation";
 
@@ -44,6 +45,7 @@ pub struct Snapshot {
     pub next_job_id: u64,
     pub generation: Generation,
     pub reservations: BTreeMap<String, ReservationRecord>,
+    pub images: BTreeMap<String, ImageRecord>,
 }
 
 /// One atomic change: the records to write and the counters after it.
@@ -77,6 +79,7 @@ impl Store {
             txn.open_table(NODES)?;
             txn.open_table(META)?;
             txn.open_table(RESERVATIONS)?;
+            txn.open_table(IMAGES)?;
             Ok(())
         })?;
         Ok(store)
@@ -110,6 +113,13 @@ impl Store {
             let r: ReservationRecord =
                 self.decode(&format!("reservation {}", key.value()), value.value())?;
             snapshot.reservations.insert(r.name.clone(), r);
+        }
+        let images = txn.open_table(IMAGES).map_err(|e| io(e.into()))?;
+        for entry in images.iter().map_err(|e| io(e.into()))? {
+            let (key, value) = entry.map_err(|e| io(e.into()))?;
+            let image: ImageRecord =
+                self.decode(&format!("image {}", key.value()), value.value())?;
+            snapshot.images.insert(image.name.clone(), image);
         }
         let meta = txn.open_table(META).map_err(|e| io(e.into()))?;
         if let Some(v) = meta.get(NEXT_JOB_ID).map_err(|e| io(e.into()))? {
@@ -162,6 +172,23 @@ impl Store {
         })
     }
 
+    /// Writes (`Some`) or deletes (`None`) one image record, durably.
+    pub fn put_image(&self, name: &str, record: Option<&ImageRecord>) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let mut table = txn.open_table(IMAGES)?;
+            match record {
+                Some(r) => {
+                    let bytes = serde_json::to_vec(r).expect("image records serialize");
+                    table.insert(name, bytes.as_slice())?;
+                }
+                None => {
+                    table.remove(name)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
     fn write(
         &self,
         body: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
@@ -185,5 +212,51 @@ impl Store {
             key: key.to_string(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::User;
+    use beowulf_types::Timestamp;
+
+    fn image(name: &str, digest: &str) -> ImageRecord {
+        ImageRecord {
+            name: name.into(),
+            digest: digest.into(),
+            size_bytes: 10240,
+            owner: User {
+                uid: 1000,
+                gid: 1000,
+                name: "alice".into(),
+            },
+            created: Timestamp(1_700_000_000_000),
+            tar_path: PathBuf::from("/srv/beowulf/shared/images/blobs/sha256-ab.tar"),
+        }
+    }
+
+    #[test]
+    fn image_records_round_trip_through_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("headnoded.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .put_image("mpi", Some(&image("mpi", "sha256:ab")))
+                .unwrap();
+            store
+                .put_image("old", Some(&image("old", "sha256:cd")))
+                .unwrap();
+            store
+                .put_image("mpi", Some(&image("mpi", "sha256:ef")))
+                .unwrap();
+            store.put_image("old", None).unwrap();
+        }
+        let snapshot = Store::open(&path).unwrap().load().unwrap();
+        assert_eq!(
+            snapshot.images.into_iter().collect::<Vec<_>>(),
+            vec![("mpi".to_string(), image("mpi", "sha256:ef"))]
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! `computed`: the compute-node agent's entry point.
 
 use anyhow::Context;
-use beowulf_computed::{agent::Agent, config::AgentConfig, launcher::ProcessLauncher};
+use beowulf_computed::{
+    agent::Agent, config::AgentConfig, launch_service, launcher::ProcessLauncher,
+};
 use clap::Parser;
 use std::path::PathBuf;
 
@@ -46,7 +48,21 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        let launch_listen = config.launch_listen.clone();
+        let launch_advertise = config.launch_advertise.clone();
+        let node_name = config.node_name.clone();
         let (agent, exits) = Agent::start(config, inventory, launcher)?;
+        let listener = tokio::net::TcpListener::bind(&launch_listen)
+            .await
+            .with_context(|| format!("cannot listen for MPI launches on {launch_listen}"))?;
+        let endpoint = launch_service::endpoint(
+            listener.local_addr()?,
+            launch_advertise.as_deref(),
+            &node_name,
+        );
+        tracing::info!(%endpoint, "MPI launch service listening");
+        agent.set_launch_endpoint(endpoint);
+        tokio::spawn(launch_service::serve(agent.clone(), listener));
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

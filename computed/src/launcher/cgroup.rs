@@ -252,11 +252,38 @@ fn remove_dir(path: &Path) -> io::Result<()> {
     }
 }
 
-/// The pids listed in a cgroup.procs file (none when it is missing).
+/// The pids listed in a cgroup.procs file (none when it is missing), and in those of the cgroups
+/// below it (a container runtime puts each container in a child of the job's cgroup).
 fn read_procs(path: &Path) -> Vec<i32> {
-    fs::read_to_string(path)
+    let mut pids: Vec<i32> = fs::read_to_string(path)
         .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if let Some(dir) = path.parent() {
+        for child in child_dirs(dir) {
+            pids.extend(read_procs(&child.join("cgroup.procs")));
+        }
+    }
+    pids
+}
+
+/// The sub-cgroups of a cgroup directory.
+fn child_dirs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Removes a cgroup and the cgroups below it, deepest first.
+fn remove_tree(dir: &Path) -> io::Result<()> {
+    for child in child_dirs(dir) {
+        remove_tree(&child)?;
+    }
+    remove_dir(dir)
 }
 
 /// True unless the process is gone or a zombie (dead, waiting to be reaped).
@@ -561,7 +588,7 @@ impl Cgroups {
     pub(crate) fn remove(&self, job: JobId, run: u32) -> Result<(), LaunchError> {
         let mut result = Ok(());
         for dir in self.job_dirs(job, run) {
-            if let Err(source) = remove_dir(&dir)
+            if let Err(source) = remove_tree(&dir)
                 && result.is_ok()
             {
                 result = Err(LaunchError::RemoveCgroup {

@@ -207,6 +207,7 @@ mod tests {
             stderr: PathBuf::from("/tmp/out"),
             uid: 1000,
             gid: 1000,
+            container: None,
         }
     }
 

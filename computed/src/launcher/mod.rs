@@ -46,6 +46,21 @@ pub struct TaskLaunch {
     pub stderr: PathBuf,
     pub uid: u32,
     pub gid: u32,
+    /// Run the task in a container: the launcher starts the OCI runtime (as root, in the job's
+    /// cgroup, with the output files opened as the user) on a bundle whose config.json already
+    /// holds `argv`, `env`, the working directory and the user.
+    pub container: Option<ContainerRun>,
+}
+
+/// A container to run with an OCI runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerRun {
+    /// runc or crun.
+    pub runtime: PathBuf,
+    /// The bundle directory (holds config.json).
+    pub bundle: PathBuf,
+    /// The container ID, unique on this host.
+    pub id: String,
 }
 
 /// How a task ended.

@@ -288,6 +288,9 @@ struct ChildSetup {
     /// cgroup.procs files to write "0" (= the writer) into.
     cgroup_procs: Vec<CString>,
     switch_user: bool,
+    /// Container tasks: the runtime stays root, but the working directory and output files are
+    /// entered and opened with the user's filesystem identity (setfsuid), as for other tasks.
+    fs_user_only: bool,
     /// setgroups needs CAP_SETGID; only done when the agent is root.
     set_groups: bool,
     uid: libc::uid_t,
@@ -332,6 +335,14 @@ impl ChildSetup {
             let ret = unsafe { libc::setuid(self.uid) };
             self.step(Stage::SwitchUser, 0, check(ret))?;
         }
+        if self.fs_user_only {
+            // SAFETY: setfsgid/setfsuid take plain integers; they cannot fail in a way that
+            // matters here (the following open/chdir report any permission problem).
+            unsafe {
+                libc::setfsgid(self.gid);
+                libc::setfsuid(self.uid);
+            }
+        }
         // SAFETY: workdir is a NUL-terminated string owned by self, alive during the call.
         let ret = unsafe { libc::chdir(self.workdir.as_ptr()) };
         self.step(Stage::Workdir, 0, check(ret))?;
@@ -346,6 +357,13 @@ impl ChildSetup {
         // SAFETY: as above.
         let ret = unsafe { libc::dup2(err, libc::STDERR_FILENO) };
         self.step(Stage::Redirect, 0, check(ret))?;
+        if self.fs_user_only {
+            // SAFETY: as above; back to root's filesystem identity for the runtime.
+            unsafe {
+                libc::setfsuid(0);
+                libc::setfsgid(0);
+            }
+        }
         for fd in [out, err] {
             if fd > libc::STDERR_FILENO {
                 // SAFETY: closing a descriptor this child opened and no longer needs (twice is
@@ -512,8 +530,10 @@ impl Launcher for ProcessLauncher {
         if task.argv.is_empty() {
             return Err(LaunchError::EmptyArgv { job, run, rank });
         }
-        let switch_user = task.uid != self.agent_uid || task.gid != self.agent_gid;
-        if switch_user && self.agent_uid != 0 {
+        let in_container = task.container.is_some();
+        let other_user = task.uid != self.agent_uid || task.gid != self.agent_gid;
+        let switch_user = other_user && !in_container;
+        if (other_user || in_container) && self.agent_uid != 0 {
             return Err(LaunchError::UserSwitchNotPermitted {
                 job,
                 run,
@@ -543,7 +563,20 @@ impl Launcher for ProcessLauncher {
                 });
             }
         }
-        let program = resolve_program(&task)?;
+        let (program, argv, env) = match &task.container {
+            None => (resolve_program(&task)?, task.argv.clone(), task.env.clone()),
+            Some(c) => (
+                c.runtime.clone(),
+                vec![
+                    c.runtime.display().to_string(),
+                    "run".to_string(),
+                    "--bundle".to_string(),
+                    c.bundle.display().to_string(),
+                    c.id.clone(),
+                ],
+                vec![("PATH".to_string(), DEFAULT_PATH.to_string())],
+            ),
+        };
         let handle = tokio::runtime::Handle::try_current().map_err(|_| LaunchError::NoRuntime {
             job,
             run,
@@ -575,6 +608,7 @@ impl Launcher for ProcessLauncher {
                 .map(|p| cstring(&task, p.as_os_str().as_bytes(), "cgroup path"))
                 .collect::<Result<_, _>>()?,
             switch_user,
+            fs_user_only: in_container && other_user,
             set_groups: self.agent_uid == 0,
             uid: task.uid,
             gid: task.gid,
@@ -594,10 +628,10 @@ impl Launcher for ProcessLauncher {
 
         let mut command = tokio::process::Command::new(&program);
         command
-            .arg0(&task.argv[0])
-            .args(&task.argv[1..])
+            .arg0(&argv[0])
+            .args(&argv[1..])
             .env_clear()
-            .envs(task.env.iter().map(|(k, v)| (k, v)))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -709,6 +743,7 @@ mod tests {
             stderr: "out".into(),
             uid: 0,
             gid: 0,
+            container: None,
         }
     }
 

@@ -55,6 +55,7 @@ fn task(job: u64, rank: u32, script: &str, dir: &Path) -> TaskLaunch {
         stderr: dir.join(format!("out.{rank}")),
         uid,
         gid,
+        container: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! cluster launcher.
 
 pub mod client;
+pub mod image;
 pub mod lab;
 pub mod local;
 pub mod output;
@@ -90,8 +91,24 @@ pub enum Commands {
     /// Advance reservations: nodes set aside for some users, or for maintenance.
     #[command(subcommand)]
     Reserve(ReserveCommand),
+    /// Container images for jobs: `import NAME SOURCE`, `list`.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// The VM lab: `up --nodes N`, `status`, `ssh NODE [CMD]`, `down`.
     Lab(lab::LabArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Put an image into the cluster's image store, addressed by digest. SOURCE is a rootfs
+    /// tarball (plain or gzip), a rootfs directory, or an OCI image layout directory; it is read
+    /// as you, and re-importing a NAME replaces it.
+    Import { name: String, source: PathBuf },
+    /// The images in the store.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -350,6 +367,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Commands::Reserve(command) => reserve(&socket, command).await,
+        Commands::Image(ImageCommand::Import { name, source }) => {
+            let info = image::import(&socket, &name, &source).await?;
+            println!(
+                "imported {} {} ({})",
+                info.name,
+                info.digest,
+                output::mib(info.size_bytes)
+            );
+            Ok(0)
+        }
+        Commands::Image(ImageCommand::List { json }) => {
+            let images = image::list(&socket).await?;
+            if json {
+                let list: Vec<_> = images.iter().map(output::image_json).collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{}", output::images_table(&images, local::now_ms()));
+            }
+            Ok(0)
+        }
         Commands::Lab(args) => lab::run(&cli.global.state_dir, args),
         Commands::Resume { node } => {
             let mut c = client::connect(&socket).await?;

@@ -84,9 +84,10 @@ pub async fn init(opts: &LocalOptions) -> anyhow::Result<()> {
         std::fs::write(
             &config,
             format!(
-                "# Written by `cluster init --local`.\nnode_name = {name:?}\nhead_addr_file = {:?}\nstate_dir = {node_dir:?}\ncgroup_name = \"local-{:08x}-{name}\"\n\n[offer]\ncpus = {}\nmemory_mb = {}\n",
+                "# Written by `cluster init --local`.\nnode_name = {name:?}\nhead_addr_file = {:?}\nstate_dir = {node_dir:?}\ncgroup_name = \"local-{:08x}-{name}\"\n# The agents share one machine: one image cache, MPI over loopback.\nimage_cache = {:?}\nlaunch_listen = \"127.0.0.1:0\"\nmpi_tcp_include = \"lo\"\n\n[offer]\ncpus = {}\nmemory_mb = {}\n",
                 dir.join("agent.addr"),
                 path_hash(dir),
+                dir.join("image-cache"),
                 opts.cpus_per_node,
                 opts.memory_per_node_mb
             ),

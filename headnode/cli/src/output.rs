@@ -34,6 +34,11 @@ pub fn job_json(job: &v1::JobInfo) -> Value {
         "qos": job.qos,
         "account": job.account,
         "dependencies": job.dependencies,
+        "fabric": (!job.fabric.is_empty()).then_some(&job.fabric),
+        "fabric_reason": (!job.fabric_reason.is_empty()).then_some(&job.fabric_reason),
+        "image": (!job.image.is_empty()).then_some(&job.image),
+        "image_digest": (!job.image_digest.is_empty()).then_some(&job.image_digest),
+        "phases_ms": job.phases.iter().map(|p| (p.name.clone(), json!(p.ms))).collect::<serde_json::Map<_, _>>(),
         "events": job.events.iter().map(|e| json!({"time_ms": e.time_ms, "message": e.message})).collect::<Vec<_>>(),
     })
 }
@@ -179,6 +184,48 @@ pub fn reservations_table(list: &[v1::Reservation], now_ms: u64) -> String {
     t.to_string()
 }
 
+pub fn image_json(image: &v1::ImageInfo) -> Value {
+    json!({
+        "name": image.name,
+        "digest": image.digest,
+        "size_bytes": image.size_bytes,
+        "owner": image.owner,
+        "created_ms": image.created_ms,
+        "tar_path": image.tar_path,
+    })
+}
+
+/// `docker image ls`-like: one line per image, digests cut to 12 hex digits.
+pub fn images_table(images: &[v1::ImageInfo], now_ms: u64) -> String {
+    let mut t = table(&["NAME", "DIGEST", "SIZE", "OWNER", "CREATED"]);
+    for image in images {
+        let hex = image
+            .digest
+            .split_once(':')
+            .map_or(image.digest.as_str(), |(_, h)| h);
+        t.add_row(vec![
+            image.name.clone(),
+            hex.chars().take(12).collect(),
+            mib(image.size_bytes),
+            image.owner.clone(),
+            format!("{} ago", duration(now_ms.saturating_sub(image.created_ms))),
+        ]);
+    }
+    t.to_string()
+}
+
+/// A size in MiB: `812 MiB`, `3.4 MiB`, `<0.1 MiB`.
+pub fn mib(bytes: u64) -> String {
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    if mib >= 10.0 {
+        format!("{mib:.0} MiB")
+    } else if bytes > 0 && mib < 0.1 {
+        "<0.1 MiB".into()
+    } else {
+        format!("{mib:.1} MiB")
+    }
+}
+
 /// `scontrol show job`-like.
 pub fn job_details(job: &v1::JobInfo) -> String {
     let mut out = String::new();
@@ -232,6 +279,21 @@ pub fn job_details(job: &v1::JobInfo) -> String {
     line("StdErr", job.stderr_path.clone());
     if let Some(t) = job.estimated_start_ms {
         line("EstStart", format!("{t} (unix ms)"));
+    }
+    if !job.image.is_empty() {
+        let short = job.image_digest.get(..19).unwrap_or(&job.image_digest);
+        line("Image", format!("{} ({short})", job.image));
+    }
+    if !job.fabric.is_empty() {
+        line("Fabric", format!("{} ({})", job.fabric, job.fabric_reason));
+    }
+    if !job.phases.is_empty() {
+        let phases: Vec<String> = job
+            .phases
+            .iter()
+            .map(|p| format!("{} {} ms", p.name.replace('_', " "), p.ms))
+            .collect();
+        line("Phases", phases.join(", "));
     }
     out.push_str("        Events:\n");
     let first = job.events.first().map(|e| e.time_ms).unwrap_or(0);

@@ -1,9 +1,9 @@
 //! Desired state per node: every job run that should be running there, sent whole with a generation.
 
 use super::{Head, Inner};
-use crate::model::JobRecord;
+use crate::model::{JobRecord, NodeRecord};
 use beowulf_proto::v1;
-use beowulf_types::{JobState, NodeName, Program, hostlist};
+use beowulf_types::{JobState, MpiFlavor, NodeName, Program, hostlist};
 use std::collections::{BTreeMap, BTreeSet};
 
 impl Head {
@@ -31,7 +31,7 @@ pub(super) fn desired_state(inner: &Inner, node: &NodeName) -> v1::DesiredState 
         .filter(|job| job.state == JobState::Running)
         .filter_map(|job| {
             let index = job.nodes.iter().position(|n| n == node)?;
-            Some(assignment(job, index))
+            Some(assignment(job, index, &inner.nodes))
         })
         .collect();
     v1::DesiredState {
@@ -41,9 +41,16 @@ pub(super) fn desired_state(inner: &Inner, node: &NodeName) -> v1::DesiredState 
 }
 
 /// The part of a job run that node `index` of its allocation carries out.
-fn assignment(job: &JobRecord, index: usize) -> v1::Assignment {
+fn assignment(
+    job: &JobRecord,
+    index: usize,
+    nodes: &BTreeMap<NodeName, NodeRecord>,
+) -> v1::Assignment {
     let spec = &job.spec;
     let (argv, first_rank, local_tasks) = match &spec.program {
+        // The first node runs the program under mpirun (the agent adds it); mpirun starts the
+        // ranks there and, through the other agents, the daemons that start the rest.
+        Program::Command(argv) if spec.launches_mpi() => (argv.clone(), 0, u32::from(index == 0)),
         Program::Command(argv) => {
             let ranks = spec.ranks_on_node(index as u32);
             (argv.clone(), ranks.start, ranks.len() as u32)
@@ -122,7 +129,44 @@ fn assignment(job: &JobRecord, index: usize) -> v1::Assignment {
         stderr_path: paths.stderr,
         deadline_ms: start.plus(spec.time_limit_ms).0,
         partition: crate::head::jobs::DEFAULT_PARTITION.to_string(),
+        image: job.image.as_ref().map(|i| v1::ContainerImage {
+            reference: i.reference.clone(),
+            digest: i.digest.clone(),
+            tar_path: i.tar_path.display().to_string(),
+        }),
+        mpi: mpi_launch(job, nodes),
     }
+}
+
+/// The MPI wiring every node of an MPI job gets: flavour, fabric, credential, where each node's
+/// agent takes launch requests, and the ranks per node.
+fn mpi_launch(job: &JobRecord, nodes: &BTreeMap<NodeName, NodeRecord>) -> Option<v1::MpiLaunch> {
+    let launch = job.launch.as_ref()?;
+    let mpi = job.spec.mpi.as_ref()?;
+    let flavor = match mpi.flavor {
+        MpiFlavor::Openmpi => "openmpi",
+        MpiFlavor::Mpich => "mpich",
+        MpiFlavor::None => return None,
+    };
+    Some(v1::MpiLaunch {
+        flavor: flavor.to_string(),
+        fabric: launch.fabric.clone(),
+        token: launch.token.clone(),
+        endpoints: job
+            .nodes
+            .iter()
+            .map(|n| {
+                let endpoint = nodes
+                    .get(n)
+                    .map(|r| r.launch_endpoint.clone())
+                    .unwrap_or_default();
+                (n.0.clone(), endpoint)
+            })
+            .collect(),
+        tasks_per_node: (0..job.nodes.len() as u32)
+            .map(|i| job.spec.ranks_on_node(i).len() as u32)
+            .collect(),
+    })
 }
 
 /// Where a job runs and writes.

@@ -2,12 +2,12 @@
 
 use super::{Head, HeadError, Tx, now};
 use crate::config::HeadConfig;
-use crate::model::{ArrayElement, JobRecord, User};
+use crate::model::{ArrayElement, ImageRef, JobRecord, RunPhases, User};
 use beowulf_proto::v1;
 use beowulf_scheduler::Constraint;
 use beowulf_types::{
-    DependencySpec, JobFileError, JobId, JobSpec, JobState, NodeName, Resources, Timestamp,
-    apply_overrides, line_of_field, parse_job_file,
+    DependencySpec, JobFileError, JobId, JobSpec, JobState, MpiFlavor, NodeName, Resources,
+    Timestamp, apply_overrides, line_of_field, parse_job_file,
 };
 use std::collections::BTreeMap;
 
@@ -53,6 +53,20 @@ impl Head {
         let user = user_of(caller);
         let groups = groups_of(&user);
         let submit_env: BTreeMap<String, String> = request.env.into_iter().collect();
+        // Resolved before the mutation: hashing a tarball named by path may take a moment.
+        let image = match &spec.container {
+            Some(container) => {
+                let resolved = self
+                    .resolve_image(&container.image)
+                    .map_err(|e| source.refusal("container.image", e.to_string()))?;
+                Some(ImageRef {
+                    reference: resolved.reference,
+                    digest: resolved.digest,
+                    tar_path: resolved.tar_path,
+                })
+            }
+            None => None,
+        };
         let submitted = self.mutate(|tx| {
             check_fits_cluster(tx, &self.config, &source, &spec)?;
             check_policy(tx, &self.config, &source, &spec)?;
@@ -98,6 +112,9 @@ impl Head {
                     groups: groups.clone(),
                     array,
                     start_priority: 0,
+                    image: image.clone(),
+                    launch: None,
+                    phases: RunPhases::default(),
                 };
                 let of_array = match array {
                     Some(a) => format!(" as element {} of array {}", a.index, a.array),
@@ -192,6 +209,10 @@ pub(super) fn apply_run_report(
     let job = tx.job(id).expect("exists");
     let current =
         job.state == JobState::Running && job.run == report.run && job.nodes.contains(node);
+    if current {
+        record_phases(tx.job_mut(id).expect("exists"), report);
+    }
+    let job = tx.job(id).expect("exists");
     if !current || !report.finished || job.node_results.contains_key(node) {
         return;
     }
@@ -233,6 +254,20 @@ pub(super) fn apply_run_report(
         job.exit_code = Some(0);
         job.end(JobState::Completed, now, "");
     }
+}
+
+/// Keeps the latest time any node reported for each container phase of the current run.
+fn record_phases(job: &mut JobRecord, report: &v1::RunReport) {
+    let latest = |slot: &mut Option<Timestamp>, ms: u64| {
+        if ms > 0 && slot.is_none_or(|t| t.0 < ms) {
+            *slot = Some(Timestamp(ms));
+        }
+    };
+    latest(&mut job.phases.image_staged, report.image_staged_ms);
+    latest(
+        &mut job.phases.containers_started,
+        report.container_started_ms,
+    );
 }
 
 /// Handles the loss of a running job's node: requeue when the job allows it, else NODE_FAIL.
@@ -411,6 +446,15 @@ fn check_policy(
             names.join(", ")
         };
         return Err(refuse("qos", format!("no QOS `{qos}` ({known})")));
+    }
+    if let Some(mpi) = &spec.mpi
+        && mpi.flavor == MpiFlavor::Mpich
+    {
+        return Err(refuse(
+            "mpi.flavor",
+            "\"mpich\" is not wired up yet; use \"openmpi\" (or \"none\" to run one task per rank)"
+                .to_string(),
+        ));
     }
     if let Some(constraint) = &spec.constraint
         && let Err(e) = Constraint::parse(constraint)

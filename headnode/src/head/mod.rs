@@ -5,6 +5,8 @@
 //! sends each touched node its new desired state. A failed commit changes nothing.
 
 mod desired;
+mod fabric;
+mod images;
 mod jobs;
 mod nodes;
 mod reservations;
@@ -12,7 +14,7 @@ mod schedule;
 mod views;
 
 use crate::config::HeadConfig;
-use crate::model::{JobRecord, NodeRecord, ReservationRecord};
+use crate::model::{ImageRecord, JobRecord, NodeRecord, ReservationRecord};
 use crate::store::{Change, Store, StoreError};
 use beowulf_proto::v1;
 use beowulf_scheduler::Pending;
@@ -22,6 +24,7 @@ use std::sync::{Mutex, MutexGuard};
 use tokio::sync::{Notify, mpsc, watch};
 use tonic::Status;
 
+pub use images::{ImageUpload, ResolvedImage, validate_image_name};
 pub use jobs::Caller;
 
 /// What went wrong with a request to the head.
@@ -43,6 +46,13 @@ pub enum HeadError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "image {0:?}: no such image; import it with `cluster image import {0} PATH` or give an absolute path to a rootfs tarball"
+    )]
+    NoSuchImage(String),
+    /// Reading or writing the image store (or a tarball named by path) failed.
+    #[error("{0}")]
+    ImageIo(String),
 }
 
 impl From<HeadError> for Status {
@@ -57,6 +67,8 @@ impl From<HeadError> for Status {
             }
             HeadError::Store(_) => Status::unavailable(message),
             HeadError::Invalid(_) => Status::invalid_argument(message),
+            HeadError::NoSuchImage(_) => Status::not_found(message),
+            HeadError::ImageIo(_) => Status::internal(message),
         }
     }
 }
@@ -84,6 +96,9 @@ struct Inner {
     sessions: BTreeMap<NodeName, Session>,
     next_session_id: u64,
     reservations: BTreeMap<String, ReservationRecord>,
+    images: BTreeMap<String, ImageRecord>,
+    /// Digests of tarballs named by path, so each is hashed once (memory only).
+    image_digests: std::collections::HashMap<images::FileKey, String>,
 }
 
 /// The head-node daemon's shared state.
@@ -199,7 +214,10 @@ impl Head {
             sessions: BTreeMap::new(),
             next_session_id: 1,
             reservations: snapshot.reservations,
+            images: snapshot.images,
+            image_digests: Default::default(),
         };
+        images::remove_stale_uploads(&config.image_store());
         Ok(Head {
             inner: Mutex::new(inner),
             config,

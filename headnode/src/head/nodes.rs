@@ -38,6 +38,9 @@ impl Head {
                     if node.inventory != inventory {
                         node.inventory = inventory;
                     }
+                    if node.launch_endpoint != register.launch_endpoint {
+                        node.launch_endpoint = register.launch_endpoint.clone();
+                    }
                     if node.down_reason.take().is_some() {
                         tracing::info!(node = %name, "node is back: agent registered");
                     }
@@ -49,6 +52,7 @@ impl Head {
                         inventory,
                         drain_reason: None,
                         down_reason: None,
+                        launch_endpoint: register.launch_endpoint.clone(),
                     });
                 }
             }

@@ -1,15 +1,16 @@
 //! One scheduling pass: snapshot the records, call the pure scheduler, apply the plan it returns
 //! (preemptions first, then starts). `why` answers from the same snapshot.
 
+use super::fabric::{self, IB_FEATURE};
 use super::{Head, HeadError, Inner, now};
 use crate::config::HeadConfig;
-use crate::model::{ArrayElement, JobRecord};
+use crate::model::{ArrayElement, JobRecord, RunLaunch, RunPhases};
 use beowulf_scheduler::{
     AdvanceReservation, ArrayMember, Association, Constraint, Dependency, Explanation, JobOutcome,
     NodeAvailability, NodeView, PendingJob, PreemptMode, RunningJob, SchedulerInput, fairshare,
     plan, why,
 };
-use beowulf_types::{DependencySpec, JobId, JobState, Resources, Timestamp};
+use beowulf_types::{DependencySpec, Fabric, JobId, JobState, Resources, Timestamp};
 use std::collections::BTreeMap;
 
 impl Head {
@@ -51,6 +52,29 @@ impl Head {
                     job.start_time = Some(now);
                     job.start_priority = start.priority;
                     job.node_results.clear();
+                    job.phases = RunPhases::default();
+                    let mpi = job
+                        .spec
+                        .launches_mpi()
+                        .then(|| job.spec.mpi.clone())
+                        .flatten();
+                    if let Some(mpi) = mpi {
+                        let nodes: Vec<_> = tx
+                            .nodes()
+                            .filter(|r| start.nodes.contains(&r.name))
+                            .map(|r| (&r.name, r.inventory.clone()))
+                            .collect();
+                        let view: Vec<_> = nodes.iter().map(|(n, i)| (*n, i)).collect();
+                        let choice = fabric::choose(mpi.fabric, &view);
+                        let job = tx.job_mut(start.job).expect("planned jobs exist");
+                        job.log(now, format!("fabric {}: {}", choice.fabric, choice.reason));
+                        job.launch = Some(RunLaunch {
+                            token: format!("{:032x}", rng.random::<u128>()),
+                            fabric: choice.fabric.to_string(),
+                            fabric_reason: choice.reason,
+                        });
+                    }
+                    let job = tx.job_mut(start.job).expect("planned jobs exist");
                     let list: Vec<&str> = start.nodes.iter().map(|n| n.as_str()).collect();
                     job.log(
                         now,
@@ -77,12 +101,39 @@ impl Head {
 }
 
 /// The scheduler's view of the committed records.
+/// The job's constraint, with the `ib` fabric added as one for MPI jobs that insist on it.
+fn constraint(job: &JobRecord) -> Option<Constraint> {
+    // Checked at submit; a constraint that no longer parses constrains to nothing.
+    let written = job
+        .spec
+        .constraint
+        .as_deref()
+        .and_then(|c| Constraint::parse(c).ok());
+    let wants_ib = job.spec.launches_mpi()
+        && job
+            .spec
+            .mpi
+            .as_ref()
+            .is_some_and(|m| m.fabric == Fabric::Ib);
+    if !wants_ib {
+        return written;
+    }
+    let ib = Constraint::Feature(IB_FEATURE.to_string());
+    Some(match written {
+        Some(c) => Constraint::And(vec![c, ib]),
+        None => ib,
+    })
+}
+
 fn snapshot(inner: &Inner, config: &HeadConfig, now: Timestamp) -> SchedulerInput {
     let nodes = inner
         .nodes
         .values()
         .map(|n| {
-            let availability = if n.down_reason.is_some() {
+            // A node whose agent has not connected to this head process (just restarted) gets
+            // nothing new until it does: its agent may have restarted too, with a new launch
+            // endpoint, and nothing is known about its health yet.
+            let availability = if n.down_reason.is_some() || !inner.sessions.contains_key(&n.name) {
                 NodeAvailability::Down
             } else if n.drain_reason.is_some() {
                 NodeAvailability::Drain
@@ -92,7 +143,13 @@ fn snapshot(inner: &Inner, config: &HeadConfig, now: Timestamp) -> SchedulerInpu
             let view = NodeView {
                 capacity: n.capacity(),
                 availability,
-                features: n.inventory.features.iter().cloned().collect(),
+                features: n
+                    .inventory
+                    .features
+                    .iter()
+                    .cloned()
+                    .chain(n.inventory.has_active_ib().then(|| IB_FEATURE.to_string()))
+                    .collect(),
                 gres: n.inventory.gres.clone(),
             };
             (n.name.clone(), view)
@@ -160,11 +217,7 @@ fn snapshot(inner: &Inner, config: &HeadConfig, now: Timestamp) -> SchedulerInpu
                 name: job.spec.name.clone(),
                 dependencies,
                 // Checked at submit; a constraint that no longer parses constrains to nothing.
-                constraint: job
-                    .spec
-                    .constraint
-                    .as_deref()
-                    .and_then(|c| Constraint::parse(c).ok()),
+                constraint: constraint(job),
                 gres_per_node: job.spec.gres.clone(),
                 reservation: job.spec.reservation.clone(),
                 array: job.array.map(array_member),

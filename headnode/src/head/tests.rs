@@ -37,6 +37,7 @@ fn register(head: &Head, node: &str) -> mpsc::UnboundedReceiver<Result<v1::HeadM
         inventory: Some(v1::Inventory::from(&inventory)),
         runs: vec![],
         generation: 0,
+        launch_endpoint: format!("127.0.0.1:7{}", node.len()),
     };
     head.register(&register, tx).unwrap();
     rx
@@ -68,6 +69,7 @@ fn finished(job: u64, run: u32, code: i32) -> v1::RunReport {
         exit_code: code,
         detail: String::new(),
         lost: false,
+        ..Default::default()
     }
 }
 

@@ -5,7 +5,9 @@ use super::{Head, HeadError, Inner};
 use crate::head::jobs::DEFAULT_PARTITION;
 use crate::model::JobRecord;
 use beowulf_proto::v1;
-use beowulf_types::{DependencySpec, JobId, JobState, NodeName, PendingReason, Resources};
+use beowulf_types::{
+    DependencySpec, JobId, JobState, NodeName, PendingReason, Resources, Timestamp,
+};
 
 fn join_ids(ids: &[u64]) -> String {
     ids.iter().map(u64::to_string).collect::<Vec<_>>().join(":")
@@ -154,5 +156,60 @@ fn job_info(inner: &Inner, job: &JobRecord, with_events: bool) -> v1::JobInfo {
         } else {
             Vec::new()
         },
+        fabric: job
+            .launch
+            .as_ref()
+            .map(|l| l.fabric.clone())
+            .unwrap_or_default(),
+        fabric_reason: job
+            .launch
+            .as_ref()
+            .map(|l| l.fabric_reason.clone())
+            .unwrap_or_default(),
+        image: job
+            .image
+            .as_ref()
+            .map(|i| i.reference.clone())
+            .unwrap_or_default(),
+        image_digest: job
+            .image
+            .as_ref()
+            .map(|i| i.digest.clone())
+            .unwrap_or_default(),
+        phases: phases(job),
     }
+}
+
+/// Per-phase durations of the current (or last) run, each from the end of the one before:
+/// queued (submit to start), image staged, containers started, then the rest of the run.
+fn phases(job: &JobRecord) -> Vec<v1::Phase> {
+    let mut out = Vec::new();
+    let Some(start) = job.start_time else {
+        return out;
+    };
+    let mut push = |name: &str, from: Timestamp, to: Timestamp| {
+        out.push(v1::Phase {
+            name: name.to_string(),
+            ms: to.0.saturating_sub(from.0),
+        });
+    };
+    push("queued", job.submit_time, start);
+    let mut last = start;
+    if let Some(staged) = job.phases.image_staged {
+        push("image_staged", last, staged);
+        last = staged;
+    }
+    if let Some(started) = job.phases.containers_started {
+        push("containers_started", last, started);
+        last = started;
+    }
+    if let Some(end) = job.end_time {
+        let name = if job.spec.launches_mpi() {
+            "mpi_ran"
+        } else {
+            "ran"
+        };
+        push(name, last, end);
+    }
+    out
 }

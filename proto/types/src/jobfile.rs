@@ -99,6 +99,21 @@ pub enum DependencySpec {
 }
 
 impl JobSpec {
+    /// True when the job is an MPI program that the first node starts with `mpirun` (which then
+    /// starts the other nodes' MPI daemons through their agents), rather than one task per rank.
+    pub fn launches_mpi(&self) -> bool {
+        matches!(
+            (&self.program, &self.mpi),
+            (
+                Program::Command(_),
+                Some(MpiSpec {
+                    flavor: MpiFlavor::Openmpi | MpiFlavor::Mpich,
+                    ..
+                })
+            )
+        )
+    }
+
     /// CPUs the job needs on each of its nodes.
     pub fn cpus_per_node(&self) -> u32 {
         self.tasks_per_node * self.cpus_per_task

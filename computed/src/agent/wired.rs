@@ -1,0 +1,492 @@
+//! Container and MPI runs on this node ("wired" runs): staging the image, starting the job's
+//! containers — one per local task, or on the first node of an MPI job the one that runs
+//! `mpirun` — and starting MPI daemons when the job's `mpirun` asks for them (AgentLaunch).
+//!
+//! ```text
+//!  assignment ─▶ prepare cgroup ─▶ stage image (unpack once per digest) ─▶ progress report
+//!                                        │
+//!        still desired? ── no ─▶ tasks end as not started
+//!                                        │ yes
+//!                                        ▼
+//!        node 0 of an MPI job: mpirun in a container  │  other jobs: one container per task
+//!        other nodes of an MPI job: nothing until a launch request with the job's credential
+//!                                        ▼
+//!                    containers started ─▶ progress report ─▶ exits as usual
+//! ```
+
+use super::{Agent, DEFAULT_PATH, now_ms};
+use crate::container::{ContainerError, bundle, find_runtime};
+use crate::launcher::{ContainerRun, JobLimits, LaunchError, Launcher, TaskExit, TaskLaunch};
+use crate::ledger::RunKey;
+use crate::mpi;
+use beowulf_proto::v1::{self, agent_message::Body};
+use beowulf_types::JobId;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Daemons started on request get "ranks" from here up, apart from the job's real ranks (they
+/// only name containers and log lines; the ledger does not track them).
+const DAEMON_RANK_BASE: u32 = 1 << 30;
+/// Where `beowulf-rsh` appears inside a container.
+const RSH_IN_CONTAINER: &str = "/.beowulf/beowulf-rsh";
+
+/// What the agent keeps about a wired run.
+#[derive(Debug, Default)]
+pub(super) struct WiredRun {
+    /// Containers created for the run (removed from the runtime's state when the run is forgotten).
+    containers: Vec<String>,
+    image_staged_ms: u64,
+    container_started_ms: u64,
+    next_daemon: u32,
+}
+
+/// True for runs that need more than plain processes: an image to stage, or MPI wiring.
+pub(super) fn is_wired(a: &v1::Assignment) -> bool {
+    a.image.is_some() || a.mpi.is_some()
+}
+
+impl<L: Launcher> Agent<L> {
+    /// Starts a wired run in the background (called with the agent's state locked).
+    pub(super) fn start_wired_run(&self, state: &mut super::State, key: RunKey, a: v1::Assignment) {
+        state.wired.entry(key).or_default();
+        let Some(agent) = self.me.upgrade() else {
+            return;
+        };
+        tracing::info!(job = %key.job, run = key.run, tasks = a.local_tasks, image = ?a.image.as_ref().map(|i| &i.reference), mpi = a.mpi.is_some(), "starting container/MPI run");
+        tokio::spawn(async move { agent.run_wired(key, a).await });
+    }
+
+    async fn run_wired(self: Arc<Self>, key: RunKey, a: v1::Assignment) {
+        let ranks = a.first_rank..a.first_rank + a.local_tasks;
+        let not_started = |detail: String| {
+            for rank in ranks.clone() {
+                let _ = self.exits.send(TaskExit {
+                    job: key.job,
+                    run: key.run,
+                    rank,
+                    code: 126,
+                    detail: detail.clone(),
+                });
+            }
+        };
+        if let Err(e) = self.launcher.prepare_job(key.job, key.run, &limits(&a)) {
+            not_started(e.to_string());
+            return;
+        }
+        let rootfs = match self.stage(key, &a).await {
+            Ok(rootfs) => rootfs,
+            Err(e) => {
+                tracing::warn!(job = %key.job, error = %e, "cannot stage the job's image");
+                not_started(e);
+                return;
+            }
+        };
+        if !self.lock().desired.contains_key(&key) {
+            not_started("the job ended while its image was being staged".into());
+            return;
+        }
+        if a.local_tasks == 0 {
+            return;
+        }
+        for rank in ranks.clone() {
+            let started = self
+                .wired_task(key, &a, rank, rootfs.as_deref())
+                .and_then(|task| {
+                    self.launcher
+                        .start_task(task, self.exits.clone())
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = started {
+                tracing::warn!(job = %key.job, rank, error = %e, "task did not start");
+                let _ = self.exits.send(TaskExit {
+                    job: key.job,
+                    run: key.run,
+                    rank,
+                    code: 126,
+                    detail: e,
+                });
+            }
+        }
+        if rootfs.is_some() {
+            self.mark_started(key);
+        }
+    }
+
+    /// Unpacks the run's image into the node-local cache (once per digest) and returns its rootfs;
+    /// `None` for runs without a container.
+    async fn stage(&self, key: RunKey, a: &v1::Assignment) -> Result<Option<PathBuf>, String> {
+        let Some(image) = a.image.clone() else {
+            return Ok(None);
+        };
+        let Some(agent) = self.me.upgrade() else {
+            return Err("the agent is shutting down".into());
+        };
+        let rootfs = tokio::task::spawn_blocking(move || {
+            agent
+                .images
+                .rootfs(&image.digest, Path::new(&image.tar_path))
+                .map_err(|e: ContainerError| e.to_string())
+        })
+        .await
+        .map_err(|e| format!("image staging panicked: {e}"))??;
+        let first = {
+            let mut state = self.lock();
+            let run = state.wired.entry(key).or_default();
+            let first = run.image_staged_ms == 0;
+            if first {
+                run.image_staged_ms = now_ms();
+            }
+            first
+        };
+        if first {
+            self.progress(key);
+        }
+        Ok(Some(rootfs))
+    }
+
+    /// The task for `rank` of a wired run: in a container when the run has an image, under
+    /// mpirun on the first node of an MPI job.
+    fn wired_task(
+        &self,
+        key: RunKey,
+        a: &v1::Assignment,
+        rank: u32,
+        rootfs: Option<&Path>,
+    ) -> Result<TaskLaunch, String> {
+        let mut task = self.task_launch(a, key, rank);
+        let mut env = self.task_env(a, rank);
+        if let Some(launch) = &a.mpi {
+            let rsh = match rootfs {
+                Some(_) => RSH_IN_CONTAINER.to_string(),
+                None => rsh_on_host()?.display().to_string(),
+            };
+            let ib_device = self
+                .inventory
+                .ib_ports
+                .iter()
+                .find(|p| p.state == beowulf_types::IbPortState::Active)
+                .map(|p| format!("{}:{}", p.device, p.port));
+            task.argv = mpi::mpirun_argv(&mpi::MpirunInput {
+                mpi: launch,
+                nodelist: &a.nodelist,
+                command: &a.argv,
+                rsh_agent: &rsh,
+                tcp_include: self.config.mpi_tcp_include.as_deref(),
+                ib_device: ib_device.as_deref(),
+            });
+            env.extend(launch_env(a, launch));
+        }
+        match rootfs {
+            None => {
+                task.env = env.into_iter().collect();
+                Ok(task)
+            }
+            Some(rootfs) => {
+                let name = format!("r{rank}");
+                task.container = Some(self.container(key, a, &name, rootfs, &task.argv, env)?);
+                task.env = Vec::new();
+                Ok(task)
+            }
+        }
+    }
+
+    /// Writes the bundle of one container of the run and records it.
+    fn container(
+        &self,
+        key: RunKey,
+        a: &v1::Assignment,
+        name: &str,
+        rootfs: &Path,
+        args: &[String],
+        env: BTreeMap<String, String>,
+    ) -> Result<ContainerRun, String> {
+        let runtime =
+            find_runtime(self.config.container_runtime.as_deref()).map_err(|e| e.to_string())?;
+        let owner = self
+            .config
+            .cgroup_name
+            .as_deref()
+            .unwrap_or(&self.config.node_name);
+        let id = format!("bw-{owner}-{}-{}-{name}", key.job, key.run);
+        let dir = self.config.state_dir.join("bundles").join(&id);
+        let workdir = PathBuf::from(&a.workdir);
+        let mut binds = vec![bundle::Bind {
+            source: workdir.clone(),
+            destination: workdir.clone(),
+            read_only: false,
+        }];
+        if let Some(home) = home_of(a.uid)
+            && !workdir.starts_with(&home)
+        {
+            binds.push(bundle::Bind {
+                source: home.clone(),
+                destination: home,
+                read_only: false,
+            });
+        }
+        // The job's user and groups resolve inside the container as on the node (MPI looks the
+        // user up; images do not know the cluster's users).
+        for file in ["/etc/passwd", "/etc/group"] {
+            binds.push(bundle::Bind {
+                source: file.into(),
+                destination: file.into(),
+                read_only: true,
+            });
+        }
+        if a.mpi.is_some() {
+            binds.push(bundle::Bind {
+                source: rsh_on_host()?,
+                destination: RSH_IN_CONTAINER.into(),
+                read_only: true,
+            });
+        }
+        let config = bundle::ContainerConfig {
+            rootfs: rootfs.to_path_buf(),
+            hostname: self.config.node_name.clone(),
+            args: args.to_vec(),
+            env: env.into_iter().collect(),
+            cwd: workdir,
+            uid: a.uid,
+            gid: a.gid,
+            additional_gids: vec![a.gid],
+            binds,
+            devices: bundle::infiniband_devices(),
+            memlock: bundle::memlock_limit(),
+            nofile: bundle::nofile_limit(),
+            cgroups_path: id.clone(),
+        };
+        bundle::write(&dir, &config).map_err(|e| e.to_string())?;
+        self.lock()
+            .wired
+            .entry(key)
+            .or_default()
+            .containers
+            .push(id.clone());
+        Ok(ContainerRun {
+            runtime,
+            bundle: dir,
+            id,
+        })
+    }
+
+    fn mark_started(&self, key: RunKey) {
+        let first = {
+            let mut state = self.lock();
+            let run = state.wired.entry(key).or_default();
+            let first = run.container_started_ms == 0;
+            if first {
+                run.container_started_ms = now_ms();
+            }
+            first
+        };
+        if first {
+            self.progress(key);
+        }
+    }
+
+    /// Tells the head the phase times of a run still going.
+    fn progress(&self, key: RunKey) {
+        let state = self.lock();
+        let (Some(run), Some(out)) = (state.wired.get(&key), &state.outgoing) else {
+            return;
+        };
+        let report = v1::RunReport {
+            job_id: key.job.0,
+            run: key.run,
+            finished: false,
+            image_staged_ms: run.image_staged_ms,
+            container_started_ms: run.container_started_ms,
+            ..Default::default()
+        };
+        let _ = out.send(v1::AgentMessage {
+            body: Some(Body::Report(report)),
+        });
+    }
+
+    /// Starts an MPI daemon for the job's mpirun (AgentLaunch) and waits for it to end.
+    pub async fn launch(
+        &self,
+        request: v1::LaunchRequest,
+    ) -> Result<v1::LaunchReply, LaunchRefusal> {
+        let key = RunKey {
+            job: JobId(request.job_id),
+            run: request.run,
+        };
+        let node = &self.config.node_name;
+        let a = self.lock().desired.get(&key).cloned().ok_or_else(|| {
+            LaunchRefusal::NotHere(format!(
+                "job {}.{} is not running on {node}",
+                key.job, key.run
+            ))
+        })?;
+        let Some(launch) = a.mpi.clone() else {
+            return Err(LaunchRefusal::NotMpi(format!(
+                "job {} is not an MPI job",
+                key.job
+            )));
+        };
+        if !same_secret(&request.token, &launch.token) {
+            return Err(LaunchRefusal::BadCredential(format!(
+                "the launch credential does not match job {}.{} on {node}",
+                key.job, key.run
+            )));
+        }
+        self.launcher
+            .prepare_job(key.job, key.run, &limits(&a))
+            .map_err(|e| LaunchRefusal::Failed(e.to_string()))?;
+        let rootfs = self.stage(key, &a).await.map_err(LaunchRefusal::Failed)?;
+        let daemon = {
+            let mut state = self.lock();
+            let run = state.wired.entry(key).or_default();
+            run.next_daemon += 1;
+            run.next_daemon - 1
+        };
+        let rank = DAEMON_RANK_BASE + daemon;
+        let mut env = self.task_env(&a, a.first_rank);
+        env.extend(launch_env(&a, &launch));
+        env.extend(request.env);
+        let command = request.argv.join(" ");
+        tracing::debug!(job = %key.job, %command, "launch request");
+        let mut task = self.task_launch(&a, key, rank);
+        task.argv = vec!["/bin/sh".into(), "-c".into(), command];
+        match rootfs.as_deref() {
+            Some(rootfs) => {
+                task.container = Some(
+                    self.container(key, &a, &format!("d{daemon}"), rootfs, &task.argv, env)
+                        .map_err(LaunchRefusal::Failed)?,
+                );
+                task.env = Vec::new();
+            }
+            None => task.env = env.into_iter().collect(),
+        }
+        let (exit_tx, mut exit_rx) = mpsc::unbounded_channel();
+        self.launcher
+            .start_task(task, exit_tx)
+            .map_err(|e: LaunchError| LaunchRefusal::Failed(e.to_string()))?;
+        tracing::info!(job = %key.job, run = key.run, daemon, "started an MPI daemon on request");
+        if rootfs.is_some() {
+            self.mark_started(key);
+        }
+        let exit = exit_rx
+            .recv()
+            .await
+            .ok_or_else(|| LaunchRefusal::Failed("lost track of the daemon".into()))?;
+        tracing::info!(job = %key.job, run = key.run, daemon, code = exit.code, detail = %exit.detail, "MPI daemon ended");
+        Ok(v1::LaunchReply {
+            exit_code: exit.code,
+            detail: exit.detail,
+        })
+    }
+
+    /// Forgets a wired run's containers: the runtime's state of each, and its bundle.
+    pub(super) fn cleanup_wired(&self, state: &mut super::State, key: RunKey) {
+        let Some(run) = state.wired.remove(&key) else {
+            return;
+        };
+        if run.containers.is_empty() {
+            return;
+        }
+        let Ok(runtime) = find_runtime(self.config.container_runtime.as_deref()) else {
+            return;
+        };
+        let bundles = self.config.state_dir.join("bundles");
+        // `runtime delete` takes a few ms per container: not on the agent's lock.
+        std::thread::spawn(move || {
+            for id in run.containers {
+                let _ = std::process::Command::new(&runtime)
+                    .args(["delete", "--force", &id])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+                let _ = std::fs::remove_dir_all(bundles.join(&id));
+            }
+        });
+    }
+}
+
+/// Why a launch request was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchRefusal {
+    #[error("{0}")]
+    NotHere(String),
+    #[error("{0}")]
+    NotMpi(String),
+    #[error("{0}")]
+    BadCredential(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn limits(a: &v1::Assignment) -> JobLimits {
+    JobLimits {
+        cpus: a.cpus,
+        memory_mb: a.memory_mb,
+    }
+}
+
+/// What `beowulf-rsh` needs: the job, its credential and the nodes' launch endpoints; Open MPI
+/// refuses root unless told twice (a root-submitted job is the admin's explicit choice).
+fn launch_env(a: &v1::Assignment, launch: &v1::MpiLaunch) -> Vec<(String, String)> {
+    let mut env = vec![
+        (mpi::ENV_TOKEN.to_string(), launch.token.clone()),
+        (mpi::ENV_ENDPOINTS.to_string(), mpi::endpoints_env(launch)),
+        (mpi::ENV_JOB.to_string(), a.job_id.to_string()),
+        (mpi::ENV_RUN.to_string(), a.run.to_string()),
+    ];
+    if a.uid == 0 {
+        env.push(("OMPI_ALLOW_RUN_AS_ROOT".into(), "1".into()));
+        env.push(("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM".into(), "1".into()));
+    }
+    env.push(("PATH".into(), path_of(a)));
+    env
+}
+
+fn path_of(a: &v1::Assignment) -> String {
+    a.env
+        .get("PATH")
+        .cloned()
+        .unwrap_or_else(|| DEFAULT_PATH.to_string())
+}
+
+/// `beowulf-rsh`, installed beside `computed`.
+fn rsh_on_host() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find computed's binary: {e}"))?;
+    let rsh = exe.with_file_name("beowulf-rsh");
+    if rsh.is_file() {
+        Ok(rsh)
+    } else {
+        Err(format!(
+            "{} is missing: install beowulf-rsh beside computed",
+            rsh.display()
+        ))
+    }
+}
+
+/// The user's home directory, when it exists.
+fn home_of(uid: u32) -> Option<PathBuf> {
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok()??;
+    (user.dir.is_dir() && user.dir != Path::new("/")).then_some(user.dir)
+}
+
+/// Compares credentials without an early exit on the first differing byte.
+fn same_secret(given: &str, expected: &str) -> bool {
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    a.len() == b.len()
+        && !expected.is_empty()
+        && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_must_match_exactly() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abd", "abc"));
+        assert!(!same_secret("ab", "abc"));
+        assert!(!same_secret("", ""));
+    }
+}

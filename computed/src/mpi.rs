@@ -1,0 +1,183 @@
+//! MPI wiring on the first node of an MPI job: the `mpirun` command line that starts every rank,
+//! with the remote launcher pointed at `beowulf-rsh` and the transport settings of the fabric the
+//! head chose. Pure: tested without MPI.
+
+use beowulf_proto::v1;
+
+/// Environment variables `beowulf-rsh` reads (set for mpirun, and for the daemons it starts).
+pub const ENV_TOKEN: &str = "BEOWULF_LAUNCH_TOKEN";
+pub const ENV_ENDPOINTS: &str = "BEOWULF_LAUNCH_ENDPOINTS";
+pub const ENV_JOB: &str = "BEOWULF_JOB_ID";
+pub const ENV_RUN: &str = "BEOWULF_RUN";
+
+/// The settings measured to work on soft-RoCE (DESIGN.md §7): UCX over RC verbs, and without
+/// the DGID check UCX's UD wire-up times out on rxe.
+const UCX_IB_ENV: [(&str, &str); 2] =
+    [("UCX_TLS", "rc,self"), ("UCX_UD_VERBS_ETH_DGID_CHECK", "n")];
+
+/// What the command line is built from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MpirunInput<'a> {
+    pub mpi: &'a v1::MpiLaunch,
+    pub nodelist: &'a [String],
+    /// The program and its arguments (the job's `command`).
+    pub command: &'a [String],
+    /// Path of `beowulf-rsh` as mpirun sees it (inside the container, or on the host).
+    pub rsh_agent: &'a str,
+    /// Interface or CIDR for Open MPI's TCP traffic (`lo` on a local cluster, the gigabit
+    /// network on real nodes); `None` lets Open MPI pick.
+    pub tcp_include: Option<&'a str>,
+    /// Verbs device and port for UCX (`rxe0:1`), when the fabric is ib and the node has one.
+    pub ib_device: Option<&'a str>,
+}
+
+/// `mpirun` and its arguments.
+pub fn mpirun_argv(input: &MpirunInput<'_>) -> Vec<String> {
+    let ntasks: u32 = input.mpi.tasks_per_node.iter().sum();
+    let hosts: Vec<String> = input
+        .nodelist
+        .iter()
+        .zip(&input.mpi.tasks_per_node)
+        .filter(|(_, tasks)| **tasks > 0)
+        .map(|(node, tasks)| format!("{node}:{tasks}"))
+        .collect();
+    let mut argv: Vec<String> = vec![
+        "mpirun".into(),
+        "-np".into(),
+        ntasks.to_string(),
+        "--host".into(),
+        hosts.join(","),
+    ];
+    let mut mca = |name: &str, value: &str| {
+        argv.extend(["--mca".to_string(), name.to_string(), value.to_string()]);
+    };
+    // The job's environment has Slurm's variables (scripts expect them), which would make Open
+    // MPI look for srun: use the rsh launcher, and the hosts given here rather than Slurm's.
+    mca("plm", "rsh");
+    mca("ras", "^slurm");
+    mca("plm_rsh_agent", input.rsh_agent);
+    // mpirun starts every daemon itself (no tree spawn): each launch is checked by the target
+    // node's agent against the job's credential, and 5-500 daemons start fine from one place.
+    mca("plm_rsh_no_tree_spawn", "1");
+    // A daemon must stay the child of its launch: the agent tracks it, and a container ends
+    // when its first process does (a daemonized orted would be killed with it).
+    mca("orte_leave_session_attached", "1");
+    if let Some(include) = input.tcp_include {
+        mca("oob_tcp_if_include", include);
+    }
+    if input.mpi.fabric == "ib" {
+        mca("pml", "ucx");
+        mca("btl", "^openib,uct");
+        mca("osc", "ucx");
+    } else {
+        mca("pml", "ob1");
+        mca("btl", "self,vader,tcp");
+        if let Some(include) = input.tcp_include {
+            mca("btl_tcp_if_include", include);
+        }
+    }
+    if input.mpi.fabric == "ib" {
+        let mut env: Vec<(String, String)> = UCX_IB_ENV
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if let Some(device) = input.ib_device {
+            env.push(("UCX_NET_DEVICES".into(), device.to_string()));
+        }
+        for (k, v) in env {
+            argv.extend(["-x".to_string(), format!("{k}={v}")]);
+        }
+    }
+    argv.extend(input.command.iter().cloned());
+    argv
+}
+
+/// `node=host:port,...` for [`ENV_ENDPOINTS`].
+pub fn endpoints_env(mpi: &v1::MpiLaunch) -> String {
+    mpi.endpoints
+        .iter()
+        .map(|(node, endpoint)| format!("{node}={endpoint}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Parses [`ENV_ENDPOINTS`] back: the endpoint of `node`.
+pub fn endpoint_of<'a>(endpoints: &'a str, node: &str) -> Option<&'a str> {
+    endpoints
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, _)| *name == node)
+        .map(|(_, endpoint)| endpoint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch(fabric: &str) -> v1::MpiLaunch {
+        v1::MpiLaunch {
+            flavor: "openmpi".into(),
+            fabric: fabric.into(),
+            token: "t".into(),
+            endpoints: [
+                ("node1".to_string(), "127.0.0.1:1".to_string()),
+                ("node2".to_string(), "127.0.0.1:2".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            tasks_per_node: vec![2, 1],
+        }
+    }
+
+    #[test]
+    fn tcp_runs_pin_open_mpi_to_the_given_network() {
+        let mpi = launch("tcp");
+        let nodes = ["node1".to_string(), "node2".to_string()];
+        let command = ["./hello".to_string()];
+        let argv = mpirun_argv(&MpirunInput {
+            mpi: &mpi,
+            nodelist: &nodes,
+            command: &command,
+            rsh_agent: "/.beowulf/beowulf-rsh",
+            tcp_include: Some("lo"),
+            ib_device: None,
+        });
+        let line = argv.join(" ");
+        assert!(
+            line.starts_with("mpirun -np 3 --host node1:2,node2:1 "),
+            "{line}"
+        );
+        assert!(line.contains("--mca plm_rsh_agent /.beowulf/beowulf-rsh"));
+        assert!(
+            line.contains("--mca pml ob1 --mca btl self,vader,tcp --mca btl_tcp_if_include lo")
+        );
+        assert!(line.ends_with(" ./hello"));
+        assert!(!line.contains("ucx"));
+    }
+
+    #[test]
+    fn ib_runs_use_ucx_with_the_soft_roce_settings() {
+        let mpi = launch("ib");
+        let nodes = ["node1".to_string(), "node2".to_string()];
+        let line = mpirun_argv(&MpirunInput {
+            mpi: &mpi,
+            nodelist: &nodes,
+            command: &["./hello".to_string()],
+            rsh_agent: "/r",
+            tcp_include: None,
+            ib_device: Some("rxe0:1"),
+        })
+        .join(" ");
+        assert!(line.contains("--mca pml ucx"), "{line}");
+        assert!(line.contains(
+            "-x UCX_TLS=rc,self -x UCX_UD_VERBS_ETH_DGID_CHECK=n -x UCX_NET_DEVICES=rxe0:1"
+        ));
+    }
+
+    #[test]
+    fn endpoints_round_trip() {
+        let env = endpoints_env(&launch("tcp"));
+        assert_eq!(endpoint_of(&env, "node2"), Some("127.0.0.1:2"));
+        assert_eq!(endpoint_of(&env, "node9"), None);
+    }
+}

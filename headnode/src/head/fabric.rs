@@ -1,0 +1,97 @@
+//! Which interconnect an MPI job's run uses: InfiniBand verbs when every node of the allocation
+//! has an ACTIVE port, TCP over the gigabit network otherwise, with the reason either way.
+
+use beowulf_types::{Fabric, Inventory, NodeName};
+
+/// The node feature the head gives every node with an ACTIVE verbs port. `fabric = "ib"` jobs are
+/// constrained to it, so they wait (with the constraint as the reason) rather than fall back. The
+/// colon keeps it apart from admin-defined features, which cannot contain one.
+pub const IB_FEATURE: &str = "fabric:ib";
+
+/// The fabric of one run and why it was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FabricChoice {
+    /// `ib` or `tcp`.
+    pub fabric: &'static str,
+    pub reason: String,
+}
+
+/// Chooses the fabric for a run on `nodes` (in allocation order).
+pub fn choose(wanted: Fabric, nodes: &[(&NodeName, &Inventory)]) -> FabricChoice {
+    let without: Vec<&str> = nodes
+        .iter()
+        .filter(|(_, inventory)| !inventory.has_active_ib())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    match wanted {
+        Fabric::Tcp => FabricChoice {
+            fabric: "tcp",
+            reason: "the job asks for fabric = \"tcp\"".into(),
+        },
+        Fabric::Ib if without.is_empty() => FabricChoice {
+            fabric: "ib",
+            reason: "the job asks for fabric = \"ib\"; every node has an ACTIVE verbs port".into(),
+        },
+        // Placement keeps this from happening; say so if a node lost its port since.
+        Fabric::Ib => FabricChoice {
+            fabric: "ib",
+            reason: format!(
+                "the job asks for fabric = \"ib\", but {} had no ACTIVE verbs port at start",
+                without.join(", ")
+            ),
+        },
+        Fabric::Auto if without.is_empty() => FabricChoice {
+            fabric: "ib",
+            reason: "auto: every node has an ACTIVE verbs port".into(),
+        },
+        Fabric::Auto => FabricChoice {
+            fabric: "tcp",
+            reason: format!(
+                "auto: {} {} no ACTIVE verbs port; using TCP",
+                without.join(", "),
+                if without.len() == 1 { "has" } else { "have" }
+            ),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use beowulf_types::{IbPort, IbPortState};
+
+    fn node(active: bool) -> Inventory {
+        Inventory {
+            ib_ports: vec![IbPort {
+                device: "rxe0".into(),
+                port: 1,
+                state: if active {
+                    IbPortState::Active
+                } else {
+                    IbPortState::Down
+                },
+                phys_state: String::new(),
+                rate: String::new(),
+                link_layer: "Ethernet".into(),
+                netdev: None,
+            }],
+            ..Inventory::default()
+        }
+    }
+
+    #[test]
+    fn auto_uses_ib_only_when_every_node_has_an_active_port() {
+        let (a, b) = (NodeName::new("node1"), NodeName::new("node2"));
+        let (up, down) = (node(true), node(false));
+        let both = choose(Fabric::Auto, &[(&a, &up), (&b, &up)]);
+        assert_eq!(both.fabric, "ib");
+        let one = choose(Fabric::Auto, &[(&a, &up), (&b, &down)]);
+        assert_eq!(one.fabric, "tcp");
+        assert!(
+            one.reason.contains("node2 has no ACTIVE verbs port"),
+            "{}",
+            one.reason
+        );
+        assert_eq!(choose(Fabric::Tcp, &[(&a, &up)]).fabric, "tcp");
+    }
+}

@@ -1,0 +1,185 @@
+//! Local tier, issue 5: a containerized 5-rank MPI job across the 5 local agents over TCP, run
+//! as the submitting user; a failing rank fails the job and leaves nothing behind; `cluster
+//! cancel` stops every rank; `fabric = "ib"` waits, naming the nodes without a verbs port.
+//!
+//! The image is built from Debian packages by `scripts/build-mpi-image.sh` (cached by recipe).
+
+use beowulf_tests::{LocalCluster, json, processes_with, repo_root, text, wait_no_process};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const NOBODY: u32 = 65534;
+const MINUTE: Duration = Duration::from_secs(60);
+/// Every process of an MPI job carries this in its command line (mpirun, orted, the ranks).
+const RANK_BINARY: &str = "/opt/mpi-hello/mpi-hello";
+
+/// The example image's rootfs tarball, built (or taken from the cache) by the project's script.
+fn mpi_image() -> PathBuf {
+    let script = repo_root().join("scripts/build-mpi-image.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .output()
+        .expect("the image build script runs");
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        script.display(),
+        text(&out.stderr)
+    );
+    let stdout = text(&out.stdout);
+    let path = PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("the script prints the tarball")
+            .trim(),
+    );
+    assert!(path.is_file(), "no tarball at {}", path.display());
+    path
+}
+
+fn job(cluster: &LocalCluster, name: &str, env: &str, fabric: &str) -> PathBuf {
+    cluster.job_file(
+        &format!("{name}.toml"),
+        &format!(
+            "name = \"{name}\"\nnodes = 5\nntasks = 5\ncommand = [\"{RANK_BINARY}\"]\n\
+             output = \"{name}-%j.out\"\ntime_limit = \"00:05:00\"\nenv = {{ {env} }}\n\
+             [container]\nimage = \"mpi-hello\"\n[mpi]\nflavor = \"openmpi\"\nfabric = \"{fabric}\"\n"
+        ),
+    )
+}
+
+fn submit_as_nobody(
+    cluster: &LocalCluster,
+    file: &std::path::Path,
+    wait: bool,
+) -> serde_json::Value {
+    let mut args = vec!["submit", "--json"];
+    if wait {
+        args.push("--wait");
+    }
+    args.push(file.to_str().unwrap());
+    let out = cluster.cluster_as(NOBODY, NOBODY, &args);
+    // `submit --wait` exits with the job's code, as srun does.
+    assert!(
+        out.status.success() || wait,
+        "submit: {}",
+        text(&out.stderr)
+    );
+    json(&out.stdout)
+}
+
+fn uid_of(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn containerized_mpi_across_five_agents_runs_as_the_user_fails_cleanly_and_cancels() {
+    let tarball = mpi_image();
+    let cluster = LocalCluster::start(5, 10);
+    let out = cluster.cluster(&["image", "import", "mpi-hello", tarball.to_str().unwrap()]);
+    assert!(out.status.success(), "import: {}", text(&out.stderr));
+
+    // 1. Five ranks, one per node, in containers, over TCP.
+    let hello = job(&cluster, "hello", "", "auto");
+    let info = submit_as_nobody(&cluster, &hello, true);
+    assert_eq!(info["state"], "COMPLETED", "{info:#}");
+    assert_eq!(info["uid"], NOBODY);
+    assert_eq!(info["fabric"], "tcp");
+    assert!(
+        info["fabric_reason"]
+            .as_str()
+            .unwrap()
+            .contains("no ACTIVE verbs port"),
+        "{info:#}"
+    );
+    let digest = info["image_digest"].as_str().unwrap();
+    assert!(digest.starts_with("sha256:"), "{info:#}");
+    for phase in ["queued", "image_staged", "containers_started", "mpi_ran"] {
+        assert!(
+            info["phases_ms"][phase].is_u64(),
+            "no {phase} phase: {info:#}"
+        );
+    }
+    let output_path = info["stdout"].as_str().unwrap();
+    let output = std::fs::read_to_string(output_path).unwrap();
+    for rank in 0..5 {
+        let line = format!("rank {rank} of 5 on node{}", rank + 1);
+        assert!(
+            output.lines().any(|l| l == line),
+            "no {line:?} in:\n{output}"
+        );
+    }
+    assert!(output.lines().any(|l| l == "ring ok sum=10"), "{output}");
+    assert!(
+        output.lines().any(|l| l == "allreduce ok sum=15"),
+        "{output}"
+    );
+    assert_eq!(std::fs::metadata(output_path).unwrap().uid(), NOBODY);
+
+    // 2. A rank exiting non-zero fails the job; nothing of it is left on any node.
+    let failing = job(&cluster, "failing", "MPI_HELLO_FAIL_RANK = \"3\"", "auto");
+    let info = submit_as_nobody(&cluster, &failing, true);
+    assert_eq!(info["state"], "FAILED", "{info:#}");
+    assert_eq!(info["exit_code"], 7, "{info:#}");
+    wait_no_process(RANK_BINARY, Duration::from_secs(10));
+    wait_no_process("orted", Duration::from_secs(10));
+
+    // 3. Cancel stops every rank on every node within 10 s; the ranks ran as the user.
+    let sleeping = job(&cluster, "sleeping", "MPI_HELLO_SLEEP = \"300\"", "auto");
+    let id = submit_as_nobody(&cluster, &sleeping, false)["id"]
+        .as_u64()
+        .unwrap();
+    cluster.wait_state(id, &["RUNNING"], MINUTE);
+    let deadline = Instant::now() + MINUTE;
+    let ranks = loop {
+        let ranks: Vec<i32> = processes_with(RANK_BINARY)
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.starts_with(RANK_BINARY))
+            })
+            .collect();
+        if ranks.len() == 5 {
+            break ranks;
+        }
+        assert!(Instant::now() < deadline, "5 ranks never ran: {ranks:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for pid in &ranks {
+        assert_eq!(
+            uid_of(*pid),
+            Some(NOBODY),
+            "rank pid {pid} is not the user's"
+        );
+    }
+    let out = cluster.cluster(&["cancel", &id.to_string()]);
+    assert!(out.status.success(), "cancel: {}", text(&out.stderr));
+    let took = wait_no_process(RANK_BINARY, Duration::from_secs(10));
+    eprintln!("cancel stopped every rank in {took:?}");
+    wait_no_process("orted", Duration::from_secs(10));
+    assert_eq!(
+        cluster.wait_state(id, &["CANCELLED"], MINUTE)["state"],
+        "CANCELLED"
+    );
+
+    // 4. fabric = "ib" is a placement constraint: no node here has a verbs port, so it waits
+    //    and says which nodes lack it.
+    let ib = job(&cluster, "ib", "", "ib");
+    let id = submit_as_nobody(&cluster, &ib, false)["id"]
+        .as_u64()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let why = cluster.cluster(&["why", &id.to_string()]);
+    let why = text(&why.stdout);
+    assert!(
+        why.contains("fabric:ib") && why.contains("node1,node2,node3,node4,node5"),
+        "{why}"
+    );
+    assert_eq!(cluster.show(id)["state"], "PENDING");
+    let out = cluster.cluster(&["cancel", &id.to_string()]);
+    assert!(out.status.success(), "cancel: {}", text(&out.stderr));
+}
