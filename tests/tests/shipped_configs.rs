@@ -29,6 +29,23 @@ fn every_shipped_config_parses() {
 }
 
 #[test]
+fn every_example_job_file_parses() {
+    let dir = repo_root().join("examples");
+    let mut parsed = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        beowulf_types::parse_job_file(&path.display().to_string(), &text)
+            .unwrap_or_else(|e| panic!("{e}"));
+        parsed += 1;
+    }
+    assert!(parsed >= 2, "examples/*.toml: only {parsed} found");
+}
+
+#[test]
 fn configs_refuse_unknown_fields_naming_the_line() {
     let path = std::path::Path::new("headnoded.toml");
     let err = HeadConfig::parse(
