@@ -4,7 +4,8 @@
 # `name: value` lines with the same names where the measurement is the same.
 #
 # Run as root from anywhere (release binaries must be built: cargo build --release --bins).
-# Tunables: NODES=5 CPUS_PER_NODE=2 NJOBS=1000 LAT_JOBS=20 LAUNCH_REPS=20 POLL=0.1 BIN=target/release
+# Tunables: NODES=5 CPUS_PER_NODE=2 NJOBS=1000 LAT_JOBS=20 LAUNCH_REPS=20 MPI_REPS=10 POLL=0.1
+#            BIN=target/release
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES=${NODES:-5}
@@ -13,6 +14,8 @@ NJOBS=${NJOBS:-1000}
 LAT_JOBS=${LAT_JOBS:-20}
 LAUNCH_REPS=${LAUNCH_REPS:-20}
 POLL=${POLL:-0.1}
+MPI_REPS=${MPI_REPS:-10}
+REPO=$PWD
 BIN=$(realpath "${BIN:-target/release}")
 
 log() { echo "# $*" >&2; }
@@ -95,6 +98,47 @@ n=$(cat "$W"/hostname-*.out | wc -l)
 [ "$n" = $((NODES * LAUNCH_REPS)) ] || log "hostname launches printed $n lines, expected $((NODES * LAUNCH_REPS))"
 out launch_N${NODES}_hostname_median_ms "$(printf '%s\n' "${launch[@]}" | median | ms)"
 out launch_N${NODES}_hostname_max_ms "$(printf '%s\n' "${launch[@]}" | maxv | ms)"
+
+# A NODES-rank MPI hello (examples/mpi-hello.c: ring + allreduce), without and with containers:
+# from submit until the job has ended (Slurm's row is `srun --mpi=pmix -N5 -n5 hello`).
+if [ "$MPI_REPS" -gt 0 ] && command -v mpicc >/dev/null; then
+  mpicc -O2 -o "$W/mpi-hello" "$REPO/examples/mpi-hello.c"
+  mpi_job() { # $1 file, $2 command, $3 extra sections
+    printf 'nodes = %s\nntasks = %s\ncommand = ["%s"]\noutput = "%s/mpi-%%j.out"\ntime_limit = "5"\n%s[mpi]\nflavor = "openmpi"\nfabric = "tcp"\n' \
+      "$NODES" "$NODES" "$2" "$W" "$3" > "$1"
+  }
+  mpi_runs() { # $1 file, $2 reps; prints the wall time of each run that printed the right result
+    local i t0 t1 id
+    for i in $(seq 1 "$2"); do
+      # A pause between runs: outside containers, an mpirun started right after the previous
+      # job's (all "nodes" being one host here) idles ~5 s at exit — see bench/README.md.
+      sleep 1
+      t0=$(now); id=$("$BIN/submit" --wait --json "$1" 2>/dev/null | awk -F'[:,]' '/"id"/{gsub(/ /,"",$2); print $2; exit}'); t1=$(now)
+      grep -q "allreduce ok sum=$((NODES*(NODES+1)/2))" "$W/mpi-$id.out" 2>/dev/null && echo "$(el "$t0" "$t1")"
+    done
+  }
+  mpi_job mpi-host.toml "$W/mpi-hello" ""
+  mapfile -t mh < <(mpi_runs mpi-host.toml "$MPI_REPS")
+  out mpi_N${NODES}_hello_ok "${#mh[@]}/$MPI_REPS"
+  [ ${#mh[@]} -gt 0 ] && out mpi_N${NODES}_hello_median_ms "$(printf '%s\n' "${mh[@]}" | median | ms)"
+  if tarball=$(bash "$REPO/scripts/build-mpi-image.sh" 2>/dev/null | tail -1) && [ -f "$tarball" ]; then
+    cluster image import mpi-hello "$tarball" >&2
+    mpi_job mpi-container.toml /opt/mpi-hello/mpi-hello $'[container]\nimage = "mpi-hello"\n'
+    mapfile -t first < <(mpi_runs mpi-container.toml 1) # unpacks the image into the node cache
+    out mpi_N${NODES}_container_first_run_ms "$(printf '%s\n' "${first[@]:-NA}" | head -1 | ms)"
+    mapfile -t mc < <(mpi_runs mpi-container.toml "$MPI_REPS")
+    out mpi_N${NODES}_container_hello_ok "${#mc[@]}/$MPI_REPS"
+    [ ${#mc[@]} -gt 0 ] && out mpi_N${NODES}_container_hello_median_ms "$(printf '%s\n' "${mc[@]}" | median | ms)"
+    # The container start cost of the last run: image staged (cached) + containers started.
+    last_id=$(cluster queue --all --json | awk -F'[:,]' '/"id"/ { gsub(/ /, "", $2); id = $2 } END { print id }')
+    out mpi_N${NODES}_container_start_ms "$(cluster show "$last_id" --json | awk -F'[:,]' '
+      /"image_staged"|"containers_started"/ { gsub(/[^0-9]/, "", $2); s += $2 } END { print s + 0 }')"
+  else
+    log "no MPI image (scripts/build-mpi-image.sh failed): container MPI rows skipped"
+  fi
+else
+  log "mpicc not found or MPI_REPS=0: MPI rows skipped"
+fi
 
 # NJOBS sequential CLI submissions of a trivial job, then until all have completed.
 printf 'command = ["true"]\noutput = "/dev/null"\n' > trivial.toml

@@ -12,6 +12,7 @@ repo=$PWD
 NJOBS=${NJOBS:-1000}
 LAT_JOBS=${LAT_JOBS:-20}
 ROUNDS=${ROUNDS:-1}
+MPI_REPS=${MPI_REPS:-10}
 SKIP_SLURM=${SKIP_SLURM:-0}
 SLURM_BASELINE=${SLURM_BASELINE:-$repo/../shared/bench/slurm-baseline.sh}
 out_dir=$(mktemp -d /tmp/beowulf-compare.XXXXXX)
@@ -24,13 +25,13 @@ BIN=${CARGO_TARGET_DIR:-$repo/target}/release
 if [ "$SKIP_SLURM" != 1 ]; then
   [ -f "$SLURM_BASELINE" ] || { echo "ERROR: $SLURM_BASELINE not found (set SLURM_BASELINE)" >&2; exit 1; }
   echo "# Slurm, defaults" >&2
-  NJOBS=$NJOBS LAT_JOBS=$LAT_JOBS ROUNDS=$ROUNDS SKIP_MPI=1 bash "$SLURM_BASELINE" > "$out_dir/slurm-default.txt"
+  NJOBS=$NJOBS LAT_JOBS=$LAT_JOBS ROUNDS=$ROUNDS MPI_REPS=$MPI_REPS bash "$SLURM_BASELINE" > "$out_dir/slurm-default.txt"
   echo "# Slurm, batch_sched_delay=0" >&2
-  NJOBS=$NJOBS LAT_JOBS=$LAT_JOBS ROUNDS=$ROUNDS SKIP_MPI=1 SKIP_INSTALL=1 SCHED_PARAMS=batch_sched_delay=0 \
+  NJOBS=$NJOBS LAT_JOBS=$LAT_JOBS ROUNDS=$ROUNDS MPI_REPS=$MPI_REPS SKIP_INSTALL=1 SCHED_PARAMS=batch_sched_delay=0 \
     bash "$SLURM_BASELINE" > "$out_dir/slurm-tuned.txt"
 fi
 echo "# Beowulf" >&2
-NJOBS=$NJOBS LAT_JOBS=$LAT_JOBS BIN=$BIN bash bench/beowulf.sh > "$out_dir/beowulf.txt"
+NJOBS=$NJOBS LAT_JOBS=$LAT_JOBS MPI_REPS=$MPI_REPS BIN=$BIN bash bench/beowulf.sh > "$out_dir/beowulf.txt"
 
 # value FILE NAME: the summary mean (Slurm, several rounds) or the plain value.
 value() {
@@ -51,6 +52,9 @@ rows=(
   "submit to start, min (ms)|latency.submit_to_start_min_ms|latency.submit_to_start_min_ms|lower"
   "submit to start, max (ms)|latency.submit_to_start_max_ms|latency.submit_to_start_max_ms|lower"
   "5-node hostname launch, median (ms)|srun_N5_hostname_median_ms|launch_N5_hostname_median_ms|lower"
+  "5-rank MPI hello, median (ms; Slurm: srun --mpi=pmix)|mpi_srun_pmix_N5_median_ms|mpi_N5_hello_median_ms|lower"
+  "5-rank MPI hello in containers, median (ms)|mpi_srun_pmix_N5_median_ms|mpi_N5_container_hello_median_ms|lower"
+  "5-rank MPI hello, runs that printed the right result|mpi_srun_pmix_N5_ok|mpi_N5_hello_ok|info"
   "machine noise: 1000 fork+exec (s)|noise.fork_exec_1000_s|noise.fork_exec_1000_s|lower"
 )
 report=$out_dir/report.md
@@ -64,12 +68,15 @@ report=$out_dir/report.md
     d=NA t=NA
     if [ "$SKIP_SLURM" != 1 ]; then d=$(value "$out_dir/slurm-default.txt" "$sname"); t=$(value "$out_dir/slurm-tuned.txt" "$sname"); fi
     b=$(value "$out_dir/beowulf.txt" "$bname")
-    if [ "$better" = lower ]; then rd=$(ratio "$d" "$b"); rt=$(ratio "$t" "$b"); else rd=$(ratio "$b" "$d"); rt=$(ratio "$b" "$t"); fi
+    if [ "$better" = lower ]; then rd=$(ratio "$d" "$b"); rt=$(ratio "$t" "$b");
+    elif [ "$better" = higher ]; then rd=$(ratio "$b" "$d"); rt=$(ratio "$b" "$t");
+    else rd=-; rt=-; fi
     echo "| $label | $d | $t | $b | $rd | $rt |"
   done
   echo
   echo "Beowulf only: head CPU during the $NJOBS-job run $(value "$out_dir/beowulf.txt" head.cpu_s_during_seq) s, head peak RSS $(value "$out_dir/beowulf.txt" head.peak_rss_mib) MiB, job states $(value "$out_dir/beowulf.txt" seq.job_states), failed or hung $(value "$out_dir/beowulf.txt" seq.failed_or_hung_jobs)."
-  echo "Ratios say how many times better Beowulf is (higher is better for Beowulf). MPI rows wait for containerized MPI (issue 5)."
+  echo "Containers: start cost per MPI run (image staged from the node cache + containers started) $(value "$out_dir/beowulf.txt" mpi_N5_container_start_ms) ms; first run with the image unpacked into the cache $(value "$out_dir/beowulf.txt" mpi_N5_container_first_run_ms) ms; $(value "$out_dir/beowulf.txt" mpi_N5_container_hello_ok) container runs right."
+  echo "Ratios say how many times better Beowulf is (higher is better for Beowulf). The MPI rows compare with Slurm's srun --mpi=pmix of the same program (no containers on Slurm's side)."
 } > "$report"
 cat "$report"
 cp "$report" bench/results-latest.md

@@ -40,6 +40,8 @@ pub(super) struct WiredRun {
     image_staged_ms: u64,
     container_started_ms: u64,
     next_daemon: u32,
+    /// The run's private TMPDIR on this node (MPI without a container; see [`Agent::host_tmpdir`]).
+    tmpdir: Option<PathBuf>,
 }
 
 /// True for runs that need more than plain processes: an image to stage, or MPI wiring.
@@ -180,6 +182,9 @@ impl<L: Launcher> Agent<L> {
         }
         match rootfs {
             None => {
+                if a.mpi.is_some() {
+                    env.insert("TMPDIR".into(), self.host_tmpdir(key, a)?);
+                }
                 task.env = env.into_iter().collect();
                 Ok(task)
             }
@@ -271,6 +276,34 @@ impl<L: Launcher> Agent<L> {
         })
     }
 
+    /// A private TMPDIR for an MPI run outside containers: Open MPI keeps its session directory
+    /// under `$TMPDIR/ompi.<hostname>.<uid>`, and several agents of one machine (a local
+    /// cluster) would otherwise race to create the same one. Created for the job's user, removed
+    /// when the run is forgotten.
+    fn host_tmpdir(&self, key: RunKey, a: &v1::Assignment) -> Result<String, String> {
+        let owner = self
+            .config
+            .cgroup_name
+            .as_deref()
+            .unwrap_or(&self.config.node_name);
+        let dir = std::env::temp_dir().join(format!("beowulf-{owner}-{}-{}", key.job, key.run));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {
+                use std::os::unix::fs::PermissionsExt;
+                let owned =
+                    std::os::unix::fs::chown(&dir, Some(a.uid), Some(a.gid)).and_then(|()| {
+                        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                    });
+                owned
+                    .map_err(|e| format!("cannot give {} to uid {}: {e}", dir.display(), a.uid))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+        }
+        self.lock().wired.entry(key).or_default().tmpdir = Some(dir.clone());
+        Ok(dir.display().to_string())
+    }
+
     fn mark_started(&self, key: RunKey) {
         let first = {
             let mut state = self.lock();
@@ -359,7 +392,13 @@ impl<L: Launcher> Agent<L> {
                 );
                 task.env = Vec::new();
             }
-            None => task.env = env.into_iter().collect(),
+            None => {
+                env.insert(
+                    "TMPDIR".into(),
+                    self.host_tmpdir(key, &a).map_err(LaunchRefusal::Failed)?,
+                );
+                task.env = env.into_iter().collect();
+            }
         }
         let (exit_tx, mut exit_rx) = mpsc::unbounded_channel();
         self.launcher
@@ -385,6 +424,11 @@ impl<L: Launcher> Agent<L> {
         let Some(run) = state.wired.remove(&key) else {
             return;
         };
+        if let Some(dir) = &run.tmpdir
+            && let Err(e) = std::fs::remove_dir_all(dir)
+        {
+            tracing::warn!(job = %key.job, dir = %dir.display(), error = %e, "cannot remove the run's TMPDIR");
+        }
         if run.containers.is_empty() {
             return;
         }
