@@ -1,6 +1,7 @@
 //! The client API (`cluster`, `submit`): validates requests, calls the head, answers.
 
 use crate::head::{Caller, Head};
+use crate::init::{InitError, Provisioner, RunLog};
 use crate::model::{ImageRecord, ReservationRecord};
 use beowulf_proto::v1::{self, cluster_server::Cluster};
 use beowulf_types::{JobId, JobState, NodeName, Timestamp};
@@ -13,11 +14,30 @@ use tonic::{Request, Response, Status, Streaming};
 #[derive(Debug, Clone)]
 pub struct ClusterApi {
     head: Arc<Head>,
+    provisioner: Arc<Provisioner>,
 }
 
 impl ClusterApi {
-    pub fn new(head: Arc<Head>) -> Self {
-        ClusterApi { head }
+    pub fn new(head: Arc<Head>, provisioner: Arc<Provisioner>) -> Self {
+        ClusterApi { head, provisioner }
+    }
+}
+
+type InitStream = Pin<Box<dyn Stream<Item = Result<v1::InitUpdate, Status>> + Send>>;
+
+/// A run's updates as a response stream (the run goes on if the caller goes away).
+fn init_stream(log: Arc<RunLog>) -> InitStream {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(log.follow(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+fn init_status(e: InitError) -> Status {
+    match e {
+        InitError::Busy => Status::already_exists(e.to_string()),
+        InitError::NoRun => Status::not_found(e.to_string()),
+        InitError::Log { .. } => Status::internal(e.to_string()),
+        _ => Status::invalid_argument(e.to_string()),
     }
 }
 
@@ -104,6 +124,32 @@ impl Cluster for ClusterApi {
     }
 
     type WatchJobStream = WatchStream;
+    type InitStream = InitStream;
+    type WatchInitStream = InitStream;
+
+    async fn init(
+        &self,
+        request: Request<v1::InitRequest>,
+    ) -> Result<Response<Self::InitStream>, Status> {
+        if !caller(&request)?.is_root() {
+            return Err(Status::permission_denied(
+                "only root may provision the cluster (cluster init)",
+            ));
+        }
+        let log = self
+            .provisioner
+            .start(request.get_ref())
+            .map_err(init_status)?;
+        Ok(Response::new(init_stream(log)))
+    }
+
+    async fn watch_init(
+        &self,
+        _request: Request<v1::WatchInitRequest>,
+    ) -> Result<Response<Self::WatchInitStream>, Status> {
+        let log = self.provisioner.current().map_err(init_status)?;
+        Ok(Response::new(init_stream(log)))
+    }
 
     async fn watch_job(
         &self,

@@ -49,6 +49,55 @@ pub struct HeadConfig {
     /// Fair-share shares (`[shares] users = { alice = 2 }`, `accounts = { physics = 3 }`).
     #[serde(default)]
     pub shares: SharesConfig,
+    /// Provisioning (`cluster init`): the playbooks and what they are given.
+    #[serde(default)]
+    pub provision: ProvisionConfig,
+}
+
+/// Where the installed playbooks live (the package puts the repository's `playbooks/` here).
+const DEFAULT_PLAYBOOKS_DIR: &str = "/usr/share/beowulf/playbooks";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionConfig {
+    /// The playbooks (`NAME.toml`) and their `templates/`.
+    #[serde(default = "default_playbooks_dir")]
+    pub playbooks: PathBuf,
+    /// The playbooks `cluster init` runs, in order.
+    #[serde(default = "default_init_playbooks")]
+    pub run: Vec<String>,
+    /// Run variables (`{{ vars.NAME }}` in playbooks and templates).
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    /// Nodes provisioned at once.
+    #[serde(default = "default_parallelism")]
+    pub parallelism: usize,
+}
+
+impl Default for ProvisionConfig {
+    fn default() -> Self {
+        ProvisionConfig {
+            playbooks: default_playbooks_dir(),
+            run: default_init_playbooks(),
+            vars: BTreeMap::new(),
+            parallelism: default_parallelism(),
+        }
+    }
+}
+
+fn default_playbooks_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_PLAYBOOKS_DIR)
+}
+
+fn default_init_playbooks() -> Vec<String> {
+    beowulf_provision::INIT_PLAYBOOKS
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn default_parallelism() -> usize {
+    beowulf_provision::DEFAULT_PARALLELISM
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -5,6 +5,7 @@ pub mod agent_hub;
 pub mod api;
 pub mod config;
 pub mod head;
+pub mod init;
 pub mod model;
 pub mod server;
 pub mod store;

@@ -4,6 +4,7 @@ use crate::agent_hub::AgentHubService;
 use crate::api::ClusterApi;
 use crate::config::HeadConfig;
 use crate::head::Head;
+use crate::init::Provisioner;
 use crate::tasks;
 use anyhow::Context;
 use beowulf_proto::v1::{agent_hub_server::AgentHubServer, cluster_server::ClusterServer};
@@ -47,7 +48,13 @@ pub async fn run(config: HeadConfig) -> anyhow::Result<()> {
         .add_service(AgentHubServer::new(AgentHubService::new(head.clone())))
         .serve_with_incoming(TcpListenerStream::new(agent_listener).map(no_delay));
     let clients = Server::builder()
-        .add_service(ClusterServer::new(ClusterApi::new(head.clone())))
+        .add_service(ClusterServer::new(ClusterApi::new(
+            head.clone(),
+            Arc::new(Provisioner::new(
+                config.provision.clone(),
+                &config.state_dir,
+            )),
+        )))
         .serve_with_incoming(UnixListenerStream::new(socket));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

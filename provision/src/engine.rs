@@ -86,7 +86,7 @@ impl RunReport {
 }
 
 /// The steps and nodes of a run, for progress bars and tables.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Outline {
     /// `(playbook/step, title, scope)` in run order.
     pub steps: Vec<(String, String, Scope)>,

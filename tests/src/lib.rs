@@ -4,6 +4,8 @@
 //! The binaries come from the workspace's target directory; the README's test command builds them
 //! (`cargo build --workspace --bins`) before `cargo test`.
 
+pub mod sshd;
+
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;

@@ -6,6 +6,7 @@ pub mod image;
 pub mod lab;
 pub mod local;
 pub mod output;
+pub mod provision;
 
 use anyhow::{Context, bail};
 use beowulf_proto::v1;
@@ -150,6 +151,21 @@ pub struct InitArgs {
     /// Run every daemon on this machine, with no provisioning.
     #[arg(long)]
     pub local: bool,
+    /// Provision the hosts of this inventory (cluster.toml) through the running headnoded.
+    #[arg(long, conflicts_with = "local")]
+    pub inventory: Option<PathBuf>,
+    /// Show what would change, change nothing.
+    #[arg(long)]
+    pub plan: bool,
+    /// Skip the steps an earlier run completed.
+    #[arg(long, conflicts_with = "from")]
+    pub resume: bool,
+    /// Start at this step (`playbook/step`).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Follow the current (or show the last) provisioning run.
+    #[arg(long, conflicts_with_all = ["local", "inventory"])]
+    pub watch: bool,
     /// CPUs each local node offers.
     #[arg(long, default_value_t = 2)]
     pub cpus_per_node: u32,
@@ -226,11 +242,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let socket = cli.global.socket();
     match cli.command {
         Commands::Init(args) => {
+            if args.watch {
+                return provision::watch(&socket).await;
+            }
+            if let Some(inventory) = &args.inventory {
+                let options = provision::InitOptions {
+                    inventory,
+                    plan: args.plan,
+                    resume: args.resume,
+                    from: args.from.as_deref(),
+                };
+                return provision::init(&socket, &options).await;
+            }
             if !args.local {
                 bail!(
-                    "`cluster init` cannot provision hosts yet (the provisioning engine is not wired in); \
-                     use `cluster init --nodes {} --local` for a local cluster on this machine, or \
-                     `cluster lab up --nodes N` for the VM lab",
+                    "`cluster init` without an inventory does not build the lab yet; use \
+                     `cluster init --inventory cluster.toml` for real hosts (headnoded must be \
+                     running), `cluster init --nodes {} --local` for a local cluster on this \
+                     machine, or `cluster lab up --nodes N` for the VM lab",
                     args.nodes
                 );
             }
