@@ -237,6 +237,46 @@ impl SubmitArgs {
     }
 }
 
+/// `cluster init --nodes N` without an inventory: the lab's VMs as the nodes (booted unless they
+/// are up), headnoded in the lab's namespace, then the same provisioning as for real hosts.
+async fn lab_init(state_dir: &Path, socket: &Path, args: &InitArgs) -> anyhow::Result<i32> {
+    let lab_dir = state_dir.join("lab");
+    let status = beowulf_lab::status(&beowulf_lab::host::System, &lab_dir);
+    let up = status
+        .as_ref()
+        .is_ok_and(|s| s.namespace_exists && s.nodes.len() == args.nodes as usize);
+    if !up {
+        let code = lab::run(
+            state_dir,
+            lab::LabArgs {
+                command: lab::LabCommand::Up {
+                    nodes: args.nodes,
+                    memory: beowulf_lab::DEFAULT_MEMORY_MIB,
+                    timeout: beowulf_lab::DEFAULT_BOOT_TIMEOUT.as_secs(),
+                },
+            },
+        )?;
+        if code != 0 {
+            return Ok(code);
+        }
+    }
+    let inventory_path = lab_dir.join("cluster.toml");
+    let inventory = beowulf_lab::inventory::ClusterInventory::load(&inventory_path)?;
+    let netns = inventory
+        .ssh
+        .netns
+        .clone()
+        .context("the lab's inventory names no network namespace")?;
+    local::start_lab_head(state_dir, socket, &netns, inventory.head.gige).await?;
+    let options = provision::InitOptions {
+        inventory: &inventory_path,
+        plan: args.plan,
+        resume: args.resume,
+        from: args.from.as_deref(),
+    };
+    provision::init(socket, &options).await
+}
+
 /// Runs a `cluster` command; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let socket = cli.global.socket();
@@ -254,13 +294,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 };
                 return provision::init(&socket, &options).await;
             }
+            if args.nodes == 0 {
+                bail!("--nodes must be at least 1");
+            }
             if !args.local {
+                return lab_init(&cli.global.state_dir, &socket, &args).await;
+            }
+            if args.local && (args.plan || args.resume || args.from.is_some()) {
                 bail!(
-                    "`cluster init` without an inventory does not build the lab yet; use \
-                     `cluster init --inventory cluster.toml` for real hosts (headnoded must be \
-                     running), `cluster init --nodes {} --local` for a local cluster on this \
-                     machine, or `cluster lab up --nodes N` for the VM lab",
-                    args.nodes
+                    "--plan, --resume and --from provision hosts: use them with --inventory or without --local (the lab)"
                 );
             }
             if args.nodes == 0 {

@@ -6,6 +6,7 @@ use crate::client;
 use anyhow::{Context, bail};
 use beowulf_proto::v1;
 use std::collections::BTreeMap;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -200,13 +201,27 @@ fn path_hash(path: &Path) -> u32 {
 }
 
 fn spawn(binary: &Path, config: &Path, log: &Path) -> anyhow::Result<u32> {
+    spawn_in(None, binary, config, log)
+}
+
+/// Starts a daemon, in network namespace `netns` when given (`ip netns exec` execs it, so the
+/// PID is the daemon's).
+fn spawn_in(netns: Option<&str>, binary: &Path, config: &Path, log: &Path) -> anyhow::Result<u32> {
     use std::os::unix::process::CommandExt;
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .with_context(|| format!("cannot open the log {}", log.display()))?;
-    let child = Command::new(binary)
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
+    let child = command
         .arg("--config")
         .arg(config)
         .stdin(Stdio::null())
@@ -218,6 +233,73 @@ fn spawn(binary: &Path, config: &Path, log: &Path) -> anyhow::Result<u32> {
         .with_context(|| format!("cannot start {}", binary.display()))?;
     Ok(child.id())
 }
+
+/// Where the playbooks are: `BEOWULF_PLAYBOOKS`, the installed copy, or the source tree's
+/// (`<repo>/target/<profile>/cluster` → `<repo>/playbooks`).
+pub fn playbooks_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("BEOWULF_PLAYBOOKS") {
+        return Ok(PathBuf::from(dir));
+    }
+    let installed = PathBuf::from("/usr/share/beowulf/playbooks");
+    if installed.is_dir() {
+        return Ok(installed);
+    }
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    exe.ancestors()
+        .map(|a| a.join("playbooks"))
+        .find(|p| p.join("os-check.toml").is_file())
+        .with_context(|| {
+            "no playbooks found: install them in /usr/share/beowulf/playbooks or set BEOWULF_PLAYBOOKS"
+                .to_string()
+        })
+}
+
+/// Starts headnoded for the lab inside the lab's network namespace, where the VMs reach it on
+/// the head's gigabit address; does nothing when it already answers on `socket`.
+pub async fn start_lab_head(
+    state_dir: &Path,
+    socket: &Path,
+    netns: &str,
+    head_address: std::net::Ipv4Addr,
+) -> anyhow::Result<()> {
+    if UnixStream::connect(socket).is_ok() {
+        return Ok(());
+    }
+    let bin_dir = binary_dir()?;
+    let playbooks = playbooks_dir()?;
+    std::fs::create_dir_all(state_dir.join("logs"))?;
+    let config = state_dir.join("headnoded.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "# Written by `cluster init` for the lab: headnoded runs in the lab's namespace.\n\
+             state_dir = {state:?}\nsocket = {socket:?}\nagent_listen = \"{head_address}:{AGENT_PORT}\"\n\n\
+             [provision]\nplaybooks = {playbooks:?}\n\
+             vars = {{ computed_binary = {computed:?}, tls_dir = {tls:?}, agent_port = \"{AGENT_PORT}\" }}\n",
+            state = state_dir,
+            computed = bin_dir.join("computed"),
+            tls = state_dir.join("tls"),
+        ),
+    )?;
+    let pid = spawn_in(
+        Some(netns),
+        &bin_dir.join("headnoded"),
+        &config,
+        &state_dir.join("logs/headnoded.log"),
+    )?;
+    let mut pids = read_pids(state_dir)?;
+    pids.insert("headnoded".into(), pid);
+    write_pids(state_dir, &pids)?;
+    wait_for(
+        || UnixStream::connect(socket).is_ok(),
+        "headnoded to answer",
+        state_dir,
+    )
+    .await
+}
+
+/// The head's agent API port on a real or lab cluster.
+const AGENT_PORT: u16 = 7090;
 
 async fn wait_for(ready: impl Fn() -> bool, what: &str, dir: &Path) -> anyhow::Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
