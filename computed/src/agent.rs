@@ -165,9 +165,26 @@ impl<L: Launcher> Agent<L> {
     async fn session(self: &Arc<Self>) -> Result<(), String> {
         let address = self.config.head_address()?;
         // TCP_NODELAY: reports and heartbeats are small and must not wait for delayed ACKs.
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        let scheme = if self.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
             .map_err(|e| format!("invalid head address {address}: {e}"))?
-            .tcp_nodelay(true)
+            .tcp_nodelay(true);
+        if let Some(tls) = &self.config.tls {
+            let (ca, cert, key) = tls.read()?;
+            endpoint = endpoint
+                .tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                        .identity(tonic::transport::Identity::from_pem(cert, key))
+                        .domain_name(beowulf_types::HEAD_TLS_NAME),
+                )
+                .map_err(|e| format!("cannot set up TLS to the head: {e}"))?;
+        }
+        let channel = endpoint
             .connect()
             .await
             .map_err(|e| format!("cannot connect to the head at {address}: {e}"))?;

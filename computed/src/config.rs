@@ -51,6 +51,10 @@ pub struct AgentConfig {
     /// the gigabit network on real nodes, `lo` on a local cluster; absent: Open MPI picks.
     #[serde(default)]
     pub mpi_tcp_include: Option<String>,
+    /// Mutual TLS to the head: the cluster CA (the head's certificate must be signed by it, for
+    /// the name `beowulf-head`) and this node's certificate and key. Absent: plaintext.
+    #[serde(default)]
+    pub tls: Option<config::TlsFiles>,
     /// What the node offers to jobs, when it should differ from what is detected (a local test
     /// cluster of several agents on one machine gives each a share).
     #[serde(default)]

@@ -52,6 +52,10 @@ pub struct HeadConfig {
     /// Provisioning (`cluster init`): the playbooks and what they are given.
     #[serde(default)]
     pub provision: ProvisionConfig,
+    /// Mutual TLS on the agent API: only agents with a certificate from `ca` are accepted. Absent:
+    /// plaintext (a trusted, isolated network only).
+    #[serde(default)]
+    pub tls: Option<config::TlsFiles>,
 }
 
 /// Where the installed playbooks live (the package puts the repository's `playbooks/` here).

@@ -16,7 +16,10 @@
 //! stream for `WatchInit` after a restart.
 
 use crate::config::ProvisionConfig;
+use crate::head::Head;
 use beowulf_proto::v1::{self, init_update::Body};
+use beowulf_provision::builtin::{AgentRegister, RegistrationProbe};
+use beowulf_provision::ca::ClusterCa;
 use beowulf_provision::transport::InventoryConnector;
 use beowulf_provision::{
     BuiltinRegistry, Engine, Inventory, Mode, Playbook, RunOptions, Start, Templates,
@@ -37,6 +40,8 @@ pub enum InitError {
     Playbooks { dir: PathBuf, message: String },
     #[error("cannot reach the nodes: {0}")]
     Connect(String),
+    #[error("{0}")]
+    Tls(String),
     #[error("cannot keep the run's log in {}: {source}", path.display())]
     Log {
         path: PathBuf,
@@ -139,17 +144,35 @@ pub struct Provisioner {
     config: ProvisionConfig,
     dir: PathBuf,
     current: Mutex<Option<Arc<RunLog>>>,
+    /// Answers the agent step's "has this node's agent registered?".
+    registrations: Arc<dyn RegistrationProbe>,
+}
+
+/// The agent step's question, answered by the head's agent sessions.
+#[derive(Debug)]
+pub struct HeadRegistrations(pub Arc<Head>);
+
+#[async_trait::async_trait]
+impl RegistrationProbe for HeadRegistrations {
+    async fn registered(&self, node: &str) -> Result<bool, String> {
+        Ok(self.0.agent_connected(node))
+    }
 }
 
 impl Provisioner {
     /// `state_dir` is headnoded's; runs keep their files in `<state_dir>/init`.
-    pub fn new(config: ProvisionConfig, state_dir: &Path) -> Self {
+    pub fn new(
+        config: ProvisionConfig,
+        state_dir: &Path,
+        registrations: Arc<dyn RegistrationProbe>,
+    ) -> Self {
         let dir = state_dir.join("init");
         let last = RunLog::replay(&dir.join("events.jsonl"));
         Provisioner {
             config,
             dir,
             current: Mutex::new(last),
+            registrations,
         }
     }
 
@@ -184,12 +207,23 @@ impl Provisioner {
         } else {
             Templates::empty()
         };
-        let engine = Engine::new(templates, BuiltinRegistry::standard())
+        let builtins = BuiltinRegistry::standard()
+            .with(Arc::new(AgentRegister::new(self.registrations.clone())));
+        let engine = Engine::new(templates, builtins)
             .with_parallelism(self.config.parallelism)
             .with_vars(self.config.vars.clone());
         engine
             .validate(&playbooks)
             .map_err(|e| playbook_error(e.to_string()))?;
+        // The agent step installs a certificate per node from the cluster CA: make the missing ones.
+        if let Some(tls_dir) = self.config.vars.get("tls_dir") {
+            let ca =
+                ClusterCa::ensure(Path::new(tls_dir)).map_err(|e| InitError::Tls(e.to_string()))?;
+            for node in &inventory.nodes {
+                ca.ensure_identity(&node.name, &[node.gige.address.to_string()])
+                    .map_err(|e| InitError::Tls(e.to_string()))?;
+            }
+        }
         let connector = Arc::new(
             InventoryConnector::new(inventory.clone())
                 .map_err(|e| InitError::Connect(e.to_string()))?,
@@ -240,7 +274,26 @@ impl Provisioner {
             let run = engine.run(&playbooks, &inventory, connector, &options, tx);
             let (result, ()) = tokio::join!(run, forward);
             let end = match result {
-                Ok(report) => finished(true, String::new(), report.changed_nothing()),
+                Ok(report) => {
+                    // A plan goes on past failed checks (to show everything); they still fail it.
+                    let failed: Vec<String> = report
+                        .with_label("FAILED")
+                        .iter()
+                        .map(|r| format!("{} on {}", r.step, r.node))
+                        .collect();
+                    if failed.is_empty() {
+                        finished(true, String::new(), report.changed_nothing())
+                    } else {
+                        finished(
+                            false,
+                            format!(
+                                "checks failed: {}; fix what the table says, then run it again",
+                                failed.join(", ")
+                            ),
+                            false,
+                        )
+                    }
+                }
                 Err(e) => finished(false, e.to_string(), false),
             };
             tracing::info!(

@@ -4,7 +4,7 @@ use crate::agent_hub::AgentHubService;
 use crate::api::ClusterApi;
 use crate::config::HeadConfig;
 use crate::head::Head;
-use crate::init::Provisioner;
+use crate::init::{HeadRegistrations, Provisioner};
 use crate::tasks;
 use anyhow::Context;
 use beowulf_proto::v1::{agent_hub_server::AgentHubServer, cluster_server::ClusterServer};
@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 /// Name of the file in the state directory that holds the agent API's address (`host:port`).
 pub const AGENT_ADDR_FILE: &str = "agent.addr";
@@ -44,7 +44,19 @@ pub async fn run(config: HeadConfig) -> anyhow::Result<()> {
     tokio::spawn(tasks::health_loop(head.clone()));
     head.wake_scheduler.notify_one();
 
-    let agents = Server::builder()
+    let mut agents = Server::builder();
+    if let Some(tls) = &config.tls {
+        let (ca, cert, key) = tls.read().map_err(anyhow::Error::msg)?;
+        agents = agents
+            .tls_config(
+                ServerTlsConfig::new()
+                    .identity(Identity::from_pem(cert, key))
+                    .client_ca_root(Certificate::from_pem(ca)),
+            )
+            .context("cannot set up mutual TLS on the agent API")?;
+        tracing::info!("agent API requires client certificates from the cluster CA");
+    }
+    let agents = agents
         .add_service(AgentHubServer::new(AgentHubService::new(head.clone())))
         .serve_with_incoming(TcpListenerStream::new(agent_listener).map(no_delay));
     let clients = Server::builder()
@@ -53,6 +65,7 @@ pub async fn run(config: HeadConfig) -> anyhow::Result<()> {
             Arc::new(Provisioner::new(
                 config.provision.clone(),
                 &config.state_dir,
+                Arc::new(HeadRegistrations(head.clone())),
             )),
         )))
         .serve_with_incoming(UnixListenerStream::new(socket));

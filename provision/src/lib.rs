@@ -6,6 +6,7 @@
 
 pub mod action;
 pub mod builtin;
+pub mod ca;
 pub mod context;
 pub mod engine;
 pub mod error;

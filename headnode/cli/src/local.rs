@@ -5,6 +5,8 @@
 use crate::client;
 use anyhow::{Context, bail};
 use beowulf_proto::v1;
+use beowulf_provision::ca::ClusterCa;
+use beowulf_types::HEAD_TLS_NAME;
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -46,10 +48,17 @@ pub async fn init(opts: &LocalOptions) -> anyhow::Result<()> {
     let mut pids = read_pids(dir)?;
     let bin_dir = binary_dir()?;
 
+    // Agents and head authenticate each other with certificates from the cluster's own CA, as
+    // on real nodes.
+    let ca = ClusterCa::ensure(&dir.join("tls"))?;
+    ca.ensure_identity(HEAD_TLS_NAME, &["127.0.0.1".into(), "localhost".into()])?;
     let head_config = dir.join("headnoded.toml");
     let mut config = format!(
-        "# Written by `cluster init --local`.\nstate_dir = {:?}\nsocket = {:?}\nagent_listen = \"127.0.0.1:0\"\nheartbeat_timeout_ms = {}\n",
-        dir, opts.socket, opts.heartbeat_timeout_ms
+        "# Written by `cluster init --local`.\nstate_dir = {:?}\nsocket = {:?}\nagent_listen = \"127.0.0.1:0\"\nheartbeat_timeout_ms = {}\n\n{}",
+        dir,
+        opts.socket,
+        opts.heartbeat_timeout_ms,
+        tls_section(&ca, HEAD_TLS_NAME)
     );
     if let Some(policy) = &opts.policy {
         config.push_str("\n# Policy given with --policy:\n");
@@ -82,6 +91,7 @@ pub async fn init(opts: &LocalOptions) -> anyhow::Result<()> {
         let node_dir = dir.join("nodes").join(&name);
         std::fs::create_dir_all(&node_dir)?;
         let config = node_dir.join("computed.toml");
+        ca.ensure_identity(&name, &[])?;
         std::fs::write(
             &config,
             format!(
@@ -91,7 +101,8 @@ pub async fn init(opts: &LocalOptions) -> anyhow::Result<()> {
                 dir.join("image-cache"),
                 opts.cpus_per_node,
                 opts.memory_per_node_mb
-            ),
+            ) + "\n"
+                + &tls_section(&ca, &name),
         )?;
         let pid = spawn(
             &bin_dir.join("computed"),
@@ -234,6 +245,15 @@ fn spawn_in(netns: Option<&str>, binary: &Path, config: &Path, log: &Path) -> an
     Ok(child.id())
 }
 
+/// The `[tls]` section of a daemon's config for identity `name` of `ca`.
+fn tls_section(ca: &ClusterCa, name: &str) -> String {
+    let (cert, key) = ca.identity_paths(name);
+    format!(
+        "[tls]\nca = {:?}\ncert = {cert:?}\nkey = {key:?}\n",
+        ca.cert_path()
+    )
+}
+
 /// Where the playbooks are: `BEOWULF_PLAYBOOKS`, the installed copy, or the source tree's
 /// (`<repo>/target/<profile>/cluster` → `<repo>/playbooks`).
 pub fn playbooks_dir() -> anyhow::Result<PathBuf> {
@@ -268,17 +288,23 @@ pub async fn start_lab_head(
     let bin_dir = binary_dir()?;
     let playbooks = playbooks_dir()?;
     std::fs::create_dir_all(state_dir.join("logs"))?;
+    // The CA the agent step installs on the nodes (node certificates are made by headnoded at
+    // each run, for the nodes of the inventory).
+    let ca = ClusterCa::ensure(&state_dir.join("tls"))?;
+    ca.ensure_identity(HEAD_TLS_NAME, &[head_address.to_string()])?;
     let config = state_dir.join("headnoded.toml");
     std::fs::write(
         &config,
         format!(
             "# Written by `cluster init` for the lab: headnoded runs in the lab's namespace.\n\
              state_dir = {state:?}\nsocket = {socket:?}\nagent_listen = \"{head_address}:{AGENT_PORT}\"\n\n\
-             [provision]\nplaybooks = {playbooks:?}\n\
-             vars = {{ computed_binary = {computed:?}, tls_dir = {tls:?}, agent_port = \"{AGENT_PORT}\" }}\n",
+             {tls_section}\n[provision]\nplaybooks = {playbooks:?}\n\
+             vars = {{ computed_binary = {computed:?}, rsh_binary = {rsh:?}, tls_dir = {tls:?}, agent_port = \"{AGENT_PORT}\" }}\n",
             state = state_dir,
             computed = bin_dir.join("computed"),
+            rsh = bin_dir.join("beowulf-rsh"),
             tls = state_dir.join("tls"),
+            tls_section = tls_section(&ca, HEAD_TLS_NAME),
         ),
     )?;
     let pid = spawn_in(

@@ -70,7 +70,11 @@ async fn show(mut stream: tonic::Streaming<v1::InitUpdate>, plan: bool) -> anyho
             Some(Body::Finished(end)) => {
                 if let Some(bars) = bars.take() {
                     let model = bars.finish();
-                    print!("{}", model.summary());
+                    let summary = model.summary();
+                    print!("{summary}");
+                    if !summary.ends_with('\n') {
+                        println!();
+                    }
                 }
                 if !end.ok {
                     eprintln!("error: {}", end.error);

@@ -309,6 +309,12 @@ impl Head {
         body(&self.lock())
     }
 
+    /// Whether `node`'s agent has a session with this head (it registered, over mutual TLS when
+    /// the agent API requires it).
+    pub fn agent_connected(&self, node: &str) -> bool {
+        self.lock().sessions.contains_key(&NodeName::new(node))
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.revision.subscribe()
     }

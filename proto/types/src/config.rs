@@ -44,3 +44,23 @@ pub fn from_toml<T: serde::de::DeserializeOwned>(
     toml::from_str(text)
         .map_err(|e| ConfigError::invalid(path, crate::jobfile::describe_toml_error(text, &e)))
 }
+
+/// Mutual TLS files of a daemon: the cluster CA that peers must be signed by, and this daemon's
+/// own certificate and key (PEM).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Reads the three files: (ca, cert, key).
+    pub fn read(&self) -> Result<(String, String, String), String> {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+        };
+        Ok((read(&self.ca)?, read(&self.cert)?, read(&self.key)?))
+    }
+}

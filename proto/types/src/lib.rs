@@ -21,3 +21,7 @@ pub use jobfile::{
 pub use resources::Resources;
 pub use states::{JobState, NodeState, PendingReason};
 pub use time::{Millis, Timestamp};
+
+/// The name agents expect in the head's TLS certificate: they reach the head by address or by
+/// name, and one fixed name keeps the check independent of how.
+pub const HEAD_TLS_NAME: &str = "beowulf-head";
