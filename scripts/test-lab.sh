@@ -15,5 +15,5 @@ echo "== build (the lab tier drives the real cluster binary)"
 cargo build --workspace --bins --locked
 echo "== lab tier"
 start=$SECONDS
-BEOWULF_LAB_TESTS=1 cargo test -p beowulf-tests --test lab --locked -- --nocapture
+BEOWULF_LAB_TESTS=1 cargo test -p beowulf-tests --test lab --test lab_init --locked -- --nocapture
 echo "== lab tier: passed in $((SECONDS - start)) s (script total $SECONDS s, budget 1800 s)"

@@ -198,7 +198,21 @@ impl Provisioner {
             dir: dir.clone(),
             message,
         };
-        let names: Vec<&str> = self.config.run.iter().map(String::as_str).collect();
+        for wanted in &request.playbooks {
+            if !self.config.run.contains(wanted) {
+                return Err(playbook_error(format!(
+                    "no playbook `{wanted}` in this head's run list ({})",
+                    self.config.run.join(", ")
+                )));
+            }
+        }
+        let names: Vec<&str> = self
+            .config
+            .run
+            .iter()
+            .filter(|name| request.playbooks.is_empty() || request.playbooks.contains(name))
+            .map(String::as_str)
+            .collect();
         let playbooks =
             Playbook::load_named(&dir, &names).map_err(|e| playbook_error(e.to_string()))?;
         let templates_dir = dir.join("templates");

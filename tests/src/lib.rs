@@ -4,6 +4,7 @@
 //! The binaries come from the workspace's target directory; the README's test command builds them
 //! (`cargo build --workspace --bins`) before `cargo test`.
 
+pub mod lab;
 pub mod sshd;
 
 use serde_json::Value;

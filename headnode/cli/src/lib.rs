@@ -163,6 +163,9 @@ pub struct InitArgs {
     /// Start at this step (`playbook/step`).
     #[arg(long)]
     pub from: Option<String>,
+    /// Run only this playbook (repeatable; e.g. `--playbook agent` after replacing computed).
+    #[arg(long = "playbook")]
+    pub playbooks: Vec<String>,
     /// Follow the current (or show the last) provisioning run.
     #[arg(long, conflicts_with_all = ["local", "inventory"])]
     pub watch: bool,
@@ -273,6 +276,7 @@ async fn lab_init(state_dir: &Path, socket: &Path, args: &InitArgs) -> anyhow::R
         plan: args.plan,
         resume: args.resume,
         from: args.from.as_deref(),
+        playbooks: &args.playbooks,
     };
     provision::init(socket, &options).await
 }
@@ -291,6 +295,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     plan: args.plan,
                     resume: args.resume,
                     from: args.from.as_deref(),
+                    playbooks: &args.playbooks,
                 };
                 return provision::init(&socket, &options).await;
             }

@@ -45,8 +45,11 @@ pub fn job_json(job: &v1::JobInfo) -> Value {
 
 pub fn node_json(node: &v1::NodeInfo) -> Value {
     let inv = node.inventory.clone().unwrap_or_default();
+    let (fabric, fabric_reason) = fabric_of(node);
     json!({
         "name": node.name,
+        "fabric": fabric,
+        "fabric_reason": fabric_reason,
         "state": node.state,
         "reason": node.reason,
         "cpus": node.cpus,
@@ -113,6 +116,25 @@ pub fn queue_table(jobs: &[v1::JobInfo], now_ms: u64) -> String {
     t.to_string()
 }
 
+/// The fabric a node offers MPI jobs, and why: `ib` with an ACTIVE verbs port, else `tcp`.
+pub fn fabric_of(node: &v1::NodeInfo) -> (&'static str, String) {
+    let inv = node.inventory.clone().unwrap_or_default();
+    if let Some(port) = inv.ib_ports.iter().find(|p| p.state == "ACTIVE") {
+        return (
+            "ib",
+            format!("{} port {} is ACTIVE", port.device, port.port),
+        );
+    }
+    let reason = match inv.ib_ports.first() {
+        Some(port) => format!(
+            "no ACTIVE verbs port ({} port {} is {})",
+            port.device, port.port, port.state
+        ),
+        None => "no InfiniBand or RoCE device".to_string(),
+    };
+    ("tcp", reason)
+}
+
 /// `sinfo -N`-like: one line per node.
 pub fn nodes_table(nodes: &[v1::NodeInfo]) -> String {
     let mut t = table(&[
@@ -125,12 +147,7 @@ pub fn nodes_table(nodes: &[v1::NodeInfo]) -> String {
         "REASON",
     ]);
     for node in nodes {
-        let inv = node.inventory.clone().unwrap_or_default();
-        let fabric = if inv.ib_ports.iter().any(|p| p.state == "ACTIVE") {
-            "ib"
-        } else {
-            "tcp"
-        };
+        let (fabric, _) = fabric_of(node);
         t.add_row(vec![
             node.name.clone(),
             node.state.clone(),

@@ -17,6 +17,8 @@ pub struct InitOptions<'a> {
     pub plan: bool,
     pub resume: bool,
     pub from: Option<&'a str>,
+    /// Only these playbooks (empty: all).
+    pub playbooks: &'a [String],
 }
 
 /// Starts a run and shows it; returns the exit code (0: the run succeeded).
@@ -29,6 +31,7 @@ pub async fn init(socket: &Path, options: &InitOptions<'_>) -> anyhow::Result<i3
         plan: options.plan,
         resume: options.resume,
         from_step: options.from.unwrap_or_default().to_string(),
+        playbooks: options.playbooks.to_vec(),
     };
     let stream = client
         .init(request)

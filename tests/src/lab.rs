@@ -1,0 +1,152 @@
+//! The lab tier's harness: a VM lab in its own state directory, driven through `cluster`, taken
+//! down on drop (a failing test leaves no VM); the tier runs only with `BEOWULF_LAB_TESTS=1`.
+
+use crate::{bin_dir, processes_with, text};
+use beowulf_lab::inventory::ClusterInventory;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+pub const GATE: &str = "BEOWULF_LAB_TESTS";
+
+pub fn gated() -> bool {
+    if std::env::var(GATE).as_deref() == Ok("1") {
+        return true;
+    }
+    println!("skipped: lab tier runs with {GATE}=1 (scripts/test-lab.sh)");
+    false
+}
+
+/// A lab in its own state directory; `cluster down` (a headnoded `cluster init` started) and
+/// `cluster lab down` on drop, so a failing test leaves no VM and no daemon.
+#[derive(Debug)]
+pub struct Lab {
+    pub state: tempfile::TempDir,
+    pub downed: bool,
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Lab {
+    pub fn new() -> Self {
+        // Under /var/tmp, not /tmp: the overlays grow as VMs write, and /tmp may be a small tmpfs.
+        let state = tempfile::Builder::new()
+            .prefix("beowulf-lab-test-")
+            .tempdir_in("/var/tmp")
+            .expect("cannot create a state directory under /var/tmp");
+        Self {
+            state,
+            downed: false,
+        }
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.state.path().join("lab")
+    }
+
+    pub fn cluster(&self, args: &[&str]) -> Output {
+        Command::new(bin_dir().join("cluster"))
+            .args(args)
+            .env("BEOWULF_STATE_DIR", self.state.path())
+            .output()
+            .expect("cannot run cluster")
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let start = Instant::now();
+        let out = self.cluster(args);
+        assert!(
+            out.status.success(),
+            "`cluster {}` failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            args.join(" "),
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        eprintln!(
+            "`cluster {}` took {:.1} s",
+            args.join(" "),
+            start.elapsed().as_secs_f64()
+        );
+        text(&out.stdout)
+    }
+
+    pub fn inventory(&self) -> ClusterInventory {
+        ClusterInventory::load(&self.dir().join("cluster.toml"))
+            .expect("lab up wrote no valid cluster.toml")
+    }
+
+    pub fn up(&self) -> String {
+        let out = self.ok(&["lab", "up", "--nodes", "5"]);
+        println!("{out}");
+        out
+    }
+
+    pub fn down_and_check_clean(&mut self, ns: &str) {
+        self.ok(&["lab", "down"]);
+        self.downed = true;
+        let dir = self.dir();
+        let marker = dir.display().to_string();
+        assert!(
+            processes_with(&marker).is_empty(),
+            "processes still run from {marker}: {:?}",
+            processes_with(&marker)
+        );
+        assert!(
+            !Path::new("/run/netns").join(ns).exists(),
+            "namespace {ns} is still there"
+        );
+        assert!(
+            !dir.join("nodes").exists(),
+            "overlays are still there in {}",
+            dir.join("nodes").display()
+        );
+        let links = Command::new("ip")
+            .args(["-o", "link", "show"])
+            .output()
+            .expect("ip link");
+        for l in text(&links.stdout).lines() {
+            let name = l.split(':').nth(1).unwrap_or_default().trim();
+            assert!(
+                !(name.starts_with("gige")
+                    || name.starts_with("br-gige")
+                    || name.starts_with("br-ib")),
+                "a lab link is left on the host: {l}"
+            );
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Keep the serial logs (lab/logs/) for the post-mortem; `lab down` below keeps them too.
+            self.state.disable_cleanup(true);
+            eprintln!(
+                "lab state kept for inspection: {}",
+                self.state.path().display()
+            );
+        }
+        let _ = self.cluster(&["down"]);
+        if !self.downed {
+            let _ = self.cluster(&["lab", "down"]);
+        }
+    }
+}
+
+/// Whether this process runs as root.
+pub fn running_as_root() -> bool {
+    // /proc/self/status "Uid: real effective saved fs": no libc call needed.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
