@@ -130,7 +130,7 @@ impl Head {
             })?;
         Ok(ImageUpload {
             name: name.to_string(),
-            owner: owner_of(caller),
+            owner: super::jobs::user_of(caller),
             file,
             tmp: Some(tmp),
             hasher: Sha256::new(),
@@ -294,19 +294,6 @@ fn may_replace(existing: Option<&ImageRecord>, caller: &Caller) -> Result<(), He
             )))
         }
         _ => Ok(()),
-    }
-}
-
-fn owner_of(caller: &Caller) -> User {
-    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(caller.uid))
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| caller.uid.to_string());
-    User {
-        uid: caller.uid,
-        gid: caller.gid,
-        name,
     }
 }
 

@@ -297,7 +297,8 @@ pub(super) fn requeue(job: &mut JobRecord, now: Timestamp, why: &str) {
     job.log(now, format!("requeued: {why}"));
 }
 
-fn user_of(caller: &Caller) -> User {
+/// The caller as a user record (name from the password database, else the uid).
+pub(super) fn user_of(caller: &Caller) -> User {
     let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(caller.uid))
         .ok()
         .flatten()
