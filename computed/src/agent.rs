@@ -36,6 +36,19 @@ use tokio::sync::mpsc;
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
 
+/// Detects this node's inventory now (`None` when detection failed).
+pub struct Redetect(pub Box<dyn Fn() -> Option<Inventory> + Send + Sync>);
+
+impl std::fmt::Debug for Redetect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Redetect")
+    }
+}
+
+/// Heartbeats between two inventory detections: a port that goes down shows within ~5 s at the
+/// default 1 s heartbeat, for a few sysfs reads.
+const REDETECT_EVERY: u64 = 5;
+
 /// PATH for tasks whose submit environment has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -51,7 +64,10 @@ struct State {
 #[derive(Debug)]
 pub struct Agent<L: Launcher> {
     config: AgentConfig,
-    inventory: Inventory,
+    /// What the node has, as last told to the head.
+    inventory: Mutex<Inventory>,
+    /// Detects the inventory again (InfiniBand ports go down and up); set by the binary.
+    redetect: Mutex<Option<Arc<Redetect>>>,
     launcher: Arc<L>,
     state: Mutex<State>,
     exits: mpsc::UnboundedSender<TaskExit>,
@@ -98,7 +114,8 @@ impl<L: Launcher> Agent<L> {
         );
         let agent = Arc::new_cyclic(|me| Agent {
             config,
-            inventory,
+            inventory: Mutex::new(inventory),
+            redetect: Mutex::new(None),
             launcher: Arc::new(launcher),
             state: Mutex::new(State {
                 ledger,
@@ -206,11 +223,21 @@ impl<L: Launcher> Agent<L> {
         let agent = self.clone();
         let heartbeat = tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
+            let mut beats: u64 = 0;
             loop {
                 tick.tick().await;
+                beats += 1;
+                let inventory = if beats.is_multiple_of(REDETECT_EVERY) {
+                    agent.changed_inventory().await
+                } else {
+                    None
+                };
                 let generation = agent.lock().ledger.data.generation.0;
                 let beat = v1::AgentMessage {
-                    body: Some(Body::Heartbeat(v1::Heartbeat { generation })),
+                    body: Some(Body::Heartbeat(v1::Heartbeat {
+                        generation,
+                        inventory: inventory.as_ref().map(v1::Inventory::from),
+                    })),
                 };
                 if tx.send(beat).is_err() {
                     return;
@@ -236,7 +263,7 @@ impl<L: Launcher> Agent<L> {
         v1::AgentMessage {
             body: Some(Body::Register(v1::Register {
                 node: self.config.node_name.clone(),
-                inventory: Some(v1::Inventory::from(&self.inventory)),
+                inventory: Some(v1::Inventory::from(&self.inventory())),
                 runs: state.ledger.data.runs.values().map(run_report).collect(),
                 generation: state.ledger.data.generation.0,
                 launch_endpoint: self.launch_endpoint(),
@@ -363,6 +390,41 @@ impl<L: Launcher> Agent<L> {
         ];
         env.extend(per_task.into_iter().map(|(k, v)| (k.to_string(), v)));
         env
+    }
+
+    /// The node's inventory as last told to the head.
+    pub fn inventory(&self) -> Inventory {
+        self.inventory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Lets the agent detect its inventory again while it runs.
+    pub fn set_redetect(&self, redetect: Arc<Redetect>) {
+        *self.redetect.lock().unwrap_or_else(|p| p.into_inner()) = Some(redetect);
+    }
+
+    /// Detects the inventory again; the new one when it differs from what the head was told.
+    async fn changed_inventory(&self) -> Option<Inventory> {
+        let redetect = self
+            .redetect
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        let fresh = tokio::task::spawn_blocking(move || (redetect.0)())
+            .await
+            .ok()??;
+        let mut current = self.inventory.lock().unwrap_or_else(|p| p.into_inner());
+        if *current == fresh {
+            return None;
+        }
+        tracing::info!(
+            ib_active = fresh.has_active_ib(),
+            "inventory changed; telling the head"
+        );
+        *current = fresh.clone();
+        Some(fresh)
     }
 
     /// Where this agent serves MPI launches, empty until the service listens.

@@ -64,7 +64,14 @@ impl AgentHub for AgentHubService {
                     }
                 };
                 match body {
-                    Body::Heartbeat(_) => head.heartbeat(&node),
+                    Body::Heartbeat(beat) => {
+                        head.heartbeat(&node);
+                        if let Some(inventory) = &beat.inventory
+                            && let Err(e) = head.update_inventory(&node, inventory)
+                        {
+                            tracing::warn!(node = %node, error = %e, "cannot record the node's new inventory");
+                        }
+                    }
                     Body::Report(report) => {
                         let head = head.clone();
                         let node = node.clone();

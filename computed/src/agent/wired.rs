@@ -165,7 +165,7 @@ impl<L: Launcher> Agent<L> {
                 None => rsh_on_host()?.display().to_string(),
             };
             let ib_device = self
-                .inventory
+                .inventory()
                 .ib_ports
                 .iter()
                 .find(|p| p.state == beowulf_types::IbPortState::Active)

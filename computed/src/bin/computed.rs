@@ -2,7 +2,10 @@
 
 use anyhow::Context;
 use beowulf_computed::{
-    agent::Agent, config::AgentConfig, launch_service, launcher::ProcessLauncher,
+    agent::{Agent, Redetect},
+    config::AgentConfig,
+    launch_service,
+    launcher::ProcessLauncher,
 };
 use clap::Parser;
 use std::path::PathBuf;
@@ -25,14 +28,19 @@ fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let config = AgentConfig::load(&args.config)?;
-    let mut inventory =
-        beowulf_hardware::detect_host().context("cannot detect this node's hardware")?;
-    if let Some(offer) = &config.offer {
-        inventory.cpus = offer.cpus.unwrap_or(inventory.cpus);
-        inventory.memory_mb = offer.memory_mb.unwrap_or(inventory.memory_mb);
-        inventory.features = offer.features.clone();
-        inventory.gres = offer.gres.clone();
-    }
+    let offer = config.offer.clone();
+    let detect = move || -> anyhow::Result<beowulf_types::Inventory> {
+        let mut inventory =
+            beowulf_hardware::detect_host().context("cannot detect this node's hardware")?;
+        if let Some(offer) = &offer {
+            inventory.cpus = offer.cpus.unwrap_or(inventory.cpus);
+            inventory.memory_mb = offer.memory_mb.unwrap_or(inventory.memory_mb);
+            inventory.features = offer.features.clone();
+            inventory.gres = offer.gres.clone();
+        }
+        Ok(inventory)
+    };
+    let inventory = detect()?;
     if config.cgroup_favor_dynamic_moves {
         match beowulf_computed::launcher::favor_dynamic_moves() {
             Ok(outcome) => tracing::info!(?outcome, "cgroup migrations favoured"),
@@ -52,6 +60,11 @@ fn main() -> anyhow::Result<()> {
         let launch_advertise = config.launch_advertise.clone();
         let node_name = config.node_name.clone();
         let (agent, exits) = Agent::start(config, inventory, launcher)?;
+        agent.set_redetect(std::sync::Arc::new(Redetect(Box::new(move || {
+            detect()
+                .map_err(|e| tracing::warn!(error = %e, "cannot detect the inventory again"))
+                .ok()
+        }))));
         let listener = tokio::net::TcpListener::bind(&launch_listen)
             .await
             .with_context(|| format!("cannot listen for MPI launches on {launch_listen}"))?;

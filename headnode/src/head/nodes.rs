@@ -84,6 +84,30 @@ impl Head {
         self.lock().last_seen.insert(node.clone(), now());
     }
 
+    /// Records a registered node's changed inventory (sent with a heartbeat).
+    pub fn update_inventory(
+        &self,
+        node: &NodeName,
+        inventory: &v1::Inventory,
+    ) -> Result<(), HeadError> {
+        let inventory = Inventory::from(inventory);
+        let changed = self.mutate(|tx| {
+            let Some(record) = tx.node_mut(node) else {
+                return Ok(false);
+            };
+            if record.inventory == inventory {
+                return Ok(false);
+            }
+            tracing::info!(node = %node, ib_active = inventory.has_active_ib(), "node inventory changed");
+            record.inventory = inventory;
+            Ok(true)
+        })?;
+        if changed {
+            self.wake_scheduler.notify_one();
+        }
+        Ok(())
+    }
+
     pub fn run_report(&self, node: &NodeName, report: &v1::RunReport) -> Result<(), HeadError> {
         self.lock().last_seen.insert(node.clone(), now());
         let ended = self.mutate(|tx| {

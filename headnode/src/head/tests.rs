@@ -217,3 +217,55 @@ fn a_submit_larger_than_the_cluster_changes_nothing() {
         JobId(1)
     );
 }
+
+/// An inventory of 2 CPUs with one soft-RoCE port in `state`.
+fn with_rxe(state: beowulf_types::IbPortState) -> v1::Inventory {
+    v1::Inventory::from(&Inventory {
+        cpus: 2,
+        memory_mb: 1024,
+        ib_ports: vec![beowulf_types::IbPort {
+            device: "rxe0".into(),
+            port: 1,
+            state,
+            phys_state: String::new(),
+            rate: String::new(),
+            link_layer: "Ethernet".into(),
+            netdev: Some("eth1".into()),
+        }],
+        ..Inventory::default()
+    })
+}
+
+#[test]
+fn an_ib_port_going_down_makes_the_next_mpi_job_use_tcp_naming_the_node() {
+    use beowulf_types::IbPortState::{Active, Down};
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::open(config(dir.path())).unwrap();
+    let _n1 = register(&head, "node1");
+    let _n2 = register(&head, "node2");
+    let (node1, node2) = (NodeName::new("node1"), NodeName::new("node2"));
+    // Both ports come up after registration (heartbeats carry the new inventory).
+    head.update_inventory(&node1, &with_rxe(Active)).unwrap();
+    head.update_inventory(&node2, &with_rxe(Active)).unwrap();
+    let mpi = "nodes = 2\ncommand = [\"hello\"]\n[mpi]\nflavor = \"openmpi\"\n";
+    let first = head.submit(&ROOT, job_file(mpi)).unwrap();
+    assert_eq!(pass(&head), 1);
+    let show = head.show_job(first).unwrap();
+    assert_eq!(show.fabric, "ib", "{}", show.fabric_reason);
+    head.cancel(&ROOT, first).unwrap();
+    head.run_report(&node1, &finished(first.0, 1, 137)).unwrap();
+    head.run_report(&node2, &finished(first.0, 1, 137)).unwrap();
+
+    // node2's port goes down: the next job runs over TCP and says which node lacks the port.
+    head.update_inventory(&node2, &with_rxe(Down)).unwrap();
+    let second = head.submit(&ROOT, job_file(mpi)).unwrap();
+    assert_eq!(pass(&head), 1);
+    let show = head.show_job(second).unwrap();
+    assert_eq!(show.fabric, "tcp");
+    assert!(
+        show.fabric_reason
+            .contains("node2 has no ACTIVE verbs port"),
+        "{}",
+        show.fabric_reason
+    );
+}
