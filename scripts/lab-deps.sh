@@ -16,6 +16,9 @@ fi
 # Everything `cluster lab up` runs on the host. openssh-client: ssh, ssh-keygen; e2fsprogs: mkfs.ext4 -d;
 # iproute2: ip netns; busybox-static: the initramfs; kmod: depmod/modprobe for module closures.
 LAB_PACKAGES=(qemu-system-x86 mmdebstrap busybox-static cpio zstd kmod openssh-client e2fsprogs iproute2 dpkg)
+# The lab head's own services, run by `cluster init` as children in the lab's namespace: slapd and the
+# OpenLDAP tools (the directory), nfs-ganesha with its VFS backend (the NFS server: this kernel has none).
+LAB_PACKAGES+=(slapd ldap-utils nfs-ganesha nfs-ganesha-vfs)
 
 export DEBIAN_FRONTEND=noninteractive
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
@@ -47,6 +50,12 @@ if [[ " ${missing[*]} " == *" qemu-system-x86 "* ]] || [ $qemu_utils_ok = 0 ]; t
     pins=("qemu-utils=$qver")
 fi
 echo "installing Debian packages: ${missing[*]} ${pins[*]}"
+# slapd: no system directory of its own (the lab configures a private one under its state directory).
+echo 'slapd slapd/no_configuration boolean true' | debconf-set-selections
 apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends --allow-downgrades \
     "${missing[@]}" "${pins[@]}"
+if [[ " ${missing[*]} " == *" nfs-ganesha "* ]] && [ -d /run/systemd/system ]; then
+    # The package starts a system NFS server; the lab runs its own in its namespace instead.
+    systemctl disable --now nfs-ganesha >/dev/null 2>&1 || true
+fi
 echo "lab dependencies: installed"

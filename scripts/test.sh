@@ -7,6 +7,13 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 require_root "the test suite"
 ensure_packages "${BUILD_PACKAGES[@]}"
+# The build (~10 GiB for a clean debug tree) and the lab's VM overlays need room; a full disk shows
+# up much later as odd failures (a provisioning log that cannot be written), so say it first.
+need_gib=15
+free_gib=$(df -P --block-size=1G . /var/tmp | awk 'NR > 1 { print $4 }' | sort -n | head -1)
+if [ "$free_gib" -lt "$need_gib" ]; then
+    echo "warning: only ${free_gib} GiB free on $(pwd) or /var/tmp; the tests need about ${need_gib} GiB" >&2
+fi
 ensure_rust
 
 echo "== format"

@@ -31,6 +31,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// How a session error starts when the head answered and said no.
+const REFUSED: &str = "the head refused the session";
+
 /// Reconnect back-off: start fast (a head restart takes well under a second), cap low enough that a
 /// returning head sees every agent within a couple of seconds.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
@@ -170,6 +173,11 @@ impl<L: Launcher> Agent<L> {
                     tracing::warn!("head closed the session; reconnecting");
                     backoff = RECONNECT_MIN;
                 }
+                // A refusal (wrong certificate, wrong name) needs the admin; an unreachable head
+                // is routine while it restarts.
+                Err(e) if e.starts_with(REFUSED) => {
+                    tracing::warn!(error = %e, "no session with the head");
+                }
                 Err(e) => tracing::debug!(error = %e, "no session with the head"),
             }
             self.lock().outgoing = None;
@@ -213,7 +221,7 @@ impl<L: Launcher> Agent<L> {
         let response = client
             .session(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
             .await
-            .map_err(|status| format!("the head refused the session: {status}"))?;
+            .map_err(|status| format!("{REFUSED}: {status}"))?;
         let mut incoming = response.into_inner();
         self.lock().outgoing = Some(tx.clone());
         tracing::info!(head = %address, "registered with the head");

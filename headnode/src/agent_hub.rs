@@ -2,6 +2,7 @@
 //! desired state out).
 
 use crate::head::Head;
+use crate::peer::certificate_names;
 use beowulf_proto::v1::{self, agent_hub_server::AgentHub, agent_message::Body};
 use beowulf_types::NodeName;
 use std::pin::Pin;
@@ -30,6 +31,10 @@ impl AgentHub for AgentHubService {
         &self,
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<HeadStream>, Status> {
+        // Over mutual TLS, the names the agent's certificate vouches for.
+        let vouched = request
+            .peer_certs()
+            .and_then(|certs| certs.first().map(|c| certificate_names(c.as_ref())));
         let mut incoming = request.into_inner();
         let first = incoming
             .message()
@@ -42,6 +47,21 @@ impl AgentHub for AgentHubService {
         };
         if register.node.is_empty() {
             return Err(Status::invalid_argument("register: the node name is empty"));
+        }
+        if let Some(names) = vouched
+            && !names.contains(&register.node)
+        {
+            tracing::warn!(node = %register.node, certificate = ?names, "refused an agent registering under another node's name");
+            return Err(Status::permission_denied(format!(
+                "register: this agent's certificate is for {}, not for node `{}`; install the node's own \
+                 certificate (`cluster init` makes one per node) or fix node_name in computed.toml",
+                if names.is_empty() {
+                    "no node".to_string()
+                } else {
+                    names.join(", ")
+                },
+                register.node
+            )));
         }
         let node = NodeName::new(register.node.clone());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

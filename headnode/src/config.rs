@@ -34,6 +34,11 @@ pub struct HeadConfig {
     /// read the blobs, so on a real cluster it belongs on the shared area exported to the nodes.
     #[serde(default)]
     pub image_store: Option<PathBuf>,
+    /// Where the nodes see the image store, when their path differs from the head's (the lab's head
+    /// keeps the shared area under its state directory; nodes mount it on /srv/beowulf); default:
+    /// the same path.
+    #[serde(default)]
+    pub image_store_on_nodes: Option<PathBuf>,
     #[serde(default = "default_heartbeat_timeout")]
     pub heartbeat_timeout_ms: Millis,
     #[serde(default = "default_schedule_interval")]
@@ -188,6 +193,17 @@ impl HeadConfig {
             .unwrap_or_else(|| self.state_dir.join("images"))
     }
 
+    /// The path nodes open for a blob of the image store at `head_path` on the head.
+    pub fn image_path_on_nodes(&self, head_path: &Path) -> PathBuf {
+        match (
+            &self.image_store_on_nodes,
+            head_path.strip_prefix(self.image_store()),
+        ) {
+            (Some(on_nodes), Ok(rest)) => on_nodes.join(rest),
+            _ => head_path.to_path_buf(),
+        }
+    }
+
     pub fn load(path: &Path) -> Result<HeadConfig, ConfigError> {
         config::load(path, Self::parse)
     }
@@ -318,4 +334,25 @@ fn default_heartbeat_timeout() -> Millis {
 
 fn default_schedule_interval() -> Millis {
     DEFAULT_SCHEDULE_INTERVAL_MS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_see_image_blobs_under_their_own_mount_of_the_store() {
+        let text = "state_dir = \"/s\"\nsocket = \"/s/sock\"\nimage_store = \"/lab/srv/images\"\n\
+                    image_store_on_nodes = \"/srv/beowulf/images\"\n";
+        let config = HeadConfig::parse(Path::new("headnoded.toml"), text).unwrap();
+        assert_eq!(
+            config.image_path_on_nodes(Path::new("/lab/srv/images/blobs/sha256-ab.tar")),
+            Path::new("/srv/beowulf/images/blobs/sha256-ab.tar")
+        );
+        // A path outside the store (a job naming a tarball) is left alone.
+        assert_eq!(
+            config.image_path_on_nodes(Path::new("/srv/other.tar")),
+            Path::new("/srv/other.tar")
+        );
+    }
 }

@@ -9,6 +9,21 @@ use minijinja::Value;
 use serde_json::{Value as Json, json};
 use std::collections::BTreeMap;
 
+/// Variables every playbook may use, with their values for a real head; `[provision] vars` in
+/// headnoded.toml overrides them (lab mode points them at the lab head's own services).
+pub const DEFAULT_VARS: [(&str, &str); 5] = [
+    // Who runs the head's slapd and NFS server: `systemd` on a real head, `lab` when the lab runs
+    // them as children in its namespace.
+    ("head_services", "systemd"),
+    // Where root on the head reaches slapd (SASL EXTERNAL needs the unix socket).
+    ("ldap_uri", "ldapi:///"),
+    // Debian's slapd package owns this directory and its AppArmor profile allows it.
+    ("ldap_db_dir", "/var/lib/ldap"),
+    // The head's directories behind the exports nodes mount on /home and /srv/beowulf.
+    ("head_home", "/home"),
+    ("head_shared", "/srv/beowulf"),
+];
+
 /// The template context for `node` (the head's name or a compute node's).
 pub fn node_context(inventory: &Inventory, node: &str, vars: &BTreeMap<String, String>) -> Value {
     Value::from(minijinja::value::Serde(node_json(inventory, node, vars)))
@@ -38,7 +53,11 @@ pub fn node_json(inventory: &Inventory, node: &str, vars: &BTreeMap<String, Stri
             "groups": users.groups,
         },
         "nfs": { "server": inventory.nfs.server },
-        "vars": vars,
+        "vars": DEFAULT_VARS
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .chain(vars.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .collect::<BTreeMap<_, _>>(),
     })
 }
 

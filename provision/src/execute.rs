@@ -311,7 +311,11 @@ async fn check_service(s: &ServiceAction, cx: &ActionCx<'_>) -> Result<Check, St
     let unit = shell_quote(&cx.render(&s.unit)?);
     let out = cx
         .transport
-        .exec(&format!("echo \"$(systemctl is-enabled {unit} 2>&1)\"; echo \"$(systemctl is-active {unit} 2>&1)\""))
+        // The last line of each: for a SysV service (Debian's nslcd) systemctl first says it is
+        // redirecting to systemd-sysv-install, then the state.
+        .exec(&format!(
+            "echo \"$(systemctl is-enabled {unit} 2>&1 | tail -n1)\"; echo \"$(systemctl is-active {unit} 2>&1 | tail -n1)\""
+        ))
         .await?;
     let mut lines = out.stdout.lines();
     let (enabled, active) = (

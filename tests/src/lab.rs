@@ -38,6 +38,12 @@ impl Lab {
             .prefix("beowulf-lab-test-")
             .tempdir_in("/var/tmp")
             .expect("cannot create a state directory under /var/tmp");
+        // Like /var/lib/beowulf: users other than root reach headnoded's socket through it.
+        std::fs::set_permissions(
+            state.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("cannot open the state directory to other users");
         Self {
             state,
             downed: false,
@@ -56,16 +62,36 @@ impl Lab {
             .expect("cannot run cluster")
     }
 
+    /// `cluster ARGS` as another user (uid, gid; no supplementary groups).
+    pub fn cluster_as(&self, uid: u32, gid: u32, args: &[&str]) -> Output {
+        use std::os::unix::process::CommandExt;
+        Command::new(bin_dir().join("cluster"))
+            .args(args)
+            .env("BEOWULF_STATE_DIR", self.state.path())
+            .uid(uid)
+            .gid(gid)
+            .output()
+            .expect("cannot run cluster")
+    }
+
+    /// Runs a shell command on a lab node as root (`cluster lab ssh`); panics naming the node and
+    /// the command when it fails; returns its stdout.
+    pub fn on(&self, node: &str, command: &str) -> String {
+        self.ok(&["lab", "ssh", node, command])
+    }
+
     pub fn ok(&self, args: &[&str]) -> String {
         let start = Instant::now();
         let out = self.cluster(args);
         assert!(
             out.status.success(),
-            "`cluster {}` failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            // stderr first: it holds the error, and CI may show only the start of a long message
+            "`cluster {}` failed ({}):\nstderr:\n{}\nstdout:\n{}{}",
             args.join(" "),
             out.status,
+            text(&out.stderr),
             text(&out.stdout),
-            text(&out.stderr)
+            self.logs_tail()
         );
         eprintln!(
             "`cluster {}` took {:.1} s",
@@ -73,6 +99,19 @@ impl Lab {
             start.elapsed().as_secs_f64()
         );
         text(&out.stdout)
+    }
+
+    /// The end of headnoded's log and the failed provisioning events, for a failure message.
+    fn logs_tail(&self) -> String {
+        let tail = |path: PathBuf, keep: &dyn Fn(&str) -> bool, n: usize| {
+            let body = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = body.lines().filter(|l| keep(l)).collect();
+            let from = lines.len().saturating_sub(n);
+            format!("\n{}:\n{}", path.display(), lines[from..].join("\n"))
+        };
+        let failed = |l: &str| l.contains("failed") || l.contains("error");
+        tail(self.state.path().join("init/events.jsonl"), &failed, 10)
+            + &tail(self.state.path().join("logs/headnoded.log"), &|_| true, 30)
     }
 
     pub fn inventory(&self) -> ClusterInventory {

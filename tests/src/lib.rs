@@ -261,3 +261,28 @@ pub fn text(bytes: &[u8]) -> String {
 pub fn json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(bytes)))
 }
+
+/// The example image's rootfs tarball, built (or taken from the cache) by the project's script.
+pub fn mpi_image() -> PathBuf {
+    let script = repo_root().join("scripts/build-mpi-image.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .output()
+        .expect("the image build script runs");
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        script.display(),
+        text(&out.stderr)
+    );
+    let stdout = text(&out.stdout);
+    let path = PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("the script prints the tarball")
+            .trim(),
+    );
+    assert!(path.is_file(), "no tarball at {}", path.display());
+    path
+}

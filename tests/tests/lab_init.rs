@@ -1,58 +1,184 @@
-//! Lab tier, issue 4 (and the ib half of issue 5): `cluster init --nodes 5` on the VM lab, with
-//! the playbooks that run in the lab today (OS check, InfiniBand on soft-RoCE, the agent as a
-//! systemd unit registering over mutual TLS): five nodes IDLE with `fabric` = `ib`; a second run
-//! changes nothing and `--plan` lists no changes; an MPI job across the five VMs uses ib.
-//!
-//! The users (LDAP) and NFS playbooks need the lab's head services, which are not done yet, so
-//! this test names the playbooks it runs. Runs only with `BEOWULF_LAB_TESTS=1`.
+//! Lab tier, issue 4 (and the lab half of issue 5): `cluster init --nodes 5` on the VM lab with every
+//! playbook — OS check, users from the lab head's slapd, NFS from its nfs-ganesha, InfiniBand on
+//! soft-RoCE, the agent as a systemd unit registering over mutual TLS — started with two faults:
+//! node4's sshd stopped (init stops naming the node and step; `--resume` finishes without redoing
+//! completed steps) and node5's ib NIC down (node5 gets `fabric` = `tcp` with the reason, an `ib`
+//! job waits naming it, an `auto` MPI job runs over tcp naming it). Then the LDAP user's uid is the
+//! same on every node, a file written on node1 is read on node5, the NIC comes back and the node
+//! is ib again, a second init changes nothing, and an MPI job submitted by the LDAP user runs as
+//! that user over ib with its output on the NFS home. Runs only with `BEOWULF_LAB_TESTS=1`.
 
 use beowulf_tests::lab::{Lab, gated, running_as_root};
 use beowulf_tests::{json, text};
+use serde_json::Value;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
-const PLAYBOOKS: [&str; 6] = [
-    "--playbook",
-    "os-check",
-    "--playbook",
-    "infiniband",
-    "--playbook",
-    "agent",
-];
+/// The lab's demo user (beowulf-lab's `DEMO_USERS`).
+const ALICE_UID: u32 = 10001;
+const ALICE_GID: u32 = 10000;
+
+/// How long node4's sshd stays stopped: long enough for the first init to reach node4 and fail
+/// (seconds here), short enough not to slow the test much.
+const SSHD_DOWN_SECS: u32 = 75;
+
+fn node<'a>(nodes: &'a Value, name: &str) -> &'a Value {
+    nodes
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["name"] == name))
+        .unwrap_or_else(|| panic!("no {name} in {nodes:#}"))
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    eprintln!("{what}: {:.1} s", start.elapsed().as_secs_f64());
+}
+
+/// Writes `body` as alice's file on the NFS home (seen from the head) and returns its node path.
+fn alice_file(home: &Path, name: &str, body: &str) -> String {
+    let path = home.join(name);
+    std::fs::write(&path, body).unwrap();
+    std::os::unix::fs::chown(&path, Some(ALICE_UID), Some(ALICE_GID)).unwrap();
+    format!("/home/alice/{name}")
+}
+
+/// A 5-rank MPI hello as alice: the program from the shared area, or from `image`'s container.
+fn mpi_job(fabric: &str, image: Option<&str>) -> String {
+    let (program, container) = match image {
+        Some(image) => (
+            "/opt/mpi-hello/mpi-hello",
+            format!("[container]\nimage = \"{image}\"\n"),
+        ),
+        None => ("/srv/beowulf/mpi-hello", String::new()),
+    };
+    format!(
+        "nodes = 5\nntasks = 5\ncommand = [\"{program}\"]\nworkdir = \"/home/alice\"\n\
+         output = \"/home/alice/mpi-%j.out\"\ntime_limit = \"5\"\n{container}\
+         [mpi]\nflavor = \"openmpi\"\nfabric = \"{fabric}\"\n"
+    )
+}
 
 #[test]
-fn init_provisions_the_lab_agents_register_over_mtls_and_mpi_runs_on_ib() {
+fn init_provisions_users_nfs_fabric_and_agents_and_ldap_users_run_mpi_on_nfs_homes() {
     if !gated() {
         return;
     }
     assert!(running_as_root(), "the lab tier needs root");
     let lab = Lab::new();
+    let head_home = lab.state.path().join("lab-head/home/alice");
+    let head_shared = lab.state.path().join("lab-head/srv-beowulf");
 
-    // 1. From nothing: the lab boots, headnoded starts in its namespace, the nodes are provisioned.
-    let mut args = vec!["init", "--nodes", "5"];
-    args.extend(PLAYBOOKS);
-    let out = lab.ok(&args);
-    assert!(out.contains("agent/registered"), "{out}");
-    let nodes = json(&lab.cluster(&["nodes", "--json"]).stdout);
-    let nodes = nodes.as_array().expect("nodes");
-    assert_eq!(nodes.len(), 5, "{nodes:?}");
-    for node in nodes {
-        assert_eq!(node["state"], "IDLE", "{node}");
-        assert_eq!(node["fabric"], "ib", "{node}");
+    // 0. The lab; on a fresh lab, --plan lists every step and changes nothing.
+    lab.up();
+    let plan = lab.cluster(&["init", "--nodes", "5", "--plan"]);
+    let shown = format!("{}{}", text(&plan.stdout), text(&plan.stderr));
+    println!("{shown}");
+    for step in [
+        "users-ldap/directory",
+        "users-ldap/nslcd-config",
+        "nfs/homes",
+        "nfs/mount-units",
+        "infiniband/rxe-link",
+        "agent/binary",
+    ] {
+        let row = shown
+            .lines()
+            .find(|l| l.starts_with(&format!("| {step} ")))
+            .unwrap_or_else(|| panic!("no {step} row in the plan: {shown}"));
+        assert!(row.contains("would change"), "{row}");
+    }
+    assert!(
+        !lab.cluster(&["lab", "ssh", "node1", "test -e /usr/local/sbin/computed"])
+            .status
+            .success(),
+        "the plan installed the agent"
+    );
+
+    // The faults, before init.
+    lab.on("node5", "ip link set eth1 down");
+    lab.on(
+        "node4",
+        &format!(
+            "systemd-run --quiet --on-active={SSHD_DOWN_SECS} --unit beowulf-test-sshd-back \
+             systemctl start ssh.service && systemctl stop ssh.service"
+        ),
+    );
+    let sshd_stopped = Instant::now();
+
+    // 1. init stops at node4's first step, naming the node and the step, and says how to go on.
+    let out = lab.cluster(&["init", "--nodes", "5"]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        sshd_stopped.elapsed().as_secs() < u64::from(SSHD_DOWN_SECS),
+        "the failing init took longer than node4's sshd was down: {all}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("node4") && stderr.contains("os-check/"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--resume"), "{stderr}");
+
+    // 2. After the fix (sshd back), --resume finishes without redoing completed steps.
+    wait_for("node4's sshd back", Duration::from_secs(240), || {
+        lab.cluster(&["lab", "ssh", "node4", "true"])
+            .status
+            .success()
+    });
+    let out = lab.ok(&["init", "--nodes", "5", "--resume"]);
+    println!("{out}");
+    let first_row = out
+        .lines()
+        .find(|l| l.starts_with("| os-check/distribution"))
+        .unwrap_or_else(|| panic!("no os-check/distribution row in {out}"));
+    assert!(
+        first_row.matches("skipped").count() >= 4,
+        "the nodes that passed the first step ran it again: {first_row}"
+    );
+    for step in ["users-ldap/resolve", "nfs/shared-write", "agent/registered"] {
+        assert!(out.contains(step), "no {step} in {out}");
     }
 
-    // 2. Again: every step already satisfied; --plan lists no changes.
-    let out = lab.ok(&args);
-    assert!(
-        out.contains("nothing changed: every step was already satisfied"),
-        "{out}"
-    );
-    let mut plan = args.clone();
-    plan.push("--plan");
-    let out = lab.ok(&plan);
-    assert!(out.contains("plan: nothing to change"), "{out}");
+    // 3. Five IDLE nodes; node5, whose ib NIC is down, uses tcp and says why.
+    let nodes = json(&lab.cluster(&["nodes", "--json"]).stdout);
+    assert_eq!(nodes.as_array().map(Vec::len), Some(5), "{nodes:#}");
+    for i in 1..=5 {
+        let n = node(&nodes, &format!("node{i}"));
+        assert_eq!(n["state"], "IDLE", "{n}");
+        assert_eq!(n["fabric"], if i == 5 { "tcp" } else { "ib" }, "{n}");
+    }
+    let reason = node(&nodes, "node5")["fabric_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!reason.is_empty(), "node5 has no fabric reason: {nodes:#}");
 
-    // 3. MPI across the five VMs: `auto` picks ib (soft-RoCE, UCX). The program is put on each
-    //    node by the test (the NFS shared area is not provisioned in the lab yet).
-    let program = lab.state.path().join("mpi-hello");
+    // 4. The LDAP user resolves to the same uid everywhere; a file node1 writes, node5 reads.
+    for i in 1..=5 {
+        let uid = lab.on(&format!("node{i}"), "getent passwd alice | cut -d: -f3");
+        assert_eq!(uid.trim(), ALICE_UID.to_string(), "node{i}");
+    }
+    lab.on(
+        "node1",
+        "setpriv --reuid alice --regid hpc --clear-groups sh -c 'echo written on node1 > /home/alice/from-node1'",
+    );
+    let seen = lab.on(
+        "node5",
+        "stat -c %u /home/alice/from-node1 && cat /home/alice/from-node1",
+    );
+    assert_eq!(seen, format!("{ALICE_UID}\nwritten on node1\n"));
+    let on_head =
+        std::fs::metadata(head_home.join("from-node1")).expect("not on the head's export");
+    assert_eq!(on_head.uid(), ALICE_UID);
+
+    // 5. MPI as alice, program on the shared area, output on her NFS home.
+    let program = head_shared.join("mpi-hello");
     let cc = std::process::Command::new("mpicc")
         .args(["-O2", "-o"])
         .arg(&program)
@@ -60,42 +186,63 @@ fn init_provisions_the_lab_agents_register_over_mtls_and_mpi_runs_on_ib() {
         .output()
         .expect("mpicc runs");
     assert!(cc.status.success(), "mpicc: {}", text(&cc.stderr));
-    for i in 1..=5 {
-        let node = format!("node{i}");
-        let out = std::process::Command::new(beowulf_tests::bin_dir().join("cluster"))
-            .args(["lab", "ssh", &node])
-            .arg("mkdir -p /opt/mpi-hello /srv/work && cat > /opt/mpi-hello/mpi-hello && chmod 755 /opt/mpi-hello/mpi-hello")
-            .env("BEOWULF_STATE_DIR", lab.state.path())
-            .stdin(std::fs::File::open(&program).unwrap())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{node}: {}", text(&out.stderr));
-    }
-    let job = lab.state.path().join("mpi.toml");
-    std::fs::write(
-        &job,
-        "nodes = 5\nntasks = 5\ncommand = [\"/opt/mpi-hello/mpi-hello\"]\nworkdir = \"/srv/work\"\n\
-         output = \"/srv/work/mpi-%j.out\"\ntime_limit = \"5\"\n[mpi]\nflavor = \"openmpi\"\nfabric = \"auto\"\n",
-    )
-    .unwrap();
-    let out = lab.cluster(&["submit", "--wait", "--json", job.to_str().unwrap()]);
-    let info = json(&out.stdout);
-    assert_eq!(
-        info["state"],
-        "COMPLETED",
-        "{info:#}\n{}",
-        text(&out.stderr)
+    let submit_as_alice = |job: &str| {
+        let out = lab.cluster_as(ALICE_UID, ALICE_GID, &["submit", "--wait", "--json", job]);
+        let info = json(&out.stdout);
+        (info, text(&out.stderr))
+    };
+    let run_mpi = |fabric_wanted: &str, file: &str, image: Option<&str>| {
+        let job = head_home.join(file);
+        alice_file(&head_home, file, &mpi_job("auto", image));
+        let (info, stderr) = submit_as_alice(job.to_str().unwrap());
+        assert_eq!(info["state"], "COMPLETED", "{info:#}\n{stderr}");
+        assert_eq!(info["fabric"], fabric_wanted, "{info:#}");
+        let out = head_home.join(format!("mpi-{}.out", info["id"]));
+        let meta = std::fs::metadata(&out).expect("no output on the NFS home");
+        assert_eq!(meta.uid(), ALICE_UID, "{}", out.display());
+        let output = std::fs::read_to_string(&out).unwrap();
+        assert!(output.contains("allreduce ok sum=15"), "{output}");
+        for rank in 0..5 {
+            let line = format!("rank {rank} of 5 on node{}", rank + 1);
+            assert!(output.contains(&line), "no {line:?} in {output}");
+        }
+        info
+    };
+
+    // 5a. `fabric = "ib"` cannot be placed while node5 lacks ib: it waits, naming node5.
+    let ib_job = head_home.join("mpi-ib.toml");
+    alice_file(&head_home, "mpi-ib.toml", &mpi_job("ib", None));
+    let out = lab.cluster_as(
+        ALICE_UID,
+        ALICE_GID,
+        &["submit", "--json", ib_job.to_str().unwrap()],
     );
-    assert_eq!(info["fabric"], "ib", "{info:#}");
-    let output = lab.ok(&[
-        "lab",
-        "ssh",
-        "node1",
-        &format!("cat /srv/work/mpi-{}.out", info["id"]),
-    ]);
-    assert!(output.contains("allreduce ok sum=15"), "{output}");
-    for rank in 0..5 {
-        let line = format!("rank {rank} of 5 on node{}", rank + 1);
-        assert!(output.contains(&line), "no {line:?} in {output}");
-    }
+    let id = json(&out.stdout)["id"].to_string();
+    let shown = json(&lab.cluster(&["show", &id, "--json"]).stdout);
+    assert_eq!(shown["state"], "PENDING", "{shown:#}");
+    let why = text(&lab.cluster(&["why", &id]).stdout);
+    assert!(why.contains("node5") && why.contains("fabric:ib"), "{why}");
+    lab.ok(&["cancel", &id]);
+
+    // 5b. `auto` runs over tcp and names node5.
+    let info = run_mpi("tcp", "mpi-auto-tcp.toml", None);
+    let reason = info["fabric_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("node5"), "{info:#}");
+
+    // 6. The NIC comes back: the agent notices, node5 is ib again; init changes nothing.
+    lab.on("node5", "ip link set eth1 up");
+    wait_for("node5 back on ib", Duration::from_secs(60), || {
+        let nodes = json(&lab.cluster(&["nodes", "--json"]).stdout);
+        node(&nodes, "node5")["fabric"] == "ib"
+    });
+    let out = lab.ok(&["init", "--nodes", "5"]);
+    assert!(
+        out.contains("nothing changed: every step was already satisfied"),
+        "{out}"
+    );
+    let out = lab.ok(&["init", "--nodes", "5", "--plan"]);
+    assert!(out.contains("plan: nothing to change"), "{out}");
+
+    // 7. And the same job now runs over ib (soft-RoCE, UCX).
+    run_mpi("ib", "mpi-auto-ib.toml", None);
 }

@@ -4,7 +4,7 @@
 //!
 //! The image is built from Debian packages by `scripts/build-mpi-image.sh` (cached by recipe).
 
-use beowulf_tests::{LocalCluster, json, processes_with, repo_root, text, wait_no_process};
+use beowulf_tests::{LocalCluster, json, mpi_image, processes_with, text, wait_no_process};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -13,31 +13,6 @@ const NOBODY: u32 = 65534;
 const MINUTE: Duration = Duration::from_secs(60);
 /// Every process of an MPI job carries this in its command line (mpirun, orted, the ranks).
 const RANK_BINARY: &str = "/opt/mpi-hello/mpi-hello";
-
-/// The example image's rootfs tarball, built (or taken from the cache) by the project's script.
-fn mpi_image() -> PathBuf {
-    let script = repo_root().join("scripts/build-mpi-image.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .output()
-        .expect("the image build script runs");
-    assert!(
-        out.status.success(),
-        "{} failed: {}",
-        script.display(),
-        text(&out.stderr)
-    );
-    let stdout = text(&out.stdout);
-    let path = PathBuf::from(
-        stdout
-            .lines()
-            .last()
-            .expect("the script prints the tarball")
-            .trim(),
-    );
-    assert!(path.is_file(), "no tarball at {}", path.display());
-    path
-}
 
 fn job(cluster: &LocalCluster, name: &str, env: &str, fabric: &str) -> PathBuf {
     cluster.job_file(

@@ -133,18 +133,7 @@ impl<L: Launcher> Agent<L> {
         })
         .await
         .map_err(|e| format!("image staging panicked: {e}"))??;
-        let first = {
-            let mut state = self.lock();
-            let run = state.wired.entry(key).or_default();
-            let first = run.image_staged_ms == 0;
-            if first {
-                run.image_staged_ms = now_ms();
-            }
-            first
-        };
-        if first {
-            self.progress(key);
-        }
+        self.stamp_phase(key, |run| &mut run.image_staged_ms);
         Ok(Some(rootfs))
     }
 
@@ -305,12 +294,17 @@ impl<L: Launcher> Agent<L> {
     }
 
     fn mark_started(&self, key: RunKey) {
+        self.stamp_phase(key, |run| &mut run.container_started_ms);
+    }
+
+    /// Stamps a phase's time the first time it is reached and tells the head.
+    fn stamp_phase(&self, key: RunKey, phase: impl FnOnce(&mut WiredRun) -> &mut u64) {
         let first = {
             let mut state = self.lock();
-            let run = state.wired.entry(key).or_default();
-            let first = run.container_started_ms == 0;
+            let stamp = phase(state.wired.entry(key).or_default());
+            let first = *stamp == 0;
             if first {
-                run.container_started_ms = now_ms();
+                *stamp = now_ms();
             }
             first
         };

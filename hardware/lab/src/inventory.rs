@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 /// A whole inventory file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterInventory {
     /// How to reach the nodes over SSH.
@@ -18,7 +18,24 @@ pub struct ClusterInventory {
     /// The compute nodes, in order.
     #[serde(rename = "node")]
     pub nodes: Vec<NodeEntry>,
+    /// The cluster's users and groups, for provisioning: `beowulf-provision` parses and checks this
+    /// table (its `Users`); the lab writes a demo user and otherwise keeps the table as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<toml::Table>,
 }
+
+/// The lab's demo users: one group and one user the directory serves and jobs run as, with ids
+/// above every distribution's system range and far from Debian's first user (1000).
+pub const DEMO_USERS: &str = r#"[[group]]
+name = "hpc"
+gid = 10000
+members = ["alice"]
+
+[[user]]
+name = "alice"
+uid = 10001
+gid = 10000
+"#;
 
 /// SSH access shared by every node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@ use crate::addressing::{self, NodePlan, PREFIX};
 use crate::host::{self, Cmd, Host};
 use crate::image::{self, Provenance, write_file};
 use crate::inventory::{
-    ClusterInventory, GigeNic, HeadAddresses, IbFabric, IbKind, NodeEntry, SshAccess,
+    ClusterInventory, DEMO_USERS, GigeNic, HeadAddresses, IbFabric, IbKind, NodeEntry, SshAccess,
 };
 use crate::progress::Progress;
 use crate::qemu::{self, Accel, VmSpec};
@@ -344,6 +344,7 @@ fn prepare_nodes(h: &dyn Host, paths: &LabPaths, nodes: &[NodePlan]) -> Result<(
                 host_key: ssh::public_key_of(key),
             })
             .collect(),
+        users: Some(toml::from_str(DEMO_USERS).expect("the demo users are valid TOML")),
     };
     write_file(&paths.inventory(), &inventory.to_toml(), 0o644)
 }

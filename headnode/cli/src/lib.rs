@@ -4,6 +4,7 @@
 pub mod client;
 pub mod image;
 pub mod lab;
+pub mod lab_head;
 pub mod local;
 pub mod output;
 pub mod provision;

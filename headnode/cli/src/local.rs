@@ -3,6 +3,7 @@
 //! `cluster down` stops them by the PIDs it recorded.
 
 use crate::client;
+use crate::lab_head::{self, LabHead};
 use anyhow::{Context, bail};
 use beowulf_proto::v1;
 use beowulf_provision::ca::ClusterCa;
@@ -174,14 +175,21 @@ pub async fn down(state_dir: &Path) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    // Agents first, so they stop their tasks while the head still runs.
-    let mut order: Vec<(&String, &u32)> = pids.iter().filter(|(n, _)| *n != HEAD).collect();
-    order.extend(pids.iter().filter(|(n, _)| *n == HEAD));
+    // Agents first, so they stop their tasks while the head still runs; the lab head's services
+    // (slapd, nfs-ganesha) last, after everything that uses them.
+    let service = |n: &str| lab_head::SERVICES.iter().find(|(name, _)| *name == n);
+    let rank = |n: &str| match (n == HEAD, service(n).is_some()) {
+        (false, false) => 0,
+        (true, _) => 1,
+        (false, true) => 2,
+    };
+    let mut order: Vec<(&String, &u32)> = pids.iter().collect();
+    order.sort_by_key(|(n, _)| rank(n));
     for &(name, &pid) in &order {
-        let program = if *name == HEAD {
-            "headnoded"
-        } else {
-            "computed"
+        let program = match service(name) {
+            Some((_, program)) => program,
+            None if *name == HEAD => "headnoded",
+            None => "computed",
         };
         if !is_our_process(pid, program) {
             continue;
@@ -282,12 +290,32 @@ pub async fn start_lab_head(
     netns: &str,
     head_address: std::net::Ipv4Addr,
 ) -> anyhow::Result<()> {
+    std::fs::create_dir_all(state_dir.join("logs"))?;
+    // The head's services first (they may have stopped while headnoded still runs).
+    let lab_head = LabHead::new(state_dir);
+    let mut pids = read_pids(state_dir)?;
+    let started = lab_head
+        .start(
+            netns,
+            head_address,
+            &state_dir.join("logs"),
+            &mut pids,
+            alive,
+        )
+        .await;
+    write_pids(state_dir, &pids)?;
+    started?;
     if UnixStream::connect(socket).is_ok() {
         return Ok(());
     }
     let bin_dir = binary_dir()?;
+    let node_bins = lab_head.node_binaries(&bin_dir)?;
     let playbooks = playbooks_dir()?;
-    std::fs::create_dir_all(state_dir.join("logs"))?;
+    let head_vars: String = lab_head
+        .vars()
+        .iter()
+        .map(|(k, v)| format!(", {k} = {v:?}"))
+        .collect();
     // The CA the agent step installs on the nodes (node certificates are made by headnoded at
     // each run, for the nodes of the inventory).
     let ca = ClusterCa::ensure(&state_dir.join("tls"))?;
@@ -297,12 +325,14 @@ pub async fn start_lab_head(
         &config,
         format!(
             "# Written by `cluster init` for the lab: headnoded runs in the lab's namespace.\n\
-             state_dir = {state:?}\nsocket = {socket:?}\nagent_listen = \"{head_address}:{AGENT_PORT}\"\n\n\
+             state_dir = {state:?}\nsocket = {socket:?}\nagent_listen = \"{head_address}:{AGENT_PORT}\"\n\
+             image_store = {images:?}\nimage_store_on_nodes = \"/srv/beowulf/images\"\n\n\
              {tls_section}\n[provision]\nplaybooks = {playbooks:?}\n\
-             vars = {{ computed_binary = {computed:?}, rsh_binary = {rsh:?}, tls_dir = {tls:?}, agent_port = \"{AGENT_PORT}\" }}\n",
+             vars = {{ computed_binary = {computed:?}, rsh_binary = {rsh:?}, tls_dir = {tls:?}, agent_port = \"{AGENT_PORT}\"{head_vars} }}\n",
             state = state_dir,
-            computed = bin_dir.join("computed"),
-            rsh = bin_dir.join("beowulf-rsh"),
+            images = lab_head.shared().join("images"),
+            computed = node_bins.join("computed"),
+            rsh = node_bins.join("beowulf-rsh"),
             tls = state_dir.join("tls"),
             tls_section = tls_section(&ca, HEAD_TLS_NAME),
         ),
@@ -314,7 +344,7 @@ pub async fn start_lab_head(
         &state_dir.join("logs/headnoded.log"),
     )?;
     let mut pids = read_pids(state_dir)?;
-    pids.insert("headnoded".into(), pid);
+    pids.insert(HEAD.into(), pid);
     write_pids(state_dir, &pids)?;
     wait_for(
         || UnixStream::connect(socket).is_ok(),

@@ -1,6 +1,7 @@
 //! Desired state per node: every job run that should be running there, sent whole with a generation.
 
 use super::{Head, Inner};
+use crate::config::HeadConfig;
 use crate::model::{JobRecord, NodeRecord};
 use beowulf_proto::v1;
 use beowulf_types::{JobState, MpiFlavor, NodeName, Program, hostlist};
@@ -14,7 +15,11 @@ impl Head {
                 continue;
             };
             let message = v1::HeadMessage {
-                body: Some(v1::head_message::Body::Desired(desired_state(inner, node))),
+                body: Some(v1::head_message::Body::Desired(desired_state(
+                    inner,
+                    node,
+                    &self.config,
+                ))),
             };
             if session.tx.send(Ok(message)).is_err() {
                 tracing::debug!(node = %node, "agent stream closed while sending desired state");
@@ -23,7 +28,11 @@ impl Head {
     }
 }
 
-pub(super) fn desired_state(inner: &Inner, node: &NodeName) -> v1::DesiredState {
+pub(super) fn desired_state(
+    inner: &Inner,
+    node: &NodeName,
+    config: &HeadConfig,
+) -> v1::DesiredState {
     let assignments = inner
         .active
         .iter()
@@ -31,7 +40,7 @@ pub(super) fn desired_state(inner: &Inner, node: &NodeName) -> v1::DesiredState 
         .filter(|job| job.state == JobState::Running)
         .filter_map(|job| {
             let index = job.nodes.iter().position(|n| n == node)?;
-            Some(assignment(job, index, &inner.nodes))
+            Some(assignment(job, index, &inner.nodes, config))
         })
         .collect();
     v1::DesiredState {
@@ -45,6 +54,7 @@ fn assignment(
     job: &JobRecord,
     index: usize,
     nodes: &BTreeMap<NodeName, NodeRecord>,
+    config: &HeadConfig,
 ) -> v1::Assignment {
     let spec = &job.spec;
     let (argv, first_rank, local_tasks) = match &spec.program {
@@ -132,7 +142,10 @@ fn assignment(
         image: job.image.as_ref().map(|i| v1::ContainerImage {
             reference: i.reference.clone(),
             digest: i.digest.clone(),
-            tar_path: i.tar_path.display().to_string(),
+            tar_path: config
+                .image_path_on_nodes(&i.tar_path)
+                .display()
+                .to_string(),
         }),
         mpi: mpi_launch(job, nodes),
     }
