@@ -231,9 +231,10 @@ async fn apply_file(f: &FileAction, cx: &ActionCx<'_>) -> Result<(), StepError> 
     if path.starts_with("/etc/systemd/") {
         command.push_str(" && systemctl daemon-reload");
     }
+    // try-restart: a service not running yet (a first install) is left to the step that starts it.
     if let Some(unit) = &f.restart {
         command.push_str(&format!(
-            " && systemctl restart {}",
+            " && systemctl try-restart {}",
             shell_quote(&cx.render(unit)?)
         ));
     }

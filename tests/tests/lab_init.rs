@@ -6,7 +6,8 @@
 //! job waits naming it, an `auto` MPI job runs over tcp naming it). Then the LDAP user's uid is the
 //! same on every node, a file written on node1 is read on node5, the NIC comes back and the node
 //! is ib again, a second init changes nothing, and an MPI job submitted by the LDAP user runs as
-//! that user over ib with its output on the NFS home. Runs only with `BEOWULF_LAB_TESTS=1`.
+//! that user over ib with its output on the NFS home, bare and in containers from the image store
+//! on the NFS shared area. Runs only with `BEOWULF_LAB_TESTS=1`.
 
 use beowulf_tests::lab::{Lab, gated, running_as_root};
 use beowulf_tests::{json, text};
@@ -245,4 +246,22 @@ fn init_provisions_users_nfs_fabric_and_agents_and_ldap_users_run_mpi_on_nfs_hom
 
     // 7. And the same job now runs over ib (soft-RoCE, UCX).
     run_mpi("ib", "mpi-auto-ib.toml", None);
+
+    // 8. In containers: the image goes into the store on the NFS shared area, each node unpacks
+    //    it once; mpirun in node1's container, the other ranks in their nodes' containers, as
+    //    alice, over ib (the verbs devices passed through).
+    let tarball = beowulf_tests::mpi_image();
+    lab.ok(&["image", "import", "mpi-hello", tarball.to_str().unwrap()]);
+    let blobs = std::fs::read_dir(head_shared.join("images/blobs"))
+        .expect("the image store is not on the shared area")
+        .count();
+    assert_eq!(blobs, 1);
+    let info = run_mpi("ib", "mpi-container.toml", Some("mpi-hello"));
+    for phase in ["queued", "image_staged", "containers_started", "mpi_ran"] {
+        assert!(
+            info["phases_ms"][phase].is_u64(),
+            "no {phase} phase: {info:#}"
+        );
+    }
+    println!("containerized MPI phases (ms): {}", info["phases_ms"]);
 }

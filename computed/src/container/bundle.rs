@@ -113,7 +113,17 @@ fn bind(source: &Path, destination: &Path, read_only: bool) -> Mount {
     if read_only {
         options.push("ro");
     }
-    let mut m = mount("", "bind", "", &options);
+    bind_with(source, destination, &options)
+}
+
+/// A device node bound in: without `nodev`, which would make opening it fail with EACCES (the
+/// device cgroup rules decide what the container may open).
+fn device_bind(device: &Path) -> Mount {
+    bind_with(device, device, &["bind", "nosuid"])
+}
+
+fn bind_with(source: &Path, destination: &Path, options: &[&str]) -> Mount {
+    let mut m = mount("", "bind", "", options);
     m.set_destination(destination.to_path_buf());
     m.set_source(Some(source.to_path_buf()));
     m
@@ -159,7 +169,7 @@ pub fn spec(config: &ContainerConfig) -> Result<Spec, String> {
         bind(Path::new("/sys"), Path::new("/sys"), true),
     ];
     for device in &config.devices {
-        mounts.push(bind(device, device, false));
+        mounts.push(device_bind(device));
     }
     for b in &config.binds {
         mounts.push(bind(&b.source, &b.destination, b.read_only));
@@ -408,5 +418,32 @@ mod tests {
                 "{set}"
             );
         }
+    }
+
+    #[test]
+    fn devices_are_bound_without_nodev_and_allowed_by_their_numbers() {
+        let mut c = config();
+        // /dev/null stands in for a verbs device: a character device every machine has.
+        c.devices = vec![PathBuf::from("/dev/null")];
+        let json = serde_json::to_value(spec(&c).unwrap()).unwrap();
+        let mount = json["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/dev/null")
+            .unwrap();
+        let options: Vec<&str> = mount["options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o.as_str().unwrap())
+            .collect();
+        assert!(!options.contains(&"nodev"), "{options:?}");
+        let allowed = json["linux"]["resources"]["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["allow"] == true && r["major"] == 1 && r["minor"] == 3);
+        assert!(allowed, "{json:#}");
     }
 }
