@@ -231,11 +231,12 @@ async fn apply_file(f: &FileAction, cx: &ActionCx<'_>) -> Result<(), StepError> 
     if path.starts_with("/etc/systemd/") {
         command.push_str(" && systemctl daemon-reload");
     }
-    // try-restart: a service not running yet (a first install) is left to the step that starts it.
+    // try-restart, and only a unit that exists: a service not installed or not running yet (a
+    // first install) is left to the step that starts it.
     if let Some(unit) = &f.restart {
+        let unit = shell_quote(&cx.render(unit)?);
         command.push_str(&format!(
-            " && systemctl try-restart {}",
-            shell_quote(&cx.render(unit)?)
+            " && if systemctl cat {unit} >/dev/null 2>&1; then systemctl try-restart {unit}; fi"
         ));
     }
     let out = cx.transport.exec(&command).await?;

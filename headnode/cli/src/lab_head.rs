@@ -12,6 +12,7 @@
 //!   ganesha: exports home/ and srv/         ──▶ users' home directories, node mounts, checks
 //! ```
 
+use crate::local::spawn_in;
 use anyhow::{Context, bail};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -146,7 +147,12 @@ impl LabHead {
                 &listen,
             ]
             .map(String::from);
-            let pid = spawn_in_netns(netns, "slapd", &args, &logs.join("slapd.log"))?;
+            let pid = spawn_in(
+                Some(netns),
+                Path::new("slapd"),
+                &args,
+                &logs.join("slapd.log"),
+            )?;
             pids.insert(slapd.0.into(), pid);
             let uri = self.ldap_uri();
             wait_until("slapd to answer on ldapi", logs, || {
@@ -177,7 +183,12 @@ impl LabHead {
                 "-p".into(),
                 dir.join("ganesha.pid").display().to_string(),
             ];
-            let pid = spawn_in_netns(netns, "ganesha.nfsd", &args, &logs.join("nfs-ganesha.out"))?;
+            let pid = spawn_in(
+                Some(netns),
+                Path::new("ganesha.nfsd"),
+                &args,
+                &logs.join("nfs-ganesha.out"),
+            )?;
             pids.insert(ganesha.0.into(), pid);
             wait_until("nfs-ganesha to serve", logs, || {
                 std::fs::read_to_string(&log).is_ok_and(|l| l.contains("NFS SERVER INITIALIZED"))
@@ -256,27 +267,6 @@ fn slapd_config_ldif(pidfile: &Path) -> String {
          olcAccess: {{0}}to * by dn.exact=gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth manage by * none\n",
         pid = pidfile.display()
     )
-}
-
-/// Starts `program args` in `netns` (`ip netns exec` execs it, so the PID is the program's), in its
-/// own process group, output appended to `log`.
-fn spawn_in_netns(netns: &str, program: &str, args: &[String], log: &Path) -> anyhow::Result<u32> {
-    use std::os::unix::process::CommandExt;
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .with_context(|| format!("cannot open the log {}", log.display()))?;
-    let child = Command::new("ip")
-        .args(["netns", "exec", netns, program])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("cannot start {program} in namespace {netns}"))?;
-    Ok(child.id())
 }
 
 async fn wait_until(what: &str, logs: &Path, ready: impl Fn() -> bool) -> anyhow::Result<()> {

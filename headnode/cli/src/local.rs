@@ -220,12 +220,29 @@ fn path_hash(path: &Path) -> u32 {
 }
 
 fn spawn(binary: &Path, config: &Path, log: &Path) -> anyhow::Result<u32> {
-    spawn_in(None, binary, config, log)
+    spawn_daemon(None, binary, config, log)
 }
 
-/// Starts a daemon, in network namespace `netns` when given (`ip netns exec` execs it, so the
-/// PID is the daemon's).
-fn spawn_in(netns: Option<&str>, binary: &Path, config: &Path, log: &Path) -> anyhow::Result<u32> {
+/// Starts a daemon with `--config config`, in network namespace `netns` when given.
+fn spawn_daemon(
+    netns: Option<&str>,
+    binary: &Path,
+    config: &Path,
+    log: &Path,
+) -> anyhow::Result<u32> {
+    let args = ["--config".to_string(), config.display().to_string()];
+    spawn_in(netns, binary, &args, log)
+}
+
+/// Starts `program args`, in network namespace `netns` when given (`ip netns exec` execs it, so
+/// the PID is the program's), in its own process group (a Ctrl-C in the user's shell does not
+/// reach it), stdout and stderr appended to `log`.
+pub(crate) fn spawn_in(
+    netns: Option<&str>,
+    program: &Path,
+    args: &[String],
+    log: &Path,
+) -> anyhow::Result<u32> {
     use std::os::unix::process::CommandExt;
     let log_file = std::fs::OpenOptions::new()
         .create(true)
@@ -235,21 +252,19 @@ fn spawn_in(netns: Option<&str>, binary: &Path, config: &Path, log: &Path) -> an
     let mut command = match netns {
         Some(ns) => {
             let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns]).arg(binary);
+            c.args(["netns", "exec", ns]).arg(program);
             c
         }
-        None => Command::new(binary),
+        None => Command::new(program),
     };
     let child = command
-        .arg("--config")
-        .arg(config)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
-        // Own process group: a Ctrl-C in the user's shell does not reach the daemons.
         .process_group(0)
         .spawn()
-        .with_context(|| format!("cannot start {}", binary.display()))?;
+        .with_context(|| format!("cannot start {}", program.display()))?;
     Ok(child.id())
 }
 
@@ -337,7 +352,7 @@ pub async fn start_lab_head(
             tls_section = tls_section(&ca, HEAD_TLS_NAME),
         ),
     )?;
-    let pid = spawn_in(
+    let pid = spawn_daemon(
         Some(netns),
         &bin_dir.join("headnoded"),
         &config,
