@@ -12,7 +12,7 @@
 //!   ganesha: exports home/ and srv/         ──▶ users' home directories, node mounts, checks
 //! ```
 
-use crate::local::spawn_in;
+use crate::local::{alive, spawn_in};
 use anyhow::{Context, bail};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 
 /// How long slapd and ganesha get to answer: both start in well under a second here (DESIGN §6).
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Where the nodes mount the shared area (the lab exports its `srv-beowulf` directory there).
+pub const SHARED_ON_NODES: &str = "/srv/beowulf";
 
 /// The pids-file names of the head services, with the program each must be running.
 pub const SERVICES: [(&str, &str); 2] = [("slapd", "slapd"), ("nfs-ganesha", "ganesha.nfsd")];
@@ -122,7 +125,6 @@ impl LabHead {
         address: Ipv4Addr,
         logs: &Path,
         pids: &mut BTreeMap<String, u32>,
-        alive: impl Fn(&BTreeMap<String, u32>, &str, &str) -> bool,
     ) -> anyhow::Result<()> {
         for dir in [
             self.root.join("ldap"),
@@ -138,24 +140,10 @@ impl LabHead {
         if !alive(pids, slapd.0, slapd.1) {
             self.configure_slapd()?;
             let listen = format!("ldap://{address}/ {}", self.ldap_uri());
-            let args = [
-                "-d",
-                "0",
-                "-F",
-                &self.slapd_config().display().to_string(),
-                "-h",
-                &listen,
-            ]
-            .map(String::from);
-            let pid = spawn_in(
-                Some(netns),
-                Path::new("slapd"),
-                &args,
-                &logs.join("slapd.log"),
-            )?;
-            pids.insert(slapd.0.into(), pid);
+            let config = self.slapd_config().display().to_string();
+            let args = ["-d", "0", "-F", &config, "-h", &listen].map(String::from);
             let uri = self.ldap_uri();
-            wait_until("slapd to answer on ldapi", logs, || {
+            let answers = || {
                 Command::new("ldapsearch")
                     .args(["-Q", "-Y", "EXTERNAL", "-H", &uri, "-b", "cn=config"])
                     .args(["-s", "base", "dn"])
@@ -163,7 +151,17 @@ impl LabHead {
                     .stderr(Stdio::null())
                     .status()
                     .is_ok_and(|s| s.success())
-            })
+            };
+            let out = logs.join("slapd.log");
+            launch(
+                netns,
+                slapd,
+                &args,
+                &out,
+                pids,
+                "slapd to answer on ldapi",
+                answers,
+            )
             .await?;
         }
         if !alive(pids, ganesha.0, ganesha.1) {
@@ -183,16 +181,19 @@ impl LabHead {
                 "-p".into(),
                 dir.join("ganesha.pid").display().to_string(),
             ];
-            let pid = spawn_in(
-                Some(netns),
-                Path::new("ganesha.nfsd"),
-                &args,
-                &logs.join("nfs-ganesha.out"),
-            )?;
-            pids.insert(ganesha.0.into(), pid);
-            wait_until("nfs-ganesha to serve", logs, || {
+            let serving = || {
                 std::fs::read_to_string(&log).is_ok_and(|l| l.contains("NFS SERVER INITIALIZED"))
-            })
+            };
+            let out = logs.join("nfs-ganesha.out");
+            launch(
+                netns,
+                ganesha,
+                &args,
+                &out,
+                pids,
+                "nfs-ganesha to serve",
+                serving,
+            )
             .await?;
         }
         Ok(())
@@ -248,7 +249,7 @@ impl LabHead {
              NFS_KRB5 {{ Active_krb5 = false; }}\n{home}{shared}LOG {{ Default_Log_Level = EVENT; }}\n",
             recovery = self.ganesha_dir().join("recovery"),
             home = export(1, &self.home(), "/home"),
-            shared = export(2, &self.shared(), "/srv/beowulf"),
+            shared = export(2, &self.shared(), SHARED_ON_NODES),
         )
     }
 }
@@ -267,6 +268,23 @@ fn slapd_config_ldif(pidfile: &Path) -> String {
          olcAccess: {{0}}to * by dn.exact=gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth manage by * none\n",
         pid = pidfile.display()
     )
+}
+
+/// Starts `service` (its pids-file name and program) in `netns`, records its PID, and waits until
+/// `ready`.
+async fn launch(
+    netns: &str,
+    (name, program): (&str, &str),
+    args: &[String],
+    out: &Path,
+    pids: &mut BTreeMap<String, u32>,
+    what: &str,
+    ready: impl Fn() -> bool,
+) -> anyhow::Result<()> {
+    let pid = spawn_in(Some(netns), Path::new(program), args, out)?;
+    pids.insert(name.into(), pid);
+    let logs = out.parent().unwrap_or(out);
+    wait_until(what, logs, ready).await
 }
 
 async fn wait_until(what: &str, logs: &Path, ready: impl Fn() -> bool) -> anyhow::Result<()> {

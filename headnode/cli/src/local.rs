@@ -310,13 +310,7 @@ pub async fn start_lab_head(
     let lab_head = LabHead::new(state_dir);
     let mut pids = read_pids(state_dir)?;
     let started = lab_head
-        .start(
-            netns,
-            head_address,
-            &state_dir.join("logs"),
-            &mut pids,
-            alive,
-        )
+        .start(netns, head_address, &state_dir.join("logs"), &mut pids)
         .await;
     write_pids(state_dir, &pids)?;
     started?;
@@ -341,11 +335,12 @@ pub async fn start_lab_head(
         format!(
             "# Written by `cluster init` for the lab: headnoded runs in the lab's namespace.\n\
              state_dir = {state:?}\nsocket = {socket:?}\nagent_listen = \"{head_address}:{AGENT_PORT}\"\n\
-             image_store = {images:?}\nimage_store_on_nodes = \"/srv/beowulf/images\"\n\n\
+             image_store = {images:?}\nimage_store_on_nodes = {images_on_nodes:?}\n\n\
              {tls_section}\n[provision]\nplaybooks = {playbooks:?}\n\
              vars = {{ computed_binary = {computed:?}, rsh_binary = {rsh:?}, tls_dir = {tls:?}, agent_port = \"{AGENT_PORT}\"{head_vars} }}\n",
             state = state_dir,
             images = lab_head.shared().join("images"),
+            images_on_nodes = Path::new(lab_head::SHARED_ON_NODES).join("images"),
             computed = node_bins.join("computed"),
             rsh = node_bins.join("beowulf-rsh"),
             tls = state_dir.join("tls"),
@@ -358,7 +353,6 @@ pub async fn start_lab_head(
         &config,
         &state_dir.join("logs/headnoded.log"),
     )?;
-    let mut pids = read_pids(state_dir)?;
     pids.insert(HEAD.into(), pid);
     write_pids(state_dir, &pids)?;
     wait_for(
@@ -437,7 +431,7 @@ fn write_pids(dir: &Path, pids: &BTreeMap<String, u32>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn alive(pids: &BTreeMap<String, u32>, name: &str, program: &str) -> bool {
+pub(crate) fn alive(pids: &BTreeMap<String, u32>, name: &str, program: &str) -> bool {
     pids.get(name)
         .is_some_and(|&pid| is_our_process(pid, program))
 }
