@@ -1,4 +1,7 @@
 //! The durable store (redb): jobs, nodes and counters. A change is acknowledged only after `commit`.
+//!
+//! Records are encoded by the caller ([`EncodedChange`]) so that the head can queue a change under
+//! its lock and write it after releasing it, several changes per transaction (`head::commit`).
 
 use crate::model::{ImageRecord, JobRecord, NodeRecord, ReservationRecord};
 use beowulf_types::{Generation, JobId, NodeName};
@@ -28,6 +31,9 @@ pub enum StoreError {
         #[source]
         source: redb::Error,
     },
+    /// A change that was queued behind (or together with) a change whose write failed.
+    #[error("state store {path}: the change was not written: {message}")]
+    NotWritten { path: PathBuf, message: String },
     #[error("state store {path}: record {key} is corrupt: {source}")]
     Corrupt {
         path: PathBuf,
@@ -48,19 +54,52 @@ pub struct Snapshot {
     pub images: BTreeMap<String, ImageRecord>,
 }
 
-/// One atomic change: the records to write and the counters after it.
+/// One atomic change, encoded: the records to write and the counters after it.
 #[derive(Debug, Default)]
-pub struct Change<'a> {
-    pub jobs: Vec<&'a JobRecord>,
-    pub nodes: Vec<&'a NodeRecord>,
-    pub next_job_id: u64,
-    pub generation: Generation,
+pub struct EncodedChange {
+    jobs: Vec<(u64, Vec<u8>)>,
+    nodes: Vec<(String, Vec<u8>)>,
+    next_job_id: u64,
+    generation: Generation,
+}
+
+impl EncodedChange {
+    pub fn new<'a>(
+        jobs: impl IntoIterator<Item = &'a JobRecord>,
+        nodes: impl IntoIterator<Item = &'a NodeRecord>,
+        next_job_id: u64,
+        generation: Generation,
+    ) -> EncodedChange {
+        EncodedChange {
+            jobs: jobs
+                .into_iter()
+                .map(|j| {
+                    (
+                        j.id.0,
+                        serde_json::to_vec(j).expect("job records serialize"),
+                    )
+                })
+                .collect(),
+            nodes: nodes
+                .into_iter()
+                .map(|n| {
+                    let bytes = serde_json::to_vec(n).expect("node records serialize");
+                    (n.name.as_str().to_string(), bytes)
+                })
+                .collect(),
+            next_job_id,
+            generation,
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// Unit tests of the head make the next commits fail, as a full or broken disk would.
+    #[cfg(test)]
+    pub(crate) fail_commits: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
@@ -72,6 +111,8 @@ impl Store {
         let store = Store {
             db,
             path: path.to_path_buf(),
+            #[cfg(test)]
+            fail_commits: Default::default(),
         };
         // Create the tables so that a first read finds them.
         store.write(|txn| {
@@ -131,22 +172,36 @@ impl Store {
         Ok(snapshot)
     }
 
-    /// Writes a change atomically and durably (fsync before returning).
-    pub fn commit(&self, change: &Change<'_>) -> Result<(), StoreError> {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes changes, in order, in one transaction: atomically and durably (one fsync).
+    pub fn commit(&self, changes: &[&EncodedChange]) -> Result<(), StoreError> {
+        let Some(last) = changes.last() else {
+            return Ok(());
+        };
+        #[cfg(test)]
+        if self.fail_commits.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Io {
+                path: self.path.clone(),
+                source: redb::Error::Io(std::io::Error::other("injected by a test")),
+            });
+        }
         self.write(|txn| {
             let mut jobs = txn.open_table(JOBS)?;
-            for job in &change.jobs {
-                let bytes = serde_json::to_vec(job).expect("job records serialize");
-                jobs.insert(job.id.0, bytes.as_slice())?;
-            }
             let mut nodes = txn.open_table(NODES)?;
-            for node in &change.nodes {
-                let bytes = serde_json::to_vec(node).expect("node records serialize");
-                nodes.insert(node.name.as_str(), bytes.as_slice())?;
+            for change in changes {
+                for (id, bytes) in &change.jobs {
+                    jobs.insert(*id, bytes.as_slice())?;
+                }
+                for (name, bytes) in &change.nodes {
+                    nodes.insert(name.as_str(), bytes.as_slice())?;
+                }
             }
             let mut meta = txn.open_table(META)?;
-            meta.insert(NEXT_JOB_ID, change.next_job_id)?;
-            meta.insert(GENERATION, change.generation.0)?;
+            meta.insert(NEXT_JOB_ID, last.next_job_id)?;
+            meta.insert(GENERATION, last.generation.0)?;
             Ok(())
         })
     }

@@ -8,9 +8,16 @@ use beowulf_types::{JobState, MpiFlavor, NodeName, Program, hostlist};
 use std::collections::{BTreeMap, BTreeSet};
 
 impl Head {
-    /// Sends the current desired state to each connected node in `nodes`.
+    /// Sends the current desired state to each connected node in `nodes` whose records are all
+    /// durable; a node touched by a change still being written gets it once that change is.
     pub(super) fn send_desired(&self, inner: &mut Inner, nodes: &BTreeSet<NodeName>) {
         for node in nodes {
+            if let Some(&seq) = inner.unflushed_nodes.get(node) {
+                if seq > inner.durable_seq {
+                    continue;
+                }
+                inner.unflushed_nodes.remove(node);
+            }
             let Some(session) = inner.sessions.get(node) else {
                 continue;
             };
@@ -44,7 +51,7 @@ pub(super) fn desired_state(
         })
         .collect();
     v1::DesiredState {
-        generation: inner.generation.0,
+        generation: inner.durable_generation.0,
         assignments,
     }
 }

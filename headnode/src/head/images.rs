@@ -181,7 +181,7 @@ impl Head {
             }
         }
         drop(upload);
-        inner.store.put_image(&name, Some(&record))?;
+        self.store.put_image(&name, Some(&record))?;
         inner.images.insert(name, record.clone());
         remove_unused_blobs(&inner, &blobs);
         Ok(record)

@@ -1,9 +1,11 @@
 //! The head's state machine: in-memory records, written through to the store in atomic changes.
 //!
-//! Every mutation runs inside [`Head::mutate`]: it stages copies of the records it touches, commits
-//! them to the store, and only then makes them visible, bumps the generation, wakes watchers and
-//! sends each touched node its new desired state. A failed commit changes nothing.
+//! Every mutation runs inside [`Head::mutate`]: it stages copies of the records it touches, applies
+//! them in memory and queues them for the store under the head's lock, then waits, without the lock,
+//! until they are durable (group commit, [`commit`]). Only then is its caller answered, watchers
+//! woken and each touched node sent its new desired state. A failed write undoes the change.
 
+mod commit;
 mod desired;
 mod fabric;
 mod images;
@@ -15,10 +17,11 @@ mod views;
 
 use crate::config::HeadConfig;
 use crate::model::{ImageRecord, JobRecord, NodeRecord, ReservationRecord};
-use crate::store::{Change, Store, StoreError};
+use crate::store::{EncodedChange, Store, StoreError};
 use beowulf_proto::v1;
 use beowulf_scheduler::Pending;
 use beowulf_types::{Generation, JobFileError, JobId, JobState, NodeName, Timestamp};
+use commit::{CommitQueue, Seq, Undo};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::{Notify, mpsc, watch};
@@ -82,13 +85,23 @@ pub struct Session {
 
 #[derive(Debug)]
 struct Inner {
-    store: Store,
     jobs: BTreeMap<JobId, JobRecord>,
     /// Jobs that are pending, running, or still being cleaned up on some node.
     active: BTreeSet<JobId>,
     nodes: BTreeMap<NodeName, NodeRecord>,
     next_job_id: u64,
+    /// The generation of the newest change applied in memory (durable or not).
     generation: Generation,
+    /// The generation of the newest durable change: the one agents are sent.
+    durable_generation: Generation,
+    /// The newest change applied in memory, and the newest durable one.
+    applied_seq: Seq,
+    durable_seq: Seq,
+    /// What each change not yet durable replaced, oldest first.
+    unsynced: Vec<Undo>,
+    /// Nodes touched by a change not yet durable, with the newest such change: their desired
+    /// state is held back until it is durable.
+    unflushed_nodes: BTreeMap<NodeName, Seq>,
     /// The last plan's verdict on each pending job (memory only: recomputed at every pass).
     pending: BTreeMap<JobId, Pending>,
     /// Last heartbeat (or registration) of each node (memory only).
@@ -105,6 +118,8 @@ struct Inner {
 #[derive(Debug)]
 pub struct Head {
     inner: Mutex<Inner>,
+    store: Store,
+    commits: CommitQueue,
     pub config: HeadConfig,
     /// Wakes the scheduling loop (submit, job end, node change).
     pub wake_scheduler: Notify,
@@ -203,12 +218,16 @@ impl Head {
         let now = now();
         let last_seen = snapshot.nodes.keys().map(|n| (n.clone(), now)).collect();
         let inner = Inner {
-            store,
             jobs: snapshot.jobs,
             active,
             nodes: snapshot.nodes,
             next_job_id: snapshot.next_job_id,
             generation: snapshot.generation,
+            durable_generation: snapshot.generation,
+            applied_seq: 0,
+            durable_seq: 0,
+            unsynced: Vec::new(),
+            unflushed_nodes: BTreeMap::new(),
             pending: BTreeMap::new(),
             last_seen,
             sessions: BTreeMap::new(),
@@ -220,6 +239,8 @@ impl Head {
         images::remove_stale_uploads(&config.image_store());
         Ok(Head {
             inner: Mutex::new(inner),
+            store,
+            commits: CommitQueue::default(),
             config,
             wake_scheduler: Notify::new(),
             revision: watch::Sender::new(0),
@@ -232,7 +253,7 @@ impl Head {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs `body` over staged copies and commits what it staged, atomically and durably.
+    /// Runs `body` over staged copies, applies what it staged and returns once that is durable.
     pub(crate) fn mutate<R>(
         &self,
         body: impl FnOnce(&mut Tx<'_>) -> Result<R, HeadError>,
@@ -260,25 +281,16 @@ impl Head {
             }
         };
         if jobs.is_empty() && nodes.is_empty() {
-            if next_job_id_before != inner.next_job_id {
-                inner.next_job_id = next_job_id_before;
-            }
+            inner.next_job_id = next_job_id_before;
             self.send_desired(&mut inner, &resend);
             return Ok(result);
         }
         let generation = inner.generation.next();
-        let change = Change {
-            jobs: jobs.values().collect(),
-            nodes: nodes.values().collect(),
-            next_job_id: inner.next_job_id,
-            generation,
-        };
-        if let Err(e) = inner.store.commit(&change) {
-            inner.next_job_id = next_job_id_before;
-            return Err(e.into());
-        }
-        inner.generation = generation;
-
+        let seq = inner.applied_seq + 1;
+        self.commits.push(
+            seq,
+            EncodedChange::new(jobs.values(), nodes.values(), inner.next_job_id, generation),
+        );
         let mut touched = resend;
         for job in jobs.values() {
             if let Some(old) = inner.jobs.get(&job.id) {
@@ -287,6 +299,19 @@ impl Head {
             touched.extend(job.nodes.iter().cloned());
             touched.extend(job.cleanup.keys().cloned());
         }
+        touched.extend(nodes.keys().cloned());
+        for node in &touched {
+            inner.unflushed_nodes.insert(node.clone(), seq);
+        }
+        let mut undo = Undo {
+            seq,
+            jobs: Vec::with_capacity(jobs.len()),
+            nodes: Vec::with_capacity(nodes.len()),
+            next_job_id: next_job_id_before,
+            generation: inner.generation,
+            new_generation: generation,
+            touched,
+        };
         for (id, job) in jobs {
             if !job.state.is_terminal() || !job.cleanup.is_empty() {
                 inner.active.insert(id);
@@ -294,13 +319,17 @@ impl Head {
                 inner.active.remove(&id);
                 inner.pending.remove(&id);
             }
-            inner.jobs.insert(id, job);
+            undo.jobs.push((id, inner.jobs.insert(id, job)));
         }
         for (name, node) in nodes {
-            inner.nodes.insert(name, node);
+            undo.nodes
+                .push((name.clone(), inner.nodes.insert(name, node)));
         }
-        self.send_desired(&mut inner, &touched);
-        self.revision.send_modify(|r| *r += 1);
+        inner.generation = generation;
+        inner.applied_seq = seq;
+        inner.unsynced.push(undo);
+        drop(inner);
+        self.wait_durable(seq)?;
         Ok(result)
     }
 

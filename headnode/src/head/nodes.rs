@@ -4,7 +4,7 @@ use super::jobs::{Caller, apply_run_report, fail_on_node};
 use super::{Head, HeadError, Session, now};
 use crate::model::NodeRecord;
 use beowulf_proto::v1;
-use beowulf_types::{Inventory, JobId, JobState, NodeName};
+use beowulf_types::{Generation, Inventory, JobId, JobState, NodeName};
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -31,6 +31,11 @@ impl Head {
                 .sessions
                 .insert(name.clone(), Session { id, tx: tx_stream });
             inner.last_seen.insert(name.clone(), now);
+            // An agent that saw a newer generation than this head has (the head's store was
+            // restored from an older copy) would ignore everything up to it: continue from there.
+            if register.generation > inner.generation.0 {
+                inner.generation = Generation(register.generation);
+            }
         }
         self.mutate(|tx| {
             match tx.node_mut(&name) {

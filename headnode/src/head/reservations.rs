@@ -45,7 +45,7 @@ impl Head {
             )));
         }
         record.all_nodes = record.nodes.is_empty();
-        inner.store.put_reservation(&record.name, Some(&record))?;
+        self.store.put_reservation(&record.name, Some(&record))?;
         inner.reservations.insert(record.name.clone(), record);
         drop(inner);
         self.wake_scheduler.notify_one();
@@ -63,7 +63,7 @@ impl Head {
         if !inner.reservations.contains_key(name) {
             return Err(HeadError::Invalid(format!("no reservation {name}")));
         }
-        inner.store.put_reservation(name, None)?;
+        self.store.put_reservation(name, None)?;
         inner.reservations.remove(name);
         drop(inner);
         self.wake_scheduler.notify_one();

@@ -269,3 +269,88 @@ fn an_ib_port_going_down_makes_the_next_mpi_job_use_tcp_naming_the_node() {
         show.fabric_reason
     );
 }
+
+#[test]
+fn concurrent_submits_are_all_durable_with_distinct_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = std::sync::Arc::new(Head::open(config(dir.path())).unwrap());
+    let _n1 = register(&head, "node1");
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let head = head.clone();
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|_| {
+                        head.submit(&ROOT, job_file("command = [\"true\"]\n"))
+                            .unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut ids: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .map(|id| id.0)
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=200).collect::<Vec<_>>());
+    drop(head);
+    // Every acknowledged submit is in the store, and the counter is past them.
+    let head = Head::open(config(dir.path())).unwrap();
+    let _n1 = register(&head, "node1");
+    assert_eq!(head.lock().jobs.len(), 200);
+    let next = head
+        .submit(&ROOT, job_file("command = [\"true\"]\n"))
+        .unwrap();
+    assert_eq!(next, JobId(201));
+}
+
+#[test]
+fn a_failed_store_write_undoes_the_change_and_tells_the_caller() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::open(config(dir.path())).unwrap();
+    let mut n1 = register(&head, "node1");
+    let first = head
+        .submit(&ROOT, job_file("command = [\"true\"]\n"))
+        .unwrap();
+    let generation = head.generation();
+
+    head.store.fail_commits.store(true, Ordering::SeqCst);
+    let err = head
+        .submit(&ROOT, job_file("command = [\"true\"]\n"))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("injected by a test"),
+        "the store's error reaches the caller: {err}"
+    );
+    // The scheduler's start of the first job fails too: nothing is sent to the agent.
+    let _ = n1.try_recv();
+    assert!(
+        head.schedule_pass(&mut rand::rngs::StdRng::seed_from_u64(1))
+            .is_err()
+    );
+    assert!(
+        n1.try_recv().is_err(),
+        "no desired state for an unwritten start"
+    );
+    assert_eq!(head.generation(), generation);
+    assert_eq!(head.show_job(first).unwrap().state, "PENDING");
+    assert!(matches!(
+        head.show_job(JobId(first.0 + 1)),
+        Err(HeadError::NoSuchJob(_))
+    ));
+
+    head.store.fail_commits.store(false, Ordering::SeqCst);
+    let second = head
+        .submit(&ROOT, job_file("command = [\"true\"]\n"))
+        .unwrap();
+    assert_eq!(
+        second,
+        JobId(first.0 + 1),
+        "the failed submit's id is reused"
+    );
+    assert_eq!(pass(&head), 2);
+    assert_eq!(last_desired(&mut n1).assignments.len(), 2);
+}
