@@ -141,6 +141,9 @@ else
 fi
 
 # NJOBS sequential CLI submissions of a trivial job, then until all have completed.
+# The container rows above unpacked ~700 MiB into the node caches: write it back first, or its
+# writeback makes every fsync of this row wait (Slurm's run has no such rows before this one).
+sync
 printf 'command = ["true"]\noutput = "/dev/null"\n' > trivial.toml
 first_id=$(( $(cluster queue --all --json | grep -c '"id"') + 1 ))
 cpu0=$(cpu_ticks "$HEAD_PID")

@@ -1,13 +1,14 @@
 //! Lab tier, issue 4 (and the lab half of issue 5): `cluster init --nodes 5` on the VM lab with every
 //! playbook — OS check, users from the lab head's slapd, NFS from its nfs-ganesha, InfiniBand on
-//! soft-RoCE, the agent as a systemd unit registering over mutual TLS — started with two faults:
+//! soft-RoCE, the agent as a systemd unit registering over mutual TLS. The first init meets a fault:
 //! node4's sshd stopped (init stops naming the node and step; `--resume` finishes without redoing
-//! completed steps) and node5's ib NIC down (node5 gets `fabric` = `tcp` with the reason, an `ib`
-//! job waits naming it, an `auto` MPI job runs over tcp naming it). Then the LDAP user's uid is the
-//! same on every node, a file written on node1 is read on node5, the NIC comes back and the node
-//! is ib again, a second init changes nothing, and an MPI job submitted by the LDAP user runs as
-//! that user over ib with its output on the NFS home, bare and in containers from the image store
-//! on the NFS shared area. Runs only with `BEOWULF_LAB_TESTS=1`.
+//! completed steps). Then all five nodes are IDLE on ib, the LDAP user's uid is the same on every
+//! node, a file written on node1 is read on node5, an MPI job submitted by the LDAP user runs as that
+//! user over ib with its output on the NFS home, and a second init changes nothing. With node5's ib
+//! NIC down, init completes and node5 gets `fabric` = `tcp` with the reason; an `ib` job waits
+//! naming it, an `auto` MPI job runs over tcp naming it. The NIC comes back, node5 is ib again, and
+//! the MPI job runs in containers from the image store on the NFS shared area. Runs only with
+//! `BEOWULF_LAB_TESTS=1`.
 
 use beowulf_tests::lab::{Lab, gated, running_as_root};
 use beowulf_tests::{json, text};
@@ -100,8 +101,7 @@ fn init_provisions_users_nfs_fabric_and_agents_and_ldap_users_run_mpi_on_nfs_hom
         "the plan installed the agent"
     );
 
-    // The faults, before init.
-    lab.on("node5", "ip link set eth1 down");
+    // The fault, before init.
     lab.on(
         "node4",
         &format!(
@@ -146,19 +146,14 @@ fn init_provisions_users_nfs_fabric_and_agents_and_ldap_users_run_mpi_on_nfs_hom
         assert!(out.contains(step), "no {step} in {out}");
     }
 
-    // 3. Five IDLE nodes; node5, whose ib NIC is down, uses tcp and says why.
+    // 3. Five IDLE nodes, each on ib.
     let nodes = json(&lab.cluster(&["nodes", "--json"]).stdout);
     assert_eq!(nodes.as_array().map(Vec::len), Some(5), "{nodes:#}");
     for i in 1..=5 {
         let n = node(&nodes, &format!("node{i}"));
         assert_eq!(n["state"], "IDLE", "{n}");
-        assert_eq!(n["fabric"], if i == 5 { "tcp" } else { "ib" }, "{n}");
+        assert_eq!(n["fabric"], "ib", "{n}");
     }
-    let reason = node(&nodes, "node5")["fabric_reason"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(!reason.is_empty(), "node5 has no fabric reason: {nodes:#}");
 
     // 4. The LDAP user resolves to the same uid everywhere; a file node1 writes, node5 reads.
     for i in 1..=5 {
@@ -210,7 +205,35 @@ fn init_provisions_users_nfs_fabric_and_agents_and_ldap_users_run_mpi_on_nfs_hom
         info
     };
 
-    // 5a. `fabric = "ib"` cannot be placed while node5 lacks ib: it waits, naming node5.
+    // 5a. `auto` on five ib nodes runs over ib (soft-RoCE, UCX).
+    run_mpi("ib", "mpi-auto-ib.toml", None);
+
+    // 6. init again changes nothing and says so; so does --plan.
+    let out = lab.ok(&["init", "--nodes", "5"]);
+    assert!(
+        out.contains("nothing changed: every step was already satisfied"),
+        "{out}"
+    );
+    let out = lab.ok(&["init", "--nodes", "5", "--plan"]);
+    assert!(out.contains("plan: nothing to change"), "{out}");
+
+    // 7. With node5's ib NIC down before init, init completes and node5 uses tcp, saying why.
+    lab.on("node5", "ip link set eth1 down");
+    let out = lab.ok(&["init", "--nodes", "5"]);
+    println!("{out}");
+    let nodes = json(&lab.cluster(&["nodes", "--json"]).stdout);
+    for i in 1..=5 {
+        let n = node(&nodes, &format!("node{i}"));
+        assert_eq!(n["state"], "IDLE", "{n}");
+        assert_eq!(n["fabric"], if i == 5 { "tcp" } else { "ib" }, "{n}");
+    }
+    let reason = node(&nodes, "node5")["fabric_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!reason.is_empty(), "node5 has no fabric reason: {nodes:#}");
+
+    // 7a. `fabric = "ib"` cannot be placed while node5 lacks ib: it waits, naming node5.
     let ib_job = head_home.join("mpi-ib.toml");
     alice_file(&head_home, "mpi-ib.toml", &mpi_job("ib", None));
     let out = lab.cluster_as(
@@ -225,29 +248,19 @@ fn init_provisions_users_nfs_fabric_and_agents_and_ldap_users_run_mpi_on_nfs_hom
     assert!(why.contains("node5") && why.contains("fabric:ib"), "{why}");
     lab.ok(&["cancel", &id]);
 
-    // 5b. `auto` runs over tcp and names node5.
+    // 7b. `auto` runs over tcp and names node5.
     let info = run_mpi("tcp", "mpi-auto-tcp.toml", None);
     let reason = info["fabric_reason"].as_str().unwrap_or_default();
     assert!(reason.contains("node5"), "{info:#}");
 
-    // 6. The NIC comes back: the agent notices, node5 is ib again; init changes nothing.
+    // 8. The NIC comes back: the agent notices, node5 is ib again.
     lab.on("node5", "ip link set eth1 up");
     wait_for("node5 back on ib", Duration::from_secs(60), || {
         let nodes = json(&lab.cluster(&["nodes", "--json"]).stdout);
         node(&nodes, "node5")["fabric"] == "ib"
     });
-    let out = lab.ok(&["init", "--nodes", "5"]);
-    assert!(
-        out.contains("nothing changed: every step was already satisfied"),
-        "{out}"
-    );
-    let out = lab.ok(&["init", "--nodes", "5", "--plan"]);
-    assert!(out.contains("plan: nothing to change"), "{out}");
 
-    // 7. And the same job now runs over ib (soft-RoCE, UCX).
-    run_mpi("ib", "mpi-auto-ib.toml", None);
-
-    // 8. In containers: the image goes into the store on the NFS shared area, each node unpacks
+    // 9. In containers: the image goes into the store on the NFS shared area, each node unpacks
     //    it once; mpirun in node1's container, the other ranks in their nodes' containers, as
     //    alice, over ib (the verbs devices passed through).
     let tarball = beowulf_tests::mpi_image();

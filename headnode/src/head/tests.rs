@@ -354,3 +354,23 @@ fn a_failed_store_write_undoes_the_change_and_tells_the_caller() {
     assert_eq!(pass(&head), 2);
     assert_eq!(last_desired(&mut n1).assignments.len(), 2);
 }
+
+#[test]
+fn mpich_jobs_are_refused_naming_the_field_and_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::open(config(dir.path())).unwrap();
+    let _n1 = register(&head, "node1");
+    let err = head
+        .submit(
+            &ROOT,
+            job_file("command = [\"./hello\"]\n[mpi]\nflavor = \"mpich\"\n"),
+        )
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("job.toml") && message.contains("mpi.flavor"),
+        "{message}"
+    );
+    assert!(message.contains("openucx/ucx#8738"), "{message}");
+    assert!(head.lock().jobs.is_empty());
+}
