@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod config;
 pub mod container;
+pub mod inventory;
 pub mod launch_service;
 pub mod launcher;
 pub mod ledger;

@@ -30,6 +30,8 @@ pub fn detect(root: &SysRoot) -> Result<Inventory, DetectError> {
         // Features and generic resources are the admin's word (computed.toml), not detected.
         features: Vec::new(),
         gres: Default::default(),
+        // Provisioning's verdict on the fabric, not hardware: the agent adds it.
+        fabric_problem: None,
     })
 }
 

@@ -38,6 +38,7 @@ impl From<&Inventory> for v1::Inventory {
                 .collect(),
             features: inv.features.clone(),
             gres: inv.gres.clone().into_iter().collect(),
+            fabric_problem: inv.fabric_problem.clone(),
         }
     }
 }
@@ -77,6 +78,7 @@ impl From<&v1::Inventory> for Inventory {
                 .collect(),
             features: inv.features.clone(),
             gres: inv.gres.clone().into_iter().collect(),
+            fabric_problem: inv.fabric_problem.clone(),
         }
     }
 }
@@ -112,6 +114,7 @@ mod tests {
             }],
             features: vec!["ib".into()],
             gres: [("gpu".to_string(), 2)].into(),
+            fabric_problem: Some("pair probe to node2 failed".into()),
         };
         let wire = v1::Inventory::from(&inv);
         assert_eq!(Inventory::from(&wire), inv);

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 /// Variables every playbook may use, with their values for a real head; `[provision] vars` in
 /// headnoded.toml overrides them (lab mode points them at the lab head's own services).
-pub const DEFAULT_VARS: [(&str, &str); 5] = [
+pub const DEFAULT_VARS: [(&str, &str); 6] = [
     // Who runs the head's slapd and NFS server: `systemd` on a real head, `lab` when the lab runs
     // them as children in its namespace.
     ("head_services", "systemd"),
@@ -22,6 +22,9 @@ pub const DEFAULT_VARS: [(&str, &str); 5] = [
     // The head's directories behind the exports nodes mount on /home and /srv/beowulf.
     ("head_home", "/home"),
     ("head_shared", "/srv/beowulf"),
+    // computed's state directory on every node (its ledger, image cache and the fabric marker the
+    // infiniband playbook's pair probe leaves for it).
+    ("agent_state_dir", "/var/lib/beowulf-agent"),
 ];
 
 /// The template context for `node` (the head's name or a compute node's).

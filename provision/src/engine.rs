@@ -483,6 +483,7 @@ impl Job {
             builtins: &inner.builtins,
             inventory: &self.inventory,
             vars: &inner.vars,
+            peers: self,
         };
         let timeout = self.step.timeout;
         let timed = |phase: Phase| {
@@ -538,22 +539,47 @@ impl Job {
 
     /// The node's transport, connecting on first use.
     async fn transport(&self, started: Instant) -> Result<Arc<dyn Transport>, StepError> {
-        let cached = self
-            .connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&self.node)
-            .cloned();
-        if let Some(t) = cached {
+        if let Some(t) = self.cached(&self.node) {
             return Ok(t);
         }
         self.emit(Phase::Connect, Outcome::Started, started);
-        let t = self.connector.connect(&self.node).await?;
+        self.connect(&self.node).await
+    }
+
+    fn cached(&self, node: &str) -> Option<Arc<dyn Transport>> {
         self.connections
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(self.node.clone(), t.clone());
+            .get(node)
+            .cloned()
+    }
+
+    async fn connect(&self, node: &str) -> Result<Arc<dyn Transport>, StepError> {
+        let t = self.connector.connect(node).await?;
+        self.connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(node.to_string(), t.clone());
         Ok(t)
+    }
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("node", &self.node)
+            .field("step", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::builtin::Peers for Job {
+    async fn transport(&self, node: &str) -> Result<Arc<dyn Transport>, StepError> {
+        match self.cached(node) {
+            Some(t) => Ok(t),
+            None => self.connect(node).await,
+        }
     }
 }
 

@@ -30,6 +30,7 @@ pub struct ActionCx<'a> {
     pub builtins: &'a BuiltinRegistry,
     pub inventory: &'a Inventory,
     pub vars: &'a BTreeMap<String, String>,
+    pub peers: &'a dyn crate::builtin::Peers,
 }
 
 impl ActionCx<'_> {
@@ -104,6 +105,7 @@ fn builtin_cx<'a>(
         inventory: cx.inventory,
         args,
         vars: cx.vars,
+        peers: cx.peers,
     })
 }
 

@@ -522,3 +522,115 @@ check = [{ file = "/etc/x", template = "nope.conf" }, { builtin = "teleport" }]
     );
     assert!(lab.connector.nodes.values().all(|n| n.calls().is_empty()));
 }
+
+/// A node of a fake fabric for the pair probe: its port is ACTIVE, its ibv_rc_pingpong ends work
+/// unless it (or, for a client, its server) is on the broken node `broken`.
+fn fabric_node(i: usize, broken: Option<usize>) -> RecordingTransport {
+    let me_broken = broken == Some(i);
+    let broken_address = broken.map(|b| format!("10.77.0.{b}"));
+    fake(&format!("node{i}"))
+        .on(
+            r"^for p in /sys/class/infiniband",
+            ExecOutput::ok("rxe0 1 1\n"),
+        )
+        .on(r"ss -Hltn", ExecOutput::ok(""))
+        .on_fn(r"^timeout \d+ ibv_rc_pingpong .*-n \d+$", move |_, _| {
+            if me_broken {
+                ExecOutput::fail(124, "")
+            } else {
+                ExecOutput::ok("20 iters in 0.11 seconds\n")
+            }
+        })
+        .on_fn(
+            r"^timeout \d+ ibv_rc_pingpong .* 10\.77\.0\.\d+$",
+            move |cmd, _| {
+                let to_broken = broken_address.as_ref().is_some_and(|a| cmd.ends_with(a));
+                if me_broken || to_broken {
+                    ExecOutput::fail(1, "Failed status transport retry counter exceeded (12)")
+                } else {
+                    ExecOutput::ok("20 iters in 0.11 seconds\n")
+                }
+            },
+        )
+        .on_fn(r"^rm -f '(\S+)'$", |cmd, st| {
+            let path = cmd.trim_start_matches("rm -f '").trim_end_matches('\'');
+            st.files.remove(path);
+            ExecOutput::ok("")
+        })
+}
+
+#[tokio::test]
+async fn the_pair_probe_marks_only_the_node_whose_verbs_traffic_goes_nowhere() {
+    let text = r#"
+title = "ib"
+[[step]]
+id = "pair-probe"
+title = "verbs traffic flows to a peer"
+scope = "nodes"
+on_failure = "degrade"
+check = [{ builtin = "ib-pair-probe", args = { marker = "/var/lib/beowulf-agent/fabric-problem" } }]
+"#;
+    const MARKER: &str = "/var/lib/beowulf-agent/fabric-problem";
+    let mut inv_text = INVENTORY.to_string();
+    inv_text.push_str(
+        "[[node]]\nname = \"node4\"\ngige = { address = \"10.77.0.4\", netdev = \"eth0\" }\n",
+    );
+    for i in 1..=4 {
+        let line = format!("gige = {{ address = \"10.77.0.{i}\", netdev = \"eth0\" }}\n");
+        inv_text = inv_text.replace(
+            &line,
+            &format!("{line}ib = {{ kind = \"soft-roce\", netdev = \"eth1\", address = \"10.78.0.{i}\" }}\n"),
+        );
+    }
+    let inv = Inventory::parse(Path::new("cluster.toml"), &inv_text).unwrap();
+    let mut lab = Lab::new(0);
+    for i in 1..=4 {
+        lab.connector
+            .nodes
+            .insert(format!("node{i}"), fabric_node(i, Some(3)));
+    }
+    let pbs = [playbook(text)];
+    let (report, _) = run(&engine(), &pbs, &inv, &lab, Mode::Apply, Start::Fresh, None).await;
+    let report = report.unwrap();
+    let degraded = report.with_label("degraded");
+    assert_eq!(degraded.len(), 1, "{report:?}");
+    assert_eq!(degraded[0].node, "node3");
+    let Outcome::Degraded { reason } = &degraded[0].outcome else {
+        panic!()
+    };
+    for peer in ["node4", "node2", "node1"] {
+        assert!(reason.contains(peer), "{reason}");
+    }
+    let marker = lab.node("node3").state().files[MARKER].0.clone();
+    assert!(
+        String::from_utf8_lossy(&marker).contains("verbs pair probe from node3 failed"),
+        "{}",
+        String::from_utf8_lossy(&marker)
+    );
+    for healthy in ["node1", "node2", "node4"] {
+        assert!(!lab.node(healthy).state().files.contains_key(MARKER));
+    }
+    // node2's first peer is node3: it tried it, then passed with node1.
+    let tried: Vec<String> = lab
+        .node("node2")
+        .commands()
+        .into_iter()
+        .filter(|c| c.contains("ibv_rc_pingpong") && c.contains("10.77.0."))
+        .collect();
+    assert_eq!(tried.len(), 2, "{tried:?}");
+    assert!(tried[0].ends_with("10.77.0.3") && tried[1].ends_with("10.77.0.1"));
+
+    // Fixed: the next run passes on node3 and removes its marker; the others change nothing.
+    for i in 1..=4 {
+        let state = lab.node(&format!("node{i}")).state();
+        let fixed = fabric_node(i, None);
+        fixed.set_state(|s| *s = state);
+        lab.connector.nodes.insert(format!("node{i}"), fixed);
+    }
+    let (report, _) = run(&engine(), &pbs, &inv, &lab, Mode::Apply, Start::Fresh, None).await;
+    let report = report.unwrap();
+    let changed = report.with_label("changed");
+    assert_eq!(changed.len(), 1, "{report:?}");
+    assert_eq!(changed[0].node, "node3");
+    assert!(!lab.node("node3").state().files.contains_key(MARKER));
+}

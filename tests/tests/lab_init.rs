@@ -6,8 +6,9 @@
 //! node, a file written on node1 is read on node5, an MPI job submitted by the LDAP user runs as that
 //! user over ib with its output on the NFS home, and a second init changes nothing. With node5's ib
 //! NIC down, init completes and node5 gets `fabric` = `tcp` with the reason; an `ib` job waits
-//! naming it, an `auto` MPI job runs over tcp naming it. The NIC comes back, node5 is ib again, and
-//! the MPI job runs in containers from the image store on the NFS shared area. Runs only with
+//! naming it, an `auto` MPI job runs over tcp naming it. The NIC comes back, node5 is ib again. Then
+//! node5's RoCE traffic is cut while its port stays ACTIVE: the pair probe marks it tcp, and the next
+//! init after the repair clears it. The MPI job runs in containers from the image store on the NFS shared area. Runs only with
 //! `BEOWULF_LAB_TESTS=1`.
 
 use beowulf_tests::lab::{Lab, gated, running_as_root};
@@ -259,6 +260,54 @@ fn init_provisions_users_nfs_fabric_and_agents_and_ldap_users_run_mpi_on_nfs_hom
         let nodes = json(&lab.cluster(&["nodes", "--json"]).stdout);
         node(&nodes, "node5")["fabric"] == "ib"
     });
+
+    // 8b. A fabric that looks up but carries nothing: node5's ib tap leaves the lab's ib bridge,
+    //     so its port stays ACTIVE while no RoCE packet gets through. Only the pair probe can tell:
+    //     node5 is degraded naming the peers it tried, and its agent then offers only tcp with the
+    //     probe's reason. Back on the bridge, the next init clears the verdict and node5 is ib.
+    let ns = beowulf_lab::addressing::netns_name(&lab.dir());
+    let bridge = |args: &[&str]| {
+        let status = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "ip", "link", "set", "ib5"])
+            .args(args)
+            .status()
+            .expect("cannot run ip");
+        assert!(status.success(), "ip link set ib5 {args:?} failed");
+    };
+    bridge(&["nomaster"]);
+    let state = lab.on("node5", "cat /sys/class/infiniband/rxe0/ports/1/state");
+    assert!(state.contains("ACTIVE"), "{state}");
+    let out = lab.ok(&["init", "--nodes", "5", "--playbook", "infiniband"]);
+    println!("{out}");
+    assert!(out.contains("verbs pair probe from node5 failed"), "{out}");
+    for healthy in ["node1", "node2", "node3"] {
+        assert!(
+            !out.contains(&format!("verbs pair probe from {healthy} failed")),
+            "{out}"
+        );
+    }
+    wait_for(
+        "node5 on tcp after the pair probe",
+        Duration::from_secs(30),
+        || {
+            let nodes = json(&lab.cluster(&["nodes", "--json"]).stdout);
+            node(&nodes, "node5")["fabric"] == "tcp"
+        },
+    );
+    let nodes = json(&lab.cluster(&["nodes", "--json"]).stdout);
+    let reason = node(&nodes, "node5")["fabric_reason"].to_string();
+    assert!(reason.contains("pair probe"), "{reason}");
+    assert_eq!(node(&nodes, "node4")["fabric"], "ib", "{nodes:#}");
+    bridge(&["master", beowulf_lab::addressing::IB_BRIDGE]);
+    lab.ok(&["init", "--nodes", "5", "--playbook", "infiniband"]);
+    wait_for(
+        "node5 back on ib after the probe passes",
+        Duration::from_secs(30),
+        || {
+            let nodes = json(&lab.cluster(&["nodes", "--json"]).stdout);
+            node(&nodes, "node5")["fabric"] == "ib"
+        },
+    );
 
     // 9. In containers: the image goes into the store on the NFS shared area, each node unpacks
     //    it once; mpirun in node1's container, the other ranks in their nodes' containers, as

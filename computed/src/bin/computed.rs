@@ -4,6 +4,7 @@ use anyhow::Context;
 use beowulf_computed::{
     agent::{Agent, Redetect},
     config::AgentConfig,
+    inventory::InventorySource,
     launch_service,
     launcher::ProcessLauncher,
 };
@@ -28,17 +29,11 @@ fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let config = AgentConfig::load(&args.config)?;
-    let offer = config.offer.clone();
+    let source = InventorySource::new(config.offer.clone(), &config.state_dir);
     let detect = move || -> anyhow::Result<beowulf_types::Inventory> {
-        let mut inventory =
-            beowulf_hardware::detect_host().context("cannot detect this node's hardware")?;
-        if let Some(offer) = &offer {
-            inventory.cpus = offer.cpus.unwrap_or(inventory.cpus);
-            inventory.memory_mb = offer.memory_mb.unwrap_or(inventory.memory_mb);
-            inventory.features = offer.features.clone();
-            inventory.gres = offer.gres.clone();
-        }
-        Ok(inventory)
+        source
+            .detect()
+            .context("cannot detect this node's hardware")
     };
     let inventory = detect()?;
     if config.cgroup_favor_dynamic_moves {

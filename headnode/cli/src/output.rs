@@ -116,23 +116,24 @@ pub fn queue_table(jobs: &[v1::JobInfo], now_ms: u64) -> String {
     t.to_string()
 }
 
-/// The fabric a node offers MPI jobs, and why: `ib` with an ACTIVE verbs port, else `tcp`.
+/// The fabric a node offers MPI jobs, and why: `ib` with an ACTIVE verbs port that no probe found
+/// broken, else `tcp`.
 pub fn fabric_of(node: &v1::NodeInfo) -> (&'static str, String) {
-    let inv = node.inventory.clone().unwrap_or_default();
-    if let Some(port) = inv.ib_ports.iter().find(|p| p.state == "ACTIVE") {
-        return (
-            "ib",
-            format!("{} port {} is ACTIVE", port.device, port.port),
-        );
+    let inv = node
+        .inventory
+        .as_ref()
+        .map(beowulf_types::Inventory::from)
+        .unwrap_or_default();
+    if let Some(reason) = inv.ib_unusable_reason() {
+        return ("tcp", reason);
     }
-    let reason = match inv.ib_ports.first() {
-        Some(port) => format!(
-            "no ACTIVE verbs port ({} port {} is {})",
-            port.device, port.port, port.state
-        ),
-        None => "no InfiniBand or RoCE device".to_string(),
-    };
-    ("tcp", reason)
+    let port = inv
+        .ib_ports
+        .iter()
+        .find(|p| p.state == beowulf_types::IbPortState::Active)
+        .map(|p| format!("{} port {} is ACTIVE", p.device, p.port))
+        .unwrap_or_default();
+    ("ib", port)
 }
 
 /// `sinfo -N`-like: one line per node.

@@ -18,11 +18,22 @@ pub struct FabricChoice {
 
 /// Chooses the fabric for a run on `nodes` (in allocation order).
 pub fn choose(wanted: Fabric, nodes: &[(&NodeName, &Inventory)]) -> FabricChoice {
-    let without: Vec<&str> = nodes
+    // Nodes grouped by reason, in allocation order within a group: five nodes without a device
+    // read as one clause, not five.
+    let mut by_reason: Vec<(String, Vec<&str>)> = Vec::new();
+    for (name, inventory) in nodes {
+        if let Some(reason) = inventory.ib_unusable_reason() {
+            match by_reason.iter_mut().find(|(r, _)| *r == reason) {
+                Some((_, names)) => names.push(name.as_str()),
+                None => by_reason.push((reason, vec![name.as_str()])),
+            }
+        }
+    }
+    let without = by_reason
         .iter()
-        .filter(|(_, inventory)| !inventory.has_active_ib())
-        .map(|(name, _)| name.as_str())
-        .collect();
+        .map(|(reason, names)| format!("{} ({reason})", names.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ");
     match wanted {
         Fabric::Tcp => FabricChoice {
             fabric: "tcp",
@@ -32,12 +43,11 @@ pub fn choose(wanted: Fabric, nodes: &[(&NodeName, &Inventory)]) -> FabricChoice
             fabric: "ib",
             reason: "the job asks for fabric = \"ib\"; every node has an ACTIVE verbs port".into(),
         },
-        // Placement keeps this from happening; say so if a node lost its port since.
+        // Placement keeps this from happening; say so if a node lost its fabric since.
         Fabric::Ib => FabricChoice {
             fabric: "ib",
             reason: format!(
-                "the job asks for fabric = \"ib\", but {} had no ACTIVE verbs port at start",
-                without.join(", ")
+                "the job asks for fabric = \"ib\", but at start these nodes could not use it: {without}"
             ),
         },
         Fabric::Auto if without.is_empty() => FabricChoice {
@@ -46,11 +56,7 @@ pub fn choose(wanted: Fabric, nodes: &[(&NodeName, &Inventory)]) -> FabricChoice
         },
         Fabric::Auto => FabricChoice {
             fabric: "tcp",
-            reason: format!(
-                "auto: {} {} no ACTIVE verbs port; using TCP",
-                without.join(", "),
-                if without.len() == 1 { "has" } else { "have" }
-            ),
+            reason: format!("auto: using TCP, the verbs fabric is unusable on {without}"),
         },
     }
 }
@@ -88,10 +94,29 @@ mod tests {
         let one = choose(Fabric::Auto, &[(&a, &up), (&b, &down)]);
         assert_eq!(one.fabric, "tcp");
         assert!(
-            one.reason.contains("node2 has no ACTIVE verbs port"),
+            one.reason.contains("node2 (no ACTIVE verbs port"),
             "{}",
             one.reason
         );
+        assert!(!one.reason.contains("node1"), "{}", one.reason);
         assert_eq!(choose(Fabric::Tcp, &[(&a, &up)]).fabric, "tcp");
+    }
+
+    #[test]
+    fn a_failed_pair_probe_makes_an_active_port_unusable() {
+        let a = NodeName::new("node1");
+        let probed = Inventory {
+            fabric_problem: Some("pair probe failed with node2, node5".into()),
+            ..node(true)
+        };
+        let choice = choose(Fabric::Auto, &[(&a, &probed)]);
+        assert_eq!(choice.fabric, "tcp");
+        assert!(
+            choice
+                .reason
+                .contains("node1 (pair probe failed with node2, node5)"),
+            "{}",
+            choice.reason
+        );
     }
 }

@@ -25,12 +25,37 @@ pub struct Inventory {
     /// Generic resources by name and count (`gpu = 4`), set by the admin in computed.toml.
     #[serde(default)]
     pub gres: std::collections::BTreeMap<String, u32>,
+    /// Why the verbs fabric must not be used although a port may be ACTIVE: provisioning's pair
+    /// probe found that verbs traffic does not flow to any peer (read by the agent from the marker
+    /// file the infiniband playbook writes). `None` when nothing is known against the fabric.
+    #[serde(default)]
+    pub fabric_problem: Option<String>,
 }
 
 impl Inventory {
-    /// True when at least one verbs port is ACTIVE: the node can use the `ib` fabric.
+    /// True when the node can use the `ib` fabric: a verbs port is ACTIVE and no probe found the
+    /// fabric broken.
     pub fn has_active_ib(&self) -> bool {
-        self.ib_ports.iter().any(|p| p.state == IbPortState::Active)
+        self.ib_unusable_reason().is_none()
+    }
+
+    /// Why the node cannot use the `ib` fabric, or `None` when it can.
+    pub fn ib_unusable_reason(&self) -> Option<String> {
+        if let Some(problem) = &self.fabric_problem {
+            return Some(problem.clone());
+        }
+        if self.ib_ports.iter().any(|p| p.state == IbPortState::Active) {
+            return None;
+        }
+        Some(match self.ib_ports.first() {
+            Some(port) => format!(
+                "no ACTIVE verbs port ({} port {} is {})",
+                port.device,
+                port.port,
+                port.state.as_str()
+            ),
+            None => "no InfiniBand or RoCE device".to_string(),
+        })
     }
 }
 

@@ -4,12 +4,14 @@
 
 mod agent_register;
 mod clock_skew;
+mod ib_pair_probe;
 mod ib_probe;
 mod ldap_users;
 mod uid_conflicts;
 
 pub use agent_register::{AgentRegister, FixedProbe, RegistrationProbe};
 pub use clock_skew::{ClockSkew, MAX_CLOCK_SKEW};
+pub use ib_pair_probe::IbPairProbe;
 pub use ib_probe::IbProbe;
 pub use ldap_users::LdapUsers;
 pub use uid_conflicts::UidConflicts;
@@ -32,6 +34,14 @@ pub struct BuiltinCx<'a> {
     pub args: BTreeMap<String, String>,
     /// The run's variables.
     pub vars: &'a BTreeMap<String, String>,
+    /// The run's other nodes, for steps that drive both ends of something (a pair probe).
+    pub peers: &'a dyn Peers,
+}
+
+/// Reaches other nodes of the run by name, over the run's cached connections.
+#[async_trait]
+pub trait Peers: Send + Sync + std::fmt::Debug {
+    async fn transport(&self, node: &str) -> Result<Arc<dyn Transport>, StepError>;
 }
 
 /// A step implemented in Rust.
@@ -65,6 +75,7 @@ impl BuiltinRegistry {
             .with(Arc::new(UidConflicts))
             .with(Arc::new(LdapUsers))
             .with(Arc::new(IbProbe))
+            .with(Arc::new(IbPairProbe::default()))
             .with(Arc::new(AgentRegister::without_probe()))
     }
 
