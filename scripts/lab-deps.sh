@@ -17,8 +17,9 @@ fi
 # iproute2: ip netns; busybox-static: the initramfs; kmod: depmod/modprobe for module closures.
 LAB_PACKAGES=(qemu-system-x86 mmdebstrap busybox-static cpio zstd kmod openssh-client e2fsprogs iproute2 dpkg)
 # The lab head's own services, run by `cluster init` as children in the lab's namespace: slapd and the
-# OpenLDAP tools (the directory), nfs-ganesha with its VFS backend (the NFS server: this kernel has none).
-LAB_PACKAGES+=(slapd ldap-utils nfs-ganesha nfs-ganesha-vfs)
+# OpenLDAP tools (the directory), nfs-ganesha with its VFS backend (the NFS server: this kernel has none),
+# rpcbind (the lab's own portmapper, for NFSv3).
+LAB_PACKAGES+=(slapd ldap-utils nfs-ganesha nfs-ganesha-vfs rpcbind)
 
 export DEBIAN_FRONTEND=noninteractive
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
@@ -57,5 +58,9 @@ apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends --allo
 if [[ " ${missing[*]} " == *" nfs-ganesha "* ]] && [ -d /run/systemd/system ]; then
     # The package starts a system NFS server; the lab runs its own in its namespace instead.
     systemctl disable --now nfs-ganesha >/dev/null 2>&1 || true
+fi
+if [[ " ${missing[*]} " == *" rpcbind "* ]] && [ -d /run/systemd/system ]; then
+    # Likewise the system portmapper: the lab runs one per lab, in its namespace.
+    systemctl disable --now rpcbind.socket rpcbind >/dev/null 2>&1 || true
 fi
 echo "lab dependencies: installed"

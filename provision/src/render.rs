@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 /// counts, because a 500-column table helps nobody (the failed and degraded nodes are listed below it).
 pub const MAX_NODE_COLUMNS: usize = 16;
 
+/// The playbook whose steps decide whether a node has InfiniBand (its steps degrade to gigabit).
+pub const FABRIC_PLAYBOOK: &str = "infiniband";
+
 /// One node's progress.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeProgress {
@@ -143,8 +146,69 @@ impl ProgressModel {
             }
         }
         let total: Vec<String> = counts.iter().map(|(l, c)| format!("{c} {l}")).collect();
+        notes.extend(self.fabric_note());
         notes.push(format!("steps × nodes: {}", total.join(", ")));
         notes
+    }
+
+    /// Whether a step fell back (`on_failure = "degrade"`) on some node.
+    pub fn has_degraded(&self) -> bool {
+        self.results
+            .values()
+            .any(|o| matches!(o, Outcome::Degraded { .. }))
+    }
+
+    /// Which nodes came out of the run with InfiniBand: those that took part in the fabric
+    /// playbook's steps ([`FABRIC_PLAYBOOK`]) without any of them degrading or failing. `None` when
+    /// the run had no such steps, or is a plan (nothing was probed).
+    fn fabric_note(&self) -> Option<String> {
+        let prefix = format!("{FABRIC_PLAYBOOK}/");
+        let (mut ib, mut gigabit) = (Vec::new(), Vec::new());
+        for node in &self.outline.nodes {
+            let outcomes: Vec<&Outcome> = self
+                .results
+                .iter()
+                .filter(|((step, n), _)| n == node && step.starts_with(&prefix))
+                .map(|(_, outcome)| outcome)
+                .collect();
+            if outcomes
+                .iter()
+                .any(|o| matches!(o, Outcome::WouldChange { .. } | Outcome::Started))
+            {
+                return None;
+            }
+            if outcomes.is_empty() {
+                continue;
+            }
+            let works = outcomes.iter().all(|o| {
+                matches!(
+                    o,
+                    Outcome::Satisfied | Outcome::Changed | Outcome::Skipped { .. }
+                )
+            }) && !outcomes
+                .iter()
+                .all(|o| matches!(o, Outcome::Skipped { .. }));
+            if works {
+                ib.push(node.as_str());
+            } else {
+                gigabit.push(node.as_str());
+            }
+        }
+        if ib.is_empty() && gigabit.is_empty() {
+            return None;
+        }
+        let list = |nodes: &[&str]| {
+            if nodes.is_empty() {
+                "none".to_string()
+            } else {
+                nodes.join(", ")
+            }
+        };
+        Some(format!(
+            "fabric: InfiniBand on {}; gigabit only on {}",
+            list(&ib),
+            list(&gigabit)
+        ))
     }
 
     /// The table and the notes as text.
@@ -298,6 +362,39 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("1 changed"), "{text}");
+        assert!(
+            !text.contains("fabric:"),
+            "no infiniband steps, no fabric note: {text}"
+        );
+    }
+
+    #[test]
+    fn the_summary_says_which_nodes_have_infiniband() {
+        let events = vec![
+            done("node1", "infiniband/port-active", Outcome::Satisfied),
+            done("node2", "infiniband/port-active", Outcome::Changed),
+            done(
+                "node2",
+                "infiniband/pair-probe",
+                Outcome::Degraded {
+                    reason: "verbs pair probe from node2 failed".into(),
+                },
+            ),
+            done("node1", "infiniband/pair-probe", Outcome::Satisfied),
+        ];
+        let text = summarize(outline(2), &events);
+        assert!(
+            text.contains("fabric: InfiniBand on node1; gigabit only on node2"),
+            "{text}"
+        );
+        let plan = vec![done(
+            "node1",
+            "infiniband/port-active",
+            Outcome::WouldChange {
+                detail: "rxe0 missing".into(),
+            },
+        )];
+        assert!(!summarize(outline(2), &plan).contains("fabric:"));
     }
 
     #[test]

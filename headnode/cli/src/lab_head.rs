@@ -1,5 +1,5 @@
-//! The head's own services in lab mode: slapd (the cluster's LDAP directory) and nfs-ganesha (the NFS
-//! server for the home and shared areas) run as children in the lab's network namespace, with every
+//! The head's own services in lab mode: slapd (the cluster's LDAP directory), rpcbind and nfs-ganesha
+//! (the NFS server for the home and shared areas) run as children in the lab's network namespace, with every
 //! file under `<state>/lab-head/`, so the lab changes nothing on this machine outside its state
 //! directory (DESIGN §6). On a real head the same playbooks use the distribution's systemd services;
 //! the lab tells them apart through the `vars.head_services = "lab"` provisioning variable.
@@ -9,8 +9,14 @@
 //! ```text
 //!   lab (here)                                  playbooks (users-ldap, nfs)
 //!   slapd: cn=config only, root over ldapi  ──▶ the cluster's database, base DN, users, groups
-//!   ganesha: exports home/ and srv/         ──▶ users' home directories, node mounts, checks
+//!   rpcbind: the lab's own portmapper       ──▶ (NFSv3's MOUNT and NFS ports, for the head's check)
+//!   ganesha: exports home/ and srv/, v3+v4  ──▶ users' home directories, node mounts, checks
 //! ```
+//!
+//! rpcbind keeps its socket and lock in /run, which is this machine's: it runs with a private /run
+//! (`<state>/lab-head/rpcbind-run` bound over it in the mount namespace `ip netns exec` gives it),
+//! so two labs never share one. ganesha then finds no local socket and registers over loopback
+//! TCP, which inside the namespace reaches the lab's rpcbind.
 
 use crate::local::{alive, spawn_in};
 use anyhow::{Context, bail};
@@ -27,7 +33,14 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 pub const SHARED_ON_NODES: &str = "/srv/beowulf";
 
 /// The pids-file names of the head services, with the program each must be running.
-pub const SERVICES: [(&str, &str); 2] = [("slapd", "slapd"), ("nfs-ganesha", "ganesha.nfsd")];
+pub const SERVICES: [(&str, &str); 3] = [
+    ("slapd", "slapd"),
+    ("rpcbind", "rpcbind"),
+    ("nfs-ganesha", "ganesha.nfsd"),
+];
+
+/// ganesha's MOUNT port: fixed, so an admin's firewall rule can name it (rpcbind tells clients).
+const MOUNT_PORT: u16 = 20048;
 
 /// Where the lab head's services keep their files.
 #[derive(Debug, Clone)]
@@ -83,6 +96,11 @@ impl LabHead {
         self.root.join("ganesha")
     }
 
+    /// rpcbind's private /run.
+    fn rpcbind_run(&self) -> PathBuf {
+        self.root.join("rpcbind-run")
+    }
+
     /// Copies of `computed` and `beowulf-rsh` without debug info, for the agent step to send to
     /// the VMs (a debug build's are ~200 MiB, minutes over SSH under TCG; stripped, a tenth);
     /// returns their directory. Plain copies where `strip` is missing.
@@ -132,11 +150,12 @@ impl LabHead {
             self.home(),
             self.shared(),
             self.ganesha_dir().join("recovery"),
+            self.rpcbind_run(),
         ] {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let (slapd, ganesha) = (SERVICES[0], SERVICES[1]);
+        let (slapd, rpcbind, ganesha) = (SERVICES[0], SERVICES[1], SERVICES[2]);
         if !alive(pids, slapd.0, slapd.1) {
             self.configure_slapd()?;
             let listen = format!("ldap://{address}/ {}", self.ldap_uri());
@@ -163,6 +182,18 @@ impl LabHead {
                 answers,
             )
             .await?;
+        }
+        if !alive(pids, rpcbind.0, rpcbind.1) {
+            let run = self.rpcbind_run();
+            let socket = run.join("rpcbind.sock");
+            std::fs::remove_file(&socket).ok();
+            // `ip netns exec` gives the shell a mount namespace of its own; the bind stays in it.
+            let script = format!("mount --bind '{}' /run && exec rpcbind -f", run.display());
+            let args = ["-c".to_string(), script];
+            let out = logs.join("rpcbind.log");
+            let pid = spawn_in(Some(netns), Path::new("sh"), &args, &out)?;
+            pids.insert(rpcbind.0.into(), pid);
+            wait_until("rpcbind to listen", logs, || socket.exists()).await?;
         }
         if !alive(pids, ganesha.0, ganesha.1) {
             let dir = self.ganesha_dir();
@@ -235,13 +266,15 @@ impl LabHead {
         let export = |id: u32, path: &Path, pseudo: &str| {
             format!(
                 "EXPORT {{\n    Export_Id = {id};\n    Path = {path:?};\n    Pseudo = {pseudo:?};\n    \
-                 Protocols = 4;\n    Transports = TCP;\n    Access_Type = RW;\n    Squash = no_root_squash;\n    \
+                 Protocols = 3, 4;\n    Transports = TCP;\n    Access_Type = RW;\n    Squash = no_root_squash;\n    \
                  SecType = sys;\n    CLIENT {{ Clients = {subnet}/24; Access_Type = RW; }}\n    FSAL {{ Name = VFS; }}\n}}\n"
             )
         };
         format!(
-            "# Written by `cluster init` for the lab: the head's NFS server (NFSv4 only, so no rpcbind).\n\
-             NFS_CORE_PARAM {{\n    Bind_addr = {address};\n    Protocols = 4;\n    NFS_Port = 2049;\n    \
+            "# Written by `cluster init` for the lab: the head's NFS server (v4 for the nodes' mounts,\n\
+             # v3 for the head's own check; registered with the lab's rpcbind).\n\
+             NFS_CORE_PARAM {{\n    Bind_addr = {address};\n    Protocols = 3, 4;\n    NFS_Port = 2049;\n    \
+             MNT_Port = {MOUNT_PORT};\n    \
              Enable_NLM = false;\n    Enable_RQUOTA = false;\n    Enable_UDP = false;\n    \
              Plugins_Dir = \"/usr/lib/x86_64-linux-gnu/ganesha\";\n}}\n\
              NFSV4 {{\n    Graceless = true;\n    Lease_Lifetime = 20;\n    Only_Numeric_Owners = true;\n    \
@@ -321,5 +354,8 @@ mod tests {
         );
         assert!(conf.contains("Pseudo = \"/srv/beowulf\""), "{conf}");
         assert_eq!(conf.matches("Clients = 10.77.0.0/24").count(), 2, "{conf}");
+        // v3 for the head's nfs3_client check, on a MOUNT port rpcbind can name.
+        assert_eq!(conf.matches("Protocols = 3, 4;").count(), 3, "{conf}");
+        assert!(conf.contains("MNT_Port = 20048;"), "{conf}");
     }
 }

@@ -71,9 +71,11 @@ async fn show(mut stream: tonic::Streaming<v1::InitUpdate>, plan: bool) -> anyho
                 }
             }
             Some(Body::Finished(end)) => {
+                let mut degraded = false;
                 if let Some(bars) = bars.take() {
                     let model = bars.finish();
                     let summary = model.summary();
+                    degraded = model.has_degraded();
                     print!("{summary}");
                     if !summary.ends_with('\n') {
                         println!();
@@ -86,10 +88,13 @@ async fn show(mut stream: tonic::Streaming<v1::InitUpdate>, plan: bool) -> anyho
                 if end.changed_nothing {
                     println!(
                         "{}",
-                        if plan {
-                            "plan: nothing to change; every step is already satisfied"
-                        } else {
-                            "nothing changed: every step was already satisfied"
+                        match (plan, degraded) {
+                            (true, _) => "plan: nothing to change; every step is already satisfied",
+                            (false, false) => "nothing changed: every step was already satisfied",
+                            // A degraded step fell back (gigabit); it is not "satisfied".
+                            (false, true) => {
+                                "nothing changed except the fallbacks listed as degraded above"
+                            }
                         }
                     );
                 } else if plan {

@@ -7,6 +7,7 @@ mod clock_skew;
 mod ib_pair_probe;
 mod ib_probe;
 mod ldap_users;
+mod nfs3_export;
 mod uid_conflicts;
 
 pub use agent_register::{AgentRegister, FixedProbe, RegistrationProbe};
@@ -14,6 +15,7 @@ pub use clock_skew::{ClockSkew, MAX_CLOCK_SKEW};
 pub use ib_pair_probe::IbPairProbe;
 pub use ib_probe::IbProbe;
 pub use ldap_users::LdapUsers;
+pub use nfs3_export::Nfs3Export;
 pub use uid_conflicts::UidConflicts;
 
 use crate::error::StepError;
@@ -76,6 +78,7 @@ impl BuiltinRegistry {
             .with(Arc::new(LdapUsers))
             .with(Arc::new(IbProbe))
             .with(Arc::new(IbPairProbe::default()))
+            .with(Arc::new(Nfs3Export))
             .with(Arc::new(AgentRegister::without_probe()))
     }
 
