@@ -62,5 +62,9 @@ fi
 if [[ " ${missing[*]} " == *" rpcbind "* ]] && [ -d /run/systemd/system ]; then
     # Likewise the system portmapper: the lab runs one per lab, in its namespace.
     systemctl disable --now rpcbind.socket rpcbind >/dev/null 2>&1 || true
+elif [[ " ${missing[*]} " == *" rpcbind "* ]] && [ -x /etc/init.d/rpcbind ]; then
+    # Without systemd the package's init script started it just now; a host-wide socket in /run
+    # would take the lab ganesha's registrations.
+    /etc/init.d/rpcbind stop >/dev/null 2>&1 || true
 fi
 echo "lab dependencies: installed"
