@@ -20,6 +20,13 @@ pub enum Check {
     Unsatisfied(String),
 }
 
+impl Check {
+    /// Satisfied when there is no problem, else unsatisfied with it.
+    pub fn from_problem(problem: Option<String>) -> Check {
+        problem.map_or(Check::Satisfied, Check::Unsatisfied)
+    }
+}
+
 /// Everything an action needs on one node.
 #[derive(Debug, Clone, Copy)]
 pub struct ActionCx<'a> {

@@ -37,8 +37,11 @@ const LISTEN_WAIT_TENTHS: u32 = 150;
 /// to stay in the milliseconds.
 const ITERATIONS: u32 = 20;
 
-/// Peers tried, as offsets in the ring of fabric nodes: next, previous, next-but-one.
-const RING_OFFSETS: [isize; 3] = [1, -1, 2];
+/// Peers tried, as steps forward in the ring of fabric nodes: next, previous (a full turn less
+/// one), next-but-one.
+fn ring_steps(len: usize) -> [usize; 3] {
+    [1, len.saturating_sub(1), 2]
+}
 
 /// Prints `device port gid-index` of the first ACTIVE verbs port; the gid index is the first
 /// IPv4-mapped GID (what RoCE needs, `-g`), empty on InfiniBand, which routes by LID.
@@ -100,14 +103,8 @@ fn has_fabric(node: &Node) -> bool {
 /// The peers to try for the node at `index` of `ring` (indices into it), nearest first.
 fn peers_of(index: usize, len: usize) -> Vec<usize> {
     let mut peers = Vec::new();
-    for offset in RING_OFFSETS {
-        let Ok(len_signed) = isize::try_from(len) else {
-            break;
-        };
-        let Ok(i) = isize::try_from(index) else {
-            break;
-        };
-        let peer = usize::try_from((i + offset).rem_euclid(len_signed)).unwrap_or(index);
+    for step in ring_steps(len) {
+        let peer = (index + step) % len.max(1);
         if peer != index && !peers.contains(&peer) {
             peers.push(peer);
         }

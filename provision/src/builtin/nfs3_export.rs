@@ -167,10 +167,7 @@ impl Builtin for Nfs3Export {
     }
 
     async fn check(&self, cx: &BuiltinCx<'_>) -> Result<Check, StepError> {
-        Ok(match Self::problem(cx).await? {
-            None => Check::Satisfied,
-            Some(p) => Check::Unsatisfied(p),
-        })
+        Ok(Check::from_problem(Self::problem(cx).await?))
     }
 
     async fn apply(&self, cx: &BuiltinCx<'_>) -> Result<(), StepError> {
