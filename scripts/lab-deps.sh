@@ -18,8 +18,9 @@ fi
 LAB_PACKAGES=(qemu-system-x86 mmdebstrap busybox-static cpio zstd kmod openssh-client e2fsprogs iproute2 dpkg)
 # The lab head's own services, run by `cluster init` as children in the lab's namespace: slapd and the
 # OpenLDAP tools (the directory), nfs-ganesha with its VFS backend (the NFS server: this kernel has none),
-# rpcbind (the lab's own portmapper, for NFSv3).
-LAB_PACKAGES+=(slapd ldap-utils nfs-ganesha nfs-ganesha-vfs rpcbind)
+# rpcbind (the lab's own portmapper, for NFSv3 and NIS), ypserv (the NIS server and makedbm, for
+# `users.backend = "nis"`).
+LAB_PACKAGES+=(slapd ldap-utils nfs-ganesha nfs-ganesha-vfs rpcbind ypserv)
 
 export DEBIAN_FRONTEND=noninteractive
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
@@ -66,5 +67,9 @@ elif [[ " ${missing[*]} " == *" rpcbind "* ]] && [ -x /etc/init.d/rpcbind ]; the
     # Without systemd the package's init script started it just now; a host-wide socket in /run
     # would take the lab ganesha's registrations.
     /etc/init.d/rpcbind stop >/dev/null 2>&1 || true
+fi
+if [[ " ${missing[*]} " == *" ypserv "* ]] && [ -d /run/systemd/system ]; then
+    # Without /etc/default/nis its init scripts start nothing; its systemd units would.
+    systemctl disable --now ypserv yppasswdd ypxfrd >/dev/null 2>&1 || true
 fi
 echo "lab dependencies: installed"

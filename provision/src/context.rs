@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 /// Variables every playbook may use, with their values for a real head; `[provision] vars` in
 /// headnoded.toml overrides them (lab mode points them at the lab head's own services).
-pub const DEFAULT_VARS: [(&str, &str); 6] = [
+pub const DEFAULT_VARS: [(&str, &str); 8] = [
     // Who runs the head's slapd and NFS server: `systemd` on a real head, `lab` when the lab runs
     // them as children in its namespace.
     ("head_services", "systemd"),
@@ -25,6 +25,11 @@ pub const DEFAULT_VARS: [(&str, &str); 6] = [
     // computed's state directory on every node (its ledger, image cache and the fabric marker the
     // infiniband playbook's pair probe leaves for it).
     ("agent_state_dir", "/var/lib/beowulf-agent"),
+    // ypserv's map directory: compiled into Debian's ypserv (the lab binds its own over it).
+    ("nis_dir", "/var/yp"),
+    // The passwd and group files the NIS maps are built from: the cluster's users and groups only,
+    // so the head's system accounts are never served to the nodes.
+    ("nis_source_dir", "/etc/beowulf/nis"),
 ];
 
 /// The template context for `node` (the head's name or a compute node's).
@@ -66,9 +71,13 @@ pub fn node_json(inventory: &Inventory, node: &str, vars: &BTreeMap<String, Stri
 
 fn head_view(inventory: &Inventory) -> Json {
     let h = &inventory.head;
+    let mask = u32::MAX.checked_shl(32 - u32::from(h.prefix)).unwrap_or(0);
+    let network = std::net::Ipv4Addr::from(u32::from(h.gige) & mask);
     json!({
         "name": h.name,
         "address": h.gige.to_string(),
+        // The gigabit subnet, `10.77.0.0/24` (for access lists).
+        "network": format!("{network}/{}", h.prefix),
         "gige": { "address": h.gige.to_string(), "netdev": Json::Null },
         "ib": { "kind": "none", "netdev": Json::Null, "address": h.ib.map(|a| a.to_string()) },
         "prefix": h.prefix,

@@ -8,8 +8,9 @@
 //! NIC down, init completes and node5 gets `fabric` = `tcp` with the reason; an `ib` job waits
 //! naming it, an `auto` MPI job runs over tcp naming it. The NIC comes back, node5 is ib again. Then
 //! node5's RoCE traffic is cut while its port stays ACTIVE: the pair probe marks it tcp, and the next
-//! init after the repair clears it. The MPI job runs in containers from the image store on the NFS shared area. Runs only with
-//! `BEOWULF_LAB_TESTS=1`.
+//! init after the repair clears it. The MPI job runs in containers from the image store on the NFS
+//! shared area. Last, the users switch to NIS: the lab head's ypserv serves them and every node
+//! resolves alice through ypbind. Runs only with `BEOWULF_LAB_TESTS=1`.
 
 use beowulf_tests::lab::{Lab, gated, running_as_root};
 use beowulf_tests::{json, text};
@@ -326,4 +327,46 @@ fn init_provisions_users_nfs_fabric_and_agents_and_ldap_users_run_mpi_on_nfs_hom
         );
     }
     println!("containerized MPI phases (ms): {}", info["phases_ms"]);
+
+    // 10. NIS instead of LDAP: the lab head's ypserv serves maps of the cluster's users, the nodes
+    //     bind with ypbind and resolve alice through it alone; a second run changes nothing.
+    let inventory_path = lab.state.path().join("lab/cluster.toml");
+    let mut inventory = beowulf_lab::inventory::ClusterInventory::load(&inventory_path)
+        .expect("cannot read the lab's inventory");
+    inventory
+        .users
+        .get_or_insert_default()
+        .insert("backend".into(), toml::Value::String("nis".into()));
+    std::fs::write(&inventory_path, inventory.to_toml()).expect("cannot write the inventory");
+    let out = lab.ok(&["init", "--nodes", "5", "--playbook", "users-nis"]);
+    println!("{out}");
+    for step in ["users-nis/maps", "users-nis/nsswitch"] {
+        let row = out
+            .lines()
+            .find(|l| l.starts_with(&format!("| {step} ")))
+            .unwrap_or_else(|| panic!("no {step} row: {out}"));
+        assert!(row.contains("changed"), "{row}");
+    }
+    for n in 1..=5 {
+        let name = format!("node{n}");
+        let nsswitch = lab.on(&name, "grep '^passwd:' /etc/nsswitch.conf");
+        assert!(
+            nsswitch.contains("nis") && !nsswitch.contains("ldap"),
+            "{name}: {nsswitch}"
+        );
+        let entry = lab.on(&name, "ypmatch alice passwd.byname");
+        assert!(
+            entry.starts_with(&format!("alice:*:{ALICE_UID}:{ALICE_GID}:")),
+            "{name}: {entry}"
+        );
+        let uid = lab.on(&name, "getent passwd alice | cut -d: -f3");
+        assert_eq!(uid.trim(), ALICE_UID.to_string(), "{name}");
+        let group = lab.on(&name, "getent group hpc");
+        assert!(group.contains("alice"), "{name}: {group}");
+    }
+    let out = lab.ok(&["init", "--nodes", "5", "--playbook", "users-nis"]);
+    assert!(
+        out.contains("nothing changed: every step was already satisfied"),
+        "{out}"
+    );
 }

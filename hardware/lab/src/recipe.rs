@@ -17,8 +17,9 @@ pub const KERNEL_META: &str = "linux-image-amd64";
 
 /// Every package a compute node needs, since the VMs reach no package repository: systemd and sshd for
 /// provisioning; the verbs stack and perftest for the InfiniBand step; the NFS client; the LDAP (nslcd)
-/// and NIS (ypbind) clients for the users step; crun, Open MPI and UCX for containerized MPI. No
-/// nfs-kernel-server (the head serves NFS) and no compilers (programs are built on the head).
+/// and NIS (ypbind, and glibc's NIS module, a package of its own since glibc 2.35) clients for the
+/// users step; crun, Open MPI and UCX for containerized MPI. No nfs-kernel-server (the head serves
+/// NFS) and no compilers (programs are built on the head).
 pub const PACKAGES: &[&str] = &[
     "systemd",
     "systemd-sysv",
@@ -35,6 +36,7 @@ pub const PACKAGES: &[&str] = &[
     "libnss-ldapd",
     "ldap-utils",
     "nis",
+    "libnss-nis",
     "crun",
     "openmpi-bin",
     "libucx0",
@@ -155,14 +157,19 @@ ExecStart=/usr/local/sbin/beowulf-lab-node
 WantedBy=multi-user.target network-online.target
 ";
 
-/// Requires (not only After) the identity unit and sshd: the marker means "addresses set, sshd up".
+/// The marker means "addresses set, sshd up": it requires the identity unit, and waits for sshd to
+/// be active instead of requiring it. Under a loaded TCG host sshd's first start can time out
+/// (seen: the guest kernel stalled in rtnetlink for minutes) and systemd restarts it; with
+/// `Requires=ssh.service` that first failure cancelled the marker for good, and `lab up` waited for
+/// a node that was up until its boot timeout.
 pub const READY_UNIT: &str = "[Unit]
 Description=Beowulf lab ready marker on the serial console
-Requires=ssh.service beowulf-lab-node.service
+Requires=beowulf-lab-node.service
+Wants=ssh.service
 After=ssh.service beowulf-lab-node.service multi-user.target
 [Service]
 Type=oneshot
-ExecStart=/bin/sh -c 'echo \"BEOWULF-LAB-READY $(hostname) uptime=$(cut -d\" \" -f1 /proc/uptime)\" > /dev/ttyS0'
+ExecStart=/bin/sh -c 'until systemctl is-active -q ssh.service; do sleep 1; done; echo \"BEOWULF-LAB-READY $(hostname) uptime=$(cut -d\" \" -f1 /proc/uptime)\" > /dev/ttyS0'
 [Install]
 WantedBy=multi-user.target
 ";
@@ -307,6 +314,9 @@ mod tests {
         assert!(NODE_INIT.contains("modprobe virtio_net"));
         assert!(NODE_INIT.contains(FAILED_MARKER));
         assert!(!NODE_INIT.contains("set -e"), "failures go through fail()");
-        assert!(READY_UNIT.contains("Requires=ssh.service beowulf-lab-node.service"));
+        assert!(READY_UNIT.contains("Requires=beowulf-lab-node.service"));
+        // sshd restarting after a failed first start must not cancel the marker.
+        assert!(!READY_UNIT.contains("Requires=ssh.service"), "{READY_UNIT}");
+        assert!(READY_UNIT.contains("until systemctl is-active -q ssh.service"));
     }
 }

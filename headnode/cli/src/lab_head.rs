@@ -1,5 +1,6 @@
-//! The head's own services in lab mode: slapd (the cluster's LDAP directory), rpcbind and nfs-ganesha
-//! (the NFS server for the home and shared areas) run as children in the lab's network namespace, with every
+//! The head's own services in lab mode: slapd (the cluster's LDAP directory), ypserv (its NIS
+//! alternative), rpcbind and nfs-ganesha (the NFS server for the home and shared areas) run as
+//! children in the lab's network namespace, with every
 //! file under `<state>/lab-head/`, so the lab changes nothing on this machine outside its state
 //! directory (DESIGN §6). On a real head the same playbooks use the distribution's systemd services;
 //! the lab tells them apart through the `vars.head_services = "lab"` provisioning variable.
@@ -9,6 +10,7 @@
 //! ```text
 //!   lab (here)                                  playbooks (users-ldap, nfs)
 //!   slapd: cn=config only, root over ldapi  ──▶ the cluster's database, base DN, users, groups
+//!   ypserv: an empty map directory          ──▶ (users-nis) passwd and group maps of the users
 //!   rpcbind: the lab's own portmapper       ──▶ (NFSv3's MOUNT and NFS ports, for the head's check)
 //!   ganesha: exports home/ and srv/, v3+v4  ──▶ users' home directories, node mounts, checks
 //! ```
@@ -16,7 +18,9 @@
 //! rpcbind keeps its socket and lock in /run, which is this machine's: it runs with a private /run
 //! (`<state>/lab-head/rpcbind-run` bound over it in the mount namespace `ip netns exec` gives it),
 //! so two labs never share one. ganesha then finds no local socket and registers over loopback
-//! TCP, which inside the namespace reaches the lab's rpcbind.
+//! TCP, which inside the namespace reaches the lab's rpcbind. ypserv shares that /run and has
+//! `<state>/lab-head/nis/yp` bound over /var/yp, its compiled-in map directory (which the
+//! ypserv package creates on this machine).
 
 use crate::local::{alive, spawn_in};
 use anyhow::{Context, bail};
@@ -33,11 +37,15 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 pub const SHARED_ON_NODES: &str = "/srv/beowulf";
 
 /// The pids-file names of the head services, with the program each must be running.
-pub const SERVICES: [(&str, &str); 3] = [
+pub const SERVICES: [(&str, &str); 4] = [
     ("slapd", "slapd"),
     ("rpcbind", "rpcbind"),
     ("nfs-ganesha", "ganesha.nfsd"),
+    ("ypserv", "ypserv"),
 ];
+
+/// ypserv's map directory, compiled into Debian's ypserv.
+const YPSERV_MAP_DIR: &str = "/var/yp";
 
 /// ganesha's MOUNT port: fixed, so an admin's firewall rule can name it (rpcbind tells clients).
 const MOUNT_PORT: u16 = 20048;
@@ -96,6 +104,16 @@ impl LabHead {
         self.root.join("ganesha")
     }
 
+    /// ypserv's map directory (bound over /var/yp in its mount namespace).
+    fn nis_maps(&self) -> PathBuf {
+        self.root.join("nis/yp")
+    }
+
+    /// The passwd and group files the users-nis playbook builds the maps from.
+    fn nis_sources(&self) -> PathBuf {
+        self.root.join("nis/source")
+    }
+
     /// rpcbind's private /run.
     fn rpcbind_run(&self) -> PathBuf {
         self.root.join("rpcbind-run")
@@ -133,10 +151,13 @@ impl LabHead {
             ("ldap_db_dir", self.ldap_db_dir().display().to_string()),
             ("head_home", self.home().display().to_string()),
             ("head_shared", self.shared().display().to_string()),
+            ("nis_dir", self.nis_maps().display().to_string()),
+            ("nis_source_dir", self.nis_sources().display().to_string()),
         ])
     }
 
-    /// Starts slapd and nfs-ganesha in `netns` unless they run; records their PIDs in `pids`.
+    /// Starts slapd, rpcbind, nfs-ganesha and ypserv in `netns` unless they run; records their
+    /// PIDs in `pids`.
     pub async fn start(
         &self,
         netns: &str,
@@ -151,11 +172,13 @@ impl LabHead {
             self.shared(),
             self.ganesha_dir().join("recovery"),
             self.rpcbind_run(),
+            self.nis_maps(),
+            self.nis_sources(),
         ] {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let (slapd, rpcbind, ganesha) = (SERVICES[0], SERVICES[1], SERVICES[2]);
+        let [slapd, rpcbind, ganesha, ypserv] = SERVICES;
         if !alive(pids, slapd.0, slapd.1) {
             self.configure_slapd()?;
             let listen = format!("ldap://{address}/ {}", self.ldap_uri());
@@ -227,6 +250,35 @@ impl LabHead {
             )
             .await?;
         }
+        if !alive(pids, ypserv.0, ypserv.1) {
+            if !Path::new(YPSERV_MAP_DIR).is_dir() {
+                bail!("{YPSERV_MAP_DIR} does not exist: install ypserv (scripts/lab-deps.sh)");
+            }
+            let securenets = self.nis_maps().join("securenets");
+            std::fs::write(&securenets, securenets_for(address))
+                .with_context(|| format!("cannot write {}", securenets.display()))?;
+            // Same private /run as rpcbind (so it registers over rpcbind's socket), and the
+            // lab's map directory over /var/yp.
+            let script = format!(
+                "mount --bind '{}' /run && mount --bind '{}' {YPSERV_MAP_DIR} && exec ypserv -f",
+                self.rpcbind_run().display(),
+                self.nis_maps().display()
+            );
+            let args = ["-c".to_string(), script];
+            let out = logs.join("ypserv.log");
+            let pid = spawn_in(Some(netns), Path::new("sh"), &args, &out)?;
+            pids.insert(ypserv.0.into(), pid);
+            let answers = || {
+                Command::new("ip")
+                    .args(["netns", "exec", netns, "rpcinfo", "-T", "tcp", "127.0.0.1"])
+                    .args(["ypserv", "2"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            wait_until("ypserv to register with rpcbind", logs, answers).await?;
+        }
         Ok(())
     }
 
@@ -285,6 +337,12 @@ impl LabHead {
             shared = export(2, &self.shared(), SHARED_ON_NODES),
         )
     }
+}
+
+/// ypserv's access list: this host and the lab's gigabit subnet (ganesha's clients too).
+fn securenets_for(address: Ipv4Addr) -> String {
+    let subnet = Ipv4Addr::from(u32::from(address) & 0xffff_ff00);
+    format!("# Written by `cluster init` for the lab's ypserv.\n255.0.0.0 127.0.0.0\n{subnet}/24\n")
 }
 
 fn slapd_config_ldif(pidfile: &Path) -> String {
@@ -357,5 +415,12 @@ mod tests {
         // v3 for the head's nfs3_client check, on a MOUNT port rpcbind can name.
         assert_eq!(conf.matches("Protocols = 3, 4;").count(), 3, "{conf}");
         assert!(conf.contains("MNT_Port = 20048;"), "{conf}");
+    }
+
+    #[test]
+    fn ypserv_answers_loopback_and_the_gigabit_subnet_only() {
+        let nets = securenets_for(Ipv4Addr::new(10, 77, 0, 254));
+        let entries: Vec<&str> = nets.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(entries, ["255.0.0.0 127.0.0.0", "10.77.0.0/24"]);
     }
 }
