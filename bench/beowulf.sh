@@ -140,25 +140,40 @@ else
   log "mpicc not found or MPI_REPS=0: MPI rows skipped"
 fi
 
-# NJOBS sequential CLI submissions of a trivial job, then until all have completed.
-# The container rows above unpacked ~700 MiB into the node caches: write it back first, or its
-# writeback makes every fsync of this row wait (Slurm's run has no such rows before this one).
-sync
-printf 'command = ["true"]\noutput = "/dev/null"\n' > trivial.toml
-first_id=$(( $(cluster queue --all --json | grep -c '"id"') + 1 ))
-cpu0=$(cpu_ticks "$HEAD_PID")
-t0=$(now)
-for i in $(seq 1 "$NJOBS"); do "$BIN/submit" trivial.toml >/dev/null; done
-tsub=$(now)
-tend=$(wait_drain 3600)
-cpu1=$(cpu_ticks "$HEAD_PID")
-out seq.submit_${NJOBS}_s "$(el "$t0" "$tsub")"
-out seq.submit_rate_jobs_per_s "$(awk -v n="$NJOBS" -v a="$t0" -v b="$tsub" 'BEGIN{printf "%.1f", n/(b-a)}')"
-out seq.all_completed_${NJOBS}_s "$(el "$t0" "$tend")"
-out seq.drain_after_last_submit_s "$(el "$tsub" "$tend")"
-out seq.completion_rate_jobs_per_s "$(awk -v n="$NJOBS" -v a="$t0" -v b="$tend" 'BEGIN{printf "%.1f", n/(b-a)}')"
-out head.cpu_s_during_seq "$(awk -v a="$cpu0" -v b="$cpu1" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", (b-a)/hz}')"
+# NJOBS sequential CLI submissions of a trivial job, then until all have completed; figures named
+# PREFIX.*. The container rows above unpacked ~700 MiB into the node caches: write it back first, or
+# its writeback makes every fsync of this row wait (Slurm's run has no such rows before this one).
+seq_row() {
+  local prefix=$1 first_id cpu0 cpu1 t0 tsub tend
+  sync
+  printf 'command = ["true"]\noutput = "/dev/null"\n' > trivial.toml
+  first_id=$(( $(cluster queue --all --json | grep -c '"id"') + 1 ))
+  cpu0=$(cpu_ticks "$HEAD_PID")
+  t0=$(now)
+  for i in $(seq 1 "$NJOBS"); do "$BIN/submit" trivial.toml >/dev/null; done
+  tsub=$(now)
+  tend=$(wait_drain 3600)
+  cpu1=$(cpu_ticks "$HEAD_PID")
+  out "$prefix.submit_${NJOBS}_s" "$(el "$t0" "$tsub")"
+  out "$prefix.submit_rate_jobs_per_s" "$(awk -v n="$NJOBS" -v a="$t0" -v b="$tsub" 'BEGIN{printf "%.1f", n/(b-a)}')"
+  out "$prefix.all_completed_${NJOBS}_s" "$(el "$t0" "$tend")"
+  out "$prefix.drain_after_last_submit_s" "$(el "$tsub" "$tend")"
+  out "$prefix.completion_rate_jobs_per_s" "$(awk -v n="$NJOBS" -v a="$t0" -v b="$tend" 'BEGIN{printf "%.1f", n/(b-a)}')"
+  out "$prefix.head_cpu_s" "$(awk -v a="$cpu0" -v b="$cpu1" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", (b-a)/hz}')"
+  out "$prefix.job_states" "$(states_from "$first_id" | sort | uniq -c | awk '{printf "%s%s=%s", (NR>1?",":""), $2, $1}')"
+  out "$prefix.failed_or_hung_jobs" "$(states_from "$first_id" | grep -vc '^COMPLETED$' || true)"
+}
+
+# The default store mode: every submit answered after its fsync.
+seq_row seq
 out head.peak_rss_mib "$(awk '/VmHWM/{printf "%.1f", $2/1024}' "/proc/$HEAD_PID/status")"
-out seq.job_states "$(states_from "$first_id" | sort | uniq -c | awk '{printf "%s%s=%s", (NR>1?",":""), $2, $1}')"
-out seq.failed_or_hung_jobs "$(states_from "$first_id" | grep -vc '^COMPLETED$' || true)"
+
+# The same with `[store] acknowledge = "write"` (answered after the write-ahead log's write(2),
+# fsynced within 5 ms): the head restarted with that setting on the same agents' cluster.
+printf '[store]\nacknowledge = "write"\n' > "$W/store-write.toml"
+cluster down >/dev/null
+cluster init --local --nodes "$NODES" --cpus-per-node "$CPUS_PER_NODE" --policy "$W/store-write.toml" >&2
+HEAD_PID=$(awk '$1=="headnoded"{print $2}' "$W/state/pids")
+grep -q 'acknowledge = "write"' "$W/state/headnoded.toml" || die "headnoded.toml has no [store] acknowledge = \"write\""
+seq_row seq_write
 out machine.loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"

@@ -48,6 +48,8 @@ rows=(
   "submission rate (jobs/s)|seq.submit_rate_jobs_per_s|seq.submit_rate_jobs_per_s|higher"
   "$NJOBS trivial jobs, first submit to all complete (s)|seq.all_completed_${NJOBS}_s|seq.all_completed_${NJOBS}_s|lower"
   "completion rate (jobs/s)|seq.completion_rate_jobs_per_s|seq.completion_rate_jobs_per_s|higher"
+  "$NJOBS sequential submissions, store acknowledge = \"write\" (s)|seq.submit_${NJOBS}_s|seq_write.submit_${NJOBS}_s|lower"
+  "$NJOBS trivial jobs to all complete, acknowledge = \"write\" (s)|seq.all_completed_${NJOBS}_s|seq_write.all_completed_${NJOBS}_s|lower"
   "submit to start, median (ms)|latency.submit_to_start_median_ms|latency.submit_to_start_median_ms|lower"
   "submit to start, min (ms)|latency.submit_to_start_min_ms|latency.submit_to_start_min_ms|lower"
   "submit to start, max (ms)|latency.submit_to_start_max_ms|latency.submit_to_start_max_ms|lower"
@@ -74,7 +76,7 @@ report=$out_dir/report.md
     echo "| $label | $d | $t | $b | $rd | $rt |"
   done
   echo
-  echo "Beowulf only: head CPU during the $NJOBS-job run $(value "$out_dir/beowulf.txt" head.cpu_s_during_seq) s, head peak RSS $(value "$out_dir/beowulf.txt" head.peak_rss_mib) MiB, job states $(value "$out_dir/beowulf.txt" seq.job_states), failed or hung $(value "$out_dir/beowulf.txt" seq.failed_or_hung_jobs)."
+  echo "Beowulf only: head CPU during the $NJOBS-job run $(value "$out_dir/beowulf.txt" seq.head_cpu_s) s (acknowledge = "write": $(value "$out_dir/beowulf.txt" seq_write.head_cpu_s) s), head peak RSS $(value "$out_dir/beowulf.txt" head.peak_rss_mib) MiB, job states $(value "$out_dir/beowulf.txt" seq.job_states), failed or hung $(value "$out_dir/beowulf.txt" seq.failed_or_hung_jobs) (acknowledge = \"write\": $(value "$out_dir/beowulf.txt" seq_write.job_states), failed or hung $(value "$out_dir/beowulf.txt" seq_write.failed_or_hung_jobs))."
   echo "Containers: start cost per MPI run (image staged from the node cache + containers started) $(value "$out_dir/beowulf.txt" mpi_N5_container_start_ms) ms; first run with the image unpacked into the cache $(value "$out_dir/beowulf.txt" mpi_N5_container_first_run_ms) ms; $(value "$out_dir/beowulf.txt" mpi_N5_container_hello_ok) container runs right."
   echo "Ratios say how many times better Beowulf is (higher is better for Beowulf). The MPI rows compare with Slurm's srun --mpi=pmix of the same program (no containers on Slurm's side)."
 } > "$report"

@@ -57,6 +57,9 @@ pub struct HeadConfig {
     /// Provisioning (`cluster init`): the playbooks and what they are given.
     #[serde(default)]
     pub provision: ProvisionConfig,
+    /// When a change counts as written (`[store] acknowledge = "fsync" | "write"`).
+    #[serde(default)]
+    pub store: crate::store::StoreConfig,
     /// Mutual TLS on the agent API: only agents with a certificate from `ca` are accepted. Absent:
     /// plaintext (a trusted, isolated network only).
     #[serde(default)]

@@ -92,7 +92,18 @@ fn two_hundred_jobs_submitted_at_once_all_complete_exactly_once() {
 
 #[test]
 fn kill_9_of_headnoded_loses_no_acknowledged_job() {
-    let cluster = LocalCluster::start(5, 10);
+    kill_9_of_headnoded_with(LocalCluster::start(5, 10), false);
+}
+
+/// With `acknowledge = "write"` and a flush a minute away, the kill comes while every change is
+/// only in the write-ahead log: the restart must replay it.
+#[test]
+fn kill_9_of_headnoded_loses_no_job_acknowledged_on_write() {
+    let policy = "[store]\nacknowledge = \"write\"\nflush_delay_ms = 60000\n";
+    kill_9_of_headnoded_with(LocalCluster::start_with_policy(5, 10, Some(policy)), true);
+}
+
+fn kill_9_of_headnoded_with(cluster: LocalCluster, replays_log: bool) {
     // Two CPUs per job: five run at once, five wait in the queue.
     let job = cluster.job_file(
         "sleepy.toml",
@@ -103,6 +114,12 @@ fn kill_9_of_headnoded_loses_no_acknowledged_job() {
     cluster.kill9("headnoded");
     // Start it again (init starts only what is not running).
     cluster.init(10);
+    let log = std::fs::read_to_string(cluster.state.path().join("logs/headnoded.log")).unwrap();
+    assert_eq!(
+        log.contains("replaying the state store's log"),
+        replays_log,
+        "{log}"
+    );
     for &id in &ids {
         let info = cluster.wait_state(id, &["FAILED", "COMPLETED"], MINUTE);
         assert_eq!(info["state"], "FAILED", "job {id}: {info:#}");

@@ -116,8 +116,9 @@ impl Head {
             self.commits.flushed.notify_all();
             return;
         };
-        let changes: Vec<&EncodedChange> = batch.iter().map(|(_, c)| c).collect();
-        let written = self.store.commit(&changes);
+        let written = self
+            .store
+            .commit(batch.into_iter().map(|(_, c)| c).collect());
         // Lock order: the head, then the queue.
         let mut inner = self.lock();
         match written {

@@ -206,7 +206,7 @@ impl Head {
             path: config.state_dir.clone(),
             source: redb::Error::Io(e),
         })?;
-        let store = Store::open(&config.state_dir.join("headnoded.redb"))?;
+        let store = Store::open(&config.state_dir.join("headnoded.redb"), &config.store)?;
         let snapshot = store.load()?;
         let active = snapshot
             .jobs

@@ -171,6 +171,73 @@ fn acknowledged_jobs_and_results_survive_a_reopen() {
     assert!(next.0 > queued.0, "job IDs are never reused");
 }
 
+/// headnoded.toml for `dir` with `acknowledge = "write"` and a flush that never comes in a test.
+fn acknowledge_on_write(dir: &std::path::Path) -> HeadConfig {
+    HeadConfig::parse(
+        &dir.join("headnoded.toml"),
+        &format!(
+            "state_dir = {:?}\nsocket = {:?}\n[store]\nacknowledge = \"write\"\nflush_delay_ms = 3600000\n",
+            dir,
+            dir.join("sock")
+        ),
+    )
+    .unwrap()
+}
+
+#[test]
+fn acknowledged_on_write_jobs_survive_a_crash_before_the_store_is_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::open(acknowledge_on_write(dir.path())).unwrap();
+    let _n1 = register(&head, "node1");
+    let done = head
+        .submit(&ROOT, job_file("command = [\"a\"]\ncpus_per_task = 2\n"))
+        .unwrap();
+    let queued = head
+        .submit(&ROOT, job_file("command = [\"b\"]\ncpus_per_task = 2\n"))
+        .unwrap();
+    pass(&head);
+    head.run_report(&NodeName::new("node1"), &finished(done.0, 1, 0))
+        .unwrap();
+    // What a crash of headnoded now leaves on disk: its files as they are (the kernel has them).
+    let crashed = |with_log: bool| {
+        let image = tempfile::tempdir().unwrap();
+        let mut files = vec!["headnoded.redb"];
+        if with_log {
+            files.push("headnoded.wal");
+        }
+        for file in files {
+            std::fs::copy(dir.path().join(file), image.path().join(file)).unwrap();
+        }
+        image
+    };
+    let without_log = crashed(false);
+    let reopened = Head::open(config(without_log.path())).unwrap();
+    assert!(
+        reopened.show_job(done).is_err(),
+        "the store alone already had the jobs: the log was not what kept them"
+    );
+    let with_log = crashed(true);
+    let reopened = Head::open(config(with_log.path())).unwrap();
+    assert_eq!(reopened.show_job(done).unwrap().state, "COMPLETED");
+    assert_eq!(reopened.show_job(queued).unwrap().state, "PENDING");
+    let next = reopened
+        .submit(&ROOT, job_file("command = [\"c\"]\n"))
+        .unwrap();
+    assert!(next.0 > queued.0, "job IDs are never reused");
+    assert_eq!(
+        std::fs::metadata(with_log.path().join("headnoded.wal"))
+            .unwrap()
+            .len(),
+        0,
+        "the replayed log is emptied"
+    );
+    // A clean stop moves the log into the store.
+    drop(head);
+    std::fs::remove_file(dir.path().join("headnoded.wal")).unwrap();
+    let reopened = Head::open(config(dir.path())).unwrap();
+    assert_eq!(reopened.show_job(queued).unwrap().state, "PENDING");
+}
+
 #[test]
 fn only_the_owner_or_root_may_cancel() {
     let dir = tempfile::tempdir().unwrap();
