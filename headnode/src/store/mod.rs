@@ -195,6 +195,7 @@ struct Log {
 struct LogState {
     /// Opened with `O_APPEND`.
     file: File,
+    /// The log's length: everything in it is whole records (it is empty when the store opens).
     bytes: u64,
     next_seq: u64,
     /// Changes in the log and not yet in redb, in order.
@@ -420,13 +421,15 @@ impl Store {
             records.extend(wal::encode(seq, change));
         }
         // One write(2): a crash leaves the whole batch or a torn tail that replay ignores.
-        state
-            .file
-            .write_all(&records)
-            .map_err(|source| StoreError::Log {
+        if let Err(source) = state.file.write_all(&records) {
+            // A partial write (a full disk) must not stay in front of later records: replay stops
+            // at the first torn record. The batch fails; its callers get the error.
+            let _ = state.file.set_len(state.bytes);
+            return Err(StoreError::Log {
                 path: log.path.clone(),
                 source,
-            })?;
+            });
+        }
         state.bytes += records.len() as u64;
         state.next_seq = first + changes.len() as u64;
         let was_idle = state.pending.is_empty();
