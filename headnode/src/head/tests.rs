@@ -5,9 +5,18 @@ use beowulf_types::Inventory;
 use rand::SeedableRng;
 
 fn config(dir: &std::path::Path) -> HeadConfig {
+    config_with(dir, "")
+}
+
+/// headnoded.toml for `dir`, followed by `sections`.
+fn config_with(dir: &std::path::Path, sections: &str) -> HeadConfig {
     HeadConfig::parse(
         &dir.join("headnoded.toml"),
-        &format!("state_dir = {:?}\nsocket = {:?}\n", dir, dir.join("sock")),
+        &format!(
+            "state_dir = {:?}\nsocket = {:?}\n{sections}",
+            dir,
+            dir.join("sock")
+        ),
     )
     .unwrap()
 }
@@ -147,57 +156,54 @@ fn a_failed_rank_ends_the_job_and_holds_the_other_nodes_until_they_report() {
     assert_eq!(head.show_job(other).unwrap().state, "RUNNING");
 }
 
-#[test]
-fn acknowledged_jobs_and_results_survive_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let (done, queued) = {
-        let head = Head::open(config(dir.path())).unwrap();
-        let _n1 = register(&head, "node1");
-        let done = head
-            .submit(&ROOT, job_file("command = [\"a\"]\ncpus_per_task = 2\n"))
-            .unwrap();
-        let queued = head
-            .submit(&ROOT, job_file("command = [\"b\"]\ncpus_per_task = 2\n"))
-            .unwrap();
-        pass(&head);
-        head.run_report(&NodeName::new("node1"), &finished(done.0, 1, 0))
-            .unwrap();
-        (done, queued)
-    };
-    let head = Head::open(config(dir.path())).unwrap();
-    assert_eq!(head.show_job(done).unwrap().state, "COMPLETED");
-    assert_eq!(head.show_job(queued).unwrap().state, "PENDING");
-    let next = head.submit(&ROOT, job_file("command = [\"c\"]\n")).unwrap();
-    assert!(next.0 > queued.0, "job IDs are never reused");
-}
-
-/// headnoded.toml for `dir` with `acknowledge = "write"` and a flush that never comes in a test.
-fn acknowledge_on_write(dir: &std::path::Path) -> HeadConfig {
-    HeadConfig::parse(
-        &dir.join("headnoded.toml"),
-        &format!(
-            "state_dir = {:?}\nsocket = {:?}\n[store]\nacknowledge = \"write\"\nflush_delay_ms = 3600000\n",
-            dir,
-            dir.join("sock")
-        ),
-    )
-    .unwrap()
-}
-
-#[test]
-fn acknowledged_on_write_jobs_survive_a_crash_before_the_store_is_flushed() {
-    let dir = tempfile::tempdir().unwrap();
-    let head = Head::open(acknowledge_on_write(dir.path())).unwrap();
-    let _n1 = register(&head, "node1");
+/// On node1 (2 CPUs): one job that ran and completed, one still queued behind it; returns their IDs
+/// and node1's desired-state stream.
+fn one_done_one_queued(
+    head: &Head,
+) -> (
+    JobId,
+    JobId,
+    mpsc::UnboundedReceiver<Result<v1::HeadMessage, Status>>,
+) {
+    let node1 = register(head, "node1");
     let done = head
         .submit(&ROOT, job_file("command = [\"a\"]\ncpus_per_task = 2\n"))
         .unwrap();
     let queued = head
         .submit(&ROOT, job_file("command = [\"b\"]\ncpus_per_task = 2\n"))
         .unwrap();
-    pass(&head);
+    pass(head);
     head.run_report(&NodeName::new("node1"), &finished(done.0, 1, 0))
         .unwrap();
+    (done, queued, node1)
+}
+
+/// A reopened head knows both jobs of [`one_done_one_queued`] and does not reuse their IDs.
+fn assert_survived(head: &Head, done: JobId, queued: JobId) {
+    assert_eq!(head.show_job(done).unwrap().state, "COMPLETED");
+    assert_eq!(head.show_job(queued).unwrap().state, "PENDING");
+    let next = head.submit(&ROOT, job_file("command = [\"c\"]\n")).unwrap();
+    assert!(next.0 > queued.0, "job IDs are never reused");
+}
+
+#[test]
+fn acknowledged_jobs_and_results_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (done, queued) = {
+        let head = Head::open(config(dir.path())).unwrap();
+        let (done, queued, _node1) = one_done_one_queued(&head);
+        (done, queued)
+    };
+    assert_survived(&Head::open(config(dir.path())).unwrap(), done, queued);
+}
+
+#[test]
+fn acknowledged_on_write_jobs_survive_a_crash_before_the_store_is_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    // A flush an hour away: every change stays only in the log while the test runs.
+    let write_mode = "[store]\nacknowledge = \"write\"\nflush_delay_ms = 3600000\n";
+    let head = Head::open(config_with(dir.path(), write_mode)).unwrap();
+    let (done, queued, _node1) = one_done_one_queued(&head);
     // What a crash of headnoded now leaves on disk: its files as they are (the kernel has them).
     let crashed = |with_log: bool| {
         let image = tempfile::tempdir().unwrap();
@@ -217,13 +223,7 @@ fn acknowledged_on_write_jobs_survive_a_crash_before_the_store_is_flushed() {
         "the store alone already had the jobs: the log was not what kept them"
     );
     let with_log = crashed(true);
-    let reopened = Head::open(config(with_log.path())).unwrap();
-    assert_eq!(reopened.show_job(done).unwrap().state, "COMPLETED");
-    assert_eq!(reopened.show_job(queued).unwrap().state, "PENDING");
-    let next = reopened
-        .submit(&ROOT, job_file("command = [\"c\"]\n"))
-        .unwrap();
-    assert!(next.0 > queued.0, "job IDs are never reused");
+    assert_survived(&Head::open(config(with_log.path())).unwrap(), done, queued);
     assert_eq!(
         std::fs::metadata(with_log.path().join("headnoded.wal"))
             .unwrap()

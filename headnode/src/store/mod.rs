@@ -446,28 +446,26 @@ impl Store {
         name: &str,
         record: Option<&ReservationRecord>,
     ) -> Result<(), StoreError> {
-        self.write(|txn| {
-            let mut table = txn.open_table(RESERVATIONS)?;
-            match record {
-                Some(r) => {
-                    let bytes = serde_json::to_vec(r).expect("reservations serialize");
-                    table.insert(name, bytes.as_slice())?;
-                }
-                None => {
-                    table.remove(name)?;
-                }
-            }
-            Ok(())
-        })
+        self.put_named(RESERVATIONS, name, record)
     }
 
     /// Writes (`Some`) or deletes (`None`) one image record, durably.
     pub fn put_image(&self, name: &str, record: Option<&ImageRecord>) -> Result<(), StoreError> {
+        self.put_named(IMAGES, name, record)
+    }
+
+    /// Writes (`Some`) or deletes (`None`) one record of a table keyed by name, durably.
+    fn put_named<T: serde::Serialize>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        name: &str,
+        record: Option<&T>,
+    ) -> Result<(), StoreError> {
         self.write(|txn| {
-            let mut table = txn.open_table(IMAGES)?;
+            let mut table = txn.open_table(table)?;
             match record {
                 Some(r) => {
-                    let bytes = serde_json::to_vec(r).expect("image records serialize");
+                    let bytes = serde_json::to_vec(r).expect("store records serialize");
                     table.insert(name, bytes.as_slice())?;
                 }
                 None => {

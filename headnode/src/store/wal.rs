@@ -20,14 +20,7 @@ const HEADER: usize = 8;
 
 /// `change`, numbered `seq`, as one log record.
 pub(super) fn encode(seq: u64, change: &EncodedChange) -> Vec<u8> {
-    let mut body = Vec::with_capacity(
-        32 + change.jobs.iter().map(|(_, b)| 12 + b.len()).sum::<usize>()
-            + change
-                .nodes
-                .iter()
-                .map(|(n, b)| 8 + n.len() + b.len())
-                .sum::<usize>(),
-    );
+    let mut body = Vec::new();
     body.extend(seq.to_le_bytes());
     body.extend(change.next_job_id.to_le_bytes());
     body.extend(change.generation.0.to_le_bytes());
