@@ -14,6 +14,7 @@
 //!    └── stream broken: back off, reconnect (tasks keep running meanwhile)
 //! ```
 
+mod direct;
 mod wired;
 
 pub use wired::LaunchRefusal;
@@ -77,6 +78,10 @@ pub struct Agent<L: Launcher> {
     images: ImageCache,
     /// Where this agent serves MPI launches (`host:port`), once the service listens.
     launch_endpoint: Mutex<String>,
+    /// The node's PMIx server for direct MPI launch (or why there is none); set by the binary.
+    pmix: std::sync::OnceLock<Result<&'static crate::pmix::PmixServer, String>>,
+    /// Fences gathered here for direct MPI runs whose first node this is.
+    fences: Mutex<direct::FenceBoard>,
     /// This agent, for the tasks it spawns (container runs stage images asynchronously).
     me: Weak<Agent<L>>,
 }
@@ -129,6 +134,8 @@ impl<L: Launcher> Agent<L> {
             exits,
             images,
             launch_endpoint: Mutex::new(String::new()),
+            pmix: std::sync::OnceLock::new(),
+            fences: Mutex::new(direct::FenceBoard::default()),
             me: me.clone(),
         });
         Ok((agent, exit_rx))
@@ -316,6 +323,7 @@ impl<L: Launcher> Agent<L> {
                         key: *key,
                         tasks,
                         lost: false,
+                        cause: None,
                     },
                 );
             }
@@ -468,6 +476,20 @@ impl<L: Launcher> Agent<L> {
             }),
         );
         if !entry.finished() {
+            // A failed rank of a direct MPI run leaves the others waiting on it forever (under
+            // mpirun, mpirun would end them): end the run here, as srun does; the head then
+            // ends the job and the other nodes' ranks.
+            let direct = state
+                .desired
+                .get(&key)
+                .and_then(|a| a.mpi.as_ref())
+                .is_some_and(|m| m.direct);
+            let entry = state.ledger.data.runs.get_mut(&key).expect("found above");
+            if direct && exit.code != 0 && entry.cause.is_none() {
+                entry.cause = Some(exit.rank);
+                tracing::info!(job = %key.job, run = key.run, rank = exit.rank, code = exit.code, "an MPI rank failed: killing the run's other ranks");
+                kill(&*self.launcher, key);
+            }
             return;
         }
         let report = run_report(entry);

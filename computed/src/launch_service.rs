@@ -1,5 +1,6 @@
 //! The agent's MPI launch service (AgentLaunch over gRPC): the remote launcher of a job's
-//! `mpirun` (`beowulf-rsh`) asks it to start the MPI daemon in the job's container on this node.
+//! `mpirun` (`beowulf-rsh`) asks it to start the MPI daemon in the job's container on this node,
+//! and for directly launched ranks the other nodes send it their parts of the job's fences.
 
 use crate::agent::{Agent, LaunchRefusal};
 use crate::launcher::Launcher;
@@ -34,14 +35,37 @@ impl<L: Launcher> AgentLaunch for LaunchService<L> {
             Ok(reply) => Ok(Response::new(reply)),
             Err(refusal) => {
                 tracing::warn!(?from, %refusal, "launch request refused");
-                Err(match refusal {
-                    LaunchRefusal::NotHere(m) => Status::not_found(m),
-                    LaunchRefusal::NotMpi(m) => Status::failed_precondition(m),
-                    LaunchRefusal::BadCredential(m) => Status::permission_denied(m),
-                    LaunchRefusal::Failed(m) => Status::internal(m),
-                })
+                Err(status(refusal))
             }
         }
+    }
+
+    async fn fence(
+        &self,
+        request: Request<v1::FenceRequest>,
+    ) -> Result<Response<v1::FenceReply>, Status> {
+        let from = request.remote_addr();
+        match self.agent.fence(request.into_inner()).await {
+            Ok(reply) => Ok(Response::new(reply)),
+            Err(refusal) => {
+                // A node may ask before this agent has the run: it asks again (not a warning).
+                if matches!(refusal, LaunchRefusal::NotHere(_)) {
+                    tracing::debug!(?from, %refusal, "fence of a run not known here yet");
+                } else {
+                    tracing::warn!(?from, %refusal, "fence refused");
+                }
+                Err(status(refusal))
+            }
+        }
+    }
+}
+
+fn status(refusal: LaunchRefusal) -> Status {
+    match refusal {
+        LaunchRefusal::NotHere(m) => Status::not_found(m),
+        LaunchRefusal::NotMpi(m) => Status::failed_precondition(m),
+        LaunchRefusal::BadCredential(m) => Status::permission_denied(m),
+        LaunchRefusal::Failed(m) => Status::internal(m),
     }
 }
 

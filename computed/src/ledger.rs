@@ -29,6 +29,10 @@ pub struct RunEntry {
     pub tasks: BTreeMap<u32, Option<TaskEnd>>,
     /// Set when the agent could not follow the run (it restarted while tasks ran): they were killed.
     pub lost: bool,
+    /// The rank whose failure ended the run here (an MPI rank that exited non-zero or aborted,
+    /// after which the agent killed the others): its end is the run's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,7 +46,8 @@ impl RunEntry {
         self.lost || self.tasks.values().all(Option::is_some)
     }
 
-    /// The run's result on this node: the highest task exit code and its detail.
+    /// The run's result on this node: the end of the rank that caused it to stop, else the
+    /// highest task exit code, with its detail.
     pub fn result(&self) -> (i32, String) {
         if self.lost {
             return (
@@ -50,8 +55,10 @@ impl RunEntry {
                 "the agent restarted while the run was active; its tasks were killed".into(),
             );
         }
+        let cause = self.cause.and_then(|rank| self.tasks.get_key_value(&rank));
         self.tasks
             .iter()
+            .filter(|(rank, _)| cause.is_none_or(|(cause, _)| cause == *rank))
             .filter_map(|(rank, end)| end.as_ref().map(|e| (e.code, rank, &e.detail)))
             .max_by_key(|(code, rank, _)| (*code, std::cmp::Reverse(**rank)))
             .map(|(code, rank, detail)| {
@@ -184,6 +191,7 @@ mod tests {
                 })
                 .collect(),
             lost: false,
+            cause: None,
         }
     }
 
@@ -194,6 +202,14 @@ mod tests {
         assert!(done.finished());
         assert_eq!(done.result(), (3, "rank 1: exited with code 3".into()));
         assert_eq!(entry(&[Some(0), Some(0)]).result(), (0, String::new()));
+    }
+
+    #[test]
+    fn the_rank_that_caused_the_end_gives_the_result_not_the_ranks_killed_after_it() {
+        let mut run = entry(&[Some(137), Some(7), Some(137)]);
+        assert_eq!(run.result().0, 137);
+        run.cause = Some(1);
+        assert_eq!(run.result(), (7, "rank 1: exited with code 7".into()));
     }
 
     #[test]

@@ -9,4 +9,5 @@ pub mod launch_service;
 pub mod launcher;
 pub mod ledger;
 pub mod mpi;
+pub mod pmix;
 pub mod reconcile;

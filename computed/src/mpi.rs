@@ -1,6 +1,6 @@
-//! MPI wiring on the first node of an MPI job: the `mpirun` command line that starts every rank,
-//! with the remote launcher pointed at `beowulf-rsh` and the transport settings of the fabric the
-//! head chose. Pure: tested without MPI.
+//! MPI wiring: the `mpirun` command line the first node of an mpirun-launched job runs (remote
+//! launcher pointed at `beowulf-rsh`), the environment of ranks the agents start directly, and
+//! the transport settings of the fabric the head chose, for both. Pure: tested without MPI.
 
 use beowulf_proto::v1;
 
@@ -76,31 +76,75 @@ pub fn mpirun_argv(input: &MpirunInput<'_>) -> Vec<String> {
     if let Some(include) = input.tcp_include {
         mca("oob_tcp_if_include", include);
     }
-    if input.mpi.fabric == "ib" {
-        mca("pml", "ucx");
-        mca("btl", "^openib,uct");
-        mca("osc", "ucx");
-    } else {
-        mca("pml", "ob1");
-        mca("btl", "self,vader,tcp");
-        if let Some(include) = input.tcp_include {
-            mca("btl_tcp_if_include", include);
-        }
+    let fabric = fabric_settings(&input.mpi.fabric, input.tcp_include, input.ib_device);
+    for (name, value) in &fabric.mca {
+        mca(name, value);
     }
-    if input.mpi.fabric == "ib" {
-        let mut env: Vec<(String, String)> = UCX_IB_ENV
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        if let Some(device) = input.ib_device {
-            env.push(("UCX_NET_DEVICES".into(), device.to_string()));
-        }
-        for (k, v) in env {
-            argv.extend(["-x".to_string(), format!("{k}={v}")]);
-        }
+    for (k, v) in fabric.env {
+        argv.extend(["-x".to_string(), format!("{k}={v}")]);
     }
     argv.extend(input.command.iter().cloned());
     argv
+}
+
+/// Open MPI's transport settings for the fabric the head chose: MCA parameters and plain
+/// environment variables (UCX's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FabricSettings {
+    pub mca: Vec<(&'static str, String)>,
+    pub env: Vec<(String, String)>,
+}
+
+/// UCX over the verbs device for `ib`; else ob1 with TCP, pinned to `tcp_include` when given.
+pub fn fabric_settings(
+    fabric: &str,
+    tcp_include: Option<&str>,
+    ib_device: Option<&str>,
+) -> FabricSettings {
+    let mut mca: Vec<(&'static str, String)> = Vec::new();
+    let mut env: Vec<(String, String)> = Vec::new();
+    if fabric == "ib" {
+        mca.push(("pml", "ucx".into()));
+        mca.push(("btl", "^openib,uct".into()));
+        mca.push(("osc", "ucx".into()));
+        env.extend(
+            UCX_IB_ENV
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        if let Some(device) = ib_device {
+            env.push(("UCX_NET_DEVICES".into(), device.to_string()));
+        }
+    } else {
+        mca.push(("pml", "ob1".into()));
+        mca.push(("btl", "self,vader,tcp".into()));
+        if let Some(include) = tcp_include {
+            mca.push(("btl_tcp_if_include", include.to_string()));
+        }
+    }
+    FabricSettings { mca, env }
+}
+
+/// The environment of a rank the agent starts itself (direct launch), beside what the PMIx
+/// server gives it: the fabric's settings as `OMPI_MCA_*` variables, and `SLURM_STEP_ID`.
+///
+/// Open MPI 4.1 decides how it was started from the environment ("schizo"): with Slurm's job
+/// variables and a step ID it takes itself for a rank started by `srun --mpi=pmix` and reads its
+/// job from the PMIx server; without them it runs as a singleton of one rank (measured).
+pub fn direct_env(
+    fabric: &str,
+    tcp_include: Option<&str>,
+    ib_device: Option<&str>,
+) -> Vec<(String, String)> {
+    let settings = fabric_settings(fabric, tcp_include, ib_device);
+    let mut env: Vec<(String, String)> = settings
+        .mca
+        .into_iter()
+        .map(|(name, value)| (format!("OMPI_MCA_{name}"), value))
+        .collect();
+    env.extend(settings.env);
+    env.push(("SLURM_STEP_ID".into(), "0".into()));
+    env
 }
 
 /// `node=host:port,...` for [`ENV_ENDPOINTS`].
@@ -137,6 +181,7 @@ mod tests {
             .into_iter()
             .collect(),
             tasks_per_node: vec![2, 1],
+            direct: false,
         }
     }
 
@@ -183,6 +228,19 @@ mod tests {
         assert!(line.contains(
             "-x UCX_TLS=rc,self -x UCX_UD_VERBS_ETH_DGID_CHECK=n -x UCX_NET_DEVICES=rxe0:1"
         ));
+    }
+
+    #[test]
+    fn direct_ranks_get_the_fabric_as_mca_variables_and_a_step() {
+        let env = direct_env("tcp", Some("lo"), None);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("OMPI_MCA_pml"), Some("ob1"));
+        assert_eq!(get("OMPI_MCA_btl_tcp_if_include"), Some("lo"));
+        assert_eq!(get("SLURM_STEP_ID"), Some("0"));
+        let env = direct_env("ib", None, Some("rxe0:1"));
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("OMPI_MCA_pml"), Some("ucx"));
+        assert_eq!(get("UCX_NET_DEVICES"), Some("rxe0:1"));
     }
 
     #[test]

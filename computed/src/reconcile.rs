@@ -62,6 +62,7 @@ mod tests {
                     key: *k,
                     tasks: [(0, end)].into(),
                     lost: false,
+                    cause: None,
                 },
             );
         }

@@ -155,7 +155,7 @@ impl JobRecord {
 
     /// Whether node `index` of the allocation runs tasks (a batch script runs on node 0 only).
     pub fn node_runs_tasks(&self, index: usize) -> bool {
-        if self.spec.launches_mpi() {
+        if self.spec.launches_mpirun() {
             // mpirun runs on node 0 and starts the other nodes' daemons itself.
             return index == 0;
         }

@@ -42,6 +42,10 @@ pub(super) struct WiredRun {
     next_daemon: u32,
     /// The run's private TMPDIR on this node (MPI without a container; see [`Agent::host_tmpdir`]).
     tmpdir: Option<PathBuf>,
+    /// Direct MPI launch: the run's namespace is registered with the node's PMIx server.
+    pub(super) pmix_registered: bool,
+    /// Direct MPI launch: fences the local ranks have reached so far.
+    pub(super) fences: u32,
 }
 
 /// True for runs that need more than plain processes: an image to stage, or MPI wiring.
@@ -91,6 +95,16 @@ impl<L: Launcher> Agent<L> {
         }
         if a.local_tasks == 0 {
             return;
+        }
+        if let Some(launch) = a.mpi.as_ref().filter(|m| m.direct) {
+            let registered = self
+                .host_tmpdir(key, &a)
+                .and_then(|tmpdir| self.register_direct(key, &a, launch, tmpdir));
+            if let Err(e) = registered {
+                tracing::warn!(job = %key.job, error = %e, "cannot launch the MPI ranks");
+                not_started(e);
+                return;
+            }
         }
         for rank in ranks.clone() {
             let started = self
@@ -148,17 +162,29 @@ impl<L: Launcher> Agent<L> {
     ) -> Result<TaskLaunch, String> {
         let mut task = self.task_launch(a, key, rank);
         let mut env = self.task_env(a, rank);
-        if let Some(launch) = &a.mpi {
+        let ib_device = || {
+            self.inventory()
+                .ib_ports
+                .iter()
+                .find(|p| p.state == beowulf_types::IbPortState::Active)
+                .map(|p| format!("{}:{}", p.device, p.port))
+        };
+        if let Some(launch) = a.mpi.as_ref().filter(|m| m.direct) {
+            env.extend(self.direct_env(key, launch, rank, ib_device().as_deref())?);
+            // Open MPI names its shared-memory segments after the host, the job and the local
+            // rank, in /dev/shm: the agents of a local cluster share the host, so their ranks'
+            // segments would collide (measured: SIGSEGV in MPI_Init). Each node's go in its
+            // run's own TMPDIR there.
+            if self.config.cgroup_name.is_some() {
+                env.entry("OMPI_MCA_btl_vader_backing_directory".into())
+                    .or_insert(self.host_tmpdir(key, a)?);
+            }
+        } else if let Some(launch) = &a.mpi {
             let rsh = match rootfs {
                 Some(_) => RSH_IN_CONTAINER.to_string(),
                 None => rsh_on_host()?.display().to_string(),
             };
-            let ib_device = self
-                .inventory()
-                .ib_ports
-                .iter()
-                .find(|p| p.state == beowulf_types::IbPortState::Active)
-                .map(|p| format!("{}:{}", p.device, p.port));
+            let ib_device = ib_device();
             task.argv = mpi::mpirun_argv(&mpi::MpirunInput {
                 mpi: launch,
                 nodelist: &a.nodelist,
@@ -332,14 +358,17 @@ impl<L: Launcher> Agent<L> {
         });
     }
 
-    /// Starts an MPI daemon for the job's mpirun (AgentLaunch) and waits for it to end.
-    pub async fn launch(
+    /// The MPI run a request of another node names, when it runs here and the request carries
+    /// its credential.
+    pub(super) fn mpi_run(
         &self,
-        request: v1::LaunchRequest,
-    ) -> Result<v1::LaunchReply, LaunchRefusal> {
+        job_id: u64,
+        run: u32,
+        token: &str,
+    ) -> Result<(RunKey, v1::Assignment, v1::MpiLaunch), LaunchRefusal> {
         let key = RunKey {
-            job: JobId(request.job_id),
-            run: request.run,
+            job: JobId(job_id),
+            run,
         };
         let node = &self.config.node_name;
         let a = self.lock().desired.get(&key).cloned().ok_or_else(|| {
@@ -354,12 +383,21 @@ impl<L: Launcher> Agent<L> {
                 key.job
             )));
         };
-        if !same_secret(&request.token, &launch.token) {
+        if !same_secret(token, &launch.token) {
             return Err(LaunchRefusal::BadCredential(format!(
                 "the launch credential does not match job {}.{} on {node}",
                 key.job, key.run
             )));
         }
+        Ok((key, a, launch))
+    }
+
+    /// Starts an MPI daemon for the job's mpirun (AgentLaunch) and waits for it to end.
+    pub async fn launch(
+        &self,
+        request: v1::LaunchRequest,
+    ) -> Result<v1::LaunchReply, LaunchRefusal> {
+        let (key, a, launch) = self.mpi_run(request.job_id, request.run, &request.token)?;
         self.launcher
             .prepare_job(key.job, key.run, &limits(&a))
             .map_err(|e| LaunchRefusal::Failed(e.to_string()))?;
@@ -418,8 +456,11 @@ impl<L: Launcher> Agent<L> {
         let Some(run) = state.wired.remove(&key) else {
             return;
         };
+        self.forget_direct(key, run.pmix_registered);
+        // PMIx removes a direct run's TMPDIR itself when the namespace goes.
         if let Some(dir) = &run.tmpdir
             && let Err(e) = std::fs::remove_dir_all(dir)
+            && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!(job = %key.job, dir = %dir.display(), error = %e, "cannot remove the run's TMPDIR");
         }

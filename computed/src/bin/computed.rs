@@ -54,6 +54,10 @@ fn main() -> anyhow::Result<()> {
         let launch_listen = config.launch_listen.clone();
         let launch_advertise = config.launch_advertise.clone();
         let node_name = config.node_name.clone();
+        let pmix_dir = std::env::temp_dir().join(format!(
+            "beowulf-pmix-{}",
+            config.cgroup_name.as_deref().unwrap_or(&config.node_name)
+        ));
         let (agent, exits) = Agent::start(config, inventory, launcher)?;
         agent.set_redetect(std::sync::Arc::new(Redetect(Box::new(move || {
             detect()
@@ -70,6 +74,12 @@ fn main() -> anyhow::Result<()> {
         );
         tracing::info!(%endpoint, "MPI launch service listening");
         agent.set_launch_endpoint(endpoint);
+        let pmix = beowulf_computed::pmix::PmixServer::start(&pmix_dir, &node_name)
+            .map_err(|e| e.to_string());
+        if pmix.is_ok() {
+            tracing::info!(dir = %pmix_dir.display(), "PMIx server ready for direct MPI launch");
+        }
+        agent.set_pmix(pmix);
         tokio::spawn(launch_service::serve(agent.clone(), listener));
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

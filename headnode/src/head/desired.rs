@@ -66,8 +66,11 @@ fn assignment(
     let spec = &job.spec;
     let (argv, first_rank, local_tasks) = match &spec.program {
         // The first node runs the program under mpirun (the agent adds it); mpirun starts the
-        // ranks there and, through the other agents, the daemons that start the rest.
-        Program::Command(argv) if spec.launches_mpi() => (argv.clone(), 0, u32::from(index == 0)),
+        // ranks there and, through the other agents, the daemons that start the rest. Ranks
+        // launched directly are plain tasks of their nodes (below).
+        Program::Command(argv) if spec.launches_mpirun() => {
+            (argv.clone(), 0, u32::from(index == 0))
+        }
         Program::Command(argv) => {
             let ranks = spec.ranks_on_node(index as u32);
             (argv.clone(), ranks.start, ranks.len() as u32)
@@ -186,6 +189,7 @@ fn mpi_launch(job: &JobRecord, nodes: &BTreeMap<NodeName, NodeRecord>) -> Option
         tasks_per_node: (0..job.nodes.len() as u32)
             .map(|i| job.spec.ranks_on_node(i).len() as u32)
             .collect(),
+        direct: job.spec.launches_mpi_directly(),
     })
 }
 

@@ -99,8 +99,7 @@ pub enum DependencySpec {
 }
 
 impl JobSpec {
-    /// True when the job is an MPI program that the first node starts with `mpirun` (which then
-    /// starts the other nodes' MPI daemons through their agents), rather than one task per rank.
+    /// True when the job is an MPI program (Open MPI or MPICH), started either way below.
     pub fn launches_mpi(&self) -> bool {
         matches!(
             (&self.program, &self.mpi),
@@ -112,6 +111,24 @@ impl JobSpec {
                 })
             )
         )
+    }
+
+    /// True for an Open MPI program outside a container: every node's agent starts its ranks
+    /// itself and wires them up through its PMIx server (direct launch, as `srun --mpi=pmix`),
+    /// with no `mpirun` and no daemon per node.
+    pub fn launches_mpi_directly(&self) -> bool {
+        self.launches_mpi()
+            && self.container.is_none()
+            && self
+                .mpi
+                .as_ref()
+                .is_some_and(|m| m.flavor == MpiFlavor::Openmpi)
+    }
+
+    /// True for an MPI program the first node starts with `mpirun`, which then starts the other
+    /// nodes' MPI daemons through their agents: MPICH, and Open MPI in containers.
+    pub fn launches_mpirun(&self) -> bool {
+        self.launches_mpi() && !self.launches_mpi_directly()
     }
 
     /// CPUs the job needs on each of its nodes.

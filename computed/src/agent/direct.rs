@@ -1,0 +1,384 @@
+//! Direct MPI launch: this node's ranks of an Open MPI job, started by the agent as plain tasks
+//! and wired up by the node's PMIx server, as `srun --mpi=pmix` does — no `mpirun`, no daemon.
+//!
+//! ```text
+//!  assignment (mpi.direct) ─▶ register the run's namespace with the PMIx server
+//!        ─▶ start the ranks (PMIx's environment + the fabric's OMPI_MCA_* settings)
+//!
+//!  every local rank at a fence ─▶ PMIx fence_nb ─▶ Fence(sequence, data) to the job's first
+//!        node with ranks ─▶ it answers every node with all nodes' data once all contributed
+//!        ─▶ the local ranks go on
+//!
+//!  a rank exits non-zero or calls MPI_Abort ─▶ the run's other ranks here are killed; the
+//!        head ends the job and the other nodes kill theirs
+//! ```
+
+use super::{Agent, LaunchRefusal, kill};
+use crate::ledger::RunKey;
+use crate::mpi;
+use crate::pmix::{FenceRequest, JobMap, PmixEvent, PmixServer, nspace_of};
+use beowulf_proto::v1::{self, agent_launch_client::AgentLaunchClient};
+use beowulf_types::JobId;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// How long a node keeps asking the first node for a fence it does not know yet: the head sends
+/// a job's desired state to every agent at once, but one may act on it some milliseconds later.
+const FENCE_NOT_YET_KNOWN_FOR: Duration = Duration::from_secs(10);
+const FENCE_RETRY: Duration = Duration::from_millis(20);
+/// After MPI_Abort, the time the aborting rank has to exit with its own code before the agent
+/// kills the run (Open MPI exits at once once the server has answered).
+const ABORT_GRACE: Duration = Duration::from_secs(1);
+
+/// Fences being gathered on this node for the jobs it is the first node of.
+#[derive(Debug, Default)]
+pub(super) struct FenceBoard {
+    rounds: BTreeMap<(RunKey, u32), Round>,
+}
+
+#[derive(Debug, Default)]
+struct Round {
+    /// Node index → that node's data.
+    data: BTreeMap<u32, Vec<u8>>,
+    waiting: Vec<oneshot::Sender<Arc<Vec<u8>>>>,
+}
+
+impl FenceBoard {
+    /// Adds one node's part; when all `nodes` have given theirs, answers every waiter.
+    fn contribute(
+        &mut self,
+        key: RunKey,
+        sequence: u32,
+        node: u32,
+        data: Vec<u8>,
+        nodes: usize,
+    ) -> oneshot::Receiver<Arc<Vec<u8>>> {
+        let (tx, rx) = oneshot::channel();
+        let round = self.rounds.entry((key, sequence)).or_default();
+        round.data.insert(node, data);
+        round.waiting.push(tx);
+        if round.data.len() >= nodes {
+            let round = self.rounds.remove(&(key, sequence)).expect("just used");
+            let all = Arc::new(round.data.into_values().flatten().collect::<Vec<u8>>());
+            for waiter in round.waiting {
+                let _ = waiter.send(Arc::clone(&all));
+            }
+        }
+        rx
+    }
+
+    /// Drops a run's fences (it ended): their waiters get an error.
+    pub(super) fn forget(&mut self, key: RunKey) {
+        self.rounds.retain(|(k, _), _| *k != key);
+    }
+}
+
+/// The nodes of a job that run ranks, with their counts, in nodelist order.
+fn nodes_with_ranks(a: &v1::Assignment, launch: &v1::MpiLaunch) -> Vec<(u32, String, u32)> {
+    a.nodelist
+        .iter()
+        .zip(&launch.tasks_per_node)
+        .enumerate()
+        .filter(|(_, (_, tasks))| **tasks > 0)
+        .map(|(index, (node, tasks))| (index as u32, node.clone(), *tasks))
+        .collect()
+}
+
+/// Parses [`nspace_of`] back.
+fn run_of(nspace: &str) -> Option<RunKey> {
+    let rest = nspace.strip_prefix("beowulf.")?;
+    let (job, run) = rest.split_once('.')?;
+    Some(RunKey {
+        job: JobId(job.parse().ok()?),
+        run: run.parse().ok()?,
+    })
+}
+
+impl<L: crate::launcher::Launcher> Agent<L> {
+    /// Hands the agent the node's PMIx server (or why there is none) and its events.
+    pub fn set_pmix(
+        self: &Arc<Self>,
+        server: Result<(&'static PmixServer, mpsc::UnboundedReceiver<PmixEvent>), String>,
+    ) {
+        match server {
+            Ok((server, mut events)) => {
+                let _ = self.pmix.set(Ok(server));
+                let agent = Arc::downgrade(self);
+                tokio::spawn(async move {
+                    while let Some(event) = events.recv().await {
+                        let Some(agent) = agent.upgrade() else { return };
+                        agent.on_pmix_event(event);
+                    }
+                });
+            }
+            Err(why) => {
+                tracing::warn!(%why, "no PMIx server: Open MPI jobs outside containers cannot start here");
+                let _ = self.pmix.set(Err(why));
+            }
+        }
+    }
+
+    fn pmix_server(&self) -> Result<&'static PmixServer, String> {
+        match self.pmix.get() {
+            Some(Ok(server)) => Ok(server),
+            Some(Err(why)) => Err(format!(
+                "{} has no PMIx server for direct MPI launch: {why}",
+                self.config.node_name
+            )),
+            None => Err(format!(
+                "{} has no PMIx server for direct MPI launch",
+                self.config.node_name
+            )),
+        }
+    }
+
+    /// Registers the run's namespace with this node's PMIx server (before its ranks start).
+    pub(super) fn register_direct(
+        &self,
+        key: RunKey,
+        a: &v1::Assignment,
+        launch: &v1::MpiLaunch,
+        tmpdir: String,
+    ) -> Result<(), String> {
+        let server = self.pmix_server()?;
+        let nodes = nodes_with_ranks(a, launch);
+        let node_index = nodes
+            .iter()
+            .position(|(index, _, _)| *index == a.node_index)
+            .ok_or_else(|| format!("{} has no ranks of the job", self.config.node_name))?;
+        let map = JobMap {
+            nspace: nspace_of(key.job.0, key.run),
+            job_id: key.job.0.to_string(),
+            tmpdir,
+            nodes: nodes.into_iter().map(|(_, n, t)| (n, t)).collect(),
+            node_index: node_index as u32,
+            uid: a.uid,
+            gid: a.gid,
+        };
+        if map.ranks_of(node_index) != (a.first_rank..a.first_rank + a.local_tasks) {
+            return Err(format!(
+                "the head gave {} ranks {}..{}, but the job's rank map puts {:?} here",
+                self.config.node_name,
+                a.first_rank,
+                a.first_rank + a.local_tasks,
+                map.ranks_of(node_index)
+            ));
+        }
+        server
+            .register(&map)
+            .map_err(|e| format!("cannot register the job with the PMIx server: {e}"))?;
+        self.lock().wired.entry(key).or_default().pmix_registered = true;
+        Ok(())
+    }
+
+    /// The environment of rank `rank` of a direct run, beside the task's own.
+    pub(super) fn direct_env(
+        &self,
+        key: RunKey,
+        launch: &v1::MpiLaunch,
+        rank: u32,
+        ib_device: Option<&str>,
+    ) -> Result<Vec<(String, String)>, String> {
+        let server = self.pmix_server()?;
+        let mut env = mpi::direct_env(
+            &launch.fabric,
+            self.config.mpi_tcp_include.as_deref(),
+            ib_device,
+        );
+        env.extend(
+            server
+                .fork_env(&nspace_of(key.job.0, key.run), rank)
+                .map_err(|e| format!("cannot set rank {rank} up with the PMIx server: {e}"))?,
+        );
+        Ok(env)
+    }
+
+    /// Forgets a run's namespace and fences (it ended here).
+    pub(super) fn forget_direct(&self, key: RunKey, registered: bool) {
+        self.fences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget(key);
+        if registered && let Ok(server) = self.pmix_server() {
+            server.deregister(&nspace_of(key.job.0, key.run));
+        }
+    }
+
+    fn on_pmix_event(self: Arc<Self>, event: PmixEvent) {
+        match event {
+            PmixEvent::Fence(request) => {
+                tokio::spawn(async move { self.local_fence(request).await });
+            }
+            PmixEvent::Abort {
+                nspace,
+                rank,
+                status,
+                message,
+            } => {
+                let Some(key) = run_of(&nspace) else { return };
+                tracing::warn!(job = %key.job, run = key.run, rank, status, %message, "a rank called MPI_Abort: ending the run");
+                self.set_cause(key, rank);
+                let agent = Arc::clone(&self);
+                tokio::spawn(async move {
+                    tokio::time::sleep(ABORT_GRACE).await;
+                    if agent.launcher.job_alive(key.job, key.run) {
+                        kill(&*agent.launcher, key);
+                    }
+                });
+            }
+        }
+    }
+
+    /// Records the first rank whose end ends the run here (its exit code becomes the run's).
+    pub(super) fn set_cause(&self, key: RunKey, rank: u32) {
+        let mut state = self.lock();
+        if let Some(entry) = state.ledger.data.runs.get_mut(&key)
+            && entry.cause.is_none()
+        {
+            entry.cause = Some(rank);
+        }
+    }
+
+    /// Every local rank of a run reached a fence: gathers all nodes' parts through the job's
+    /// first node and releases the ranks with them.
+    async fn local_fence(self: Arc<Self>, request: FenceRequest) {
+        let Some(key) = run_of(&request.nspace) else {
+            tracing::warn!(nspace = %request.nspace, "fence of an unknown namespace");
+            return;
+        };
+        let found = {
+            let mut state = self.lock();
+            let a = state.desired.get(&key).cloned();
+            let sequence = state.wired.get_mut(&key).map(|run| {
+                run.fences += 1;
+                run.fences - 1
+            });
+            a.zip(sequence)
+        };
+        let Some((a, sequence)) = found else {
+            tracing::warn!(job = %key.job, run = key.run, "fence of a run that is not running here");
+            return;
+        };
+        let Some(launch) = a.mpi.clone() else { return };
+        let nodes = nodes_with_ranks(&a, &launch);
+        let Some((first, first_node, _)) = nodes.first().cloned() else {
+            return;
+        };
+        let fence = v1::FenceRequest {
+            job_id: key.job.0,
+            run: key.run,
+            token: launch.token.clone(),
+            node_index: a.node_index,
+            sequence,
+            data: request.data.clone(),
+        };
+        let result = if first == a.node_index {
+            self.fence(fence).await.map_err(|e| e.to_string())
+        } else {
+            let endpoint = launch
+                .endpoints
+                .get(&first_node)
+                .cloned()
+                .unwrap_or_default();
+            send_fence(&endpoint, &first_node, fence).await
+        };
+        match result {
+            Ok(reply) => request.complete(Ok(&reply.data)),
+            Err(e) => {
+                tracing::warn!(job = %key.job, run = key.run, sequence, error = %e, "fence failed: the ranks here see an error");
+                request.complete(Err(()));
+            }
+        }
+    }
+
+    /// One node's part of a fence of a job this node is the first node of (AgentLaunch): answers
+    /// once every node with ranks has given its part.
+    pub async fn fence(&self, request: v1::FenceRequest) -> Result<v1::FenceReply, LaunchRefusal> {
+        let (key, a, launch) = self.mpi_run(request.job_id, request.run, &request.token)?;
+        let nodes = nodes_with_ranks(&a, &launch).len();
+        let rx = self
+            .fences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contribute(
+                key,
+                request.sequence,
+                request.node_index,
+                request.data,
+                nodes,
+            );
+        let all = rx.await.map_err(|_| {
+            LaunchRefusal::Failed(format!(
+                "job {}.{} ended before fence {} completed",
+                key.job, key.run, request.sequence
+            ))
+        })?;
+        Ok(v1::FenceReply {
+            data: all.as_ref().clone(),
+        })
+    }
+}
+
+/// Sends this node's part of a fence to the job's first node and waits for everyone's.
+async fn send_fence(
+    endpoint: &str,
+    node: &str,
+    request: v1::FenceRequest,
+) -> Result<v1::FenceReply, String> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+        .map_err(|e| format!("bad endpoint {endpoint} for {node}: {e}"))?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach the agent of {node} at {endpoint}: {e}"))?;
+    let mut client = AgentLaunchClient::new(channel);
+    let deadline = tokio::time::Instant::now() + FENCE_NOT_YET_KNOWN_FOR;
+    loop {
+        match client.fence(request.clone()).await {
+            Ok(reply) => return Ok(reply.into_inner()),
+            Err(status)
+                if status.code() == tonic::Code::NotFound
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(FENCE_RETRY).await;
+            }
+            Err(status) => return Err(format!("{node}: {}", status.message())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> RunKey {
+        RunKey {
+            job: JobId(4),
+            run: 1,
+        }
+    }
+
+    #[test]
+    fn a_fence_answers_everyone_with_all_parts_in_node_order_once_all_came() {
+        let mut board = FenceBoard::default();
+        let mut second = board.contribute(key(), 0, 2, b"cc".to_vec(), 3);
+        let mut first = board.contribute(key(), 0, 0, b"a".to_vec(), 3);
+        assert!(first.try_recv().is_err(), "answered before every node came");
+        // Another fence of the same run does not mix in.
+        let _other = board.contribute(key(), 1, 0, b"zz".to_vec(), 3);
+        let mut third = board.contribute(key(), 0, 1, b"b".to_vec(), 3);
+        for rx in [&mut first, &mut second, &mut third] {
+            assert_eq!(rx.try_recv().unwrap().as_slice(), b"abcc");
+        }
+        board.forget(key());
+        assert!(board.rounds.is_empty());
+    }
+
+    #[test]
+    fn namespaces_name_their_run() {
+        assert_eq!(run_of(&nspace_of(4, 1)), Some(key()));
+        assert_eq!(run_of("other.4.1"), None);
+    }
+}
