@@ -75,6 +75,12 @@ pub struct Offer {
 }
 
 impl AgentConfig {
+    /// True when other agents share this machine (a local cluster: `cgroup_name` is set to keep
+    /// them apart), so its "nodes" share the same cores and /dev/shm.
+    pub fn shares_machine(&self) -> bool {
+        self.cgroup_name.is_some()
+    }
+
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
         config::load(path, Self::parse)
     }

@@ -114,13 +114,13 @@ impl<L: crate::launcher::Launcher> Agent<L> {
                 });
             }
             Err(why) => {
-                tracing::warn!(%why, "no PMIx server: Open MPI jobs outside containers cannot start here");
+                tracing::warn!(%why, "no PMIx server: Open MPI jobs cannot start here");
                 let _ = self.pmix.set(Err(why));
             }
         }
     }
 
-    fn pmix_server(&self) -> Result<&'static PmixServer, String> {
+    pub(super) fn pmix_server(&self) -> Result<&'static PmixServer, String> {
         match self.pmix.get() {
             Some(Ok(server)) => Ok(server),
             Some(Err(why)) => Err(format!(
@@ -201,8 +201,10 @@ impl<L: crate::launcher::Launcher> Agent<L> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .forget(key);
+        // Deregistration waits on libpmix's thread: not here, under the agent's lock.
         if registered && let Ok(server) = self.pmix_server() {
-            server.deregister(&nspace_of(key.job.0, key.run));
+            let nspace = nspace_of(key.job.0, key.run);
+            std::thread::spawn(move || server.deregister(&nspace));
         }
     }
 
@@ -274,6 +276,7 @@ impl<L: crate::launcher::Launcher> Agent<L> {
             sequence,
             data: request.data.clone(),
         };
+        let started = std::time::Instant::now();
         let result = if first == a.node_index {
             self.fence(fence).await.map_err(|e| e.to_string())
         } else {
@@ -284,6 +287,7 @@ impl<L: crate::launcher::Launcher> Agent<L> {
                 .unwrap_or_default();
             send_fence(&endpoint, &first_node, fence).await
         };
+        tracing::debug!(job = %key.job, run = key.run, sequence, took = ?started.elapsed(), ok = result.is_ok(), "fence");
         match result {
             Ok(reply) => request.complete(Ok(&reply.data)),
             Err(e) => {
@@ -342,6 +346,7 @@ async fn send_fence(
                 if status.code() == tonic::Code::NotFound
                     && tokio::time::Instant::now() < deadline =>
             {
+                tracing::debug!(%node, message = status.message(), "fence not known there yet: asking again");
                 tokio::time::sleep(FENCE_RETRY).await;
             }
             Err(status) => return Err(format!("{node}: {}", status.message())),

@@ -1,6 +1,7 @@
 //! Container and MPI runs on this node ("wired" runs): staging the image, starting the job's
-//! containers — one per local task, or on the first node of an MPI job the one that runs
-//! `mpirun` — and starting MPI daemons when the job's `mpirun` asks for them (AgentLaunch).
+//! containers — one per local task (directly launched MPI ranks too, see `direct`), or on the
+//! first node of an mpirun-launched job the one that runs `mpirun` — and starting MPI daemons
+//! when the job's `mpirun` asks for them (AgentLaunch).
 //!
 //! ```text
 //!  assignment ─▶ prepare cgroup ─▶ stage image (unpack once per digest) ─▶ progress report
@@ -8,8 +9,9 @@
 //!        still desired? ── no ─▶ tasks end as not started
 //!                                        │ yes
 //!                                        ▼
-//!        node 0 of an MPI job: mpirun in a container  │  other jobs: one container per task
-//!        other nodes of an MPI job: nothing until a launch request with the job's credential
+//!        node 0 of an mpirun job: mpirun in a container  │  other jobs (and direct MPI
+//!        other nodes of an mpirun job: nothing until a   │  ranks): one container per task
+//!        launch request with the job's credential        │
 //!                                        ▼
 //!                    containers started ─▶ progress report ─▶ exits as usual
 //! ```
@@ -96,10 +98,17 @@ impl<L: Launcher> Agent<L> {
         if a.local_tasks == 0 {
             return;
         }
-        if let Some(launch) = a.mpi.as_ref().filter(|m| m.direct) {
-            let registered = self
-                .host_tmpdir(key, &a)
-                .and_then(|tmpdir| self.register_direct(key, &a, launch, tmpdir));
+        if let Some(launch) = a.mpi.clone().filter(|m| m.direct) {
+            // Registration waits on libpmix's thread: not on one of the runtime's.
+            let agent = Arc::clone(&self);
+            let assignment = a.clone();
+            let registered = tokio::task::spawn_blocking(move || {
+                agent
+                    .host_tmpdir(key, &assignment)
+                    .and_then(|tmpdir| agent.register_direct(key, &assignment, &launch, tmpdir))
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("the PMIx registration panicked: {e}")));
             if let Err(e) = registered {
                 tracing::warn!(job = %key.job, error = %e, "cannot launch the MPI ranks");
                 not_started(e);
@@ -171,13 +180,19 @@ impl<L: Launcher> Agent<L> {
         };
         if let Some(launch) = a.mpi.as_ref().filter(|m| m.direct) {
             env.extend(self.direct_env(key, launch, rank, ib_device().as_deref())?);
-            // Open MPI names its shared-memory segments after the host, the job and the local
-            // rank, in /dev/shm: the agents of a local cluster share the host, so their ranks'
-            // segments would collide (measured: SIGSEGV in MPI_Init). Each node's go in its
-            // run's own TMPDIR there.
-            if self.config.cgroup_name.is_some() {
+            if self.config.shares_machine() {
+                // Open MPI names its shared-memory segments after the host, the job and the
+                // local rank, in /dev/shm: the nodes' ranks would collide (measured: SIGSEGV in
+                // MPI_Init). Each node's go in its run's own TMPDIR.
                 env.entry("OMPI_MCA_btl_vader_backing_directory".into())
                     .or_insert(self.host_tmpdir(key, a)?);
+                // Every node's ranks take each node's cores to be theirs and busy-poll on all of
+                // them; waiting ranks then starved the kernel's own threads on this 2-core
+                // machine (RCU and workqueue stalls, agents silent for a minute, measured).
+                // mpirun avoided it by binding every node's rank to core 0. Ranks that wait
+                // yield the CPU instead.
+                env.entry("OMPI_MCA_mpi_yield_when_idle".into())
+                    .or_insert("1".into());
             }
         } else if let Some(launch) = &a.mpi {
             let rsh = match rootfs {
@@ -195,11 +210,14 @@ impl<L: Launcher> Agent<L> {
             });
             env.extend(launch_env(a, launch));
         }
+        // MPI runs get a private TMPDIR on the node (mounted into containers of direct runs:
+        // the ranks' session files are there, and PMIx removes it with the namespace).
+        let direct = a.mpi.as_ref().is_some_and(|m| m.direct);
+        if a.mpi.is_some() && (direct || rootfs.is_none()) {
+            env.insert("TMPDIR".into(), self.host_tmpdir(key, a)?);
+        }
         match rootfs {
             None => {
-                if a.mpi.is_some() {
-                    env.insert("TMPDIR".into(), self.host_tmpdir(key, a)?);
-                }
                 task.env = env.into_iter().collect();
                 Ok(task)
             }
@@ -255,12 +273,27 @@ impl<L: Launcher> Agent<L> {
                 read_only: true,
             });
         }
-        if a.mpi.is_some() {
-            binds.push(bundle::Bind {
+        match &a.mpi {
+            // Directly launched ranks reach the node's PMIx server over loopback (host network)
+            // and read its shared-memory store in its directory; their TMPDIR is the run's.
+            Some(launch) if launch.direct => {
+                for dir in [
+                    self.pmix_server()?.dir().to_path_buf(),
+                    PathBuf::from(self.host_tmpdir(key, a)?),
+                ] {
+                    binds.push(bundle::Bind {
+                        source: dir.clone(),
+                        destination: dir,
+                        read_only: false,
+                    });
+                }
+            }
+            Some(_) => binds.push(bundle::Bind {
                 source: rsh_on_host()?,
                 destination: RSH_IN_CONTAINER.into(),
                 read_only: true,
-            });
+            }),
+            None => {}
         }
         let config = bundle::ContainerConfig {
             rootfs: rootfs.to_path_buf(),
@@ -291,7 +324,8 @@ impl<L: Launcher> Agent<L> {
         })
     }
 
-    /// A private TMPDIR for an MPI run outside containers: Open MPI keeps its session directory
+    /// A private TMPDIR for an MPI run (outside containers, or mounted into those of a direct
+    /// run): Open MPI keeps its session directory
     /// under `$TMPDIR/ompi.<hostname>.<uid>`, and several agents of one machine (a local
     /// cluster) would otherwise race to create the same one. Created for the job's user, removed
     /// when the run is forgotten.

@@ -21,6 +21,8 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: first thing in main, before any thread (the runtime's, libpmix's) exists.
+    unsafe { beowulf_computed::pmix::configure_process() };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

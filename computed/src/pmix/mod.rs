@@ -10,7 +10,7 @@
 //! request is dropped unanswered, so a rank never waits on a fence the agent forgot.
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use tokio::sync::mpsc;
 
@@ -246,10 +246,29 @@ impl JobMap {
 /// The process's PMIx server (libpmix allows one per process).
 #[derive(Debug)]
 pub struct PmixServer {
-    _private: (),
+    dir: PathBuf,
 }
 
 static SERVER: OnceLock<PmixServer> = OnceLock::new();
+
+/// The PMIx store the server and its ranks use, as an MCA parameter libpmix reads from the
+/// environment. The shared-memory stores (ds21, ds12, the default) lock a segment the ranks lock
+/// too: with them a node stalled for a minute (measured) — a rank blocked on the server while
+/// holding its read lock, the server waiting for the write lock to drop an ended job's
+/// namespace. The hash store answers ranks by message instead; the server passes the choice on
+/// to every rank it sets up.
+pub const STORE_ENV: (&str, &str) = ("PMIX_MCA_gds", "hash");
+
+/// Sets what libpmix reads from this process's environment ([`STORE_ENV`]).
+///
+/// # Safety
+///
+/// Call before the process has other threads (the environment is not synchronised with C code
+/// reading it).
+pub unsafe fn configure_process() {
+    // SAFETY: the caller guarantees no other thread exists.
+    unsafe { std::env::set_var(STORE_ENV.0, STORE_ENV.1) };
+}
 
 /// The namespace of a job run's ranks.
 pub fn nspace_of(job: u64, run: u32) -> String {
@@ -295,7 +314,13 @@ impl PmixServer {
             )
         };
         check("PMIx_server_init", status)?;
-        Ok((SERVER.get_or_init(|| PmixServer { _private: () }), rx))
+        let dir = dir.to_path_buf();
+        Ok((SERVER.get_or_init(|| PmixServer { dir }), rx))
+    }
+
+    /// The server's directory (rendezvous and shared-memory files its ranks read).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Registers a job run's namespace and this node's ranks of it (before they start).
@@ -412,6 +437,8 @@ mod tests {
     /// The real library: the one server of this test process.
     #[test]
     fn a_registered_rank_gets_its_namespace_rank_and_the_servers_address() {
+        // SAFETY: the other tests of this binary do not touch libpmix or read PMIX_MCA_gds.
+        unsafe { configure_process() };
         let dir = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -433,6 +460,7 @@ mod tests {
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         assert_eq!(get("PMIX_NAMESPACE").as_deref(), Some("beowulf.7.0"));
         assert_eq!(get("PMIX_RANK").as_deref(), Some("4"));
+        assert_eq!(get("PMIX_GDS_MODULE").as_deref(), Some("hash"), "{env:?}");
         assert!(
             get("PMIX_SERVER_URI4").is_some_and(|uri| uri.contains("tcp4://127.0.0.1:")),
             "{env:?}"

@@ -113,12 +113,11 @@ impl JobSpec {
         )
     }
 
-    /// True for an Open MPI program outside a container: every node's agent starts its ranks
-    /// itself and wires them up through its PMIx server (direct launch, as `srun --mpi=pmix`),
-    /// with no `mpirun` and no daemon per node.
+    /// True for an Open MPI program: every node's agent starts its ranks itself (in containers
+    /// when the job has an image) and wires them up through its PMIx server (direct launch, as
+    /// `srun --mpi=pmix`), with no `mpirun` and no daemon per node.
     pub fn launches_mpi_directly(&self) -> bool {
         self.launches_mpi()
-            && self.container.is_none()
             && self
                 .mpi
                 .as_ref()
@@ -126,7 +125,7 @@ impl JobSpec {
     }
 
     /// True for an MPI program the first node starts with `mpirun`, which then starts the other
-    /// nodes' MPI daemons through their agents: MPICH, and Open MPI in containers.
+    /// nodes' MPI daemons through their agents (MPICH's hydra).
     pub fn launches_mpirun(&self) -> bool {
         self.launches_mpi() && !self.launches_mpi_directly()
     }
