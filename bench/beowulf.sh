@@ -101,11 +101,14 @@ out launch_N${NODES}_hostname_max_ms "$(printf '%s\n' "${launch[@]}" | maxv | ms
 
 # A NODES-rank MPI hello (examples/mpi-hello.c: ring + allreduce), without and with containers:
 # from submit until the job has ended (Slurm's row is `srun --mpi=pmix -N5 -n5 hello`).
+# launch = "direct": each agent starts its ranks with its PMIx server, as srun --mpi=pmix does
+# (one machine, so the shared output file is safe); MPI_LAUNCH=mpirun measures mpirun instead.
+MPI_LAUNCH=${MPI_LAUNCH:-direct}
 if [ "$MPI_REPS" -gt 0 ] && command -v mpicc >/dev/null; then
   mpicc -O2 -o "$W/mpi-hello" "$REPO/examples/mpi-hello.c"
   mpi_job() { # $1 file, $2 command, $3 extra sections
-    printf 'nodes = %s\nntasks = %s\ncommand = ["%s"]\noutput = "%s/mpi-%%j.out"\ntime_limit = "5"\n%s[mpi]\nflavor = "openmpi"\nfabric = "tcp"\n' \
-      "$NODES" "$NODES" "$2" "$W" "$3" > "$1"
+    printf 'nodes = %s\nntasks = %s\ncommand = ["%s"]\noutput = "%s/mpi-%%j.out"\ntime_limit = "5"\n%s[mpi]\nflavor = "openmpi"\nfabric = "tcp"\nlaunch = "%s"\n' \
+      "$NODES" "$NODES" "$2" "$W" "$3" "$MPI_LAUNCH" > "$1"
   }
   mpi_runs() { # $1 file, $2 reps; prints the wall time of each run that printed the right result
     local i t0 t1 id

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 const NOBODY: u32 = 65534;
 const MINUTE: Duration = Duration::from_secs(60);
-/// Every rank of an MPI job carries this in its command line.
+/// Every process of an MPI job carries this in its command line (mpirun, orted, the ranks).
 const RANK_BINARY: &str = "/opt/mpi-hello/mpi-hello";
 
 fn job(cluster: &LocalCluster, name: &str, env: &str, fabric: &str) -> PathBuf {

@@ -1,6 +1,5 @@
-//! Local tier, issue 7: Open MPI outside containers is launched directly — each agent starts its
-//! node's ranks itself and wires them up through its PMIx server, with no mpirun and no daemon
-//! per node. Six ranks on three agents (two per node, so shared memory between local ranks and
+//! Local tier, issue 7: Open MPI with `launch = "direct"` — each agent starts its node's ranks
+//! itself and wires them up through its PMIx server, with no mpirun and no daemon per node. Six ranks on three agents (two per node, so shared memory between local ranks and
 //! TCP between nodes), run as the submitting user; a failing rank fails the job with its own
 //! exit code and leaves nothing behind; `cluster cancel` stops every rank.
 
@@ -30,7 +29,7 @@ fn job(cluster: &LocalCluster, name: &str, program: &Path, env: &str) -> PathBuf
         &format!(
             "name = \"{name}\"\nnodes = 3\nntasks = 6\ncommand = [\"{}\"]\n\
              output = \"{name}-%j.out\"\ntime_limit = \"00:05:00\"\nenv = {{ {env} }}\n\
-             [mpi]\nflavor = \"openmpi\"\nfabric = \"tcp\"\n",
+             [mpi]\nflavor = \"openmpi\"\nfabric = \"tcp\"\nlaunch = \"direct\"\n",
             program.display()
         ),
     )
@@ -70,7 +69,7 @@ fn status_field(pid: i32, field: &str) -> Option<String> {
 }
 
 #[test]
-fn open_mpi_outside_containers_is_launched_directly_by_the_agents() {
+fn open_mpi_with_launch_direct_is_started_by_the_agents_without_mpirun() {
     let cluster = LocalCluster::start(3, 10);
     let program = hello(&cluster);
 

@@ -90,6 +90,8 @@ fn main() -> anyhow::Result<()> {
             _ = terminate.recv() => agent.stop_all(),
             _ = tokio::signal::ctrl_c() => agent.stop_all(),
         }
+        // The PMIx server's files die with it (the next agent of this node starts afresh).
+        let _ = std::fs::remove_dir_all(&pmix_dir);
         Ok(())
     })
 }

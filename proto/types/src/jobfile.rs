@@ -113,19 +113,18 @@ impl JobSpec {
         )
     }
 
-    /// True for an Open MPI program: every node's agent starts its ranks itself (in containers
-    /// when the job has an image) and wires them up through its PMIx server (direct launch, as
-    /// `srun --mpi=pmix`), with no `mpirun` and no daemon per node.
+    /// True for an Open MPI program with `launch = "direct"`: every node's agent starts its
+    /// ranks itself (in containers when the job has an image) and wires them up through its
+    /// PMIx server (as `srun --mpi=pmix`), with no `mpirun` and no daemon per node.
     pub fn launches_mpi_directly(&self) -> bool {
         self.launches_mpi()
-            && self
-                .mpi
-                .as_ref()
-                .is_some_and(|m| m.flavor == MpiFlavor::Openmpi)
+            && self.mpi.as_ref().is_some_and(|m| {
+                m.flavor == MpiFlavor::Openmpi && m.launch == MpiLaunchMode::Direct
+            })
     }
 
     /// True for an MPI program the first node starts with `mpirun`, which then starts the other
-    /// nodes' MPI daemons through their agents (MPICH's hydra).
+    /// nodes' MPI daemons through their agents.
     pub fn launches_mpirun(&self) -> bool {
         self.launches_mpi() && !self.launches_mpi_directly()
     }
@@ -167,6 +166,23 @@ pub struct ContainerSpec {
 pub struct MpiSpec {
     pub flavor: MpiFlavor,
     pub fabric: Fabric,
+    #[serde(default)]
+    pub launch: MpiLaunchMode,
+}
+
+/// How an Open MPI job's ranks start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MpiLaunchMode {
+    /// `mpirun` on the first node; its daemons on the others through their agents. Every rank's
+    /// output reaches the job's output file through mpirun, on the first node.
+    #[default]
+    Mpirun,
+    /// Each node's agent starts its ranks and wires them up with its PMIx server (as
+    /// `srun --mpi=pmix`): no mpirun, no daemons, faster. Each node writes its ranks' output to
+    /// the output file itself, which is only safe where the nodes share one file system's
+    /// append semantics (one machine; not NFS, whose clients overwrite each other's appends).
+    Direct,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,6 +248,7 @@ struct RawJob {
 struct RawMpi {
     flavor: Option<MpiFlavor>,
     fabric: Option<Fabric>,
+    launch: Option<MpiLaunchMode>,
 }
 
 /// Parses and validates a job file's text. `file` is only used in error messages.
@@ -360,6 +377,7 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, JobFileError> {
             Some(MpiSpec {
                 flavor: m.flavor.unwrap_or(MpiFlavor::Openmpi),
                 fabric: m.fabric.unwrap_or(Fabric::Auto),
+                launch: m.launch.unwrap_or_default(),
             })
         }
     };
@@ -728,6 +746,17 @@ mod tests {
 
     fn parse(text: &str) -> Result<JobSpec, JobFileError> {
         parse_job_file("job.toml", text)
+    }
+
+    #[test]
+    fn mpi_launch_is_mpirun_unless_direct_is_asked_for() {
+        let base = "command = [\"./a\"]\nnodes = 2\nntasks = 2\n[mpi]\nflavor = \"openmpi\"\n";
+        let spec = parse_job_file("a.toml", base).unwrap();
+        assert!(spec.launches_mpirun() && !spec.launches_mpi_directly());
+        let spec = parse_job_file("a.toml", &format!("{base}launch = \"direct\"\n")).unwrap();
+        assert!(spec.launches_mpi_directly() && !spec.launches_mpirun());
+        let e = parse_job_file("a.toml", &format!("{base}launch = \"ssh\"\n")).unwrap_err();
+        assert_eq!((e.line, e.field.as_deref()), (6, Some("launch")), "{e}");
     }
 
     #[test]

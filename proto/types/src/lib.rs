@@ -15,8 +15,8 @@ mod time;
 pub use ids::{Generation, JobId, NodeName};
 pub use inventory::{IbPort, IbPortState, Inventory, Nic};
 pub use jobfile::{
-    ArraySpec, ContainerSpec, DependencySpec, Fabric, JobFileError, JobSpec, MpiFlavor, MpiSpec,
-    Program, apply_overrides, line_of_field, parse_job_file,
+    ArraySpec, ContainerSpec, DependencySpec, Fabric, JobFileError, JobSpec, MpiFlavor,
+    MpiLaunchMode, MpiSpec, Program, apply_overrides, line_of_field, parse_job_file,
 };
 pub use resources::Resources;
 pub use states::{JobState, NodeState, PendingReason};
