@@ -6,37 +6,23 @@ use std::process::Command;
 /// Where Debian 12 installs libpmix when pkg-config does not say.
 const DEBIAN_PMIX: &str = "/usr/lib/x86_64-linux-gnu/pmix2";
 
-fn pkg_config(arg: &str) -> Option<Vec<String>> {
-    let out = Command::new("pkg-config")
-        .args([arg, "pmix"])
-        .output()
-        .ok()?;
-    out.status.success().then(|| {
-        String::from_utf8_lossy(&out.stdout)
+/// The paths pkg-config gives with `flag` (`--cflags-only-I` → `-I...`), each without its
+/// two-letter prefix; `fallback` under Debian's directory when pkg-config has nothing.
+fn pkg_paths(flag: &str, fallback: &str) -> Vec<String> {
+    let out = Command::new("pkg-config").args([flag, "pmix"]).output();
+    match out {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
-            .map(str::to_string)
-            .collect()
-    })
+            .map(|f| f.get(2..).unwrap_or_default().to_string())
+            .collect(),
+        _ => vec![format!("{DEBIAN_PMIX}/{fallback}")],
+    }
 }
 
 fn main() {
     println!("cargo:rerun-if-changed=src/pmix/shim.c");
-    let includes: Vec<String> = pkg_config("--cflags-only-I")
-        .map(|flags| {
-            flags
-                .iter()
-                .map(|f| f.trim_start_matches("-I").to_string())
-                .collect()
-        })
-        .unwrap_or_else(|| vec![format!("{DEBIAN_PMIX}/include")]);
-    let libdirs: Vec<String> = pkg_config("--libs-only-L")
-        .map(|flags| {
-            flags
-                .iter()
-                .map(|f| f.trim_start_matches("-L").to_string())
-                .collect()
-        })
-        .unwrap_or_else(|| vec![format!("{DEBIAN_PMIX}/lib")]);
+    let includes = pkg_paths("--cflags-only-I", "include");
+    let libdirs = pkg_paths("--libs-only-L", "lib");
     let mut build = cc::Build::new();
     build
         .file("src/pmix/shim.c")

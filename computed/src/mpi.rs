@@ -156,6 +156,21 @@ pub fn endpoints_env(mpi: &v1::MpiLaunch) -> String {
         .join(",")
 }
 
+/// A client of `node`'s launch service at `endpoint` (TCP_NODELAY: requests and answers are
+/// small and must not wait for delayed ACKs).
+pub async fn connect_launch(
+    endpoint: &str,
+    node: &str,
+) -> Result<v1::agent_launch_client::AgentLaunchClient<tonic::transport::Channel>, String> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+        .map_err(|e| format!("bad endpoint {endpoint} for {node}: {e}"))?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach the agent of {node} at {endpoint}: {e}"))?;
+    Ok(v1::agent_launch_client::AgentLaunchClient::new(channel))
+}
+
 /// Parses [`ENV_ENDPOINTS`] back: the endpoint of `node`.
 pub fn endpoint_of<'a>(endpoints: &'a str, node: &str) -> Option<&'a str> {
     endpoints

@@ -128,6 +128,23 @@ impl LocalCluster {
         cmd.output().expect("cluster runs")
     }
 
+    /// `submit --json [--wait] FILE` as another user; the job's record. Without `--wait` the
+    /// submit must succeed (with it, the exit code is the job's, as srun's is).
+    pub fn submit_as(&self, uid: u32, gid: u32, file: &Path, wait: bool) -> Value {
+        let mut args = vec!["submit", "--json"];
+        if wait {
+            args.push("--wait");
+        }
+        args.push(file.to_str().unwrap());
+        let out = self.cluster_as(uid, gid, &args);
+        assert!(
+            out.status.success() || wait,
+            "submit: {}",
+            text(&out.stderr)
+        );
+        json(&out.stdout)
+    }
+
     /// Writes a job file into the work directory and returns its path.
     pub fn job_file(&self, name: &str, body: &str) -> PathBuf {
         let path = self.work.path().join(name);

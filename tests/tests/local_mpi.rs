@@ -4,7 +4,7 @@
 //!
 //! The image is built from Debian packages by `scripts/build-mpi-image.sh` (cached by recipe).
 
-use beowulf_tests::{LocalCluster, json, mpi_image, processes_with, text, wait_no_process};
+use beowulf_tests::{LocalCluster, mpi_image, processes_with, text, wait_no_process};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -30,19 +30,7 @@ fn submit_as_nobody(
     file: &std::path::Path,
     wait: bool,
 ) -> serde_json::Value {
-    let mut args = vec!["submit", "--json"];
-    if wait {
-        args.push("--wait");
-    }
-    args.push(file.to_str().unwrap());
-    let out = cluster.cluster_as(NOBODY, NOBODY, &args);
-    // `submit --wait` exits with the job's code, as srun does.
-    assert!(
-        out.status.success() || wait,
-        "submit: {}",
-        text(&out.stderr)
-    );
-    json(&out.stdout)
+    cluster.submit_as(NOBODY, NOBODY, file, wait)
 }
 
 fn uid_of(pid: i32) -> Option<u32> {

@@ -3,7 +3,7 @@
 //! TCP between nodes), run as the submitting user; a failing rank fails the job with its own
 //! exit code and leaves nothing behind; `cluster cancel` stops every rank.
 
-use beowulf_tests::{LocalCluster, json, processes_with, repo_root, text, wait_no_process};
+use beowulf_tests::{LocalCluster, processes_with, repo_root, text, wait_no_process};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -36,18 +36,7 @@ fn job(cluster: &LocalCluster, name: &str, program: &Path, env: &str) -> PathBuf
 }
 
 fn submit_as_nobody(cluster: &LocalCluster, file: &Path, wait: bool) -> serde_json::Value {
-    let mut args = vec!["submit", "--json"];
-    if wait {
-        args.push("--wait");
-    }
-    args.push(file.to_str().unwrap());
-    let out = cluster.cluster_as(NOBODY, NOBODY, &args);
-    assert!(
-        out.status.success() || wait,
-        "submit: {}",
-        text(&out.stderr)
-    );
-    json(&out.stdout)
+    cluster.submit_as(NOBODY, NOBODY, file, wait)
 }
 
 /// The ranks of `program` now running (not the shells or tools that mention it).

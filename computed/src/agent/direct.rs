@@ -17,7 +17,7 @@ use super::{Agent, LaunchRefusal, kill};
 use crate::ledger::RunKey;
 use crate::mpi;
 use crate::pmix::{FenceRequest, JobMap, PmixEvent, PmixServer, nspace_of};
-use beowulf_proto::v1::{self, agent_launch_client::AgentLaunchClient};
+use beowulf_proto::v1;
 use beowulf_types::JobId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -331,13 +331,7 @@ async fn send_fence(
     node: &str,
     request: v1::FenceRequest,
 ) -> Result<v1::FenceReply, String> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
-        .map_err(|e| format!("bad endpoint {endpoint} for {node}: {e}"))?
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach the agent of {node} at {endpoint}: {e}"))?;
-    let mut client = AgentLaunchClient::new(channel);
+    let mut client = mpi::connect_launch(endpoint, node).await?;
     let deadline = tokio::time::Instant::now() + FENCE_NOT_YET_KNOWN_FOR;
     loop {
         match client.fence(request.clone()).await {

@@ -6,7 +6,7 @@
 //! mpirun; NODE must be one of the job's nodes.
 
 use beowulf_computed::mpi;
-use beowulf_proto::v1::{self, agent_launch_client::AgentLaunchClient};
+use beowulf_proto::v1;
 use std::process::ExitCode;
 
 /// Exit code when the launch itself failed (ssh uses 255 for its own errors, and Open MPI
@@ -70,13 +70,8 @@ fn run(args: &[String]) -> Result<i32, String> {
         .build()
         .map_err(|e| format!("cannot start: {e}"))?;
     runtime.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
-            .map_err(|e| format!("bad endpoint {endpoint} for {node}: {e}"))?
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| format!("cannot reach the agent of {node} at {endpoint}: {e}"))?;
-        let reply = AgentLaunchClient::new(channel)
+        let reply = mpi::connect_launch(endpoint, node)
+            .await?
             .launch(request)
             .await
             .map_err(|status| format!("{node} refused the launch: {}", status.message()))?
