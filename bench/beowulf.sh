@@ -101,8 +101,8 @@ out launch_N${NODES}_hostname_max_ms "$(printf '%s\n' "${launch[@]}" | maxv | ms
 
 # A NODES-rank MPI hello (examples/mpi-hello.c: ring + allreduce), without and with containers:
 # from submit until the job has ended (Slurm's row is `srun --mpi=pmix -N5 -n5 hello`).
-# launch = "direct": each agent starts its ranks with its PMIx server, as srun --mpi=pmix does
-# (one machine, so the shared output file is safe); MPI_LAUNCH=mpirun measures mpirun instead.
+# The default launch ("direct"): each agent starts its ranks with its PMIx server, as srun
+# --mpi=pmix does; MPI_LAUNCH=mpirun measures mpirun instead.
 MPI_LAUNCH=${MPI_LAUNCH:-direct}
 if [ "$MPI_REPS" -gt 0 ] && command -v mpicc >/dev/null; then
   mpicc -O2 -o "$W/mpi-hello" "$REPO/examples/mpi-hello.c"

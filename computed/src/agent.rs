@@ -15,13 +15,14 @@
 //! ```
 
 mod direct;
+mod output;
 mod wired;
 
 pub use wired::LaunchRefusal;
 
 use crate::config::AgentConfig;
 use crate::container::ImageCache;
-use crate::launcher::{JobLimits, Launcher, TaskExit, TaskLaunch};
+use crate::launcher::{JobLimits, LaunchError, Launcher, TaskExit, TaskLaunch, TaskOutput};
 use crate::ledger::{Ledger, LedgerError, RunEntry, RunKey, TaskEnd};
 use crate::reconcile::{Action, reconcile};
 use beowulf_proto::v1::{self, agent_hub_client::AgentHubClient, agent_message::Body};
@@ -63,6 +64,8 @@ struct State {
     outgoing: Option<mpsc::UnboundedSender<v1::AgentMessage>>,
     /// Container and MPI runs: their containers and phase times (memory only).
     wired: BTreeMap<RunKey, wired::WiredRun>,
+    /// Runs whose output this node forwards to their writer: true once all of it was written.
+    forwarding: BTreeMap<RunKey, tokio::sync::watch::Receiver<bool>>,
 }
 
 #[derive(Debug)]
@@ -82,6 +85,8 @@ pub struct Agent<L: Launcher> {
     pmix: std::sync::OnceLock<Result<&'static crate::pmix::PmixServer, String>>,
     /// Fences gathered here for direct MPI runs whose first node this is.
     fences: Mutex<direct::FenceBoard>,
+    /// Runs whose output files this node writes for the other nodes.
+    outputs: Mutex<BTreeMap<RunKey, Arc<output::WriterRun>>>,
     /// This agent, for the tasks it spawns (container runs stage images asynchronously).
     me: Weak<Agent<L>>,
 }
@@ -130,12 +135,14 @@ impl<L: Launcher> Agent<L> {
                 desired: BTreeMap::new(),
                 outgoing: None,
                 wired: BTreeMap::new(),
+                forwarding: BTreeMap::new(),
             }),
             exits,
             images,
             launch_endpoint: Mutex::new(String::new()),
             pmix: std::sync::OnceLock::new(),
             fences: Mutex::new(direct::FenceBoard::default()),
+            outputs: Mutex::new(BTreeMap::new()),
             me: me.clone(),
         });
         Ok((agent, exit_rx))
@@ -343,6 +350,8 @@ impl<L: Launcher> Agent<L> {
 
     fn start_run(&self, state: &mut State, key: RunKey) {
         let a = state.desired[&key].clone();
+        // Before anything that takes time (staging an image): other nodes may be faster.
+        self.begin_writing(key, &a);
         if wired::is_wired(&a) {
             self.start_wired_run(state, key, a);
             return;
@@ -363,15 +372,29 @@ impl<L: Launcher> Agent<L> {
             }
             return;
         }
+        let forward = self.begin_forwarding(state, key, &a);
         for rank in a.first_rank..a.first_rank + a.local_tasks {
             let task = self.task_launch(&a, key, rank);
-            if let Err(e) = self.launcher.start_task(task, self.exits.clone()) {
+            if let Err(e) = self.start_task(task, forward.as_ref()) {
                 tracing::warn!(job = %key.job, rank, error = %e, "task did not start");
                 let _ = self
                     .exits
                     .send(TaskExit::not_started(key.job, key.run, rank, &e));
             }
         }
+    }
+
+    /// Starts a task of a run, forwarding its output when the run's output goes to another node.
+    fn start_task(
+        &self,
+        task: TaskLaunch,
+        forward: Option<&mpsc::Sender<output::Piece>>,
+    ) -> Result<(), LaunchError> {
+        let started = self.launcher.start_task(task, self.exits.clone())?;
+        if let (Some(pipes), Some(queue)) = (started.pipes, forward) {
+            output::attach_output(pipes, queue);
+        }
+        Ok(())
     }
 
     fn task_launch(&self, a: &v1::Assignment, key: RunKey, rank: u32) -> TaskLaunch {
@@ -387,6 +410,11 @@ impl<L: Launcher> Agent<L> {
             uid: a.uid,
             gid: a.gid,
             container: None,
+            output: if output::forwards_output(a) {
+                TaskOutput::Pipes
+            } else {
+                TaskOutput::Files
+            },
         }
     }
 
@@ -497,13 +525,36 @@ impl<L: Launcher> Agent<L> {
             tracing::error!(error = %e, "cannot save the ledger");
         }
         tracing::info!(job = %key.job, run = key.run, code = report.exit_code, "run finished on this node");
+        match (state.forwarding.remove(&key), self.me.upgrade()) {
+            // The head ends the job when every node reported: its output must be written by then.
+            (Some(mut forwarded), Some(agent)) => {
+                tokio::spawn(async move {
+                    let drained =
+                        tokio::time::timeout(output::DRAIN_FOR, forwarded.wait_for(|done| *done))
+                            .await
+                            .is_ok();
+                    if !drained {
+                        tracing::warn!(job = %key.job, run = key.run, "output still open after the run's tasks ended (a process they left holds it): reporting the end now");
+                    }
+                    agent.report(report);
+                });
+            }
+            _ => Self::send_report(&state, report),
+        }
+        if !state.desired.contains_key(&key) {
+            self.forget(&mut state, key);
+        }
+    }
+
+    fn report(&self, report: v1::RunReport) {
+        Self::send_report(&self.lock(), report);
+    }
+
+    fn send_report(state: &State, report: v1::RunReport) {
         if let Some(out) = &state.outgoing {
             let _ = out.send(v1::AgentMessage {
                 body: Some(Body::Report(report)),
             });
-        }
-        if !state.desired.contains_key(&key) {
-            self.forget(&mut state, key);
         }
     }
 
@@ -517,6 +568,7 @@ impl<L: Launcher> Agent<L> {
             return;
         }
         self.cleanup_wired(state, key);
+        self.forget_output(state, key);
         // A run without tasks here (a batch script's or MPI job's other nodes) never sent a
         // final report: send one, so the head releases the node.
         let taskless = state
@@ -698,6 +750,79 @@ mod tests {
                 .any(|c| matches!(c, LauncherCall::Release { .. }))
         );
         assert!(agent.lock().ledger.data.runs.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_writer_takes_output_only_with_the_runs_credential_and_writes_each_batch_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, mut exits, _out) = agent(dir.path(), RecordingLauncher::new());
+        let me = nix::unistd::getuid().as_raw();
+        let forward = |node_index| v1::Assignment {
+            node_index,
+            nodelist: vec!["node1".into(), "node2".into()],
+            workdir: dir.path().display().to_string(),
+            stdout_path: "out".into(),
+            stderr_path: "out".into(),
+            uid: me,
+            gid: nix::unistd::getgid().as_raw(),
+            output: Some(v1::OutputForward {
+                writer_index: 0,
+                writer_endpoint: "127.0.0.1:1".into(),
+                token: "secret".into(),
+            }),
+            ..assignment(8, 1, 1)
+        };
+        agent.on_desired(desired(1, vec![forward(0)]));
+        let request = |token: &str, sequence, line: &str| v1::OutputRequest {
+            job_id: 8,
+            run: 1,
+            token: token.into(),
+            node_index: 1,
+            sequence,
+            chunks: vec![v1::OutputChunk {
+                stderr: false,
+                data: line.as_bytes().to_vec(),
+            }],
+        };
+        let refused = agent.output(request("guess", 1, "x\n")).await.unwrap_err();
+        assert!(
+            matches!(refused, LaunchRefusal::BadCredential(_)),
+            "{refused}"
+        );
+        agent.output(request("secret", 1, "one\n")).await.unwrap();
+        // The same batch again (its answer was lost) is not written twice.
+        agent.output(request("secret", 1, "one\n")).await.unwrap();
+        agent.output(request("secret", 2, "two\n")).await.unwrap();
+        let written = std::fs::read_to_string(dir.path().join("out")).unwrap();
+        assert_eq!(written, "one\ntwo\n");
+        // A run this node does not write, or does not know, takes none.
+        let other = v1::Assignment {
+            job_id: 9,
+            ..forward(1)
+        };
+        agent.on_desired(desired(2, vec![other]));
+        let to = |job_id| v1::OutputRequest {
+            job_id,
+            ..request("secret", 3, "x\n")
+        };
+        let refused = agent.output(to(9)).await.unwrap_err();
+        assert!(matches!(refused, LaunchRefusal::NotWriter(_)), "{refused}");
+        let refused = agent.output(to(10)).await.unwrap_err();
+        assert!(matches!(refused, LaunchRefusal::NotHere(_)), "{refused}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out")).unwrap(),
+            written
+        );
+        // A run that ended here (the head dropped it: the job failed) still takes the other
+        // nodes' last lines for a while.
+        agent.on_task_exit(exits.recv().await.unwrap());
+        assert!(!agent.lock().ledger.data.runs.contains_key(&RunKey {
+            job: JobId(8),
+            run: 1
+        }));
+        agent.output(request("secret", 3, "last\n")).await.unwrap();
+        let written = std::fs::read_to_string(dir.path().join("out")).unwrap();
+        assert_eq!(written, "one\ntwo\nlast\n");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The agent's MPI launch service (AgentLaunch over gRPC): the remote launcher of a job's
 //! `mpirun` (`beowulf-rsh`) asks it to start the MPI daemon in the job's container on this node,
-//! and for directly launched ranks the other nodes send it their parts of the job's fences.
+//! for directly launched ranks the other nodes send it their parts of the job's fences, and for
+//! jobs whose tasks write on several nodes, their output for the job's files.
 
 use crate::agent::{Agent, LaunchRefusal};
 use crate::launcher::Launcher;
@@ -59,12 +60,31 @@ impl<L: Launcher> AgentLaunch for LaunchService<L> {
             }
         }
     }
+
+    async fn output(
+        &self,
+        request: Request<v1::OutputRequest>,
+    ) -> Result<Response<v1::OutputReply>, Status> {
+        let from = request.remote_addr();
+        match self.agent.output(request.into_inner()).await {
+            Ok(reply) => Ok(Response::new(reply)),
+            Err(refusal) => {
+                // A node may send before this agent has the run: it sends again (not a warning).
+                if matches!(refusal, LaunchRefusal::NotHere(_)) {
+                    tracing::debug!(?from, %refusal, "output of a run not known here yet");
+                } else {
+                    tracing::warn!(?from, %refusal, "output refused");
+                }
+                Err(status(refusal))
+            }
+        }
+    }
 }
 
 fn status(refusal: LaunchRefusal) -> Status {
     match refusal {
         LaunchRefusal::NotHere(m) => Status::not_found(m),
-        LaunchRefusal::NotMpi(m) => Status::failed_precondition(m),
+        LaunchRefusal::NotMpi(m) | LaunchRefusal::NotWriter(m) => Status::failed_precondition(m),
         LaunchRefusal::BadCredential(m) => Status::permission_denied(m),
         LaunchRefusal::Failed(m) => Status::internal(m),
     }

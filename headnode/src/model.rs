@@ -77,13 +77,17 @@ pub struct ImageRef {
     pub tar_path: std::path::PathBuf,
 }
 
-/// The MPI wiring of one run: its launch credential and the fabric chosen for it.
+/// The wiring of a run whose nodes talk to each other (MPI jobs, and jobs whose tasks write on
+/// several nodes): its credential, and for MPI jobs the fabric chosen for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunLaunch {
-    /// Random per run; agents start MPI daemons only for requests that carry it.
+    /// Random per run; agents start MPI daemons, gather fences and take forwarded output only
+    /// for requests that carry it.
     pub token: String,
-    /// `ib` or `tcp`.
+    /// `ib` or `tcp`; empty for jobs that are not MPI jobs.
+    #[serde(default)]
     pub fabric: String,
+    #[serde(default)]
     pub fabric_reason: String,
 }
 

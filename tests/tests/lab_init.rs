@@ -311,8 +311,9 @@ fn init_provisions_users_nfs_fabric_and_agents_and_ldap_users_run_mpi_on_nfs_hom
     );
 
     // 9. In containers: the image goes into the store on the NFS shared area, each node unpacks
-    //    it once; mpirun in node1's container, the other ranks in their nodes' containers, as
-    //    alice, over ib (the verbs devices passed through).
+    //    it once; each node's agent starts its rank in a container, as alice, over ib (the
+    //    verbs devices passed through), and the other nodes' output reaches alice's NFS home
+    //    through node1's agent.
     let tarball = beowulf_tests::mpi_image();
     lab.ok(&["image", "import", "mpi-hello", tarball.to_str().unwrap()]);
     let blobs = std::fs::read_dir(head_shared.join("images/blobs"))

@@ -1,6 +1,7 @@
-//! Local tier, issue 5: a containerized 5-rank MPI job across the 5 local agents over TCP, run
-//! as the submitting user; a failing rank fails the job and leaves nothing behind; `cluster
-//! cancel` stops every rank; `fabric = "ib"` waits, naming the nodes without a verbs port.
+//! Local tier, issue 5: a containerized 5-rank MPI job across the 5 local agents over TCP,
+//! launched directly by the agents (the default) and under mpirun, run as the submitting user;
+//! a failing rank fails the job and leaves nothing behind; `cluster cancel` stops every rank;
+//! `fabric = "ib"` waits, naming the nodes without a verbs port.
 //!
 //! The image is built from Debian packages by `scripts/build-mpi-image.sh` (cached by recipe).
 
@@ -14,15 +15,43 @@ const MINUTE: Duration = Duration::from_secs(60);
 /// Every process of an MPI job carries this in its command line (mpirun, orted, the ranks).
 const RANK_BINARY: &str = "/opt/mpi-hello/mpi-hello";
 
+/// A 5-rank job in the mpi-hello image, launched the default way (directly, by the agents).
 fn job(cluster: &LocalCluster, name: &str, env: &str, fabric: &str) -> PathBuf {
+    job_launched(cluster, name, env, fabric, "")
+}
+
+/// The same, with `mpi_extra` added to its `[mpi]` section.
+fn job_launched(
+    cluster: &LocalCluster,
+    name: &str,
+    env: &str,
+    fabric: &str,
+    mpi_extra: &str,
+) -> PathBuf {
     cluster.job_file(
         &format!("{name}.toml"),
         &format!(
             "name = \"{name}\"\nnodes = 5\nntasks = 5\ncommand = [\"{RANK_BINARY}\"]\n\
              output = \"{name}-%j.out\"\ntime_limit = \"00:05:00\"\nenv = {{ {env} }}\n\
-             [container]\nimage = \"mpi-hello\"\n[mpi]\nflavor = \"openmpi\"\nfabric = \"{fabric}\"\n"
+             [container]\nimage = \"mpi-hello\"\n[mpi]\nflavor = \"openmpi\"\nfabric = \"{fabric}\"\n{mpi_extra}"
         ),
     )
+}
+
+/// Checks a hello job's output: every rank's line, the ring and the allreduce.
+fn assert_hello_output(output: &str) {
+    for rank in 0..5 {
+        let line = format!("rank {rank} of 5 on node{}", rank + 1);
+        assert!(
+            output.lines().any(|l| l == line),
+            "no {line:?} in:\n{output}"
+        );
+    }
+    assert!(output.lines().any(|l| l == "ring ok sum=10"), "{output}");
+    assert!(
+        output.lines().any(|l| l == "allreduce ok sum=15"),
+        "{output}"
+    );
 }
 
 fn submit_as_nobody(
@@ -67,20 +96,15 @@ fn containerized_mpi_across_five_agents_runs_as_the_user_fails_cleanly_and_cance
         );
     }
     let output_path = info["stdout"].as_str().unwrap();
-    let output = std::fs::read_to_string(output_path).unwrap();
-    for rank in 0..5 {
-        let line = format!("rank {rank} of 5 on node{}", rank + 1);
-        assert!(
-            output.lines().any(|l| l == line),
-            "no {line:?} in:\n{output}"
-        );
-    }
-    assert!(output.lines().any(|l| l == "ring ok sum=10"), "{output}");
-    assert!(
-        output.lines().any(|l| l == "allreduce ok sum=15"),
-        "{output}"
-    );
+    assert_hello_output(&std::fs::read_to_string(output_path).unwrap());
     assert_eq!(std::fs::metadata(output_path).unwrap().uid(), NOBODY);
+
+    // 1b. The same job under mpirun, in the first node's container, with its daemons started in
+    //     the other nodes' containers through their agents.
+    let mpirun = job_launched(&cluster, "mpirun", "", "auto", "launch = \"mpirun\"\n");
+    let info = submit_as_nobody(&cluster, &mpirun, true);
+    assert_eq!(info["state"], "COMPLETED", "{info:#}");
+    assert_hello_output(&std::fs::read_to_string(info["stdout"].as_str().unwrap()).unwrap());
 
     // 2. A rank exiting non-zero fails the job; nothing of it is left on any node.
     let failing = job(&cluster, "failing", "MPI_HELLO_FAIL_RANK = \"3\"", "auto");
@@ -118,6 +142,8 @@ fn containerized_mpi_across_five_agents_runs_as_the_user_fails_cleanly_and_cance
             "rank pid {pid} is not the user's"
         );
     }
+    // Launched directly: no mpirun and no MPI daemon.
+    assert!(processes_with("orted").is_empty() && processes_with("mpirun").is_empty());
     let out = cluster.cluster(&["cancel", &id.to_string()]);
     assert!(out.status.success(), "cancel: {}", text(&out.stderr));
     let took = wait_no_process(RANK_BINARY, Duration::from_secs(10));

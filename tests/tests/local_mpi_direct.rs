@@ -131,5 +131,12 @@ fn open_mpi_with_launch_direct_is_started_by_the_agents_without_mpirun() {
     let info = submit_as_nobody(&cluster, &failing, true);
     assert_eq!(info["state"], "FAILED", "{info:#}");
     assert_eq!(info["exit_code"], 7, "{info:#}");
+    // Its last words, on node2's stderr, reached the job's file through node1 before the job
+    // ended.
+    let output = std::fs::read_to_string(info["stdout"].as_str().unwrap()).unwrap();
+    assert!(
+        output.contains("rank 3: exiting with code 7"),
+        "the failing rank's message is missing:\n{output}"
+    );
     wait_no_process(program.to_str().unwrap(), Duration::from_secs(10));
 }

@@ -115,12 +115,12 @@ impl<L: Launcher> Agent<L> {
                 return;
             }
         }
+        let forward = self.begin_forwarding(&mut self.lock(), key, &a);
         for rank in ranks.clone() {
             let started = self
                 .wired_task(key, &a, rank, rootfs.as_deref())
                 .and_then(|task| {
-                    self.launcher
-                        .start_task(task, self.exits.clone())
+                    self.start_task(task, forward.as_ref())
                         .map_err(|e| e.to_string())
                 });
             if let Err(e) = started {
@@ -526,6 +526,9 @@ pub enum LaunchRefusal {
     NotHere(String),
     #[error("{0}")]
     NotMpi(String),
+    /// Output sent to a node that does not write the job's files.
+    #[error("{0}")]
+    NotWriter(String),
     #[error("{0}")]
     BadCredential(String),
     #[error("{0}")]
@@ -584,7 +587,7 @@ fn home_of(uid: u32) -> Option<PathBuf> {
 }
 
 /// Compares credentials without an early exit on the first differing byte.
-fn same_secret(given: &str, expected: &str) -> bool {
+pub(super) fn same_secret(given: &str, expected: &str) -> bool {
     let (a, b) = (given.as_bytes(), expected.as_bytes());
     a.len() == b.len()
         && !expected.is_empty()

@@ -1,9 +1,13 @@
 //! A recording fake [`Launcher`] for tests of the code above the launcher (the reconciler).
 //!
 //! Nothing is started: calls are recorded, tasks "run" until the test calls
-//! [`RecordingLauncher::finish`] or the code under test calls `kill_job`.
+//! [`RecordingLauncher::finish`] or the code under test calls `kill_job`. Tasks that want their
+//! output in pipes get real pipes, which the test writes into with
+//! [`RecordingLauncher::write_output`].
 
-use super::{JobLimits, LaunchError, Launcher, TaskExit, TaskLaunch};
+use super::{
+    JobLimits, LaunchError, Launcher, StartedTask, TaskExit, TaskLaunch, TaskOutput, TaskPipes,
+};
 use beowulf_types::JobId;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
@@ -39,11 +43,19 @@ pub struct RecordingLauncher {
 #[derive(Debug, Default)]
 struct FakeState {
     prepared: BTreeSet<(JobId, u32)>,
-    /// Running tasks by (job, run, rank): pid and where their exit goes.
-    running: BTreeMap<(JobId, u32, u32), (u32, UnboundedSender<TaskExit>)>,
+    /// Running tasks by (job, run, rank).
+    running: BTreeMap<(JobId, u32, u32), FakeTask>,
     leftovers: Vec<(JobId, u32)>,
     start_failures: VecDeque<LaunchError>,
     last_pid: u32,
+}
+
+#[derive(Debug)]
+struct FakeTask {
+    /// Where its exit goes.
+    exits: UnboundedSender<TaskExit>,
+    /// The write end of its output pipe ([`TaskOutput::Pipes`]); closed when it ends.
+    output: Option<std::fs::File>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -86,9 +98,24 @@ impl RecordingLauncher {
         lock(&self.state).running.keys().copied().collect()
     }
 
+    /// Writes into the output pipe of a running task that has one. False if there is none.
+    pub fn write_output(&self, job: JobId, run: u32, rank: u32, bytes: &[u8]) -> bool {
+        use std::io::Write;
+        let mut state = lock(&self.state);
+        let Some(pipe) = state
+            .running
+            .get_mut(&(job, run, rank))
+            .and_then(|t| t.output.as_mut())
+        else {
+            return false;
+        };
+        pipe.write_all(bytes).is_ok()
+    }
+
     /// Ends a running task with this exit code, sending its TaskExit. False if no such task runs.
     pub fn finish(&self, job: JobId, run: u32, rank: u32, code: i32) -> bool {
-        let Some((_, exits)) = lock(&self.state).running.remove(&(job, run, rank)) else {
+        let Some(FakeTask { exits, .. }) = lock(&self.state).running.remove(&(job, run, rank))
+        else {
             return false;
         };
         let detail = if code > 128 {
@@ -126,7 +153,7 @@ impl Launcher for RecordingLauncher {
         &self,
         task: TaskLaunch,
         exits: UnboundedSender<TaskExit>,
-    ) -> Result<u32, LaunchError> {
+    ) -> Result<StartedTask, LaunchError> {
         self.record(LauncherCall::Start(task.clone()));
         let mut state = lock(&self.state);
         if let Some(error) = state.start_failures.pop_front() {
@@ -147,10 +174,26 @@ impl Launcher for RecordingLauncher {
         }
         state.last_pid += 1;
         let pid = 10_000 + state.last_pid;
+        let (pipes, output) = match task.output {
+            TaskOutput::Files => (None, None),
+            TaskOutput::Pipes => {
+                let (read, write) = nix::unistd::pipe().map_err(|e| LaunchError::OutputPipe {
+                    job: task.job,
+                    run: task.run,
+                    rank: task.rank,
+                    source: e.into(),
+                })?;
+                let pipes = TaskPipes {
+                    stdout: read,
+                    stderr: None,
+                };
+                (Some(pipes), Some(std::fs::File::from(write)))
+            }
+        };
         state
             .running
-            .insert((task.job, task.run, task.rank), (pid, exits));
-        Ok(pid)
+            .insert((task.job, task.run, task.rank), FakeTask { exits, output });
+        Ok(StartedTask { pid, pipes })
     }
 
     fn kill_job(&self, job: JobId, run: u32) -> Result<(), LaunchError> {
@@ -208,6 +251,7 @@ mod tests {
             uid: 1000,
             gid: 1000,
             container: None,
+            output: TaskOutput::Files,
         }
     }
 

@@ -18,7 +18,8 @@ pub use process::ProcessLauncher;
 
 use beowulf_types::JobId;
 use std::io;
-use std::path::PathBuf;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// Limits for a job's cgroup on this node. `cpus == 0` and `memory_mb == 0` mean "no limit".
@@ -50,6 +51,36 @@ pub struct TaskLaunch {
     /// cgroup, with the output files opened as the user) on a bundle whose config.json already
     /// holds `argv`, `env`, the working directory and the user.
     pub container: Option<ContainerRun>,
+    /// Where stdout and stderr go.
+    pub output: TaskOutput,
+}
+
+/// Where a task's stdout and stderr go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TaskOutput {
+    /// Appended to the `stdout` and `stderr` files, opened as the task's user.
+    #[default]
+    Files,
+    /// Into pipes whose read ends [`Launcher::start_task`] returns, for the agent to forward to
+    /// the node that writes the job's files: one pipe when stdout and stderr name the same file
+    /// (their lines stay in order, as in the file), else one each.
+    Pipes,
+}
+
+/// A task that started.
+#[derive(Debug)]
+pub struct StartedTask {
+    pub pid: u32,
+    /// The read ends of its output pipes ([`TaskOutput::Pipes`]).
+    pub pipes: Option<TaskPipes>,
+}
+
+/// The read ends of a task's output pipes.
+#[derive(Debug)]
+pub struct TaskPipes {
+    pub stdout: OwnedFd,
+    /// `None` when stderr goes into the stdout pipe.
+    pub stderr: Option<OwnedFd>,
 }
 
 /// A container to run with an OCI runtime.
@@ -93,12 +124,12 @@ impl TaskExit {
 pub trait Launcher: Send + Sync + 'static {
     /// Creates the job run's cgroup(s) with these limits; idempotent. Must precede `start_task`.
     fn prepare_job(&self, job: JobId, run: u32, limits: &JobLimits) -> Result<(), LaunchError>;
-    /// Starts one task in the job's cgroup; its TaskExit is sent on `exits` when it ends. Returns the pid.
+    /// Starts one task in the job's cgroup; its TaskExit is sent on `exits` when it ends.
     fn start_task(
         &self,
         task: TaskLaunch,
         exits: UnboundedSender<TaskExit>,
-    ) -> Result<u32, LaunchError>;
+    ) -> Result<StartedTask, LaunchError>;
     /// Kills every process of the job on this node (whole cgroup, including grandchildren), idempotent.
     fn kill_job(&self, job: JobId, run: u32) -> Result<(), LaunchError>;
     /// True while any process of the job is alive on this node.
@@ -107,6 +138,45 @@ pub trait Launcher: Send + Sync + 'static {
     fn release_job(&self, job: JobId, run: u32) -> Result<(), LaunchError>;
     /// Job runs whose cgroups exist from an earlier computed process (found at start-up), so the agent can kill them.
     fn leftover_jobs(&self) -> Vec<(JobId, u32)>;
+}
+
+/// Opens an output file of a task of `uid`:`gid` for appending (created with mode 0644), with
+/// that user's filesystem identity, as the task itself would: the agent writes output forwarded
+/// from other nodes into it, and on NFS with root squashed only the user may. Done on a thread of
+/// its own, whose credentials alone change (the raw setgroups, setfsgid and setfsuid calls act on
+/// the calling thread; glibc's setgroups would change every thread of the agent), and which ends
+/// right after. An agent that is not root opens it as itself.
+pub fn open_output_as(path: &Path, uid: u32, gid: u32) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = |path: &Path| {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o644)
+            .open(path)
+    };
+    if !nix::unistd::geteuid().is_root() {
+        return open(path);
+    }
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        let groups = [gid];
+        // SAFETY: the raw setgroups system call reads one gid_t from a live stack array; it
+        // changes only this thread's credentials.
+        let ret = unsafe { libc::syscall(libc::SYS_setgroups, 1, groups.as_ptr()) };
+        if ret == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: setfsgid/setfsuid take plain integers and change only this thread's
+        // filesystem identity; the open below reports any permission problem.
+        unsafe {
+            libc::setfsgid(gid);
+            libc::setfsuid(uid);
+        }
+        open(&path)
+    })
+    .join()
+    .map_err(|_| io::Error::other("the thread opening the output file panicked"))?
 }
 
 /// Why the launcher could not do something.
@@ -154,6 +224,14 @@ pub enum LaunchError {
 
     #[error("task {rank} of job {job}.{run}: cannot create the status pipe: {source}")]
     StatusPipe {
+        job: JobId,
+        run: u32,
+        rank: u32,
+        source: io::Error,
+    },
+
+    #[error("task {rank} of job {job}.{run}: cannot create its output pipe: {source}")]
+    OutputPipe {
         job: JobId,
         run: u32,
         rank: u32,

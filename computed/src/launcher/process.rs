@@ -1,7 +1,9 @@
 //! The real launcher: fork/exec with tokio, cgroups for limits and race-free kills.
 
 use super::cgroup::{self, Cgroups, Layout};
-use super::{JobLimits, LaunchError, Launcher, TaskExit, TaskLaunch};
+use super::{
+    JobLimits, LaunchError, Launcher, StartedTask, TaskExit, TaskLaunch, TaskOutput, TaskPipes,
+};
 use beowulf_types::JobId;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -296,7 +298,8 @@ struct ChildSetup {
     uid: libc::uid_t,
     gid: libc::gid_t,
     workdir: CString,
-    stdout: CString,
+    /// `None` when the spawner already gave the child its stdout and stderr (pipes).
+    stdout: Option<CString>,
     /// `None` when stderr is the same file as stdout.
     stderr: Option<CString>,
     /// Write end of the status pipe (close-on-exec).
@@ -346,7 +349,23 @@ impl ChildSetup {
         // SAFETY: workdir is a NUL-terminated string owned by self, alive during the call.
         let ret = unsafe { libc::chdir(self.workdir.as_ptr()) };
         self.step(Stage::Workdir, 0, check(ret))?;
-        let out = self.step(Stage::Stdout, 0, open_output(&self.stdout))?;
+        if let Some(stdout) = &self.stdout {
+            self.redirect_to_files(stdout)?;
+        }
+        if self.fs_user_only {
+            // SAFETY: setfsuid/setfsgid take plain integers; back to root's filesystem identity
+            // for the runtime.
+            unsafe {
+                libc::setfsuid(0);
+                libc::setfsgid(0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the output files (as the user already switched to) onto stdout and stderr.
+    fn redirect_to_files(&self, stdout: &CString) -> io::Result<()> {
+        let out = self.step(Stage::Stdout, 0, open_output(stdout))?;
         let err = match &self.stderr {
             Some(path) => self.step(Stage::Stderr, 0, open_output(path))?,
             None => out,
@@ -357,13 +376,6 @@ impl ChildSetup {
         // SAFETY: as above.
         let ret = unsafe { libc::dup2(err, libc::STDERR_FILENO) };
         self.step(Stage::Redirect, 0, check(ret))?;
-        if self.fs_user_only {
-            // SAFETY: as above; back to root's filesystem identity for the runtime.
-            unsafe {
-                libc::setfsuid(0);
-                libc::setfsgid(0);
-            }
-        }
         for fd in [out, err] {
             if fd > libc::STDERR_FILENO {
                 // SAFETY: closing a descriptor this child opened and no longer needs (twice is
@@ -400,6 +412,41 @@ fn join_cgroup(procs: &CString) -> io::Result<()> {
     // SAFETY: closes the descriptor opened above.
     unsafe { libc::close(fd) };
     result
+}
+
+/// The child's stdout and stderr as pipes, and the read ends for the agent: one pipe when both
+/// name the same file, else one each.
+fn output_pipes(task: &TaskLaunch) -> Result<(Stdio, Stdio, Option<TaskPipes>), LaunchError> {
+    let pipe = || {
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::OutputPipe {
+            job: task.job,
+            run: task.run,
+            rank: task.rank,
+            source: e.into(),
+        })
+    };
+    let (out_read, out_write) = pipe()?;
+    if task.stderr == task.stdout {
+        let err_write = out_write
+            .try_clone()
+            .map_err(|source| LaunchError::OutputPipe {
+                job: task.job,
+                run: task.run,
+                rank: task.rank,
+                source,
+            })?;
+        let pipes = TaskPipes {
+            stdout: out_read,
+            stderr: None,
+        };
+        return Ok((out_write.into(), err_write.into(), Some(pipes)));
+    }
+    let (err_read, err_write) = pipe()?;
+    let pipes = TaskPipes {
+        stdout: out_read,
+        stderr: Some(err_read),
+    };
+    Ok((out_write.into(), err_write.into(), Some(pipes)))
 }
 
 /// Opens an output file for appending as the current (already switched) user, mode 0644.
@@ -522,7 +569,7 @@ impl Launcher for ProcessLauncher {
         &self,
         task: TaskLaunch,
         exits: UnboundedSender<TaskExit>,
-    ) -> Result<u32, LaunchError> {
+    ) -> Result<StartedTask, LaunchError> {
         let (job, run, rank) = (task.job, task.run, task.rank);
         if !self.jobs().contains_key(&(job, run)) {
             return Err(LaunchError::NotPrepared { job, run });
@@ -613,7 +660,14 @@ impl Launcher for ProcessLauncher {
             uid: task.uid,
             gid: task.gid,
             workdir: cstring(&task, task.workdir.as_os_str().as_bytes(), "workdir")?,
-            stdout: cstring(&task, task.stdout.as_os_str().as_bytes(), "stdout path")?,
+            stdout: match task.output {
+                TaskOutput::Files => Some(cstring(
+                    &task,
+                    task.stdout.as_os_str().as_bytes(),
+                    "stdout path",
+                )?),
+                TaskOutput::Pipes => None,
+            },
             stderr: if task.stderr == task.stdout {
                 None
             } else {
@@ -626,6 +680,10 @@ impl Launcher for ProcessLauncher {
             status_fd: status_write.as_raw_fd(),
         };
 
+        let (stdout, stderr, pipes) = match task.output {
+            TaskOutput::Files => (Stdio::null(), Stdio::null(), None),
+            TaskOutput::Pipes => output_pipes(&task)?,
+        };
         let mut command = tokio::process::Command::new(&program);
         command
             .arg0(&argv[0])
@@ -633,8 +691,8 @@ impl Launcher for ProcessLauncher {
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
             .kill_on_drop(false);
         // SAFETY: the hook runs in the forked child before exec and only makes async-signal-safe
         // libc calls on data prepared above (no allocation, no locks); see ChildSetup::run.
@@ -647,6 +705,9 @@ impl Launcher for ProcessLauncher {
             command.spawn()
         };
         drop(status_write);
+        // The child's ends of the output pipes: only the child may hold them, or the reader
+        // never sees the end of the output.
+        drop(command);
         let mut child = match spawned {
             Ok(child) => child,
             Err(source) => {
@@ -677,7 +738,7 @@ impl Launcher for ProcessLauncher {
             tracing::debug!(job = %job, run, rank, pid, code = exit.code, detail = %exit.detail, "task ended");
             let _ = exits.send(exit);
         });
-        Ok(pid)
+        Ok(StartedTask { pid, pipes })
     }
 
     fn kill_job(&self, job: JobId, run: u32) -> Result<(), LaunchError> {
@@ -744,6 +805,7 @@ mod tests {
             uid: 0,
             gid: 0,
             container: None,
+            output: TaskOutput::Files,
         }
     }
 

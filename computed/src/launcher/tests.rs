@@ -56,6 +56,7 @@ fn task(job: u64, rank: u32, script: &str, dir: &Path) -> TaskLaunch {
         uid,
         gid,
         container: None,
+        output: TaskOutput::Files,
     }
 }
 
@@ -112,7 +113,7 @@ async fn task_runs_as_its_user_and_appends_output() {
         dir.path(),
     );
     let out = t.stdout.clone();
-    let pid = launcher.start_task(t, tx).unwrap();
+    let pid = launcher.start_task(t, tx).unwrap().pid;
     assert!(pid > 0);
     let exit = next_exit(&mut rx).await;
     assert_eq!(
@@ -146,6 +147,46 @@ async fn task_runs_as_its_user_and_appends_output() {
         "oops\n"
     );
     cleanup(&launcher, &[(1, 0)]);
+}
+
+/// Reads a pipe's read end to its end.
+fn read_all(fd: OwnedFd) -> String {
+    let mut text = String::new();
+    io::Read::read_to_string(&mut fs::File::from(fd), &mut text).unwrap();
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piped_output_comes_out_of_the_returned_pipes_and_no_file_is_written() {
+    let launcher = ProcessLauncher::new(&node("pipes")).unwrap();
+    let dir = workdir();
+    launcher.prepare_job(JobId(12), 0, &limits()).unwrap();
+    let (tx, mut rx) = unbounded_channel();
+    // One pipe for both when they name one file: the lines keep their order.
+    let mut t = task(12, 0, "echo one; echo two >&2; echo three", dir.path());
+    t.output = TaskOutput::Pipes;
+    let pipes = launcher.start_task(t, tx.clone()).unwrap().pipes.unwrap();
+    assert!(pipes.stderr.is_none());
+    // The agent holds no write end: the pipe ends when the task does.
+    let text = tokio::task::spawn_blocking(move || read_all(pipes.stdout))
+        .await
+        .unwrap();
+    assert_eq!(text, "one\ntwo\nthree\n");
+    assert_eq!(next_exit(&mut rx).await.code, 0);
+    // Two pipes for two files.
+    let mut t = task(12, 1, "echo out; echo err >&2", dir.path());
+    t.stderr = dir.path().join("err.1");
+    t.output = TaskOutput::Pipes;
+    let pipes = launcher.start_task(t, tx).unwrap().pipes.unwrap();
+    let stderr = pipes.stderr.unwrap();
+    let (out, err) =
+        tokio::task::spawn_blocking(move || (read_all(pipes.stdout), read_all(stderr)))
+            .await
+            .unwrap();
+    assert_eq!((out.as_str(), err.as_str()), ("out\n", "err\n"));
+    assert_eq!(next_exit(&mut rx).await.code, 0);
+    assert!(!dir.path().join("out.0").exists() && !dir.path().join("err.1").exists());
+    cleanup(&launcher, &[(12, 0)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,7 +322,8 @@ async fn kill_and_release_with_grandchild(launcher: &ProcessLauncher, job: u64) 
             ),
             tx,
         )
-        .unwrap();
+        .unwrap()
+        .pid;
     let pids = job_pids(launcher, job, 2).await;
     assert!(pids.contains(&(pid as i32)), "{pid} not in {pids:?}");
     for d in launcher.cgroup_dirs(JobId(job), 0) {

@@ -158,7 +158,29 @@ fn assignment(
                 .to_string(),
         }),
         mpi: mpi_launch(job, nodes),
+        output: output_forward(job, nodes),
     }
+}
+
+/// Where the nodes of a job whose tasks write on several nodes send their output: the first
+/// node's agent, which appends it to the job's files.
+fn output_forward(
+    job: &JobRecord,
+    nodes: &BTreeMap<NodeName, NodeRecord>,
+) -> Option<v1::OutputForward> {
+    if !job.spec.writes_on_several_nodes() {
+        return None;
+    }
+    let launch = job.launch.as_ref()?;
+    let writer = job.nodes.first()?;
+    Some(v1::OutputForward {
+        writer_index: 0,
+        writer_endpoint: nodes
+            .get(writer)
+            .map(|r| r.launch_endpoint.clone())
+            .unwrap_or_default(),
+        token: launch.token.clone(),
+    })
 }
 
 /// The MPI wiring every node of an MPI job gets: flavour, fabric, credential, where each node's

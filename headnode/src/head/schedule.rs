@@ -73,6 +73,14 @@ impl Head {
                             fabric: choice.fabric.to_string(),
                             fabric_reason: choice.reason,
                         });
+                    } else if job.spec.writes_on_several_nodes() {
+                        job.launch = Some(RunLaunch {
+                            token: format!("{:032x}", rng.random::<u128>()),
+                            fabric: String::new(),
+                            fabric_reason: String::new(),
+                        });
+                    } else {
+                        job.launch = None;
                     }
                     let job = tx.job_mut(start.job).expect("planned jobs exist");
                     let list: Vec<&str> = start.nodes.iter().map(|n| n.as_str()).collect();

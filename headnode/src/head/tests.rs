@@ -117,6 +117,43 @@ fn a_job_is_dispatched_as_desired_state_and_completes_from_reports() {
 }
 
 #[test]
+fn nodes_of_a_job_with_tasks_on_several_nodes_send_their_output_to_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::open(config(dir.path())).unwrap();
+    let mut n1 = register(&head, "node1");
+    let mut n2 = register(&head, "node2");
+    let id = head
+        .submit(&ROOT, job_file("nodes = 2\ncommand = [\"true\"]\n"))
+        .unwrap();
+    pass(&head);
+    let a1 = last_desired(&mut n1).assignments.remove(0);
+    let a2 = last_desired(&mut n2).assignments.remove(0);
+    let (o1, o2) = (a1.output.unwrap(), a2.output.unwrap());
+    assert_eq!(o1, o2, "every node is told the same writer and credential");
+    assert_eq!(o1.writer_index, 0);
+    assert_eq!(
+        o1.writer_endpoint, "127.0.0.1:75",
+        "node1's launch endpoint"
+    );
+    assert_eq!(o1.token.len(), 32);
+    for node in ["node1", "node2"] {
+        head.run_report(&NodeName::new(node), &finished(id.0, 1, 0))
+            .unwrap();
+    }
+    // One node, or a script (it runs on the first node only): the tasks write the file.
+    head.submit(&ROOT, job_file("command = [\"true\"]\n"))
+        .unwrap();
+    head.submit(&ROOT, job_file("nodes = 2\nscript = \"true\"\n"))
+        .unwrap();
+    pass(&head);
+    let desired = last_desired(&mut n1);
+    assert_eq!(desired.assignments.len(), 2, "{desired:?}");
+    for a in &desired.assignments {
+        assert!(a.output.is_none(), "job {} forwards output", a.job_id);
+    }
+}
+
+#[test]
 fn a_failed_rank_ends_the_job_and_holds_the_other_nodes_until_they_report() {
     let dir = tempfile::tempdir().unwrap();
     let head = Head::open(config(dir.path())).unwrap();

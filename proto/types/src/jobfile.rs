@@ -129,6 +129,15 @@ impl JobSpec {
         self.launches_mpi() && !self.launches_mpi_directly()
     }
 
+    /// True when tasks of the job run on more than one node, each node writing its own: their
+    /// output goes through the first node (see the agents' output forwarding). A script runs on
+    /// the first node only, and so does `mpirun`, which forwards its ranks' output itself.
+    pub fn writes_on_several_nodes(&self) -> bool {
+        matches!(self.program, Program::Command(_))
+            && !self.launches_mpirun()
+            && !self.ranks_on_node(1).is_empty()
+    }
+
     /// CPUs the job needs on each of its nodes.
     pub fn cpus_per_node(&self) -> u32 {
         self.tasks_per_node * self.cpus_per_task
@@ -174,15 +183,14 @@ pub struct MpiSpec {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MpiLaunchMode {
-    /// `mpirun` on the first node; its daemons on the others through their agents. Every rank's
-    /// output reaches the job's output file through mpirun, on the first node.
-    #[default]
-    Mpirun,
     /// Each node's agent starts its ranks and wires them up with its PMIx server (as
-    /// `srun --mpi=pmix`): no mpirun, no daemons, faster. Each node writes its ranks' output to
-    /// the output file itself, which is only safe where the nodes share one file system's
-    /// append semantics (one machine; not NFS, whose clients overwrite each other's appends).
+    /// `srun --mpi=pmix`): no mpirun, no daemons, about half of mpirun's start-up time. The other
+    /// nodes' agents forward their ranks' output to the first node's, which writes the files.
+    #[default]
     Direct,
+    /// `mpirun` on the first node; its daemons on the others through their agents (for programs
+    /// that rely on mpirun's own options or behaviour).
+    Mpirun,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -749,14 +757,27 @@ mod tests {
     }
 
     #[test]
-    fn mpi_launch_is_mpirun_unless_direct_is_asked_for() {
+    fn mpi_launch_is_direct_unless_mpirun_is_asked_for() {
         let base = "command = [\"./a\"]\nnodes = 2\nntasks = 2\n[mpi]\nflavor = \"openmpi\"\n";
         let spec = parse_job_file("a.toml", base).unwrap();
-        assert!(spec.launches_mpirun() && !spec.launches_mpi_directly());
-        let spec = parse_job_file("a.toml", &format!("{base}launch = \"direct\"\n")).unwrap();
         assert!(spec.launches_mpi_directly() && !spec.launches_mpirun());
+        // Every node's agent starts ranks, so every node has output to forward.
+        assert!(spec.writes_on_several_nodes());
+        let spec = parse_job_file("a.toml", &format!("{base}launch = \"mpirun\"\n")).unwrap();
+        assert!(spec.launches_mpirun() && !spec.launches_mpi_directly());
+        // mpirun gathers its ranks' output itself, on the first node.
+        assert!(!spec.writes_on_several_nodes());
         let e = parse_job_file("a.toml", &format!("{base}launch = \"ssh\"\n")).unwrap_err();
         assert_eq!((e.line, e.field.as_deref()), (6, Some("launch")), "{e}");
+    }
+
+    #[test]
+    fn only_commands_with_tasks_on_several_nodes_write_on_several_nodes() {
+        let writes = |text: &str| parse(text).unwrap().writes_on_several_nodes();
+        assert!(writes("command = [\"hostname\"]\nnodes = 2\n"));
+        assert!(writes("command = [\"hostname\"]\nnodes = 5\nntasks = 7\n"));
+        assert!(!writes("command = [\"hostname\"]\ntasks_per_node = 4\n"));
+        assert!(!writes("script = \"hostname\"\nnodes = 5\n"));
     }
 
     #[test]
