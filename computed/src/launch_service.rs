@@ -47,18 +47,7 @@ impl<L: Launcher> AgentLaunch for LaunchService<L> {
         request: Request<v1::FenceRequest>,
     ) -> Result<Response<v1::FenceReply>, Status> {
         let from = request.remote_addr();
-        match self.agent.fence(request.into_inner()).await {
-            Ok(reply) => Ok(Response::new(reply)),
-            Err(refusal) => {
-                // A node may ask before this agent has the run: it asks again (not a warning).
-                if matches!(refusal, LaunchRefusal::NotHere(_)) {
-                    tracing::debug!(?from, %refusal, "fence of a run not known here yet");
-                } else {
-                    tracing::warn!(?from, %refusal, "fence refused");
-                }
-                Err(status(refusal))
-            }
-        }
+        answer(from, "fence", self.agent.fence(request.into_inner()).await)
     }
 
     async fn output(
@@ -66,17 +55,30 @@ impl<L: Launcher> AgentLaunch for LaunchService<L> {
         request: Request<v1::OutputRequest>,
     ) -> Result<Response<v1::OutputReply>, Status> {
         let from = request.remote_addr();
-        match self.agent.output(request.into_inner()).await {
-            Ok(reply) => Ok(Response::new(reply)),
-            Err(refusal) => {
-                // A node may send before this agent has the run: it sends again (not a warning).
-                if matches!(refusal, LaunchRefusal::NotHere(_)) {
-                    tracing::debug!(?from, %refusal, "output of a run not known here yet");
-                } else {
-                    tracing::warn!(?from, %refusal, "output refused");
-                }
-                Err(status(refusal))
+        answer(
+            from,
+            "output",
+            self.agent.output(request.into_inner()).await,
+        )
+    }
+}
+
+/// The answer to a request of another node's agent (a fence, output): a refusal is logged, as a
+/// warning unless the run is not known here yet (that node asks again).
+fn answer<T>(
+    from: Option<SocketAddr>,
+    what: &str,
+    result: Result<T, LaunchRefusal>,
+) -> Result<Response<T>, Status> {
+    match result {
+        Ok(reply) => Ok(Response::new(reply)),
+        Err(refusal) => {
+            if matches!(refusal, LaunchRefusal::NotHere(_)) {
+                tracing::debug!(?from, %refusal, "{what} of a run not known here yet");
+            } else {
+                tracing::warn!(?from, %refusal, "{what} refused");
             }
+            Err(status(refusal))
         }
     }
 }

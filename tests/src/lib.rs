@@ -303,3 +303,19 @@ pub fn mpi_image() -> PathBuf {
     assert!(path.is_file(), "no tarball at {}", path.display());
     path
 }
+
+/// Checks the output of examples/mpi-hello.c run as `ranks` ranks, `per_node` on each of node1,
+/// node2, ... in turn: every rank's line, and rank 0's ring and allreduce results.
+pub fn assert_mpi_hello(output: &str, ranks: u32, per_node: u32) {
+    let mut expected: Vec<String> = (0..ranks)
+        .map(|rank| format!("rank {rank} of {ranks} on node{}", rank / per_node + 1))
+        .collect();
+    expected.push(format!("ring ok sum={}", ranks * (ranks - 1) / 2));
+    expected.push(format!("allreduce ok sum={}", ranks * (ranks + 1) / 2));
+    for line in expected {
+        assert!(
+            output.lines().any(|l| l == line),
+            "no {line:?} in:\n{output}"
+        );
+    }
+}

@@ -5,7 +5,9 @@
 //!
 //! The image is built from Debian packages by `scripts/build-mpi-image.sh` (cached by recipe).
 
-use beowulf_tests::{LocalCluster, mpi_image, processes_with, text, wait_no_process};
+use beowulf_tests::{
+    LocalCluster, assert_mpi_hello, mpi_image, processes_with, text, wait_no_process,
+};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -36,22 +38,6 @@ fn job_launched(
              [container]\nimage = \"mpi-hello\"\n[mpi]\nflavor = \"openmpi\"\nfabric = \"{fabric}\"\n{mpi_extra}"
         ),
     )
-}
-
-/// Checks a hello job's output: every rank's line, the ring and the allreduce.
-fn assert_hello_output(output: &str) {
-    for rank in 0..5 {
-        let line = format!("rank {rank} of 5 on node{}", rank + 1);
-        assert!(
-            output.lines().any(|l| l == line),
-            "no {line:?} in:\n{output}"
-        );
-    }
-    assert!(output.lines().any(|l| l == "ring ok sum=10"), "{output}");
-    assert!(
-        output.lines().any(|l| l == "allreduce ok sum=15"),
-        "{output}"
-    );
 }
 
 fn submit_as_nobody(
@@ -96,7 +82,7 @@ fn containerized_mpi_across_five_agents_runs_as_the_user_fails_cleanly_and_cance
         );
     }
     let output_path = info["stdout"].as_str().unwrap();
-    assert_hello_output(&std::fs::read_to_string(output_path).unwrap());
+    assert_mpi_hello(&std::fs::read_to_string(output_path).unwrap(), 5, 1);
     assert_eq!(std::fs::metadata(output_path).unwrap().uid(), NOBODY);
 
     // 1b. The same job under mpirun, in the first node's container, with its daemons started in
@@ -104,7 +90,11 @@ fn containerized_mpi_across_five_agents_runs_as_the_user_fails_cleanly_and_cance
     let mpirun = job_launched(&cluster, "mpirun", "", "auto", "launch = \"mpirun\"\n");
     let info = submit_as_nobody(&cluster, &mpirun, true);
     assert_eq!(info["state"], "COMPLETED", "{info:#}");
-    assert_hello_output(&std::fs::read_to_string(info["stdout"].as_str().unwrap()).unwrap());
+    assert_mpi_hello(
+        &std::fs::read_to_string(info["stdout"].as_str().unwrap()).unwrap(),
+        5,
+        1,
+    );
 
     // 2. A rank exiting non-zero fails the job; nothing of it is left on any node.
     let failing = job(&cluster, "failing", "MPI_HELLO_FAIL_RANK = \"3\"", "auto");

@@ -3,7 +3,9 @@
 //! TCP between nodes), run as the submitting user; a failing rank fails the job with its own
 //! exit code and leaves nothing behind; `cluster cancel` stops every rank.
 
-use beowulf_tests::{LocalCluster, processes_with, repo_root, text, wait_no_process};
+use beowulf_tests::{
+    LocalCluster, assert_mpi_hello, processes_with, repo_root, text, wait_no_process,
+};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -67,18 +69,7 @@ fn open_mpi_with_launch_direct_is_started_by_the_agents_without_mpirun() {
     let info = submit_as_nobody(&cluster, &job(&cluster, "hello", &program, ""), true);
     assert_eq!(info["state"], "COMPLETED", "{info:#}");
     let output = std::fs::read_to_string(info["stdout"].as_str().unwrap()).unwrap();
-    for rank in 0..6 {
-        let line = format!("rank {rank} of 6 on node{}", rank / 2 + 1);
-        assert!(
-            output.lines().any(|l| l == line),
-            "no {line:?} in:\n{output}"
-        );
-    }
-    assert!(output.lines().any(|l| l == "ring ok sum=15"), "{output}");
-    assert!(
-        output.lines().any(|l| l == "allreduce ok sum=21"),
-        "{output}"
-    );
+    assert_mpi_hello(&output, 6, 2);
     assert!(
         info["phases_ms"]["mpi_ran"].is_u64(),
         "no mpi_ran phase: {info:#}"
