@@ -95,7 +95,19 @@ for i in $(seq 1 "$LAUNCH_REPS"); do
   launch+=("$(el "$t0" "$t1")")
 done
 n=$(cat "$W"/hostname-*.out | wc -l)
-[ "$n" = $((NODES * LAUNCH_REPS)) ] || log "hostname launches printed $n lines, expected $((NODES * LAUNCH_REPS))"
+if [ "$n" != $((NODES * LAUNCH_REPS)) ]; then
+  log "hostname launches printed $n lines, expected $((NODES * LAUNCH_REPS))"
+  # The evidence: each short file with its job's record, and the daemons' logs (kept).
+  for f in "$W"/hostname-*.out; do
+    [ "$(wc -l < "$f")" = "$NODES" ] && continue
+    id=${f##*hostname-}; id=${id%.out}
+    log "$f: $(tr '\n' ' ' < "$f")"
+    cluster show "$id" >&2 || true
+  done
+  kept=$(mktemp -d /tmp/beowulf-bench-logs.XXXXXX)
+  cp -r "$W/state/logs" "$kept/" && log "daemon logs kept in $kept"
+fi
+out launch_N${NODES}_hostname_lines "$n/$((NODES * LAUNCH_REPS))"
 out launch_N${NODES}_hostname_median_ms "$(printf '%s\n' "${launch[@]}" | median | ms)"
 out launch_N${NODES}_hostname_max_ms "$(printf '%s\n' "${launch[@]}" | maxv | ms)"
 

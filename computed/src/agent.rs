@@ -351,7 +351,7 @@ impl<L: Launcher> Agent<L> {
     fn start_run(&self, state: &mut State, key: RunKey) {
         let a = state.desired[&key].clone();
         // Before anything that takes time (staging an image): other nodes may be faster.
-        self.begin_writing(key, &a);
+        self.begin_writing(state, key, &a);
         if wired::is_wired(&a) {
             self.start_wired_run(state, key, a);
             return;

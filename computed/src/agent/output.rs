@@ -128,8 +128,9 @@ impl<L: Launcher> Agent<L> {
     }
 
     /// Takes the output of the run's other nodes from now on, when this node writes its files
-    /// (called as the run starts here).
-    pub(super) fn begin_writing(&self, key: RunKey, a: &v1::Assignment) {
+    /// (called as the run starts here). Takes the locked state as proof that it is called under
+    /// the state lock, which [`Self::writer_of`] relies on.
+    pub(super) fn begin_writing(&self, _locked: &mut State, key: RunKey, a: &v1::Assignment) {
         if a.output
             .as_ref()
             .is_some_and(|o| o.writer_index == a.node_index)
@@ -190,14 +191,25 @@ impl<L: Launcher> Agent<L> {
     /// The run whose output this node writes, when the request carries its credential.
     fn writer_of(&self, key: RunKey, token: &str) -> Result<Arc<WriterRun>, LaunchRefusal> {
         let node = &self.config.node_name;
-        let run = self
-            .outputs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned();
+        let writing = || {
+            self.outputs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .cloned()
+        };
+        // Runs start (and `begin_writing`) under the state lock: looked at again under it, a run
+        // being started right now is either desired and written here, or not desired yet.
+        let found = writing().map_or_else(
+            || {
+                let state = self.lock();
+                (writing(), state.desired.contains_key(&key))
+            },
+            |run| (Some(run), true),
+        );
+        let (run, desired) = found;
         let Some(run) = run else {
-            return Err(if self.lock().desired.contains_key(&key) {
+            return Err(if desired {
                 LaunchRefusal::NotWriter(format!(
                     "{node} does not write the output of job {}.{}",
                     key.job, key.run
@@ -280,13 +292,12 @@ async fn read_pipe(fd: OwnedFd, stderr: bool, queue: mpsc::Sender<Piece>) {
             continue;
         }
         pending.extend_from_slice(&buf[..n]);
-        let cut = if pending.len() >= MAX_PIECE {
-            pending.len()
-        } else {
-            pending
-                .iter()
-                .rposition(|&b| b == b'\n')
-                .map_or(0, |newline| newline + 1)
+        // Up to the last whole line: the writer appends pieces of different tasks as they come,
+        // so a piece that ended inside a line would have another task's line in its middle.
+        let cut = match pending.iter().rposition(|&b| b == b'\n') {
+            Some(newline) => newline + 1,
+            None if pending.len() >= MAX_PIECE => pending.len(),
+            None => 0,
         };
         if cut > 0 {
             let rest = pending.split_off(cut);
@@ -490,6 +501,30 @@ mod tests {
         assert_eq!(rx.recv().await.unwrap().data, b"three");
         reader.await.unwrap();
         assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_full_read_of_short_lines_is_cut_at_a_line_end() {
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        let (read, write) = nix::unistd::pipe().unwrap();
+        tokio::spawn(read_pipe(read, false, tx));
+        // More than a read's worth of 6-byte lines: reads end inside lines.
+        let lines: Vec<u8> = (10_000..90_000)
+            .flat_map(|n: u32| format!("{n}\n").into_bytes())
+            .collect();
+        let expected = lines.clone();
+        let writer = std::thread::spawn(move || File::from(write).write_all(&lines).unwrap());
+        let mut all = Vec::new();
+        while let Some(piece) = rx.recv().await {
+            assert_eq!(
+                piece.data.last(),
+                Some(&b'\n'),
+                "a piece ends inside a line"
+            );
+            all.extend(piece.data);
+        }
+        writer.join().unwrap();
+        assert!(all == expected);
     }
 
     #[tokio::test]
