@@ -54,6 +54,11 @@ impl std::fmt::Debug for Redetect {
 /// default 1 s heartbeat, for a few sysfs reads.
 const REDETECT_EVERY: u64 = 5;
 
+/// How long a request of another node waits for a run to start here: far longer than the
+/// milliseconds between two agents acting on the same desired state, short enough that a node
+/// asking about a run that ended here long ago hears so soon.
+const WAIT_FOR_RUN: Duration = Duration::from_secs(2);
+
 /// PATH for tasks whose submit environment has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -87,6 +92,9 @@ pub struct Agent<L: Launcher> {
     fences: Mutex<direct::FenceBoard>,
     /// Runs whose output files this node writes for the other nodes.
     outputs: Mutex<BTreeMap<RunKey, Arc<output::WriterRun>>>,
+    /// Woken after each desired state is applied: requests of other nodes for a run this node
+    /// has not started yet wait on it (see [`Agent::wait_for_run`]).
+    runs_changed: tokio::sync::Notify,
     /// This agent, for the tasks it spawns (container runs stage images asynchronously).
     me: Weak<Agent<L>>,
 }
@@ -143,6 +151,7 @@ impl<L: Launcher> Agent<L> {
             pmix: std::sync::OnceLock::new(),
             fences: Mutex::new(direct::FenceBoard::default()),
             outputs: Mutex::new(BTreeMap::new()),
+            runs_changed: tokio::sync::Notify::new(),
             me: me.clone(),
         });
         Ok((agent, exit_rx))
@@ -344,6 +353,33 @@ impl<L: Launcher> Agent<L> {
                 Action::Start(key) => self.start_run(&mut state, key),
                 Action::Kill(key) => kill(&*self.launcher, key),
                 Action::Forget(key) => self.forget(&mut state, key),
+            }
+        }
+        drop(state);
+        self.runs_changed.notify_waiters();
+    }
+
+    /// Answers a request of another node about a run (`find`): when the run is not here yet,
+    /// waits for it to start, up to [`WAIT_FOR_RUN`]. The head sends a job's desired state to
+    /// every node at once, but a node whose task ended within a millisecond may ask before this
+    /// one has acted on it; asking again after a pause cost a 5-node `hostname` launch ~10 ms.
+    async fn wait_for_run<T>(
+        &self,
+        mut find: impl FnMut() -> Result<T, LaunchRefusal>,
+    ) -> Result<T, LaunchRefusal> {
+        let deadline = tokio::time::Instant::now() + WAIT_FOR_RUN;
+        loop {
+            let changed = self.runs_changed.notified();
+            tokio::pin!(changed);
+            // Registered before looking, so a desired state applied meanwhile is not missed.
+            changed.as_mut().enable();
+            match find() {
+                Err(LaunchRefusal::NotHere(why)) => {
+                    if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                        return Err(LaunchRefusal::NotHere(why));
+                    }
+                }
+                found => return found,
             }
         }
     }
@@ -823,6 +859,51 @@ mod tests {
         agent.output(request("secret", 3, "last\n")).await.unwrap();
         let written = std::fs::read_to_string(dir.path().join("out")).unwrap();
         assert_eq!(written, "one\ntwo\nlast\n");
+    }
+
+    #[tokio::test]
+    async fn output_for_a_run_not_started_here_yet_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, _exits, _out) = agent(dir.path(), RecordingLauncher::new());
+        let a = v1::Assignment {
+            workdir: dir.path().display().to_string(),
+            stdout_path: "out".into(),
+            stderr_path: "out".into(),
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            output: Some(v1::OutputForward {
+                writer_index: 0,
+                writer_endpoint: "127.0.0.1:1".into(),
+                token: "t".into(),
+            }),
+            ..assignment(3, 1, 1)
+        };
+        let early = {
+            let agent = Arc::clone(&agent);
+            tokio::spawn(async move {
+                agent
+                    .output(v1::OutputRequest {
+                        job_id: 3,
+                        run: 1,
+                        token: "t".into(),
+                        node_index: 1,
+                        sequence: 1,
+                        chunks: vec![v1::OutputChunk {
+                            stderr: false,
+                            data: b"early\n".to_vec(),
+                        }],
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!early.is_finished(), "answered before the run started here");
+        agent.on_desired(desired(1, vec![a]));
+        early.await.unwrap().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out")).unwrap(),
+            "early\n"
+        );
     }
 
     #[test]

@@ -300,7 +300,9 @@ impl<L: crate::launcher::Launcher> Agent<L> {
     /// One node's part of a fence of a job this node is the first node of (AgentLaunch): answers
     /// once every node with ranks has given its part.
     pub async fn fence(&self, request: v1::FenceRequest) -> Result<v1::FenceReply, LaunchRefusal> {
-        let (key, a, launch) = self.mpi_run(request.job_id, request.run, &request.token)?;
+        let (key, a, launch) = self
+            .wait_for_run(|| self.mpi_run(request.job_id, request.run, &request.token))
+            .await?;
         let nodes = nodes_with_ranks(&a, &launch).len();
         let rx = self
             .fences

@@ -157,7 +157,9 @@ impl<L: Launcher> Agent<L> {
             job: JobId(request.job_id),
             run: request.run,
         };
-        let run = self.writer_of(key, &request.token)?;
+        let run = self
+            .wait_for_run(|| self.writer_of(key, &request.token))
+            .await?;
         let mut files = run.files.lock().await;
         if files
             .written

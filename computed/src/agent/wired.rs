@@ -431,7 +431,9 @@ impl<L: Launcher> Agent<L> {
         &self,
         request: v1::LaunchRequest,
     ) -> Result<v1::LaunchReply, LaunchRefusal> {
-        let (key, a, launch) = self.mpi_run(request.job_id, request.run, &request.token)?;
+        let (key, a, launch) = self
+            .wait_for_run(|| self.mpi_run(request.job_id, request.run, &request.token))
+            .await?;
         self.launcher
             .prepare_job(key.job, key.run, &limits(&a))
             .map_err(|e| LaunchRefusal::Failed(e.to_string()))?;
