@@ -561,9 +561,11 @@ impl<L: Launcher> Agent<L> {
             tracing::error!(error = %e, "cannot save the ledger");
         }
         tracing::info!(job = %key.job, run = key.run, code = report.exit_code, "run finished on this node");
-        match (state.forwarding.remove(&key), self.me.upgrade()) {
+        let forwarded = state.forwarding.remove(&key);
+        let agent = forwarded.is_some().then(|| self.me.upgrade()).flatten();
+        match forwarded.zip(agent) {
             // The head ends the job when every node reported: its output must be written by then.
-            (Some(mut forwarded), Some(agent)) => {
+            Some((mut forwarded, agent)) => {
                 tokio::spawn(async move {
                     let drained =
                         tokio::time::timeout(output::DRAIN_FOR, forwarded.wait_for(|done| *done))
@@ -575,7 +577,7 @@ impl<L: Launcher> Agent<L> {
                     agent.report(report);
                 });
             }
-            _ => Self::send_report(&state, report),
+            None => Self::send_report(&state, report),
         }
         if !state.desired.contains_key(&key) {
             self.forget(&mut state, key);
@@ -697,6 +699,41 @@ mod tests {
         }
     }
 
+    /// Node `node_index`'s part of a 2-node run whose output node1 writes into `dir`/out, as the
+    /// test's own user, with credential `token`.
+    fn forwarded(dir: &std::path::Path, job: u64, node_index: u32, token: &str) -> v1::Assignment {
+        v1::Assignment {
+            node_index,
+            nodelist: vec!["node1".into(), "node2".into()],
+            workdir: dir.display().to_string(),
+            stdout_path: "out".into(),
+            stderr_path: "out".into(),
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            output: Some(v1::OutputForward {
+                writer_index: 0,
+                writer_endpoint: "127.0.0.1:1".into(),
+                token: token.into(),
+            }),
+            ..assignment(job, 1, 1)
+        }
+    }
+
+    /// Node2's output batch `sequence` for run 1 of `job`: one line.
+    fn output_batch(job: u64, token: &str, sequence: u64, line: &str) -> v1::OutputRequest {
+        v1::OutputRequest {
+            job_id: job,
+            run: 1,
+            token: token.into(),
+            node_index: 1,
+            sequence,
+            chunks: vec![v1::OutputChunk {
+                stderr: false,
+                data: line.as_bytes().to_vec(),
+            }],
+        }
+    }
+
     fn desired(generation: u64, assignments: Vec<v1::Assignment>) -> v1::DesiredState {
         v1::DesiredState {
             generation,
@@ -792,34 +829,8 @@ mod tests {
     async fn the_writer_takes_output_only_with_the_runs_credential_and_writes_each_batch_once() {
         let dir = tempfile::tempdir().unwrap();
         let (agent, mut exits, _out) = agent(dir.path(), RecordingLauncher::new());
-        let me = nix::unistd::getuid().as_raw();
-        let forward = |node_index| v1::Assignment {
-            node_index,
-            nodelist: vec!["node1".into(), "node2".into()],
-            workdir: dir.path().display().to_string(),
-            stdout_path: "out".into(),
-            stderr_path: "out".into(),
-            uid: me,
-            gid: nix::unistd::getgid().as_raw(),
-            output: Some(v1::OutputForward {
-                writer_index: 0,
-                writer_endpoint: "127.0.0.1:1".into(),
-                token: "secret".into(),
-            }),
-            ..assignment(8, 1, 1)
-        };
-        agent.on_desired(desired(1, vec![forward(0)]));
-        let request = |token: &str, sequence, line: &str| v1::OutputRequest {
-            job_id: 8,
-            run: 1,
-            token: token.into(),
-            node_index: 1,
-            sequence,
-            chunks: vec![v1::OutputChunk {
-                stderr: false,
-                data: line.as_bytes().to_vec(),
-            }],
-        };
+        agent.on_desired(desired(1, vec![forwarded(dir.path(), 8, 0, "secret")]));
+        let request = |token: &str, sequence, line: &str| output_batch(8, token, sequence, line);
         let refused = agent.output(request("guess", 1, "x\n")).await.unwrap_err();
         assert!(
             matches!(refused, LaunchRefusal::BadCredential(_)),
@@ -832,15 +843,8 @@ mod tests {
         let written = std::fs::read_to_string(dir.path().join("out")).unwrap();
         assert_eq!(written, "one\ntwo\n");
         // A run this node does not write, or does not know, takes none.
-        let other = v1::Assignment {
-            job_id: 9,
-            ..forward(1)
-        };
-        agent.on_desired(desired(2, vec![other]));
-        let to = |job_id| v1::OutputRequest {
-            job_id,
-            ..request("secret", 3, "x\n")
-        };
+        agent.on_desired(desired(2, vec![forwarded(dir.path(), 9, 1, "secret")]));
+        let to = |job| output_batch(job, "secret", 3, "x\n");
         let refused = agent.output(to(9)).await.unwrap_err();
         assert!(matches!(refused, LaunchRefusal::NotWriter(_)), "{refused}");
         let refused = agent.output(to(10)).await.unwrap_err();
@@ -865,40 +869,13 @@ mod tests {
     async fn output_for_a_run_not_started_here_yet_waits_for_it() {
         let dir = tempfile::tempdir().unwrap();
         let (agent, _exits, _out) = agent(dir.path(), RecordingLauncher::new());
-        let a = v1::Assignment {
-            workdir: dir.path().display().to_string(),
-            stdout_path: "out".into(),
-            stderr_path: "out".into(),
-            uid: nix::unistd::getuid().as_raw(),
-            gid: nix::unistd::getgid().as_raw(),
-            output: Some(v1::OutputForward {
-                writer_index: 0,
-                writer_endpoint: "127.0.0.1:1".into(),
-                token: "t".into(),
-            }),
-            ..assignment(3, 1, 1)
-        };
         let early = {
             let agent = Arc::clone(&agent);
-            tokio::spawn(async move {
-                agent
-                    .output(v1::OutputRequest {
-                        job_id: 3,
-                        run: 1,
-                        token: "t".into(),
-                        node_index: 1,
-                        sequence: 1,
-                        chunks: vec![v1::OutputChunk {
-                            stderr: false,
-                            data: b"early\n".to_vec(),
-                        }],
-                    })
-                    .await
-            })
+            tokio::spawn(async move { agent.output(output_batch(3, "t", 1, "early\n")).await })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!early.is_finished(), "answered before the run started here");
-        agent.on_desired(desired(1, vec![a]));
+        agent.on_desired(desired(1, vec![forwarded(dir.path(), 3, 0, "t")]));
         early.await.unwrap().unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.path().join("out")).unwrap(),

@@ -237,7 +237,13 @@ impl<L: Launcher> Agent<L> {
     /// nodes after [`WRITER_LINGER`].
     pub(super) fn forget_output(&self, state: &mut State, key: RunKey) {
         state.forwarding.remove(&key);
-        let Some(agent) = self.me.upgrade() else {
+        // Most runs write their own files: nothing to keep, no timer on every job's end.
+        let writes = self
+            .outputs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&key);
+        let Some(agent) = self.me.upgrade().filter(|_| writes) else {
             return;
         };
         let forget = move || {
