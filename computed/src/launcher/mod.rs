@@ -9,6 +9,7 @@ mod cgroup;
 mod dynmods;
 mod fake;
 mod process;
+mod spawn;
 #[cfg(test)]
 mod tests;
 

@@ -1,6 +1,7 @@
-//! The real launcher: fork/exec with tokio, cgroups for limits and race-free kills.
+//! The real launcher: posix_spawn-style clone/exec (`spawn`), cgroups for limits and race-free kills.
 
 use super::cgroup::{self, Cgroups, Layout};
+use super::spawn::{self, ChildFailure, Exec};
 use super::{
     JobLimits, LaunchError, Launcher, StartedTask, TaskExit, TaskLaunch, TaskOutput, TaskPipes,
 };
@@ -12,13 +13,13 @@ use nix::unistd::Pid;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs;
-use std::io::{self, Read};
-use std::os::fd::{AsRawFd, RawFd};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -257,36 +258,21 @@ fn cstring(task: &TaskLaunch, bytes: &[u8], what: &str) -> Result<CString, Launc
     })
 }
 
-/// Which step of the child's set-up failed, reported through the status pipe.
+/// Which step of the child's set-up failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum Stage {
-    JoinCgroup = 1,
-    NewSession = 2,
-    SwitchUser = 3,
-    Workdir = 4,
-    Stdout = 5,
-    Stderr = 6,
-    Redirect = 7,
+pub(super) enum Stage {
+    JoinCgroup,
+    NewSession,
+    SwitchUser,
+    Workdir,
+    Stdout,
+    Stderr,
+    Redirect,
 }
 
-impl Stage {
-    fn from_byte(b: u8) -> Option<Stage> {
-        Some(match b {
-            1 => Stage::JoinCgroup,
-            2 => Stage::NewSession,
-            3 => Stage::SwitchUser,
-            4 => Stage::Workdir,
-            5 => Stage::Stdout,
-            6 => Stage::Stderr,
-            7 => Stage::Redirect,
-            _ => return None,
-        })
-    }
-}
-
-/// Everything the forked child needs, allocated before the fork.
-struct ChildSetup {
+/// Everything the child needs, allocated before the clone (see `spawn` for the child's rules).
+#[derive(Debug)]
+pub(super) struct ChildSetup {
     /// cgroup.procs files to write "0" (= the writer) into.
     cgroup_procs: Vec<CString>,
     switch_user: bool,
@@ -302,13 +288,11 @@ struct ChildSetup {
     stdout: Option<CString>,
     /// `None` when stderr is the same file as stdout.
     stderr: Option<CString>,
-    /// Write end of the status pipe (close-on-exec).
-    status_fd: RawFd,
 }
 
-/// `Err(errno)` when a libc call returned -1.
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret == -1 {
+/// `Err(errno)` when a libc call or raw syscall returned -1.
+fn check<T: From<i8> + PartialEq>(ret: T) -> io::Result<T> {
+    if ret == T::from(-1) {
         Err(io::Error::last_os_error())
     } else {
         Ok(ret)
@@ -316,66 +300,68 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 impl ChildSetup {
-    /// Runs in the forked child before exec: only async-signal-safe libc calls, no allocation
-    /// (`io::Error::last_os_error` and `from_raw_os_error` do not allocate).
-    fn run(&self) -> io::Result<()> {
+    /// Runs in the child before exec: only raw syscalls and async-signal-safe libc calls, no
+    /// allocation (`io::Error::last_os_error` does not allocate).
+    pub(super) fn run(&self) -> Result<(), ChildFailure> {
         for (index, path) in self.cgroup_procs.iter().enumerate() {
-            self.step(Stage::JoinCgroup, index, join_cgroup(path))?;
+            step(Stage::JoinCgroup, index, join_cgroup(path))?;
         }
         // SAFETY: setsid takes no arguments and has no memory-safety preconditions.
-        let ret = unsafe { libc::setsid() };
-        self.step(Stage::NewSession, 0, check(ret))?;
+        let ret = unsafe { libc::syscall(libc::SYS_setsid) };
+        step(Stage::NewSession, 0, check(ret))?;
         if self.switch_user {
+            // Raw syscalls: glibc's wrappers would broadcast the change to the threads of the
+            // agent, whose memory this child shares.
             if self.set_groups {
                 // SAFETY: the pointer is to one gid_t that lives for the duration of the call.
-                let ret = unsafe { libc::setgroups(1, &self.gid) };
-                self.step(Stage::SwitchUser, 0, check(ret))?;
+                let ret = unsafe { libc::syscall(libc::SYS_setgroups, 1, &raw const self.gid) };
+                step(Stage::SwitchUser, 0, check(ret))?;
             }
             // SAFETY: setgid takes a plain integer.
-            let ret = unsafe { libc::setgid(self.gid) };
-            self.step(Stage::SwitchUser, 0, check(ret))?;
+            let ret = unsafe { libc::syscall(libc::SYS_setgid, self.gid) };
+            step(Stage::SwitchUser, 0, check(ret))?;
             // SAFETY: setuid takes a plain integer.
-            let ret = unsafe { libc::setuid(self.uid) };
-            self.step(Stage::SwitchUser, 0, check(ret))?;
+            let ret = unsafe { libc::syscall(libc::SYS_setuid, self.uid) };
+            step(Stage::SwitchUser, 0, check(ret))?;
         }
         if self.fs_user_only {
-            // SAFETY: setfsgid/setfsuid take plain integers; they cannot fail in a way that
-            // matters here (the following open/chdir report any permission problem).
+            // SAFETY: setfsgid/setfsuid take plain integers and change only the calling task;
+            // they cannot fail in a way that matters here (the following open/chdir report any
+            // permission problem).
             unsafe {
-                libc::setfsgid(self.gid);
-                libc::setfsuid(self.uid);
+                libc::syscall(libc::SYS_setfsgid, self.gid);
+                libc::syscall(libc::SYS_setfsuid, self.uid);
             }
         }
         // SAFETY: workdir is a NUL-terminated string owned by self, alive during the call.
         let ret = unsafe { libc::chdir(self.workdir.as_ptr()) };
-        self.step(Stage::Workdir, 0, check(ret))?;
+        step(Stage::Workdir, 0, check(ret))?;
         if let Some(stdout) = &self.stdout {
             self.redirect_to_files(stdout)?;
         }
         if self.fs_user_only {
-            // SAFETY: setfsuid/setfsgid take plain integers; back to root's filesystem identity
-            // for the runtime.
+            // SAFETY: as above; back to root's filesystem identity for the runtime.
             unsafe {
-                libc::setfsuid(0);
-                libc::setfsgid(0);
+                libc::syscall(libc::SYS_setfsuid, 0);
+                libc::syscall(libc::SYS_setfsgid, 0);
             }
         }
         Ok(())
     }
 
     /// Opens the output files (as the user already switched to) onto stdout and stderr.
-    fn redirect_to_files(&self, stdout: &CString) -> io::Result<()> {
-        let out = self.step(Stage::Stdout, 0, open_output(stdout))?;
+    fn redirect_to_files(&self, stdout: &CString) -> Result<(), ChildFailure> {
+        let out = step(Stage::Stdout, 0, open_output(stdout))?;
         let err = match &self.stderr {
-            Some(path) => self.step(Stage::Stderr, 0, open_output(path))?,
+            Some(path) => step(Stage::Stderr, 0, open_output(path))?,
             None => out,
         };
         // SAFETY: dup2 on descriptors we just opened onto the standard ones; no memory involved.
         let ret = unsafe { libc::dup2(out, libc::STDOUT_FILENO) };
-        self.step(Stage::Redirect, 0, check(ret))?;
+        step(Stage::Redirect, 0, check(ret))?;
         // SAFETY: as above.
         let ret = unsafe { libc::dup2(err, libc::STDERR_FILENO) };
-        self.step(Stage::Redirect, 0, check(ret))?;
+        step(Stage::Redirect, 0, check(ret))?;
         for fd in [out, err] {
             if fd > libc::STDERR_FILENO {
                 // SAFETY: closing a descriptor this child opened and no longer needs (twice is
@@ -385,17 +371,15 @@ impl ChildSetup {
         }
         Ok(())
     }
+}
 
-    /// On failure, tells the parent which stage failed (the errno travels through std's own pipe).
-    fn step<T>(&self, stage: Stage, index: usize, result: io::Result<T>) -> io::Result<T> {
-        if result.is_err() {
-            let msg = [stage as u8, u8::try_from(index).unwrap_or(u8::MAX)];
-            // SAFETY: writes two bytes from a stack buffer to the status pipe's write end, which
-            // stays open in the child until exec.
-            let _ = unsafe { libc::write(self.status_fd, msg.as_ptr().cast(), msg.len()) };
-        }
-        result
-    }
+/// Which step of the child's set-up failed, for the parent's error.
+fn step<T>(stage: Stage, index: usize, result: io::Result<T>) -> Result<T, ChildFailure> {
+    result.map_err(|e| ChildFailure {
+        stage: Some(stage),
+        index,
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+    })
 }
 
 /// Moves the calling process into a cgroup by writing "0" to its cgroup.procs (v1 and v2).
@@ -414,9 +398,9 @@ fn join_cgroup(procs: &CString) -> io::Result<()> {
     result
 }
 
-/// The child's stdout and stderr as pipes, and the read ends for the agent: one pipe when both
-/// name the same file, else one each.
-fn output_pipes(task: &TaskLaunch) -> Result<(Stdio, Stdio, Option<TaskPipes>), LaunchError> {
+/// The child's stdout and stderr as pipes (the write ends, to hand to the child), and the read
+/// ends for the agent: one pipe when both name the same file, else one each.
+fn output_pipes(task: &TaskLaunch) -> Result<(OwnedFd, Option<OwnedFd>, TaskPipes), LaunchError> {
     let pipe = || {
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::OutputPipe {
             job: task.job,
@@ -427,26 +411,18 @@ fn output_pipes(task: &TaskLaunch) -> Result<(Stdio, Stdio, Option<TaskPipes>), 
     };
     let (out_read, out_write) = pipe()?;
     if task.stderr == task.stdout {
-        let err_write = out_write
-            .try_clone()
-            .map_err(|source| LaunchError::OutputPipe {
-                job: task.job,
-                run: task.run,
-                rank: task.rank,
-                source,
-            })?;
         let pipes = TaskPipes {
             stdout: out_read,
             stderr: None,
         };
-        return Ok((out_write.into(), err_write.into(), Some(pipes)));
+        return Ok((out_write, None, pipes));
     }
     let (err_read, err_write) = pipe()?;
     let pipes = TaskPipes {
         stdout: out_read,
         stderr: Some(err_read),
     };
-    Ok((out_write.into(), err_write.into(), Some(pipes)))
+    Ok((out_write, Some(err_write), pipes))
 }
 
 /// Opens an output file for appending as the current (already switched) user, mode 0644.
@@ -630,7 +606,7 @@ impl Launcher for ProcessLauncher {
             rank,
         })?;
 
-        // Everything the child needs is allocated here, before the fork.
+        // Everything the child needs is allocated here, before the clone.
         let cgroup_procs = self
             .cgroups
             .as_ref()
@@ -642,13 +618,6 @@ impl Launcher for ProcessLauncher {
             // Released, or removed behind our back: do not run it outside its cgroup.
             return Err(LaunchError::NotPrepared { job, run });
         }
-        let (status_read, status_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
-            .map_err(|e| LaunchError::StatusPipe {
-                job,
-                run,
-                rank,
-                source: e.into(),
-            })?;
         let setup = ChildSetup {
             cgroup_procs: cgroup_procs
                 .iter()
@@ -677,50 +646,45 @@ impl Launcher for ProcessLauncher {
                     "stderr path",
                 )?)
             },
-            status_fd: status_write.as_raw_fd(),
         };
-
-        let (stdout, stderr, pipes) = match task.output {
-            TaskOutput::Files => (Stdio::null(), Stdio::null(), None),
-            TaskOutput::Pipes => output_pipes(&task)?,
-        };
-        let mut command = tokio::process::Command::new(&program);
-        command
-            .arg0(&argv[0])
-            .args(&argv[1..])
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .kill_on_drop(false);
-        // SAFETY: the hook runs in the forked child before exec and only makes async-signal-safe
-        // libc calls on data prepared above (no allocation, no locks); see ChildSetup::run.
-        unsafe {
-            command.pre_exec(move || setup.run());
-        }
-
-        let spawned = {
-            let _runtime = handle.enter();
-            command.spawn()
-        };
-        drop(status_write);
-        // The child's ends of the output pipes: only the child may hold them, or the reader
-        // never sees the end of the output.
-        drop(command);
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(source) => {
-                // std has reaped the failed child, so its status bytes (if any) are in the pipe.
-                let mut buf = [0u8; 2];
-                let stage = match fs::File::from(status_read).read(&mut buf) {
-                    Ok(2) => Stage::from_byte(buf[0]).map(|s| (s, usize::from(buf[1]))),
-                    _ => None,
-                };
-                return Err(spawn_error(&task, &program, &cgroup_procs, stage, source));
+        let exec = Exec::new(
+            cstring(&task, program.as_os_str().as_bytes(), "program path")?,
+            argv.iter()
+                .map(|a| cstring(&task, a.as_bytes(), "argv"))
+                .collect::<Result<_, _>>()?,
+            env.iter()
+                .map(|(k, v)| cstring(&task, format!("{k}={v}").as_bytes(), "environment"))
+                .collect::<Result<_, _>>()?,
+        );
+        let dev_null = fs::File::open("/dev/null").map_err(|source| LaunchError::Exec {
+            job,
+            run,
+            rank,
+            program: program.clone(),
+            source,
+        })?;
+        // The child's ends of the output pipes are dropped when this function returns: only the
+        // child may hold them, or the reader never sees the end of the output.
+        let (out_write, err_write, pipes) = match task.output {
+            TaskOutput::Files => (None, None, None),
+            TaskOutput::Pipes => {
+                let (out, err, pipes) = output_pipes(&task)?;
+                (Some(out), err, Some(pipes))
             }
         };
-        let pid = child.id().unwrap_or_default();
+        let stdio = spawn::Stdio {
+            stdin: dev_null.as_raw_fd(),
+            stdout: out_write.as_ref().map(AsRawFd::as_raw_fd),
+            stderr: err_write
+                .as_ref()
+                .or(out_write.as_ref())
+                .map(AsRawFd::as_raw_fd),
+        };
+        let child = spawn::spawn(&exec, &setup, stdio).map_err(|(failure, source)| {
+            let stage = failure.and_then(|f| f.stage.map(|s| (s, f.index)));
+            spawn_error(&task, &program, &cgroup_procs, stage, source)
+        })?;
+        let pid = child.pid;
         let sid = i32::try_from(pid).unwrap_or_default();
         if sid > 0
             && let Some(entry) = self.jobs().get_mut(&(job, run))
@@ -733,7 +697,7 @@ impl Launcher for ProcessLauncher {
         }
         tracing::debug!(job = %job, run, rank, pid, program = %program.display(), "task started");
         handle.spawn(async move {
-            let status = child.wait().await;
+            let status = spawn::wait(child.pidfd).await;
             let exit = task_exit(job, run, rank, status);
             tracing::debug!(job = %job, run, rank, pid, code = exit.code, detail = %exit.detail, "task ended");
             let _ = exits.send(exit);

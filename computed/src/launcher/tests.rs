@@ -149,6 +149,56 @@ async fn task_runs_as_its_user_and_appends_output() {
     cleanup(&launcher, &[(1, 0)]);
 }
 
+/// A task starts clean whatever the agent's own state: no signal ignored or blocked (the agent
+/// ignores SIGPIPE, and blocks every signal around the clone), stdin on /dev/null, its own
+/// session, only the user's group, and no descriptor of the agent's but the standard three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_starts_with_default_signals_its_own_session_and_no_agent_descriptors() {
+    let launcher = ProcessLauncher::new(&node("clean")).unwrap();
+    let dir = workdir();
+    launcher.prepare_job(JobId(7), 0, &limits()).unwrap();
+    // The agent process ignores SIGPIPE (Rust's runtime does); make sure the test would see it.
+    // SAFETY: reading the current disposition only.
+    let ignored = unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old);
+        old.sa_sigaction == libc::SIG_IGN
+    };
+    assert!(ignored, "the test process should ignore SIGPIPE");
+    let (tx, mut rx) = unbounded_channel();
+    let t = task(
+        7,
+        0,
+        "grep -E '^(SigIgn|SigBlk|Groups):' /proc/self/status; \
+         echo stdin=$(readlink /proc/self/fd/0); \
+         echo sid=$(cut -d' ' -f6 /proc/self/stat) pid=$$; \
+         echo fds=$(ls /proc/self/fd | sort -n | tr '\\n' ' ')",
+        dir.path(),
+    );
+    let out = t.stdout.clone();
+    let pid = launcher.start_task(t, tx).unwrap().pid;
+    assert_eq!(next_exit(&mut rx).await.code, 0);
+    let text = fs::read_to_string(&out).unwrap();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(field("SigIgn:"), "0000000000000000", "{text}");
+    assert_eq!(field("SigBlk:"), "0000000000000000", "{text}");
+    assert_eq!(field("stdin="), "/dev/null", "{text}");
+    // `sh -c` runs the grep, cut and ls as its children, in the session the task leads.
+    assert!(text.contains(&format!("sid={pid} pid={pid}")), "{text}");
+    if is_root() {
+        assert_eq!(field("Groups:"), NOBODY.to_string(), "{text}");
+    }
+    // ls itself has 0-2 and the directory it reads (3); nothing of the agent's.
+    assert_eq!(field("fds="), "0 1 2 3", "{text}");
+    cleanup(&launcher, &[(7, 0)]);
+}
+
 /// Reads a pipe's read end to its end.
 fn read_all(fd: OwnedFd) -> String {
     let mut text = String::new();

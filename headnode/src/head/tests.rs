@@ -235,11 +235,19 @@ fn acknowledged_jobs_and_results_survive_a_reopen() {
 }
 
 #[test]
-fn acknowledged_on_write_jobs_survive_a_crash_before_the_store_is_flushed() {
+fn acknowledged_jobs_survive_a_crash_before_the_store_is_flushed() {
+    for acknowledge in ["fsync", "write"] {
+        acknowledged_jobs_survive_a_crash_with_only_the_log(acknowledge);
+    }
+}
+
+/// Every change reaches the log before it is answered, in both modes: a crash of headnoded before
+/// the flusher moved it into redb loses nothing.
+fn acknowledged_jobs_survive_a_crash_with_only_the_log(acknowledge: &str) {
     let dir = tempfile::tempdir().unwrap();
     // A flush an hour away: every change stays only in the log while the test runs.
-    let write_mode = "[store]\nacknowledge = \"write\"\nflush_delay_ms = 3600000\n";
-    let head = Head::open(config_with(dir.path(), write_mode)).unwrap();
+    let mode = format!("[store]\nacknowledge = \"{acknowledge}\"\nflush_delay_ms = 3600000\n");
+    let head = Head::open(config_with(dir.path(), &mode)).unwrap();
     let (done, queued, _node1) = one_done_one_queued(&head);
     // What a crash of headnoded now leaves on disk: its files as they are (the kernel has them).
     let crashed = |with_log: bool| {
@@ -257,7 +265,7 @@ fn acknowledged_on_write_jobs_survive_a_crash_before_the_store_is_flushed() {
     let reopened = Head::open(config(without_log.path())).unwrap();
     assert!(
         reopened.show_job(done).is_err(),
-        "the store alone already had the jobs: the log was not what kept them"
+        "{acknowledge}: the store alone already had the jobs: the log was not what kept them"
     );
     let with_log = crashed(true);
     assert_survived(&Head::open(config(with_log.path())).unwrap(), done, queued);
@@ -266,7 +274,7 @@ fn acknowledged_on_write_jobs_survive_a_crash_before_the_store_is_flushed() {
             .unwrap()
             .len(),
         0,
-        "the replayed log is emptied"
+        "{acknowledge}: the replayed log is emptied"
     );
     // A clean stop moves the log into the store.
     drop(head);

@@ -3,18 +3,25 @@
 //! Records are encoded by the caller ([`EncodedChange`]) so that the head can queue a change under
 //! its lock and write it after releasing it, several changes per transaction (`head::commit`).
 //!
-//! When `commit` returns depends on `[store] acknowledge` ([`Acknowledge`]):
+//! Every change is first appended to a write-ahead log (`headnoded.wal`), and a flusher thread
+//! moves the log into redb in batches. When `commit` returns depends on `[store] acknowledge`
+//! ([`Acknowledge`]):
 //!
 //! ```text
-//!   fsync (default)  commit ──▶ redb transaction + fsync ──▶ return
+//!   fsync (default)  commit ──▶ one write(2) to headnoded.wal + fdatasync ──▶ return
 //!   write            commit ──▶ one write(2) to headnoded.wal ──▶ return
-//!                                  └─ flusher thread, within flush_delay_ms:
-//!                                     redb transaction + fsync (many changes) ──▶ log emptied
+//!                      flusher thread, within flush_delay_ms of the first pending change:
+//!                      redb transaction + fsync (many changes) ──▶ log emptied
 //!   open             replay the log's records newer than redb's `wal_seq` into redb, empty it
 //! ```
 //!
 //! Both survive a crash of headnoded at any moment: a returned `write(2)` is in the page cache.
 //! Only `fsync` survives a power cut; `write` can lose the last `flush_delay_ms` of changes then.
+//!
+//! Why a log in front of redb even when every change is fsynced: a redb commit writes its B-tree
+//! pages and header (about eight `pwrite`s) before its fsync, an append is one `write` of a few
+//! hundred bytes; the job start and end commits that follow every submit made redb's commits the
+//! head's largest cost in a run of short jobs (issue 7).
 
 mod wal;
 
@@ -55,7 +62,7 @@ const FLUSH_RETRY: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Acknowledge {
-    /// After redb's transaction is fsynced: survives a crash of headnoded and a power cut.
+    /// After the log's fdatasync: survives a crash of headnoded and a power cut.
     #[default]
     Fsync,
     /// After one `write(2)` to the write-ahead log: survives a crash of headnoded (the kernel holds
@@ -70,7 +77,7 @@ pub enum Acknowledge {
 pub struct StoreConfig {
     #[serde(default)]
     pub acknowledge: Acknowledge,
-    /// With `acknowledge = "write"`: how long a change may stay only in the log.
+    /// How long a change may stay only in the log before the flusher moves it into redb.
     #[serde(default = "default_flush_delay")]
     pub flush_delay_ms: Millis,
 }
@@ -174,8 +181,10 @@ impl EncodedChange {
 pub struct Store {
     db: Arc<Database>,
     path: PathBuf,
-    /// The write-ahead log and its flusher thread, with `acknowledge = "write"`.
-    log: Option<(Arc<Log>, std::thread::JoinHandle<()>)>,
+    /// The write-ahead log, shared with its flusher thread.
+    log: Arc<Log>,
+    /// `None` until the store is open, and again once it is closing.
+    flusher: Option<std::thread::JoinHandle<()>>,
     /// Unit tests of the head make the next commits fail, as a full or broken disk would.
     #[cfg(test)]
     pub(crate) fail_commits: std::sync::atomic::AtomicBool,
@@ -189,6 +198,8 @@ struct Log {
     /// Signalled on the first pending change and on close.
     wake: Condvar,
     flush_delay: Duration,
+    /// `acknowledge = "fsync"`: an append returns only after its fdatasync.
+    sync_appends: bool,
 }
 
 #[derive(Debug)]
@@ -240,10 +251,34 @@ impl Store {
             path: path.to_path_buf(),
             source,
         })?;
+        let log_path = path.with_extension("wal");
+        // O_APPEND: appends land at the end even after `replay` or the flusher emptied the file.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|source| StoreError::Log {
+                path: log_path.clone(),
+                source,
+            })?;
+        let log = Arc::new(Log {
+            path: log_path,
+            state: Mutex::new(LogState {
+                file,
+                bytes: 0,
+                next_seq: 1,
+                pending: Vec::new(),
+                closing: false,
+            }),
+            wake: Condvar::new(),
+            flush_delay: Duration::from_millis(config.flush_delay_ms),
+            sync_appends: config.acknowledge == Acknowledge::Fsync,
+        });
         let mut store = Store {
             db: Arc::new(db),
             path: path.to_path_buf(),
-            log: None,
+            log,
+            flusher: None,
             #[cfg(test)]
             fail_commits: Default::default(),
         };
@@ -256,39 +291,17 @@ impl Store {
             txn.open_table(IMAGES)?;
             Ok(())
         })?;
-        let log_path = path.with_extension("wal");
-        let last_seq = store.replay(&log_path)?;
-        if config.acknowledge == Acknowledge::Write {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log_path)
-                .map_err(|source| StoreError::Log {
-                    path: log_path.clone(),
-                    source,
-                })?;
-            let log = Arc::new(Log {
-                path: log_path,
-                state: Mutex::new(LogState {
-                    file,
-                    bytes: 0,
-                    next_seq: last_seq + 1,
-                    pending: Vec::new(),
-                    closing: false,
-                }),
-                wake: Condvar::new(),
-                flush_delay: Duration::from_millis(config.flush_delay_ms),
-            });
-            let (db, flushed) = (store.db.clone(), log.clone());
-            let flusher = std::thread::Builder::new()
-                .name("store-flusher".into())
-                .spawn(move || run_flusher(&db, &flushed))
-                .map_err(|source| StoreError::Log {
-                    path: log.path.clone(),
-                    source,
-                })?;
-            store.log = Some((log, flusher));
-        }
+        let last_seq = store.replay(&store.log.path)?;
+        store.log.lock().next_seq = last_seq + 1;
+        let (db, flushed) = (store.db.clone(), store.log.clone());
+        let flusher = std::thread::Builder::new()
+            .name("store-flusher".into())
+            .spawn(move || run_flusher(&db, &flushed))
+            .map_err(|source| StoreError::Log {
+                path: store.log.path.clone(),
+                source,
+            })?;
+        store.flusher = Some(flusher);
         Ok(store)
     }
 
@@ -397,8 +410,8 @@ impl Store {
         &self.path
     }
 
-    /// Writes changes, in order and atomically: as one redb transaction (one fsync), or with
-    /// `acknowledge = "write"` as one append to the log.
+    /// Writes changes, in order and atomically, as one append to the log (fdatasynced with
+    /// `acknowledge = "fsync"`).
     pub fn commit(&self, changes: Vec<EncodedChange>) -> Result<(), StoreError> {
         if changes.is_empty() {
             return Ok(());
@@ -410,18 +423,24 @@ impl Store {
                 source: redb::Error::Io(std::io::Error::other("injected by a test")),
             });
         }
-        let Some((log, _)) = &self.log else {
-            let numbered: Vec<(u64, EncodedChange)> = changes.into_iter().map(|c| (0, c)).collect();
-            return write_changes(&self.db, &self.path, &numbered);
-        };
+        let log = &self.log;
         let mut state = log.lock();
         let first = state.next_seq;
         let mut records = Vec::new();
         for (seq, change) in (first..).zip(&changes) {
             records.extend(wal::encode(seq, change));
         }
-        // One write(2): a crash leaves the whole batch or a torn tail that replay ignores.
-        if let Err(source) = state.file.write_all(&records) {
+        // One write(2): a crash leaves the whole batch or a torn tail that replay ignores. The
+        // fdatasync runs under the log's lock (committers are serialised by the head's group
+        // commit anyway), so that a failed one can take the batch back out of the log.
+        let written = state.file.write_all(&records).and_then(|()| {
+            if log.sync_appends {
+                state.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(source) = written {
             // A partial write (a full disk) must not stay in front of later records: replay stops
             // at the first torn record. The batch fails; its callers get the error.
             let _ = state.file.set_len(state.bytes);
@@ -499,9 +518,9 @@ impl Store {
 impl Drop for Store {
     /// Moves what the log still holds into redb before the store closes.
     fn drop(&mut self) {
-        if let Some((log, flusher)) = self.log.take() {
-            log.lock().closing = true;
-            log.wake.notify_one();
+        self.log.lock().closing = true;
+        self.log.wake.notify_one();
+        if let Some(flusher) = self.flusher.take() {
             let _ = flusher.join();
         }
     }

@@ -1,4 +1,4 @@
-//! The write-ahead log of `[store] acknowledge = "write"` (`headnoded.wal`): its record format.
+//! The store's write-ahead log (`headnoded.wal`): its record format.
 //!
 //! A record is `len: u32 LE`, `crc32(body): u32 LE`, then `body`:
 //!
