@@ -3,9 +3,9 @@
 # same topology and the same measurements as ../shared/bench/slurm-baseline.sh, printed as
 # `name: value` lines with the same names where the measurement is the same.
 #
-# Run as root from anywhere (release binaries must be built: cargo build --release --bins).
+# Run as root from anywhere (release binaries must be built: scripts/build-release.sh).
 # Tunables: NODES=5 CPUS_PER_NODE=2 NJOBS=1000 LAT_JOBS=20 LAUNCH_REPS=20 MPI_REPS=10 POLL=0.1
-#            BIN=target/release
+#            BIN=target/dist
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES=${NODES:-5}
@@ -16,7 +16,7 @@ LAUNCH_REPS=${LAUNCH_REPS:-20}
 POLL=${POLL:-0.1}
 MPI_REPS=${MPI_REPS:-10}
 REPO=$PWD
-BIN=$(realpath "${BIN:-target/release}")
+BIN=$(realpath "${BIN:-target/dist}")
 
 log() { echo "# $*" >&2; }
 out() { echo "$1: $2"; }
@@ -31,7 +31,7 @@ ms() { awk '{printf "%.1f", $1*1000}'; }
 
 [ "$(id -u)" = 0 ] || die "must run as root"
 for b in cluster submit headnoded computed; do
-  [ -x "$BIN/$b" ] || die "$BIN/$b missing: cargo build --release --bins"
+  [ -x "$BIN/$b" ] || die "$BIN/$b missing: scripts/build-release.sh"
 done
 
 W=$(mktemp -d /tmp/beowulf-bench.XXXXXX)

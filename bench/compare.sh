@@ -18,9 +18,8 @@ SLURM_BASELINE=${SLURM_BASELINE:-$repo/../shared/bench/slurm-baseline.sh}
 out_dir=$(mktemp -d /tmp/beowulf-compare.XXXXXX)
 [ "$(id -u)" = 0 ] || { echo "ERROR: must run as root" >&2; exit 1; }
 
-echo "# building release binaries" >&2
-cargo build --release --bins -q
-BIN=${CARGO_TARGET_DIR:-$repo/target}/release
+echo "# building release binaries (scripts/build-release.sh)" >&2
+BIN=$(scripts/build-release.sh)
 
 if [ "$SKIP_SLURM" != 1 ]; then
   [ -f "$SLURM_BASELINE" ] || { echo "ERROR: $SLURM_BASELINE not found (set SLURM_BASELINE)" >&2; exit 1; }

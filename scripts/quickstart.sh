@@ -6,9 +6,8 @@ cd "$(dirname "$0")/.."
 require_root "the quickstart"
 ensure_packages "${BUILD_PACKAGES[@]}"
 ensure_rust
-cargo build --release --bins
 repo=$PWD
-bin="${CARGO_TARGET_DIR:-$repo/target}/release"
+bin=$(scripts/build-release.sh)
 export PATH="$bin:$PATH"
 export BEOWULF_STATE_DIR="${BEOWULF_STATE_DIR:-/var/lib/beowulf}"
 cluster init --nodes 5 --local

@@ -585,6 +585,17 @@ impl Cgroups {
     }
 
     /// Removes the job run's directories; missing ones are fine. `EBUSY` while processes remain.
+    /// Removes the job run's directories if no process is left in them, without reading them:
+    /// the kernel refuses to remove a cgroup that has processes or sub-cgroups (EBUSY). True when
+    /// every directory is gone; false leaves the rest for [`Cgroups::remove`] after a look at
+    /// what is inside. Reading cgroup.procs and listing every directory first was a third of
+    /// the agent's system time in a run of short jobs (issue 7).
+    pub(crate) fn remove_if_empty(&self, job: JobId, run: u32) -> bool {
+        self.job_dirs(job, run)
+            .iter()
+            .all(|dir| remove_dir(dir).is_ok())
+    }
+
     pub(crate) fn remove(&self, job: JobId, run: u32) -> Result<(), LaunchError> {
         let mut result = Ok(());
         for dir in self.job_dirs(job, run) {

@@ -725,6 +725,12 @@ impl Launcher for ProcessLauncher {
     }
 
     fn release_job(&self, job: JobId, run: u32) -> Result<(), LaunchError> {
+        if let Some(cgroups) = &self.cgroups
+            && cgroups.remove_if_empty(job, run)
+        {
+            self.jobs().remove(&(job, run));
+            return Ok(());
+        }
         if self.job_alive(job, run) {
             return Err(LaunchError::StillRunning { job, run });
         }
