@@ -58,6 +58,22 @@ fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
     })
 }
 
+/// Submit, for the gRPC API and the submit socket (`crate::submit_socket`).
+pub(crate) async fn submit_as(
+    head: Arc<Head>,
+    caller: Caller,
+    request: v1::SubmitRequest,
+) -> Result<v1::SubmitReply, Status> {
+    // The commit fsyncs: keep it off the async workers.
+    let (id, count) = tokio::task::spawn_blocking(move || head.submit_jobs(&caller, request))
+        .await
+        .map_err(|e| Status::internal(format!("submit task failed: {e}")))??;
+    Ok(v1::SubmitReply {
+        job_id: id.0,
+        count,
+    })
+}
+
 /// A blocking task of the API failed to run to its end (it panicked or the runtime is stopping).
 fn task_failed(what: &str) -> impl FnOnce(tokio::task::JoinError) -> Status + '_ {
     move |e| Status::internal(format!("{what} task failed: {e}"))
@@ -83,16 +99,8 @@ impl Cluster for ClusterApi {
         request: Request<v1::SubmitRequest>,
     ) -> Result<Response<v1::SubmitReply>, Status> {
         let caller = caller(&request)?;
-        let head = self.head.clone();
-        let body = request.into_inner();
-        // The commit fsyncs: keep it off the async workers.
-        let (id, count) = tokio::task::spawn_blocking(move || head.submit_jobs(&caller, body))
-            .await
-            .map_err(|e| Status::internal(format!("submit task failed: {e}")))??;
-        Ok(Response::new(v1::SubmitReply {
-            job_id: id.0,
-            count,
-        }))
+        let reply = submit_as(self.head.clone(), caller, request.into_inner()).await?;
+        Ok(Response::new(reply))
     }
 
     async fn cancel(

@@ -10,4 +10,5 @@ pub mod model;
 pub mod peer;
 pub mod server;
 pub mod store;
+pub mod submit_socket;
 pub mod tasks;

@@ -1,10 +1,11 @@
-//! Starts headnoded: opens the store, binds the unix socket and the agent port, runs the loops.
+//! Starts headnoded: opens the store, binds the unix sockets and the agent port, runs the loops.
 
 use crate::agent_hub::AgentHubService;
 use crate::api::ClusterApi;
 use crate::config::HeadConfig;
 use crate::head::Head;
 use crate::init::{HeadRegistrations, Provisioner};
+use crate::submit_socket;
 use crate::tasks;
 use anyhow::Context;
 use beowulf_proto::v1::{agent_hub_server::AgentHubServer, cluster_server::ClusterServer};
@@ -36,6 +37,14 @@ pub async fn run(config: HeadConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind the client socket {}", config.socket.display()))?;
     // Any local user may connect; the peer uid decides what they may do.
     std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(0o666))?;
+    let submit_path = beowulf_proto::submit_socket::path_beside(&config.socket);
+    if submit_path.exists() {
+        std::fs::remove_file(&submit_path)
+            .with_context(|| format!("cannot remove the stale socket {}", submit_path.display()))?;
+    }
+    let submit_socket = tokio::net::UnixListener::bind(&submit_path)
+        .with_context(|| format!("cannot bind the submit socket {}", submit_path.display()))?;
+    std::fs::set_permissions(&submit_path, std::fs::Permissions::from_mode(0o666))?;
 
     tracing::info!(socket = %config.socket.display(), agents = %agent_addr, "headnoded ready");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -69,10 +78,12 @@ pub async fn run(config: HeadConfig) -> anyhow::Result<()> {
             )),
         )))
         .serve_with_incoming(UnixListenerStream::new(socket));
+    let submits = submit_socket::serve(submit_socket, head.clone());
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = agents => r.context("agent API failed")?,
         r = clients => r.context("client API failed")?,
+        r = submits => r.context("submit socket failed")?,
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, stopping"),
         _ = terminate.recv() => tracing::info!("terminated, stopping"),
     }

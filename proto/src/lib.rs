@@ -11,5 +11,6 @@ pub mod v1 {
 }
 
 mod convert;
+pub mod submit_socket;
 
 pub use v1::*;

@@ -10,7 +10,7 @@ pub mod output;
 pub mod provision;
 
 use anyhow::{Context, bail};
-use beowulf_proto::v1;
+use beowulf_proto::{submit_socket, v1};
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use tokio_stream::StreamExt;
@@ -575,25 +575,25 @@ fn parse_start(text: &str) -> anyhow::Result<u64> {
     Ok(secs * 1000)
 }
 
-/// `submit job.toml [--wait]`.
-pub async fn submit(socket: &Path, args: &SubmitArgs) -> anyhow::Result<i32> {
+/// What `submit` sends: the job file's text, where and from what environment it was submitted,
+/// and the options that override the file.
+fn submit_request(args: &SubmitArgs) -> anyhow::Result<v1::SubmitRequest> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read the job file {}", args.file.display()))?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let mut c = client::connect(socket).await?;
-    let reply = c
-        .submit(v1::SubmitRequest {
-            file_name: args.file.display().to_string(),
-            file_text: text,
-            cwd: cwd.display().to_string(),
-            env: std::env::vars().collect(),
-            overrides: args.overrides(),
-        })
-        .await
-        .map_err(client::status_error)?
-        .into_inner();
+    Ok(v1::SubmitRequest {
+        file_name: args.file.display().to_string(),
+        file_text: text,
+        cwd: cwd.display().to_string(),
+        env: std::env::vars().collect(),
+        overrides: args.overrides(),
+    })
+}
+
+/// sbatch's answer line.
+fn submitted_line(reply: &v1::SubmitReply) -> String {
     let id = reply.job_id;
-    let submitted = if reply.count > 1 {
+    if reply.count > 1 {
         format!(
             "Submitted job array {id} ({} jobs: {id}-{})",
             reply.count,
@@ -601,13 +601,79 @@ pub async fn submit(socket: &Path, args: &SubmitArgs) -> anyhow::Result<i32> {
         )
     } else {
         format!("Submitted job {id}")
-    };
-    if !args.wait {
-        if args.json {
-            println!("{}", serde_json::json!({ "id": id, "count": reply.count }));
-        } else {
-            println!("{submitted}");
+    }
+}
+
+fn print_submitted(reply: &v1::SubmitReply, args: &SubmitArgs) {
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "id": reply.job_id, "count": reply.count })
+        );
+    } else {
+        println!("{}", submitted_line(reply));
+    }
+}
+
+/// `submit job.toml` (without `--wait`) over headnoded's submit socket, blocking and without an
+/// async runtime: the path a shell loop of submits takes (`beowulf_proto::submit_socket`).
+/// `Ok(None)` when there is no submit socket to use: the gRPC API then takes the request.
+pub fn submit_quick(socket: &Path, args: &SubmitArgs) -> anyhow::Result<Option<i32>> {
+    if args.wait {
+        return Ok(None);
+    }
+    let request = submit_request(args)?;
+    let path = submit_socket::path_beside(socket);
+    let mut stream = match std::os::unix::net::UnixStream::connect(&path) {
+        Ok(stream) => stream,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None);
         }
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot connect to headnoded's submit socket {}",
+                    path.display()
+                )
+            });
+        }
+    };
+    let answer: v1::SubmitAnswer = submit_socket::exchange(&mut stream, &request)
+        .with_context(|| format!("no answer on headnoded's submit socket {}", path.display()))?;
+    match answer.result {
+        Some(v1::submit_answer::Result::Reply(reply)) => {
+            print_submitted(&reply, args);
+            Ok(Some(0))
+        }
+        Some(v1::submit_answer::Result::Failure(failure)) => bail!("{}", failure.message),
+        None => bail!(
+            "headnoded's submit socket {} sent an empty answer",
+            path.display()
+        ),
+    }
+}
+
+/// `submit job.toml [--wait]`.
+pub async fn submit(socket: &Path, args: &SubmitArgs) -> anyhow::Result<i32> {
+    if let Some(code) = submit_quick(socket, args)? {
+        return Ok(code);
+    }
+    let request = submit_request(args)?;
+    let mut c = client::connect(socket).await?;
+    let reply = c
+        .submit(request)
+        .await
+        .map_err(client::status_error)?
+        .into_inner();
+    let id = reply.job_id;
+    let submitted = submitted_line(&reply);
+    if !args.wait {
+        print_submitted(&reply, args);
         return Ok(0);
     }
     if reply.count > 1 {
