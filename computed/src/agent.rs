@@ -159,6 +159,12 @@ impl<L: Launcher> Agent<L> {
 
     /// Stops every run still going on this node (the agent is shutting down, and a new agent
     /// process cannot adopt them). Their ends are reported as lost at the next registration.
+    /// Stops every run (`stop_all`), then lets the launcher release what it holds on the host.
+    pub fn shut_down(&self) {
+        self.stop_all();
+        self.launcher.shut_down();
+    }
+
     pub fn stop_all(&self) {
         let mut state = self.lock();
         for entry in state

@@ -59,6 +59,13 @@ fn refused_agent(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    // SIGTERM, as `cluster down` stops agents, so that it removes its cgroups; SIGKILL if it hangs.
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child's.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while agent.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let _ = agent.kill();
     let _ = agent.wait();
     eprintln!("agent {node} with {cert_name}'s certificate: {refused}");

@@ -87,8 +87,8 @@ fn main() -> anyhow::Result<()> {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             () = agent.clone().run(exits) => {}
-            _ = terminate.recv() => agent.stop_all(),
-            _ = tokio::signal::ctrl_c() => agent.stop_all(),
+            _ = terminate.recv() => agent.shut_down(),
+            _ = tokio::signal::ctrl_c() => agent.shut_down(),
         }
         // The PMIx server's files die with it (the next agent of this node starts afresh).
         let _ = std::fs::remove_dir_all(&pmix_dir);

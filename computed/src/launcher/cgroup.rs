@@ -635,8 +635,7 @@ impl Cgroups {
         jobs.into_iter().collect()
     }
 
-    /// Removes `<own>/beowulf/<node>` (and `<own>/beowulf` if empty); for tests and shutdown.
-    #[cfg(test)]
+    /// Removes `<own>/beowulf/<node>` (and `<own>/beowulf`) where empty; at shutdown and in tests.
     pub(crate) fn remove_node_dirs(&self) {
         let bases: Vec<&Path> = match self {
             Cgroups::V1 { hierarchies } => hierarchies.iter().map(|h| h.base.as_path()).collect(),

@@ -30,6 +30,7 @@ pub enum LauncherCall {
         job: JobId,
         run: u32,
     },
+    ShutDown,
 }
 
 /// Records calls; behaves like [`super::ProcessLauncher`] as far as bookkeeping goes (start needs
@@ -226,6 +227,10 @@ impl Launcher for RecordingLauncher {
         state.prepared.remove(&(job, run));
         state.leftovers.retain(|&l| l != (job, run));
         Ok(())
+    }
+
+    fn shut_down(&self) {
+        self.record(LauncherCall::ShutDown);
     }
 
     fn leftover_jobs(&self) -> Vec<(JobId, u32)> {

@@ -139,6 +139,12 @@ pub trait Launcher: Send + Sync + 'static {
     fn release_job(&self, job: JobId, run: u32) -> Result<(), LaunchError>;
     /// Job runs whose cgroups exist from an earlier computed process (found at start-up), so the agent can kill them.
     fn leftover_jobs(&self) -> Vec<(JobId, u32)>;
+    /// The agent is stopping, its runs killed: releases every run with no process left and
+    /// removes what the launcher made on the host (the node's cgroup directories) if empty.
+    /// Without it every agent that ever ran left its node's directories behind, and thousands of
+    /// empty cgroups make every cgroup created after them dearer (the CPU controller walks all of
+    /// its groups when a quota is set).
+    fn shut_down(&self);
 }
 
 /// Opens an output file of a task of `uid`:`gid` for appending (created with mode 0644), with

@@ -136,7 +136,6 @@ impl ProcessLauncher {
             .unwrap_or_default()
     }
 
-    #[cfg(test)]
     pub(crate) fn remove_node_dirs(&self) {
         if let Some(c) = &self.cgroups {
             c.remove_node_dirs();
@@ -739,6 +738,16 @@ impl Launcher for ProcessLauncher {
         }
         self.jobs().remove(&(job, run));
         Ok(())
+    }
+
+    fn shut_down(&self) {
+        let prepared: Vec<(JobId, u32)> = self.jobs().keys().copied().collect();
+        for (job, run) in prepared.into_iter().chain(self.leftover_jobs()) {
+            if let Err(e) = self.release_job(job, run) {
+                tracing::warn!(%job, run, error = %e, "cannot release a run's cgroups at shutdown");
+            }
+        }
+        self.remove_node_dirs();
     }
 
     fn leftover_jobs(&self) -> Vec<(JobId, u32)> {

@@ -199,6 +199,38 @@ async fn task_starts_with_default_signals_its_own_session_and_no_agent_descripto
     cleanup(&launcher, &[(7, 0)]);
 }
 
+/// A stopping agent leaves no cgroup behind: the runs whose tasks ended are released and its
+/// node's directories removed, in every hierarchy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_removes_the_nodes_cgroups() {
+    if !is_root() {
+        eprintln!("skipping: cgroups need root");
+        return;
+    }
+    let launcher = ProcessLauncher::new(&node("shutdown")).unwrap();
+    if !launcher.cgroups_enabled() {
+        eprintln!("skipping: no writable cgroups here");
+        return;
+    }
+    let dir = workdir();
+    launcher.prepare_job(JobId(8), 0, &limits()).unwrap();
+    let (tx, mut rx) = unbounded_channel();
+    launcher
+        .start_task(task(8, 0, "true", dir.path()), tx)
+        .unwrap();
+    assert_eq!(next_exit(&mut rx).await.code, 0);
+    let job_dirs = launcher.cgroup_dirs(JobId(8), 0);
+    let node_dirs: Vec<_> = job_dirs
+        .iter()
+        .map(|d| d.parent().unwrap().to_path_buf())
+        .collect();
+    assert!(!job_dirs.is_empty() && job_dirs.iter().all(|d| d.is_dir()));
+    launcher.shut_down();
+    for d in job_dirs.iter().chain(&node_dirs) {
+        assert!(!d.exists(), "{} is left after shut_down", d.display());
+    }
+}
+
 /// Reads a pipe's read end to its end.
 fn read_all(fd: OwnedFd) -> String {
     let mut text = String::new();

@@ -130,7 +130,7 @@ impl Head {
             })?;
         Ok(ImageUpload {
             name: name.to_string(),
-            owner: super::jobs::user_of(caller),
+            owner: self.identities.of(caller).user,
             file,
             tmp: Some(tmp),
             hasher: Sha256::new(),

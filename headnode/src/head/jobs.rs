@@ -56,8 +56,7 @@ impl Head {
             text,
             overrides: &overrides,
         };
-        let user = user_of(caller);
-        let groups = groups_of(&user);
+        let super::identity::Identity { user, groups } = self.identities.of(caller);
         let submit_env: BTreeMap<String, String> = request.env.into_iter().collect();
         // Resolved before the mutation: hashing a tarball named by path may take a moment.
         let image = match &spec.container {
@@ -489,7 +488,7 @@ fn check_policy(
 }
 
 /// The user's groups by name, as the system's group database reports them.
-fn groups_of(user: &User) -> Vec<String> {
+pub(super) fn groups_of(user: &User) -> Vec<String> {
     use nix::unistd::{Gid, Group};
     let Ok(name) = std::ffi::CString::new(user.name.clone()) else {
         return Vec::new();

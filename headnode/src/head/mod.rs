@@ -8,6 +8,7 @@
 mod commit;
 mod desired;
 mod fabric;
+mod identity;
 mod images;
 mod jobs;
 mod nodes;
@@ -125,6 +126,8 @@ pub struct Head {
     pub wake_scheduler: Notify,
     /// Bumped after every committed change; `WatchJob` streams follow it.
     revision: watch::Sender<u64>,
+    /// Callers' user names and groups, from NSS.
+    identities: identity::Identities,
 }
 
 /// Records staged by one mutation, committed together.
@@ -244,6 +247,7 @@ impl Head {
             config,
             wake_scheduler: Notify::new(),
             revision: watch::Sender::new(0),
+            identities: Default::default(),
         })
     }
 
