@@ -714,3 +714,106 @@ pub async fn submit(socket: &Path, args: &SubmitArgs) -> anyhow::Result<i32> {
         _ => 1,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[derive(Debug, Parser)]
+    struct SubmitOnly {
+        #[command(flatten)]
+        args: SubmitArgs,
+    }
+
+    fn args(argv: &[&str]) -> SubmitArgs {
+        SubmitOnly::parse_from(std::iter::once("submit").chain(argv.iter().copied())).args
+    }
+
+    /// A head's submit socket at `socket`'s side that answers one request with `answer`; returns
+    /// the request it got.
+    fn answer_once(
+        socket: &Path,
+        answer: v1::SubmitAnswer,
+    ) -> std::thread::JoinHandle<v1::SubmitRequest> {
+        let listener =
+            std::os::unix::net::UnixListener::bind(submit_socket::path_beside(socket)).unwrap();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut header = [0; submit_socket::HEADER_BYTES];
+            stream.read_exact(&mut header).unwrap();
+            let mut body = vec![0; submit_socket::announced_len(header).unwrap()];
+            stream.read_exact(&mut body).unwrap();
+            stream.write_all(&submit_socket::frame(&answer)).unwrap();
+            submit_socket::decode(&body).unwrap()
+        })
+    }
+
+    #[test]
+    fn a_plain_submit_goes_over_the_submit_socket_and_reports_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("headnoded.sock");
+        let job = dir.path().join("job.toml");
+        std::fs::write(&job, "command = [\"true\"]\n").unwrap();
+        let job_arg = job.to_str().unwrap();
+
+        let server = answer_once(
+            &socket,
+            v1::SubmitAnswer {
+                result: Some(v1::submit_answer::Result::Reply(v1::SubmitReply {
+                    job_id: 41,
+                    count: 1,
+                })),
+            },
+        );
+        let code = submit_quick(&socket, &args(&[job_arg, "--array", "1-3"])).unwrap();
+        assert_eq!(code, Some(0));
+        let request = server.join().unwrap();
+        assert_eq!(request.file_text, "command = [\"true\"]\n");
+        assert_eq!(
+            request.overrides.get("array").map(String::as_str),
+            Some("1-3")
+        );
+        assert!(
+            request.env.contains_key("PATH"),
+            "the environment goes with the job"
+        );
+
+        std::fs::remove_file(submit_socket::path_beside(&socket)).unwrap();
+        let server = answer_once(
+            &socket,
+            v1::SubmitAnswer {
+                result: Some(v1::submit_answer::Result::Failure(v1::SubmitFailure {
+                    code: 3,
+                    message: "job.toml:1: field `cpus`: must be a number".into(),
+                })),
+            },
+        );
+        let err = submit_quick(&socket, &args(&[job_arg])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "job.toml:1: field `cpus`: must be a number"
+        );
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn without_a_submit_socket_or_with_wait_the_grpc_api_takes_the_submit() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("headnoded.sock");
+        let job = dir.path().join("job.toml");
+        std::fs::write(&job, "command = [\"true\"]\n").unwrap();
+        let job_arg = job.to_str().unwrap();
+        assert_eq!(submit_quick(&socket, &args(&[job_arg])).unwrap(), None);
+        // A socket file left by a head that stopped: refused, so the gRPC API is tried.
+        drop(std::os::unix::net::UnixListener::bind(submit_socket::path_beside(&socket)).unwrap());
+        assert_eq!(submit_quick(&socket, &args(&[job_arg])).unwrap(), None);
+        assert_eq!(
+            submit_quick(&socket, &args(&[job_arg, "--wait"])).unwrap(),
+            None
+        );
+        // A missing job file is an error before any connection.
+        let err = submit_quick(&socket, &args(&["/nonexistent/job.toml"])).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/job.toml"), "{err}");
+    }
+}
