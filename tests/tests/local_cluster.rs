@@ -90,9 +90,11 @@ fn two_hundred_jobs_submitted_at_once_all_complete_exactly_once() {
     );
 }
 
+/// The default store: every change fsynced in the log before it is answered, moved into redb
+/// every 100 ms, so the kill may or may not leave changes for the restart to replay.
 #[test]
 fn kill_9_of_headnoded_loses_no_acknowledged_job() {
-    kill_9_of_headnoded_with(LocalCluster::start(5, 10), false);
+    kill_9_of_headnoded_with(LocalCluster::start(5, 10), None);
 }
 
 /// With `acknowledge = "write"` and a flush a minute away, the kill comes while every change is
@@ -100,10 +102,14 @@ fn kill_9_of_headnoded_loses_no_acknowledged_job() {
 #[test]
 fn kill_9_of_headnoded_loses_no_job_acknowledged_on_write() {
     let policy = "[store]\nacknowledge = \"write\"\nflush_delay_ms = 60000\n";
-    kill_9_of_headnoded_with(LocalCluster::start_with_policy(5, 10, Some(policy)), true);
+    kill_9_of_headnoded_with(
+        LocalCluster::start_with_policy(5, 10, Some(policy)),
+        Some(true),
+    );
 }
 
-fn kill_9_of_headnoded_with(cluster: LocalCluster, replays_log: bool) {
+/// `replays_log`: whether the restart must find changes in the log (`None`: either).
+fn kill_9_of_headnoded_with(cluster: LocalCluster, replays_log: Option<bool>) {
     // Two CPUs per job: five run at once, five wait in the queue.
     let job = cluster.job_file(
         "sleepy.toml",
@@ -115,11 +121,13 @@ fn kill_9_of_headnoded_with(cluster: LocalCluster, replays_log: bool) {
     // Start it again (init starts only what is not running).
     cluster.init(10);
     let log = std::fs::read_to_string(cluster.state.path().join("logs/headnoded.log")).unwrap();
-    assert_eq!(
-        log.contains("replaying the state store's log"),
-        replays_log,
-        "{log}"
-    );
+    if let Some(replays_log) = replays_log {
+        assert_eq!(
+            log.contains("replaying the state store's log"),
+            replays_log,
+            "{log}"
+        );
+    }
     for &id in &ids {
         let info = cluster.wait_state(id, &["FAILED", "COMPLETED"], MINUTE);
         assert_eq!(info["state"], "FAILED", "job {id}: {info:#}");
