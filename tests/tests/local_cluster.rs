@@ -196,6 +196,12 @@ fn kill_9_of_an_agent_marks_its_node_down_and_requeues_or_fails_its_jobs() {
         node.as_str(),
         "the requeued job ran elsewhere"
     );
+    // Start the killed agent again, as an admin would: it kills and releases what its predecessor
+    // left (the runs' cgroups), and `cluster down` then stops it cleanly. Without this every run
+    // of the test left that node's cgroup directories on the machine.
+    cluster.init(heartbeat_timeout);
+    let restarted = cluster.pid(&node);
+    assert!(process_alive(restarted), "{node} was not started again");
 }
 
 #[test]
