@@ -229,14 +229,6 @@ pub enum LaunchError {
     #[error("task {rank} of job {job}.{run}: start_task was called outside a tokio runtime")]
     NoRuntime { job: JobId, run: u32, rank: u32 },
 
-    #[error("task {rank} of job {job}.{run}: cannot create the status pipe: {source}")]
-    StatusPipe {
-        job: JobId,
-        run: u32,
-        rank: u32,
-        source: io::Error,
-    },
-
     #[error("task {rank} of job {job}.{run}: cannot create its output pipe: {source}")]
     OutputPipe {
         job: JobId,

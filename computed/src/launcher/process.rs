@@ -679,10 +679,8 @@ impl Launcher for ProcessLauncher {
                 .or(out_write.as_ref())
                 .map(AsRawFd::as_raw_fd),
         };
-        let child = spawn::spawn(&exec, &setup, stdio).map_err(|(failure, source)| {
-            let stage = failure.and_then(|f| f.stage.map(|s| (s, f.index)));
-            spawn_error(&task, &program, &cgroup_procs, stage, source)
-        })?;
+        let child = spawn::spawn(&exec, &setup, stdio)
+            .map_err(|e| spawn_error(&task, &program, &cgroup_procs, e.stage, e.source))?;
         let pid = child.pid;
         let sid = i32::try_from(pid).unwrap_or_default();
         if sid > 0

@@ -108,6 +108,23 @@ struct ChildArgs<'a> {
     failure: Option<ChildFailure>,
 }
 
+/// Why a spawn failed: the set-up stage and its index (`None`: the clone or `execve` itself), and
+/// the error.
+#[derive(Debug)]
+pub(super) struct SpawnError {
+    pub stage: Option<(Stage, usize)>,
+    pub source: io::Error,
+}
+
+impl SpawnError {
+    fn before_clone(source: io::Error) -> Self {
+        SpawnError {
+            stage: None,
+            source,
+        }
+    }
+}
+
 /// A started child: its pid and a pidfd to wait on.
 #[derive(Debug)]
 pub(super) struct Spawned {
@@ -117,12 +134,8 @@ pub(super) struct Spawned {
 
 /// Starts the child. On a failure before `execve` succeeded the child has been reaped and the
 /// error says at which stage.
-pub(super) fn spawn(
-    exec: &Exec,
-    setup: &ChildSetup,
-    stdio: Stdio,
-) -> Result<Spawned, (Option<ChildFailure>, io::Error)> {
-    let stack = ChildStack::new().map_err(|e| (None, e))?;
+pub(super) fn spawn(exec: &Exec, setup: &ChildSetup, stdio: Stdio) -> Result<Spawned, SpawnError> {
+    let stack = ChildStack::new().map_err(SpawnError::before_clone)?;
     let mut args = ChildArgs {
         exec,
         setup,
@@ -147,7 +160,7 @@ pub(super) fn spawn(
     drop(blocked);
     drop(stack);
     if pid == -1 {
-        return Err((None, clone_error));
+        return Err(SpawnError::before_clone(clone_error));
     }
     // SAFETY: CLONE_PIDFD stored a new descriptor that nothing else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
@@ -162,7 +175,10 @@ pub(super) fn spawn(
         Some(failure) => {
             // Reap it: it has exited (with SETUP_FAILED_EXIT) or is about to.
             let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-            Err((Some(failure), io::Error::from_raw_os_error(failure.errno)))
+            Err(SpawnError {
+                stage: failure.stage.map(|stage| (stage, failure.index)),
+                source: io::Error::from_raw_os_error(failure.errno),
+            })
         }
     }
 }

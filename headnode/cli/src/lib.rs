@@ -658,11 +658,16 @@ pub fn submit_quick(socket: &Path, args: &SubmitArgs) -> anyhow::Result<Option<i
     }
 }
 
-/// `submit job.toml [--wait]`.
+/// `submit job.toml [--wait]`: over the submit socket when it can, else the gRPC API.
 pub async fn submit(socket: &Path, args: &SubmitArgs) -> anyhow::Result<i32> {
-    if let Some(code) = submit_quick(socket, args)? {
-        return Ok(code);
+    match submit_quick(socket, args)? {
+        Some(code) => Ok(code),
+        None => submit_over_grpc(socket, args).await,
     }
+}
+
+/// `submit job.toml [--wait]` through the gRPC API (the only way to follow the job).
+pub async fn submit_over_grpc(socket: &Path, args: &SubmitArgs) -> anyhow::Result<i32> {
     let request = submit_request(args)?;
     let mut c = client::connect(socket).await?;
     let reply = c

@@ -294,7 +294,7 @@ impl Store {
             txn.open_table(IMAGES)?;
             Ok(())
         })?;
-        let last_seq = store.replay(&store.log.path)?;
+        let last_seq = store.replay()?;
         store.log.lock().next_seq = last_seq + 1;
         let (db, flushed) = (store.db.clone(), store.log.clone());
         let flusher = std::thread::Builder::new()
@@ -310,7 +310,8 @@ impl Store {
 
     /// Moves the log's records newer than redb's `wal_seq` into redb (one transaction) and empties
     /// the log; returns the last sequence number used.
-    fn replay(&self, log_path: &Path) -> Result<u64, StoreError> {
+    fn replay(&self) -> Result<u64, StoreError> {
+        let log_path = self.log.path.as_path();
         let log_error = |source| StoreError::Log {
             path: log_path.to_path_buf(),
             source,

@@ -22,7 +22,9 @@ fn main() {
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|runtime| runtime.block_on(beowulf_cli::submit(&socket, &cli.args))),
+            .and_then(|runtime| {
+                runtime.block_on(beowulf_cli::submit_over_grpc(&socket, &cli.args))
+            }),
         Err(e) => Err(e),
     };
     std::process::exit(code.unwrap_or_else(|e| {
