@@ -126,16 +126,25 @@ pub fn fabric_settings(
 }
 
 /// The environment of a rank the agent starts itself (direct launch), beside what the PMIx
-/// server gives it: the fabric's settings as `OMPI_MCA_*` variables, and `SLURM_STEP_ID`.
+/// server gives it, for the job's MPI `flavor` ("openmpi" or "mpich").
 ///
-/// Open MPI 4.1 decides how it was started from the environment ("schizo"): with Slurm's job
-/// variables and a step ID it takes itself for a rank started by `srun --mpi=pmix` and reads its
-/// job from the PMIx server; without them it runs as a singleton of one rank (measured).
+/// Open MPI: the fabric's settings as `OMPI_MCA_*` variables, and `SLURM_STEP_ID`. Open MPI 4.1
+/// decides how it was started from the environment ("schizo"): with Slurm's job variables and a
+/// step ID it takes itself for a rank started by `srun --mpi=pmix` and reads its job from the
+/// PMIx server; without them it runs as a singleton of one rank (measured).
+///
+/// MPICH (built by `scripts/build-mpich.sh` for ch4:ofi as a PMIx client): libfabric's provider
+/// and interface, see [`mpich_fabric_env`].
 pub fn direct_env(
-    fabric: &str,
+    launch: &v1::MpiLaunch,
     tcp_include: Option<&str>,
     ib_device: Option<&str>,
 ) -> Vec<(String, String)> {
+    let fabric = launch.fabric.as_str();
+    if launch.flavor == "mpich" {
+        let ranks: u32 = launch.tasks_per_node.iter().sum();
+        return mpich_fabric_env(fabric, ranks, tcp_include, ib_device);
+    }
     let settings = fabric_settings(fabric, tcp_include, ib_device);
     let mut env: Vec<(String, String)> = settings
         .mca
@@ -144,6 +153,38 @@ pub fn direct_env(
         .collect();
     env.extend(settings.env);
     env.push(("SLURM_STEP_ID".into(), "0".into()));
+    env
+}
+
+/// MPICH's transport for the fabric the head chose, as libfabric variables: the verbs provider
+/// under the RxM layer (reliable datagrams over verbs connections) restricted to the node's verbs
+/// device for `ib`; else the tcp provider under RxM, on `tcp_include` when it names an interface
+/// (libfabric takes interface names only, not a CIDR: with a CIDR it picks one itself).
+///
+/// `FI_UNIVERSE_SIZE` is the job's rank count (MPICH does not tell libfabric): RxM sizes its
+/// verbs completion queues for that many peers, and with libfabric's default of 256 it asks for
+/// more entries than soft-RoCE allows (rxe: 32767), so every endpoint failed (measured with
+/// `fi_pingpong -p "verbs;ofi_rxm"` between two lab VMs: EINVAL at fi_enable, fine with 8).
+pub fn mpich_fabric_env(
+    fabric: &str,
+    ranks: u32,
+    tcp_include: Option<&str>,
+    ib_device: Option<&str>,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![("FI_UNIVERSE_SIZE".into(), ranks.to_string())];
+    if fabric == "ib" {
+        env.push(("FI_PROVIDER".into(), "verbs;ofi_rxm".into()));
+        if let Some(device) = ib_device {
+            // `rxe0:1`: libfabric names devices without the port.
+            let name = device.split(':').next().unwrap_or(device);
+            env.push(("FI_VERBS_DEVICE_NAME".into(), name.to_string()));
+        }
+    } else {
+        env.push(("FI_PROVIDER".into(), "tcp;ofi_rxm".into()));
+        if let Some(iface) = tcp_include.filter(|i| !i.contains('/')) {
+            env.push(("FI_TCP_IFACE".into(), iface.to_string()));
+        }
+    }
     env
 }
 
@@ -247,15 +288,50 @@ mod tests {
 
     #[test]
     fn direct_ranks_get_the_fabric_as_mca_variables_and_a_step() {
-        let env = direct_env("tcp", Some("lo"), None);
+        let env = direct_env(&launch("tcp"), Some("lo"), None);
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("OMPI_MCA_pml"), Some("ob1"));
         assert_eq!(get("OMPI_MCA_btl_tcp_if_include"), Some("lo"));
         assert_eq!(get("SLURM_STEP_ID"), Some("0"));
-        let env = direct_env("ib", None, Some("rxe0:1"));
+        let env = direct_env(&launch("ib"), None, Some("rxe0:1"));
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("OMPI_MCA_pml"), Some("ucx"));
         assert_eq!(get("UCX_NET_DEVICES"), Some("rxe0:1"));
+    }
+
+    #[test]
+    fn mpich_ranks_get_libfabric_providers_and_no_open_mpi_variables() {
+        let mpich = |fabric: &str| v1::MpiLaunch {
+            flavor: "mpich".into(),
+            ..launch(fabric)
+        };
+        let env = direct_env(&mpich("tcp"), Some("lo"), None);
+        let pairs = |env: &[(String, String)]| -> Vec<String> {
+            env.iter().map(|(k, v)| format!("{k}={v}")).collect()
+        };
+        assert_eq!(
+            pairs(&env),
+            [
+                "FI_UNIVERSE_SIZE=3",
+                "FI_PROVIDER=tcp;ofi_rxm",
+                "FI_TCP_IFACE=lo"
+            ]
+        );
+        // A CIDR is Open MPI's syntax only: libfabric picks the interface itself.
+        let env = direct_env(&mpich("tcp"), Some("10.0.0.0/24"), None);
+        assert_eq!(
+            pairs(&env),
+            ["FI_UNIVERSE_SIZE=3", "FI_PROVIDER=tcp;ofi_rxm"]
+        );
+        let env = direct_env(&mpich("ib"), None, Some("rxe0:1"));
+        assert_eq!(
+            pairs(&env),
+            [
+                "FI_UNIVERSE_SIZE=3",
+                "FI_PROVIDER=verbs;ofi_rxm",
+                "FI_VERBS_DEVICE_NAME=rxe0"
+            ]
+        );
     }
 
     #[test]

@@ -279,11 +279,19 @@ pub fn json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(bytes)))
 }
 
-/// The example image's rootfs tarball, built (or taken from the cache) by the project's script.
+/// The example Open MPI image's rootfs tarball, built (or taken from the cache) by the project's
+/// script.
 pub fn mpi_image() -> PathBuf {
+    mpi_image_of("openmpi")
+}
+
+/// The example image for an MPI `flavor` ("openmpi" or "mpich"; MPICH's first build compiles
+/// it, about 10 minutes), built or taken from the cache by the project's script.
+pub fn mpi_image_of(flavor: &str) -> PathBuf {
     let script = repo_root().join("scripts/build-mpi-image.sh");
     let out = Command::new("bash")
         .arg(&script)
+        .arg(flavor)
         .output()
         .expect("the image build script runs");
     assert!(

@@ -51,8 +51,9 @@ fn alice_file(home: &Path, name: &str, body: &str) -> String {
     format!("/home/alice/{name}")
 }
 
-/// A 5-rank MPI hello as alice: the program from the shared area, or from `image`'s container.
-fn mpi_job(fabric: &str, image: Option<&str>) -> String {
+/// A 5-rank MPI hello as alice: the Open MPI program from the shared area, or `flavor`'s from
+/// `image`'s container.
+fn mpi_job(fabric: &str, image: Option<&str>, flavor: &str) -> String {
     let (program, container) = match image {
         Some(image) => (
             "/opt/mpi-hello/mpi-hello",
@@ -63,7 +64,7 @@ fn mpi_job(fabric: &str, image: Option<&str>) -> String {
     format!(
         "nodes = 5\nntasks = 5\ncommand = [\"{program}\"]\nworkdir = \"/home/alice\"\n\
          output = \"/home/alice/mpi-%j.out\"\ntime_limit = \"5\"\n{container}\
-         [mpi]\nflavor = \"openmpi\"\nfabric = \"{fabric}\"\n"
+         [mpi]\nflavor = \"{flavor}\"\nfabric = \"{fabric}\"\n"
     )
 }
 
@@ -189,9 +190,9 @@ fn init_provisions_users_nfs_fabric_and_agents_and_ldap_users_run_mpi_on_nfs_hom
         let info = json(&out.stdout);
         (info, text(&out.stderr))
     };
-    let run_mpi = |fabric_wanted: &str, file: &str, image: Option<&str>| {
+    let run_mpi = |fabric_wanted: &str, file: &str, image: Option<&str>, flavor: &str| {
         let job = head_home.join(file);
-        alice_file(&head_home, file, &mpi_job("auto", image));
+        alice_file(&head_home, file, &mpi_job("auto", image, flavor));
         let (info, stderr) = submit_as_alice(job.to_str().unwrap());
         assert_eq!(info["state"], "COMPLETED", "{info:#}\n{stderr}");
         assert_eq!(info["fabric"], fabric_wanted, "{info:#}");
@@ -208,7 +209,7 @@ fn init_provisions_users_nfs_fabric_and_agents_and_ldap_users_run_mpi_on_nfs_hom
     };
 
     // 5a. `auto` on five ib nodes runs over ib (soft-RoCE, UCX).
-    run_mpi("ib", "mpi-auto-ib.toml", None);
+    run_mpi("ib", "mpi-auto-ib.toml", None, "openmpi");
 
     // 6. init again changes nothing and says so; so does --plan.
     let out = lab.ok(&["init", "--nodes", "5"]);
@@ -237,7 +238,7 @@ fn init_provisions_users_nfs_fabric_and_agents_and_ldap_users_run_mpi_on_nfs_hom
 
     // 7a. `fabric = "ib"` cannot be placed while node5 lacks ib: it waits, naming node5.
     let ib_job = head_home.join("mpi-ib.toml");
-    alice_file(&head_home, "mpi-ib.toml", &mpi_job("ib", None));
+    alice_file(&head_home, "mpi-ib.toml", &mpi_job("ib", None, "openmpi"));
     let out = lab.cluster_as(
         ALICE_UID,
         ALICE_GID,
@@ -251,7 +252,7 @@ fn init_provisions_users_nfs_fabric_and_agents_and_ldap_users_run_mpi_on_nfs_hom
     lab.ok(&["cancel", &id]);
 
     // 7b. `auto` runs over tcp and names node5.
-    let info = run_mpi("tcp", "mpi-auto-tcp.toml", None);
+    let info = run_mpi("tcp", "mpi-auto-tcp.toml", None, "openmpi");
     let reason = info["fabric_reason"].as_str().unwrap_or_default();
     assert!(reason.contains("node5"), "{info:#}");
 
@@ -320,7 +321,7 @@ fn init_provisions_users_nfs_fabric_and_agents_and_ldap_users_run_mpi_on_nfs_hom
         .expect("the image store is not on the shared area")
         .count();
     assert_eq!(blobs, 1);
-    let info = run_mpi("ib", "mpi-container.toml", Some("mpi-hello"));
+    let info = run_mpi("ib", "mpi-container.toml", Some("mpi-hello"), "openmpi");
     for phase in ["queued", "image_staged", "containers_started", "mpi_ran"] {
         assert!(
             info["phases_ms"][phase].is_u64(),
@@ -328,6 +329,13 @@ fn init_provisions_users_nfs_fabric_and_agents_and_ldap_users_run_mpi_on_nfs_hom
         );
     }
     println!("containerized MPI phases (ms): {}", info["phases_ms"]);
+
+    // 9b. The same program built with MPICH (libfabric's verbs provider under RxM over
+    //     soft-RoCE), its ranks started by the agents through their PMIx servers.
+    let tarball = beowulf_tests::mpi_image_of("mpich");
+    lab.ok(&["image", "import", "mpich-hello", tarball.to_str().unwrap()]);
+    let info = run_mpi("ib", "mpich-container.toml", Some("mpich-hello"), "mpich");
+    println!("containerized MPICH phases (ms): {}", info["phases_ms"]);
 
     // 10. NIS instead of LDAP: the lab head's ypserv serves maps of the cluster's users, the nodes
     //     bind with ypbind and resolve alice through it alone; a second run changes nothing.

@@ -182,11 +182,7 @@ impl<L: crate::launcher::Launcher> Agent<L> {
         ib_device: Option<&str>,
     ) -> Result<Vec<(String, String)>, String> {
         let server = self.pmix_server()?;
-        let mut env = mpi::direct_env(
-            &launch.fabric,
-            self.config.mpi_tcp_include.as_deref(),
-            ib_device,
-        );
+        let mut env = mpi::direct_env(launch, self.config.mpi_tcp_include.as_deref(), ib_device);
         env.extend(
             server
                 .fork_env(&nspace_of(key.job.0, key.run), rank)

@@ -180,7 +180,9 @@ impl<L: Launcher> Agent<L> {
         };
         if let Some(launch) = a.mpi.as_ref().filter(|m| m.direct) {
             env.extend(self.direct_env(key, launch, rank, ib_device().as_deref())?);
-            if self.config.shares_machine() {
+            // MPICH's shared-memory segments have unique names, and its ranks yield the CPU
+            // in every progress wait (ch4): only Open MPI needs these.
+            if self.config.shares_machine() && launch.flavor == "openmpi" {
                 // Open MPI names its shared-memory segments after the host, the job and the
                 // local rank, in /dev/shm: the nodes' ranks would collide (measured: SIGSEGV in
                 // MPI_Init). Each node's go in its run's own TMPDIR.
@@ -272,6 +274,18 @@ impl<L: Launcher> Agent<L> {
                 destination: file.into(),
                 read_only: true,
             });
+        }
+        // Names resolve as on the node, whose network the container shares: libfabric's verbs
+        // provider looks the node's own name up, and without it every MPICH rank failed over
+        // soft-RoCE (rdma_getaddrinfo: EAGAIN; measured in the lab). Docker and Pyxis do the same.
+        for file in ["/etc/hosts", "/etc/resolv.conf"] {
+            if Path::new(file).is_file() {
+                binds.push(bundle::Bind {
+                    source: file.into(),
+                    destination: file.into(),
+                    read_only: true,
+                });
+            }
         }
         match &a.mpi {
             // Directly launched ranks reach the node's PMIx server over loopback (host network)

@@ -6,16 +6,10 @@ use crate::model::{ArrayElement, ImageRef, JobRecord, RunPhases, User};
 use beowulf_proto::v1;
 use beowulf_scheduler::Constraint;
 use beowulf_types::{
-    DependencySpec, JobFileError, JobId, JobSpec, JobState, MpiFlavor, NodeName, Resources,
-    Timestamp, apply_overrides, line_of_field, parse_job_file,
+    DependencySpec, JobFileError, JobId, JobSpec, JobState, NodeName, Resources, Timestamp,
+    apply_overrides, line_of_field, parse_job_file,
 };
 use std::collections::BTreeMap;
-
-/// Why `flavor = "mpich"` is refused (issue 5, blocked): Debian 12's MPICH 4.0.2 is built with
-/// `ch4:ucx` only, and UCX 1.13's TCP transport hangs in `MPI_Finalize` (openucx/ucx#8738):
-/// measured here, 5 ranks with `UCX_TLS=tcp,self` hung in 22 of 34 runs. A job that hangs after
-/// its work is done is worse than a clear refusal.
-const MPICH_REFUSED: &str = "\"mpich\" is not supported on this cluster: Debian's MPICH runs over UCX only, whose TCP transport hangs in MPI_Finalize (openucx/ucx#8738); use \"openmpi\" (or \"none\" to run one task per rank)";
 
 /// Who is asking: the unix socket peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -452,11 +446,6 @@ fn check_policy(
             names.join(", ")
         };
         return Err(refuse("qos", format!("no QOS `{qos}` ({known})")));
-    }
-    if let Some(mpi) = &spec.mpi
-        && mpi.flavor == MpiFlavor::Mpich
-    {
-        return Err(refuse("mpi.flavor", MPICH_REFUSED.to_string()));
     }
     if let Some(constraint) = &spec.constraint
         && let Err(e) = Constraint::parse(constraint)

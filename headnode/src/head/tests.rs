@@ -467,21 +467,18 @@ fn a_failed_store_write_undoes_the_change_and_tells_the_caller() {
 }
 
 #[test]
-fn mpich_jobs_are_refused_naming_the_field_and_the_reason() {
+fn mpich_jobs_are_started_directly_by_every_node_with_the_flavor_named() {
     let dir = tempfile::tempdir().unwrap();
     let head = Head::open(config(dir.path())).unwrap();
-    let _n1 = register(&head, "node1");
-    let err = head
-        .submit(
-            &ROOT,
-            job_file("command = [\"./hello\"]\n[mpi]\nflavor = \"mpich\"\n"),
-        )
-        .unwrap_err();
-    let message = err.to_string();
-    assert!(
-        message.contains("job.toml") && message.contains("mpi.flavor"),
-        "{message}"
-    );
-    assert!(message.contains("openucx/ucx#8738"), "{message}");
-    assert!(head.lock().jobs.is_empty());
+    let mut n1 = register(&head, "node1");
+    let mut n2 = register(&head, "node2");
+    let job = "nodes = 2\nntasks = 2\ncommand = [\"./hello\"]\n[mpi]\nflavor = \"mpich\"\n";
+    head.submit(&ROOT, job_file(job)).unwrap();
+    assert_eq!(pass(&head), 1);
+    for node in [&mut n1, &mut n2] {
+        let desired = last_desired(node);
+        let mpi = desired.assignments[0].mpi.as_ref().expect("an MPI launch");
+        assert_eq!((mpi.flavor.as_str(), mpi.direct), ("mpich", true));
+        assert_eq!(mpi.tasks_per_node, vec![1, 1]);
+    }
 }

@@ -113,14 +113,15 @@ impl JobSpec {
         )
     }
 
-    /// True for an Open MPI program with `launch = "direct"`: every node's agent starts its
-    /// ranks itself (in containers when the job has an image) and wires them up through its
-    /// PMIx server (as `srun --mpi=pmix`), with no `mpirun` and no daemon per node.
+    /// True for an MPI program with `launch = "direct"` (always so for MPICH): every node's
+    /// agent starts its ranks itself (in containers when the job has an image) and wires them up
+    /// through its PMIx server (as `srun --mpi=pmix`), with no `mpirun` and no daemon per node.
     pub fn launches_mpi_directly(&self) -> bool {
         self.launches_mpi()
-            && self.mpi.as_ref().is_some_and(|m| {
-                m.flavor == MpiFlavor::Openmpi && m.launch == MpiLaunchMode::Direct
-            })
+            && self
+                .mpi
+                .as_ref()
+                .is_some_and(|m| m.launch == MpiLaunchMode::Direct)
     }
 
     /// True for an MPI program the first node starts with `mpirun`, which then starts the other
@@ -179,7 +180,7 @@ pub struct MpiSpec {
     pub launch: MpiLaunchMode,
 }
 
-/// How an Open MPI job's ranks start.
+/// How an MPI job's ranks start (`mpirun` is for Open MPI only: MPICH is built without hydra).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MpiLaunchMode {
@@ -256,7 +257,7 @@ struct RawJob {
 struct RawMpi {
     flavor: Option<MpiFlavor>,
     fabric: Option<Fabric>,
-    launch: Option<MpiLaunchMode>,
+    launch: Option<Spanned<MpiLaunchMode>>,
 }
 
 /// Parses and validates a job file's text. `file` is only used in error messages.
@@ -382,10 +383,23 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, JobFileError> {
         None => None,
         Some(m) => {
             let m = m.into_inner();
+            let flavor = m.flavor.unwrap_or(MpiFlavor::Openmpi);
+            if flavor == MpiFlavor::Mpich
+                && let Some(launch) = &m.launch
+                && *launch.get_ref() == MpiLaunchMode::Mpirun
+            {
+                return Err(err(
+                    launch.span(),
+                    "mpi.launch",
+                    "\"mpirun\" is Open MPI's launcher; MPICH ranks are started by the agents \
+                     through PMIx: remove `launch` (or write launch = \"direct\")"
+                        .into(),
+                ));
+            }
             Some(MpiSpec {
-                flavor: m.flavor.unwrap_or(MpiFlavor::Openmpi),
+                flavor,
                 fabric: m.fabric.unwrap_or(Fabric::Auto),
-                launch: m.launch.unwrap_or_default(),
+                launch: m.launch.map(Spanned::into_inner).unwrap_or_default(),
             })
         }
     };
@@ -754,6 +768,16 @@ mod tests {
 
     fn parse(text: &str) -> Result<JobSpec, JobFileError> {
         parse_job_file("job.toml", text)
+    }
+
+    #[test]
+    fn mpich_is_launched_directly_and_refuses_mpirun_naming_the_line() {
+        let base = "command = [\"./a\"]\nnodes = 2\nntasks = 2\n[mpi]\nflavor = \"mpich\"\n";
+        let spec = parse_job_file("a.toml", base).unwrap();
+        assert!(spec.launches_mpi_directly() && !spec.launches_mpirun());
+        let e = parse_job_file("a.toml", &format!("{base}launch = \"mpirun\"\n")).unwrap_err();
+        assert_eq!((e.line, e.field.as_deref()), (6, Some("mpi.launch")), "{e}");
+        assert!(e.message.contains("launch = \"direct\""), "{e}");
     }
 
     #[test]
