@@ -16,10 +16,25 @@ use tonic::Status;
 /// task for ever. A job file is read before connecting, so a real client needs microseconds.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts connections until the listener fails; each is answered on its own task.
+/// How long the accept loop waits after a refusal for lack of resources (no file descriptors
+/// left, no memory): the condition lasts until some connection closes, and retrying at once
+/// would spin a core that the connections need to finish. axum waits 1 s; submits are short.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// Accepts connections until the listener itself fails; each is answered on its own task. A
+/// failure to accept one connection (out of file descriptors, the peer gone) is logged and the
+/// loop goes on: it must not stop headnoded.
 pub async fn serve(listener: UnixListener, head: Arc<Head>) -> std::io::Result<()> {
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) if accept_error_is_transient(&e) => {
+                tracing::warn!(error = %e, "submit socket: cannot accept a connection; retrying");
+                tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let head = head.clone();
         tokio::spawn(async move {
             if let Err(e) = answer(stream, head).await {
@@ -27,6 +42,23 @@ pub async fn serve(listener: UnixListener, head: Arc<Head>) -> std::io::Result<(
             }
         });
     }
+}
+
+/// Errors of one `accept` that leave the listener usable (accept(2)).
+fn accept_error_is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            nix::libc::EMFILE
+                | nix::libc::ENFILE
+                | nix::libc::ENOBUFS
+                | nix::libc::ENOMEM
+                | nix::libc::ECONNABORTED
+                | nix::libc::EINTR
+                | nix::libc::EPROTO
+                | nix::libc::EPERM
+        )
+    )
 }
 
 async fn answer(mut stream: UnixStream, head: Arc<Head>) -> std::io::Result<()> {
@@ -79,6 +111,15 @@ mod tests {
         )
         .unwrap();
         Arc::new(Head::open(config).unwrap())
+    }
+
+    #[test]
+    fn running_out_of_descriptors_does_not_stop_the_accept_loop_but_a_broken_listener_does() {
+        let os = std::io::Error::from_raw_os_error;
+        assert!(accept_error_is_transient(&os(nix::libc::EMFILE)));
+        assert!(accept_error_is_transient(&os(nix::libc::ECONNABORTED)));
+        assert!(!accept_error_is_transient(&os(nix::libc::EBADF)));
+        assert!(!accept_error_is_transient(&os(nix::libc::EINVAL)));
     }
 
     fn request(text: &str) -> v1::SubmitRequest {
