@@ -55,6 +55,7 @@ rows=(
   "5-node hostname launch, median (ms)|srun_N5_hostname_median_ms|launch_N5_hostname_median_ms|lower"
   "5-rank MPI hello, median (ms; Slurm: srun --mpi=pmix)|mpi_srun_pmix_N5_median_ms|mpi_N5_hello_median_ms|lower"
   "5-rank MPI hello in containers, median (ms)|mpi_srun_pmix_N5_median_ms|mpi_N5_container_hello_median_ms|lower"
+  "5-rank MPICH hello in containers, median (ms)|mpi_srun_pmix_N5_median_ms|mpich_N5_container_hello_median_ms|lower"
   "5-rank MPI hello, runs that printed the right result|mpi_srun_pmix_N5_ok|mpi_N5_hello_ok|info"
   "machine noise: 1000 fork+exec (s)|noise.fork_exec_1000_s|noise.fork_exec_1000_s|lower"
 )
@@ -76,7 +77,7 @@ report=$out_dir/report.md
   done
   echo
   echo "Beowulf only: head CPU during the $NJOBS-job run $(value "$out_dir/beowulf.txt" seq.head_cpu_s) s (acknowledge = "write": $(value "$out_dir/beowulf.txt" seq_write.head_cpu_s) s), head peak RSS $(value "$out_dir/beowulf.txt" head.peak_rss_mib) MiB, job states $(value "$out_dir/beowulf.txt" seq.job_states), failed or hung $(value "$out_dir/beowulf.txt" seq.failed_or_hung_jobs) (acknowledge = \"write\": $(value "$out_dir/beowulf.txt" seq_write.job_states), failed or hung $(value "$out_dir/beowulf.txt" seq_write.failed_or_hung_jobs))."
-  echo "Containers: start cost per MPI run (image staged from the node cache + containers started) $(value "$out_dir/beowulf.txt" mpi_N5_container_start_ms) ms; first run with the image unpacked into the cache $(value "$out_dir/beowulf.txt" mpi_N5_container_first_run_ms) ms; $(value "$out_dir/beowulf.txt" mpi_N5_container_hello_ok) container runs right."
+  echo "Containers: start cost per MPI run (image staged from the node cache + containers started) $(value "$out_dir/beowulf.txt" mpi_N5_container_start_ms) ms; first run with the image unpacked into the cache $(value "$out_dir/beowulf.txt" mpi_N5_container_first_run_ms) ms; $(value "$out_dir/beowulf.txt" mpi_N5_container_hello_ok) container runs right; MPICH: start cost $(value "$out_dir/beowulf.txt" mpich_N5_container_start_ms) ms, $(value "$out_dir/beowulf.txt" mpich_N5_container_hello_ok) runs right."
   echo "Ratios say how many times better Beowulf is (higher is better for Beowulf). The MPI rows compare with Slurm's srun --mpi=pmix of the same program (no containers on Slurm's side)."
 } > "$report"
 cat "$report"
