@@ -12,7 +12,7 @@
 #
 # The tarball is cached as ${BEOWULF_IMAGE_CACHE:-/var/cache/beowulf/mpi-image}/<image>-<hash>.tar,
 # <hash> covering the package list, the C source, the MPICH build and this script: an unchanged
-# recipe is reused at once. Built in a temporary directory next to the cache and renamed into place,
+# recipe is reused at once, and a new build removes the image's builds of older recipes. Built in a temporary directory next to the cache and renamed into place,
 # so an interrupted build never looks cached. Progress notes go to stderr, prefixed `# `; the
 # build's full log is kept on failure.
 #
@@ -195,5 +195,9 @@ tar --numeric-owner --sort=name -C "$rootfs" -cf "$work/image.tar" .
 chmod 0644 "$work/image.tar"
 mv -f "$work/image.tar" "$target"
 rm -f "$failed_log"
+# Builds of an older recipe of this image are never used again (each is 140 MiB or more).
+for old in "$CACHE/$IMAGE"-*.tar; do
+    [ "$old" = "$target" ] || rm -f "$old"
+done
 note "built $target ($(du -h "$target" | cut -f1)) in $((SECONDS - start))s"
 echo "$target"
