@@ -144,32 +144,26 @@ if [ "$MPI_REPS" -gt 0 ] && command -v mpicc >/dev/null; then
   mapfile -t mh < <(mpi_runs mpi-host.toml "$MPI_REPS")
   out mpi_N${NODES}_hello_ok "${#mh[@]}/$MPI_REPS"
   [ ${#mh[@]} -gt 0 ] && out mpi_N${NODES}_hello_median_ms "$(printf '%s\n' "${mh[@]}" | median | ms)"
-  if tarball=$(bash "$REPO/scripts/build-mpi-image.sh" 2>/dev/null | tail -1) && [ -f "$tarball" ]; then
-    cluster image import mpi-hello "$tarball" >&2
-    mpi_job mpi-container.toml /opt/mpi-hello/mpi-hello $'[container]\nimage = "mpi-hello"\n'
-    mapfile -t first < <(mpi_runs mpi-container.toml 1) # unpacks the image into the node cache
-    out mpi_N${NODES}_container_first_run_ms "$(printf '%s\n' "${first[@]:-NA}" | head -1 | ms)"
-    mapfile -t mc < <(mpi_runs mpi-container.toml "$MPI_REPS")
-    out mpi_N${NODES}_container_hello_ok "${#mc[@]}/$MPI_REPS"
-    [ ${#mc[@]} -gt 0 ] && out mpi_N${NODES}_container_hello_median_ms "$(printf '%s\n' "${mc[@]}" | median | ms)"
+  container_rows() { # $1 figure prefix, $2 image name, $3 flavor: the hello in that flavor's image
+    local prefix=$1 image=$2 flavor=$3 tarball first runs
+    if ! tarball=$(bash "$REPO/scripts/build-mpi-image.sh" "$flavor" 2>/dev/null | tail -1) || [ ! -f "$tarball" ]; then
+      log "no $image image (scripts/build-mpi-image.sh $flavor failed): its rows skipped"
+      return
+    fi
+    cluster image import "$image" "$tarball" >&2
+    mpi_job "$image.toml" /opt/mpi-hello/mpi-hello "[container]"$'\n'"image = \"$image\""$'\n' "$flavor"
+    mapfile -t first < <(mpi_runs "$image.toml" 1) # unpacks the image into the node cache
+    out "${prefix}_first_run_ms" "$(printf '%s\n' "${first[@]:-NA}" | head -1 | ms)"
+    mapfile -t runs < <(mpi_runs "$image.toml" "$MPI_REPS")
+    out "${prefix}_hello_ok" "${#runs[@]}/$MPI_REPS"
+    [ ${#runs[@]} -gt 0 ] && out "${prefix}_hello_median_ms" "$(printf '%s\n' "${runs[@]}" | median | ms)"
     # The container start cost of the last run: image staged (cached) + containers started.
-    out mpi_N${NODES}_container_start_ms "$(last_job_start_ms)"
-  else
-    log "no MPI image (scripts/build-mpi-image.sh failed): container MPI rows skipped"
-  fi
+    out "${prefix}_start_ms" "$(last_job_start_ms)"
+  }
+  container_rows "mpi_N${NODES}_container" mpi-hello openmpi
   # The same program with MPICH (libfabric's tcp provider), started directly by the agents.
   # Its image's first build compiles MPICH (~9 minutes), then it is cached.
-  if tarball=$(bash "$REPO/scripts/build-mpi-image.sh" mpich 2>/dev/null | tail -1) && [ -f "$tarball" ]; then
-    cluster image import mpich-hello "$tarball" >&2
-    mpi_job mpich-container.toml /opt/mpi-hello/mpi-hello $'[container]\nimage = "mpich-hello"\n' mpich
-    mapfile -t first < <(mpi_runs mpich-container.toml 1) # unpacks the image into the node cache
-    mapfile -t mm < <(mpi_runs mpich-container.toml "$MPI_REPS")
-    out mpich_N${NODES}_container_hello_ok "${#mm[@]}/$MPI_REPS"
-    [ ${#mm[@]} -gt 0 ] && out mpich_N${NODES}_container_hello_median_ms "$(printf '%s\n' "${mm[@]}" | median | ms)"
-    out mpich_N${NODES}_container_start_ms "$(last_job_start_ms)"
-  else
-    log "no MPICH image (scripts/build-mpi-image.sh mpich failed): MPICH rows skipped"
-  fi
+  container_rows "mpich_N${NODES}_container" mpich-hello mpich
 else
   log "mpicc not found or MPI_REPS=0: MPI rows skipped"
 fi

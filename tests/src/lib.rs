@@ -255,6 +255,41 @@ pub fn processes_with(needle: &str) -> Vec<i32> {
     found
 }
 
+/// PIDs of live processes running `program`: their command line starts with it (not those that
+/// only mention it, like a container runtime's).
+pub fn processes_running(program: &str) -> Vec<i32> {
+    processes_with(program)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with(program))
+        })
+        .collect()
+}
+
+/// Waits until `count` processes run `program` (an MPI job's ranks); returns their PIDs.
+pub fn wait_for_processes(program: &str, count: usize, timeout: Duration) -> Vec<i32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let pids = processes_running(program);
+        if pids.len() == count {
+            return pids;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{count} processes of {program} never ran: {pids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The first value of a field of `/proc/PID/status` (`"Uid:"` gives the real uid).
+pub fn status_field(pid: i32, field: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1).map(str::to_string)
+}
+
 /// Waits until no live process carries `needle`; returns how long that took.
 pub fn wait_no_process(needle: &str, timeout: Duration) -> Duration {
     let start = Instant::now();

@@ -6,11 +6,12 @@
 //! The image is built from Debian packages by `scripts/build-mpi-image.sh` (cached by recipe).
 
 use beowulf_tests::{
-    LocalCluster, assert_mpi_hello, mpi_image, processes_with, text, wait_no_process,
+    LocalCluster, assert_mpi_hello, mpi_image, processes_with, status_field, text,
+    wait_for_processes, wait_no_process,
 };
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const NOBODY: u32 = 65534;
 const MINUTE: Duration = Duration::from_secs(60);
@@ -46,12 +47,6 @@ fn submit_as_nobody(
     wait: bool,
 ) -> serde_json::Value {
     cluster.submit_as(NOBODY, NOBODY, file, wait)
-}
-
-fn uid_of(pid: i32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[test]
@@ -110,25 +105,10 @@ fn containerized_mpi_across_five_agents_runs_as_the_user_fails_cleanly_and_cance
         .as_u64()
         .unwrap();
     cluster.wait_state(id, &["RUNNING"], MINUTE);
-    let deadline = Instant::now() + MINUTE;
-    let ranks = loop {
-        let ranks: Vec<i32> = processes_with(RANK_BINARY)
-            .into_iter()
-            .filter(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| c.starts_with(RANK_BINARY))
-            })
-            .collect();
-        if ranks.len() == 5 {
-            break ranks;
-        }
-        assert!(Instant::now() < deadline, "5 ranks never ran: {ranks:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    for pid in &ranks {
+    for pid in wait_for_processes(RANK_BINARY, 5, MINUTE) {
         assert_eq!(
-            uid_of(*pid),
-            Some(NOBODY),
+            status_field(pid, "Uid:").as_deref(),
+            Some("65534"),
             "rank pid {pid} is not the user's"
         );
     }

@@ -4,10 +4,11 @@
 //! exit code and leaves nothing behind; `cluster cancel` stops every rank.
 
 use beowulf_tests::{
-    LocalCluster, assert_mpi_hello, processes_with, repo_root, text, wait_no_process,
+    LocalCluster, assert_mpi_hello, processes_with, repo_root, status_field, text,
+    wait_for_processes, wait_no_process,
 };
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const NOBODY: u32 = 65534;
 const MINUTE: Duration = Duration::from_secs(60);
@@ -42,23 +43,6 @@ fn submit_as_nobody(cluster: &LocalCluster, file: &Path, wait: bool) -> serde_js
 }
 
 /// The ranks of `program` now running (not the shells or tools that mention it).
-fn ranks_of(program: &Path) -> Vec<i32> {
-    let program = program.to_str().unwrap();
-    processes_with(program)
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.starts_with(program))
-        })
-        .collect()
-}
-
-fn status_field(pid: i32, field: &str) -> Option<String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1).map(str::to_string)
-}
-
 #[test]
 fn open_mpi_with_launch_direct_is_started_by_the_agents_without_mpirun() {
     let cluster = LocalCluster::start(3, 10);
@@ -81,15 +65,7 @@ fn open_mpi_with_launch_direct_is_started_by_the_agents_without_mpirun() {
         .as_u64()
         .unwrap();
     cluster.wait_state(id, &["RUNNING"], MINUTE);
-    let deadline = Instant::now() + MINUTE;
-    let ranks = loop {
-        let ranks = ranks_of(&program);
-        if ranks.len() == 6 {
-            break ranks;
-        }
-        assert!(Instant::now() < deadline, "6 ranks never ran: {ranks:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let ranks = wait_for_processes(program.to_str().unwrap(), 6, MINUTE);
     for pid in &ranks {
         assert_eq!(
             status_field(*pid, "Uid:").as_deref(),

@@ -7,11 +7,12 @@
 //! `scripts/build-mpich.sh` (both cached by recipe; the first MPICH build takes about 10 minutes).
 
 use beowulf_tests::{
-    LocalCluster, assert_mpi_hello, mpi_image_of, processes_with, text, wait_no_process,
+    LocalCluster, assert_mpi_hello, mpi_image_of, status_field, text, wait_for_processes,
+    wait_no_process,
 };
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const NOBODY: u32 = 65534;
 const MINUTE: Duration = Duration::from_secs(60);
@@ -27,23 +28,6 @@ fn job(cluster: &LocalCluster, name: &str, env: &str) -> PathBuf {
              [container]\nimage = \"mpich-hello\"\n[mpi]\nflavor = \"mpich\"\nfabric = \"auto\"\n"
         ),
     )
-}
-
-fn uid_of(pid: i32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// The job's rank processes (not the container runtime's, whose command lines name the bundle).
-fn ranks() -> Vec<i32> {
-    processes_with(RANK_BINARY)
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.starts_with(RANK_BINARY))
-        })
-        .collect()
 }
 
 #[test]
@@ -79,19 +63,10 @@ fn containerized_mpich_across_five_agents_runs_as_the_user_fails_cleanly_and_can
         .as_u64()
         .unwrap();
     cluster.wait_state(id, &["RUNNING"], MINUTE);
-    let deadline = Instant::now() + MINUTE;
-    let running = loop {
-        let running = ranks();
-        if running.len() == 5 {
-            break running;
-        }
-        assert!(Instant::now() < deadline, "5 ranks never ran: {running:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    for pid in &running {
+    for pid in wait_for_processes(RANK_BINARY, 5, MINUTE) {
         assert_eq!(
-            uid_of(*pid),
-            Some(NOBODY),
+            status_field(pid, "Uid:").as_deref(),
+            Some("65534"),
             "rank pid {pid} is not the user's"
         );
     }
