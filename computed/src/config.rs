@@ -55,6 +55,12 @@ pub struct AgentConfig {
     /// the name `beowulf-head`) and this node's certificate and key. Absent: plaintext.
     #[serde(default)]
     pub tls: Option<config::TlsFiles>,
+    /// CPUs kept for the node's daemons and the kernel (Slurm's `CpuSpecList`): tasks never run
+    /// on them, and the node offers that many CPUs fewer. `cluster init --local` reserves CPU 0:
+    /// its agents share one machine, and ranks busy-polling on every core starved the daemons and
+    /// the kernel's own threads for seconds (once for 45 s; see docs/decisions.md).
+    #[serde(default)]
+    pub reserved_cpus: Vec<u32>,
     /// What the node offers to jobs, when it should differ from what is detected (a local test
     /// cluster of several agents on one machine gives each a share).
     #[serde(default)]

@@ -15,6 +15,8 @@ pub const FABRIC_PROBLEM_FILE: &str = "fabric-problem";
 pub struct InventorySource {
     offer: Option<Offer>,
     fabric_problem: PathBuf,
+    /// CPUs the node keeps for itself (`reserved_cpus`), not offered to jobs.
+    withheld_cpus: u32,
 }
 
 impl InventorySource {
@@ -23,7 +25,14 @@ impl InventorySource {
         Self {
             offer,
             fabric_problem: state_dir.join(FABRIC_PROBLEM_FILE),
+            withheld_cpus: 0,
         }
+    }
+
+    /// Offers `cpus` fewer CPUs than detected: the node keeps them (`reserved_cpus`).
+    pub fn withholding_cpus(mut self, cpus: u32) -> Self {
+        self.withheld_cpus = cpus;
+        self
     }
 
     /// Detects the running machine.
@@ -33,6 +42,7 @@ impl InventorySource {
 
     /// Applies the offer and the fabric marker to a detected inventory.
     pub fn complete(&self, mut inventory: Inventory) -> Inventory {
+        inventory.cpus = inventory.cpus.saturating_sub(self.withheld_cpus).max(1);
         if let Some(offer) = &self.offer {
             inventory.cpus = offer.cpus.unwrap_or(inventory.cpus);
             inventory.memory_mb = offer.memory_mb.unwrap_or(inventory.memory_mb);
@@ -110,5 +120,20 @@ mod tests {
             (inv.cpus, inv.features.as_slice()),
             (2, &["big".to_string()][..])
         );
+    }
+
+    #[test]
+    fn reserved_cpus_are_not_offered_unless_the_offer_says_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = InventorySource::new(None, dir.path()).withholding_cpus(2);
+        assert_eq!(source.complete(active()).cpus, 6);
+        let offer = Offer {
+            cpus: Some(3),
+            memory_mb: None,
+            features: vec![],
+            gres: Default::default(),
+        };
+        let explicit = InventorySource::new(Some(offer), dir.path()).withholding_cpus(2);
+        assert_eq!(explicit.complete(active()).cpus, 3);
     }
 }

@@ -225,7 +225,33 @@ impl LocalCluster {
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_log_tails();
+        }
         let _ = self.cluster(&["down"]);
+    }
+}
+
+/// Lines of each daemon's log a failed test prints (its state directory goes with it).
+const LOG_TAIL_LINES: usize = 40;
+
+impl LocalCluster {
+    /// Prints the end of every daemon's log: a failing test's only trace of what they did.
+    fn print_log_tails(&self) {
+        let Ok(entries) = std::fs::read_dir(self.state.path().join("logs")) else {
+            return;
+        };
+        let mut logs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        logs.sort();
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            eprintln!("--- last {} lines of {}", tail.len(), log.display());
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
@@ -288,6 +314,34 @@ pub fn status_field(pid: i32, field: &str) -> Option<String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1).map(str::to_string)
+}
+
+/// The `Cpus_allowed_list` of `pid` (this process for 0), as a list of CPUs.
+pub fn cpus_allowed(pid: i32) -> Vec<u32> {
+    let pid = if pid == 0 {
+        std::process::id() as i32
+    } else {
+        pid
+    };
+    let list = status_field(pid, "Cpus_allowed_list:").unwrap_or_default();
+    list.split(',')
+        .filter(|part| !part.is_empty())
+        .flat_map(|part| {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            a.parse::<u32>().unwrap()..=b.parse::<u32>().unwrap()
+        })
+        .collect()
+}
+
+/// The CPUs a local cluster's tasks may run on: all of this machine's but the first, which
+/// `cluster init --local` keeps for the daemons when there are two or more.
+pub fn local_task_cpus() -> Vec<u32> {
+    let own = cpus_allowed(0);
+    if own.len() >= 2 {
+        own[1..].to_vec()
+    } else {
+        own
+    }
 }
 
 /// Waits until no live process carries `needle`; returns how long that took.

@@ -1,13 +1,14 @@
 //! Local tier, issue 5: a containerized 5-rank MPI job across the 5 local agents over TCP,
 //! launched directly by the agents (the default) and under mpirun, run as the submitting user;
 //! a failing rank fails the job and leaves nothing behind; `cluster cancel` stops every rank;
-//! `fabric = "ib"` waits, naming the nodes without a verbs port.
+//! `fabric = "ib"` waits, naming the nodes without a verbs port; ranks stay off the CPU the local
+//! cluster keeps for its daemons.
 //!
 //! The image is built from Debian packages by `scripts/build-mpi-image.sh` (cached by recipe).
 
 use beowulf_tests::{
-    LocalCluster, assert_mpi_hello, mpi_image, processes_with, status_field, text,
-    wait_for_processes, wait_no_process,
+    LocalCluster, assert_mpi_hello, cpus_allowed, local_task_cpus, mpi_image, processes_with,
+    status_field, text, wait_for_processes, wait_no_process,
 };
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -110,6 +111,12 @@ fn containerized_mpi_across_five_agents_runs_as_the_user_fails_cleanly_and_cance
             status_field(pid, "Uid:").as_deref(),
             Some("65534"),
             "rank pid {pid} is not the user's"
+        );
+        // The local cluster keeps a CPU for its daemons: ranks spinning on every core stalled them.
+        assert_eq!(
+            cpus_allowed(pid),
+            local_task_cpus(),
+            "rank pid {pid} may run on a reserved CPU"
         );
     }
     // Launched directly: no mpirun and no MPI daemon.

@@ -191,8 +191,9 @@ impl<L: Launcher> Agent<L> {
                 // Every node's ranks take each node's cores to be theirs and busy-poll on all of
                 // them; waiting ranks then starved the kernel's own threads on this 2-core
                 // machine (RCU and workqueue stalls, agents silent for a minute, measured).
-                // mpirun avoided it by binding every node's rank to core 0. Ranks that wait
-                // yield the CPU instead.
+                // Ranks that wait yield the CPU to the other ranks of their node. That was not
+                // enough (a yield does not reach other nodes' cgroups): what ended the stalls is
+                // the CPU `cluster init --local` reserves for the daemons (`reserved_cpus`).
                 env.entry("OMPI_MCA_mpi_yield_when_idle".into())
                     .or_insert("1".into());
             }

@@ -6,7 +6,7 @@ use beowulf_computed::{
     config::AgentConfig,
     inventory::InventorySource,
     launch_service,
-    launcher::ProcessLauncher,
+    launcher::{ProcessLauncher, TaskCpus, cpu_list},
 };
 use clap::Parser;
 use std::path::PathBuf;
@@ -31,7 +31,17 @@ fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let config = AgentConfig::load(&args.config)?;
-    let source = InventorySource::new(config.offer.clone(), &config.state_dir);
+    let task_cpus = TaskCpus::without(&config.reserved_cpus)
+        .with_context(|| format!("{}: field `reserved_cpus`", args.config.display()))?;
+    if let Some(cpus) = &task_cpus {
+        tracing::info!(
+            cpus = %cpu_list(&cpus.cpus()),
+            reserved = ?config.reserved_cpus,
+            "tasks run on these CPUs; the reserved ones are kept for the node's daemons"
+        );
+    }
+    let source = InventorySource::new(config.offer.clone(), &config.state_dir)
+        .withholding_cpus(task_cpus.as_ref().map_or(0, TaskCpus::withheld));
     let detect = move || -> anyhow::Result<beowulf_types::Inventory> {
         source
             .detect()
@@ -47,7 +57,8 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let launcher = ProcessLauncher::new(config.cgroup_name.as_deref().unwrap_or(&config.node_name))
-        .context("cannot set up the task launcher")?;
+        .context("cannot set up the task launcher")?
+        .with_task_cpus(task_cpus);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -6,6 +6,7 @@
 //! recording fake for tests of the code above it.
 
 mod cgroup;
+mod cpus;
 mod dynmods;
 mod fake;
 mod process;
@@ -13,6 +14,7 @@ mod spawn;
 #[cfg(test)]
 mod tests;
 
+pub use cpus::{CpuError, TaskCpus, cpu_list};
 pub use dynmods::{FavorOutcome, V1_FAVOR_MOUNT, favor_dynamic_moves};
 pub use fake::{LauncherCall, RecordingLauncher};
 pub use process::ProcessLauncher;
@@ -251,6 +253,17 @@ pub enum LaunchError {
         run: u32,
         rank: u32,
         path: PathBuf,
+        source: io::Error,
+    },
+
+    #[error(
+        "task {rank} of job {job}.{run}: cannot run it on CPUs {cpus} (the node's reserved_cpus keep the others): {source}"
+    )]
+    Affinity {
+        job: JobId,
+        run: u32,
+        rank: u32,
+        cpus: String,
         source: io::Error,
     },
 

@@ -1,6 +1,7 @@
 //! The real launcher: posix_spawn-style clone/exec (`spawn`), cgroups for limits and race-free kills.
 
 use super::cgroup::{self, Cgroups, Layout};
+use super::cpus::{TaskCpus, cpu_list};
 use super::spawn::{self, ChildFailure, Exec};
 use super::{
     JobLimits, LaunchError, Launcher, StartedTask, TaskExit, TaskLaunch, TaskOutput, TaskPipes,
@@ -37,6 +38,8 @@ pub struct ProcessLauncher {
     leftovers: Vec<(JobId, u32)>,
     agent_uid: u32,
     agent_gid: u32,
+    /// The CPUs tasks run on, when the node keeps some for itself (`reserved_cpus`).
+    task_cpus: Option<TaskCpus>,
 }
 
 /// What we know about a prepared job run.
@@ -115,7 +118,15 @@ impl ProcessLauncher {
             leftovers,
             agent_uid: nix::unistd::geteuid().as_raw(),
             agent_gid: nix::unistd::getegid().as_raw(),
+            task_cpus: None,
         }
+    }
+
+    /// Runs every task on `cpus` (the node's CPUs but its `reserved_cpus`); `None`: tasks keep
+    /// the agent's affinity.
+    pub fn with_task_cpus(mut self, cpus: Option<TaskCpus>) -> Self {
+        self.task_cpus = cpus;
+        self
     }
 
     /// The node name this launcher was created for.
@@ -261,6 +272,7 @@ fn cstring(task: &TaskLaunch, bytes: &[u8], what: &str) -> Result<CString, Launc
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Stage {
     JoinCgroup,
+    Affinity,
     NewSession,
     SwitchUser,
     Workdir,
@@ -275,6 +287,8 @@ pub(super) struct ChildSetup {
     /// cgroup.procs files to write "0" (= the writer) into.
     cgroup_procs: Vec<CString>,
     switch_user: bool,
+    /// The task's CPU affinity, when the node keeps CPUs for itself.
+    cpus: Option<libc::cpu_set_t>,
     /// Container tasks: the runtime stays root, but the working directory and output files are
     /// entered and opened with the user's filesystem identity (setfsuid), as for other tasks.
     fs_user_only: bool,
@@ -304,6 +318,19 @@ impl ChildSetup {
     pub(super) fn run(&self) -> Result<(), ChildFailure> {
         for (index, path) in self.cgroup_procs.iter().enumerate() {
             step(Stage::JoinCgroup, index, join_cgroup(path))?;
+        }
+        if let Some(cpus) = &self.cpus {
+            // SAFETY: the kernel reads size_of::<cpu_set_t>() bytes of the mask owned by self;
+            // pid 0 is this child (a raw syscall changes only the calling task).
+            let ret = unsafe {
+                libc::syscall(
+                    libc::SYS_sched_setaffinity,
+                    0,
+                    size_of::<libc::cpu_set_t>(),
+                    std::ptr::from_ref(cpus),
+                )
+            };
+            step(Stage::Affinity, 0, check(ret))?;
         }
         // SAFETY: setsid takes no arguments and has no memory-safety preconditions.
         let ret = unsafe { libc::syscall(libc::SYS_setsid) };
@@ -438,6 +465,7 @@ fn spawn_error(
     task: &TaskLaunch,
     program: &Path,
     cgroup_procs: &[PathBuf],
+    task_cpus: Option<&TaskCpus>,
     stage: Option<(Stage, usize)>,
     source: io::Error,
 ) -> LaunchError {
@@ -448,6 +476,13 @@ fn spawn_error(
             run,
             rank,
             path: cgroup_procs.get(index).cloned().unwrap_or_default(),
+            source,
+        },
+        Some((Stage::Affinity, _)) => LaunchError::Affinity {
+            job,
+            run,
+            rank,
+            cpus: task_cpus.map(|c| cpu_list(&c.cpus())).unwrap_or_default(),
             source,
         },
         Some((Stage::NewSession, _)) => LaunchError::NewSession {
@@ -623,6 +658,7 @@ impl Launcher for ProcessLauncher {
                 .map(|p| cstring(&task, p.as_os_str().as_bytes(), "cgroup path"))
                 .collect::<Result<_, _>>()?,
             switch_user,
+            cpus: self.task_cpus.as_ref().map(TaskCpus::mask),
             fs_user_only: in_container && other_user,
             set_groups: self.agent_uid == 0,
             uid: task.uid,
@@ -679,8 +715,16 @@ impl Launcher for ProcessLauncher {
                 .or(out_write.as_ref())
                 .map(AsRawFd::as_raw_fd),
         };
-        let child = spawn::spawn(&exec, &setup, stdio)
-            .map_err(|e| spawn_error(&task, &program, &cgroup_procs, e.stage, e.source))?;
+        let child = spawn::spawn(&exec, &setup, stdio).map_err(|e| {
+            spawn_error(
+                &task,
+                &program,
+                &cgroup_procs,
+                self.task_cpus.as_ref(),
+                e.stage,
+                e.source,
+            )
+        })?;
         let pid = child.pid;
         let sid = i32::try_from(pid).unwrap_or_default();
         if sid > 0

@@ -271,6 +271,43 @@ async fn piped_output_comes_out_of_the_returned_pipes_and_no_file_is_written() {
     cleanup(&launcher, &[(12, 0)]);
 }
 
+/// A node that keeps CPUs for itself (`reserved_cpus`) runs its tasks on the others only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_run_only_on_the_cpus_the_node_does_not_reserve() {
+    let own = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
+    let own: Vec<u32> = (0..nix::sched::CpuSet::count())
+        .filter(|&cpu| own.is_set(cpu).unwrap())
+        .map(|cpu| cpu as u32)
+        .collect();
+    let Some((first, rest)) = own.split_first().filter(|(_, rest)| !rest.is_empty()) else {
+        eprintln!("skipped: this machine lets the test use one CPU only ({own:?})");
+        return;
+    };
+    let cpus = TaskCpus::from_lists(&own, &[*first]).unwrap();
+    let launcher = ProcessLauncher::new(&node("cpus"))
+        .unwrap()
+        .with_task_cpus(Some(cpus));
+    let dir = workdir();
+    launcher.prepare_job(JobId(13), 0, &limits()).unwrap();
+    let (tx, mut rx) = unbounded_channel();
+    let t = task(
+        13,
+        0,
+        "grep Cpus_allowed_list /proc/self/status",
+        dir.path(),
+    );
+    let out = t.stdout.clone();
+    launcher.start_task(t, tx).unwrap();
+    assert_eq!(next_exit(&mut rx).await.code, 0);
+    let text = fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        text.trim_start_matches("Cpus_allowed_list:").trim(),
+        cpu_list(rest),
+        "{text}"
+    );
+    cleanup(&launcher, &[(13, 0)]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_codes_and_signals() {
     let launcher = ProcessLauncher::new(&node("codes")).unwrap();

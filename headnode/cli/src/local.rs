@@ -96,10 +96,11 @@ pub async fn init(opts: &LocalOptions) -> anyhow::Result<()> {
         std::fs::write(
             &config,
             format!(
-                "# Written by `cluster init --local`.\nnode_name = {name:?}\nhead_addr_file = {:?}\nstate_dir = {node_dir:?}\ncgroup_name = \"local-{:08x}-{name}\"\n# The agents share one machine: one image cache, MPI over loopback.\nimage_cache = {:?}\nlaunch_listen = \"127.0.0.1:0\"\nmpi_tcp_include = \"lo\"\n\n[offer]\ncpus = {}\nmemory_mb = {}\n",
+                "# Written by `cluster init --local`.\nnode_name = {name:?}\nhead_addr_file = {:?}\nstate_dir = {node_dir:?}\ncgroup_name = \"local-{:08x}-{name}\"\n# The agents share one machine: one image cache, MPI over loopback.\nimage_cache = {:?}\nlaunch_listen = \"127.0.0.1:0\"\nmpi_tcp_include = \"lo\"\n{}\n[offer]\ncpus = {}\nmemory_mb = {}\n",
                 dir.join("agent.addr"),
                 path_hash(dir),
                 dir.join("image-cache"),
+                reserved_cpus_line(),
                 opts.cpus_per_node,
                 opts.memory_per_node_mb
             ) + "\n"
@@ -206,6 +207,29 @@ pub async fn down(state_dir: &Path) -> anyhow::Result<()> {
     }
     std::fs::remove_file(state_dir.join("pids")).ok();
     Ok(())
+}
+
+/// The agents' `reserved_cpus`: the first CPU this machine lets us use, kept for the daemons and
+/// the kernel when there is another one for the tasks. The agents of a local cluster share the
+/// machine's cores, and their MPI ranks busy-poll: on this 2-core machine ranks spinning on both
+/// cores stalled the whole machine (one job 1–5 s in 5, and once the kernel's workqueues for 43 s
+/// so that the head failed the nodes). With the ranks on the other cores: 40 of 40 jobs in
+/// 345–399 ms (docs/decisions.md).
+fn reserved_cpus_line() -> String {
+    let mut allowed = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .map(|set| {
+            (0..nix::sched::CpuSet::count())
+                .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter();
+    match (allowed.next(), allowed.next()) {
+        (Some(first), Some(_)) => format!(
+            "# CPU {first} is kept for the daemons and the kernel: ranks busy-polling on every core stalled them.\nreserved_cpus = [{first}]\n"
+        ),
+        _ => String::new(),
+    }
 }
 
 /// A short stable hash of the state directory, so each local cluster's agents get their own cgroups.
