@@ -89,6 +89,17 @@ impl Head {
         self.lock().last_seen.insert(node.clone(), now());
     }
 
+    /// Gives every node a full heartbeat timeout from now: the head itself was not running (its
+    /// process or the whole machine stalled), so it could not have heard them meanwhile, and
+    /// their heartbeats may still wait unread in its sockets. Nomad resets its heartbeat timers
+    /// on a leader change for the same reason; the head does it at start too.
+    pub fn forgive_silence(&self) {
+        let now = now();
+        for seen in self.lock().last_seen.values_mut() {
+            *seen = (*seen).max(now);
+        }
+    }
+
     /// Records a registered node's changed inventory (sent with a heartbeat).
     pub fn update_inventory(
         &self,

@@ -482,3 +482,28 @@ fn mpich_jobs_are_started_directly_by_every_node_with_the_flavor_named() {
         assert_eq!(mpi.tasks_per_node, vec![1, 1]);
     }
 }
+
+/// A node silent past the timeout is failed, unless the head itself was away meanwhile: then it
+/// gets a new timeout from the head's return.
+#[test]
+fn silence_while_the_head_was_away_is_forgiven_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::open(config_with(dir.path(), "heartbeat_timeout_ms = 200\n")).unwrap();
+    let _stream = register(&head, "node1");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    head.forgive_silence();
+    assert_eq!(
+        head.check_heartbeats().unwrap(),
+        0,
+        "failed a forgiven node"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(head.check_heartbeats().unwrap(), 1, "kept a silent node");
+    let node = head.read(|inner| inner.nodes[&NodeName::new("node1")].clone());
+    assert!(
+        node.down_reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("not responding: no heartbeat for")),
+        "{node:?}"
+    );
+}
