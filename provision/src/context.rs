@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 /// Variables every playbook may use, with their values for a real head; `[provision] vars` in
 /// headnoded.toml overrides them (lab mode points them at the lab head's own services).
-pub const DEFAULT_VARS: [(&str, &str); 8] = [
+pub const DEFAULT_VARS: [(&str, &str); 9] = [
     // Who runs the head's slapd and NFS server: `systemd` on a real head, `lab` when the lab runs
     // them as children in its namespace.
     ("head_services", "systemd"),
@@ -30,6 +30,9 @@ pub const DEFAULT_VARS: [(&str, &str); 8] = [
     // The passwd and group files the NIS maps are built from: the cluster's users and groups only,
     // so the head's system accounts are never served to the nodes.
     ("nis_source_dir", "/etc/beowulf/nis"),
+    // The CPUs every agent keeps for the node's daemons and the kernel (computed's
+    // `reserved_cpus`, a comma-separated list): none unless the admin says so.
+    ("agent_reserved_cpus", ""),
 ];
 
 /// The template context for `node` (the head's name or a compute node's).

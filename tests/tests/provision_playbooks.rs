@@ -218,3 +218,34 @@ async fn every_shipped_step_renders_for_a_real_inventory_in_plan_mode() {
         }
     }
 }
+
+/// The agent playbook's computed.toml renders into a configuration computed accepts, with the
+/// admin's reserved CPUs when headnoded.toml's provision vars give them and none by default.
+#[test]
+fn the_rendered_agent_config_parses_with_and_without_reserved_cpus() {
+    use beowulf_computed::config::AgentConfig;
+    let (_, templates) = shipped();
+    let inv = Inventory::parse(
+        Path::new("cluster.toml"),
+        &INVENTORY.replace("BACKEND", "ldap"),
+    )
+    .unwrap();
+    let render = |mut vars: BTreeMap<String, String>| {
+        // A run variable headnoded always gives the agent playbook.
+        vars.insert("agent_port".into(), "7090".into());
+        let context = beowulf_provision::context::node_context(&inv, "node2", &vars);
+        let text = templates
+            .render_file("computed.toml", &context)
+            .unwrap_or_else(|e| panic!("{e}"));
+        AgentConfig::parse(Path::new("/etc/beowulf/computed.toml"), &text)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"))
+    };
+    let plain = render(BTreeMap::new());
+    assert_eq!(plain.node_name, "node2");
+    assert!(plain.reserved_cpus.is_empty());
+    let reserving = render(BTreeMap::from([(
+        "agent_reserved_cpus".to_string(),
+        "0, 1".to_string(),
+    )]));
+    assert_eq!(reserving.reserved_cpus, vec![0, 1]);
+}
