@@ -4,12 +4,10 @@
 
 use std::io;
 
-/// An affinity mask for tasks, with the CPUs it holds and how many were held back.
+/// An affinity mask for tasks, and how many of the agent's CPUs it holds back.
 #[derive(Clone, Copy)]
 pub struct TaskCpus {
     set: libc::cpu_set_t,
-    /// CPUs in `set`.
-    count: u32,
     /// CPUs the agent may use that tasks may not (the reserved ones that exist here).
     withheld: u32,
 }
@@ -66,7 +64,6 @@ impl TaskCpus {
         }
         Ok(TaskCpus {
             set,
-            count: kept.len() as u32,
             withheld: (allowed.len() - kept.len()) as u32,
         })
     }
@@ -77,7 +74,7 @@ impl TaskCpus {
     }
 
     pub fn count(&self) -> u32 {
-        self.count
+        self.cpus().len() as u32
     }
 
     /// How many of the agent's CPUs tasks may not use.
@@ -92,7 +89,7 @@ impl TaskCpus {
 }
 
 /// The CPUs this process may run on.
-fn own_cpus() -> io::Result<Vec<u32>> {
+pub(super) fn own_cpus() -> io::Result<Vec<u32>> {
     // SAFETY: as above, the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: the kernel writes at most size_of::<cpu_set_t>() bytes into `set`.

@@ -274,11 +274,7 @@ async fn piped_output_comes_out_of_the_returned_pipes_and_no_file_is_written() {
 /// A node that keeps CPUs for itself (`reserved_cpus`) runs its tasks on the others only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_run_only_on_the_cpus_the_node_does_not_reserve() {
-    let own = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
-    let own: Vec<u32> = (0..nix::sched::CpuSet::count())
-        .filter(|&cpu| own.is_set(cpu).unwrap())
-        .map(|cpu| cpu as u32)
-        .collect();
+    let own = cpus::own_cpus().unwrap();
     let Some((first, rest)) = own.split_first().filter(|(_, rest)| !rest.is_empty()) else {
         eprintln!("skipped: this machine lets the test use one CPU only ({own:?})");
         return;
