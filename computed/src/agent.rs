@@ -402,10 +402,7 @@ impl<L: Launcher> Agent<L> {
             return;
         }
         tracing::info!(job = %key.job, run = key.run, tasks = a.local_tasks, "starting run");
-        let limits = JobLimits {
-            cpus: a.cpus,
-            memory_mb: a.memory_mb,
-        };
+        let limits = self.job_limits(&a);
         if let Err(e) = self.launcher.prepare_job(key.job, key.run, &limits) {
             for rank in a.first_rank..a.first_rank + a.local_tasks {
                 let _ = self
@@ -529,6 +526,15 @@ impl<L: Launcher> Agent<L> {
             .unwrap_or_else(|p| p.into_inner()) = endpoint;
     }
 
+    /// The cgroup limits of a run of `a` on this node.
+    pub(crate) fn job_limits(&self, a: &v1::Assignment) -> JobLimits {
+        JobLimits {
+            cpus: a.cpus,
+            memory_mb: a.memory_mb,
+            pids_max: Some(self.config.job_pids_max),
+        }
+    }
+
     fn on_task_exit(&self, exit: TaskExit) {
         let mut state = self.lock();
         let key = RunKey {
@@ -568,17 +574,36 @@ impl<L: Launcher> Agent<L> {
         }
         tracing::info!(job = %key.job, run = key.run, code = report.exit_code, "run finished on this node");
         let forwarded = state.forwarding.remove(&key);
-        let agent = forwarded.is_some().then(|| self.me.upgrade()).flatten();
-        match forwarded.zip(agent) {
-            // The head ends the job when every node reported: its output must be written by then.
-            Some((mut forwarded, agent)) => {
+        // Whatever the tasks left behind (a daemon started with setsid, a background loop) dies
+        // with the run, before the head hears that it ended and gives its CPUs to another job.
+        let leftovers = self.launcher.job_alive(key.job, key.run);
+        let agent = (forwarded.is_some() || leftovers)
+            .then(|| self.me.upgrade())
+            .flatten();
+        match agent {
+            Some(agent) => {
                 tokio::spawn(async move {
-                    let drained =
-                        tokio::time::timeout(output::DRAIN_FOR, forwarded.wait_for(|done| *done))
-                            .await
-                            .is_ok();
-                    if !drained {
-                        tracing::warn!(job = %key.job, run = key.run, "output still open after the run's tasks ended (a process they left holds it): reporting the end now");
+                    if leftovers {
+                        tracing::info!(job = %key.job, run = key.run, "the run's tasks left processes behind: killing them before reporting its end");
+                        let killer = agent.clone();
+                        let killed =
+                            tokio::task::spawn_blocking(move || kill(&*killer.launcher, key)).await;
+                        if let Err(e) = killed {
+                            tracing::error!(job = %key.job, error = %e, "killing a run's leftovers panicked");
+                        }
+                    }
+                    // The head ends the job when every node reported: its output must be
+                    // written by then.
+                    if let Some(mut forwarded) = forwarded {
+                        let drained = tokio::time::timeout(
+                            output::DRAIN_FOR,
+                            forwarded.wait_for(|done| *done),
+                        )
+                        .await
+                        .is_ok();
+                        if !drained {
+                            tracing::warn!(job = %key.job, run = key.run, "output still open after the run's tasks ended (a process they left holds it): reporting the end now");
+                        }
                     }
                     agent.report(report);
                 });

@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 /// Agents beat every second: cheap (no disk write on the head) and well inside the head's timeout.
 const DEFAULT_HEARTBEAT_INTERVAL_MS: Millis = 1_000;
 
+/// The lowest `job_pids_max` accepted: runc and a shell with a few children need about 30.
+const MIN_JOB_PIDS_MAX: u32 = 64;
+/// See `AgentConfig::job_pids_max`.
+const DEFAULT_JOB_PIDS_MAX: u32 = 8192;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
@@ -61,6 +66,12 @@ pub struct AgentConfig {
     /// the kernel's own threads for seconds (once for 45 s; see docs/decisions.md).
     #[serde(default)]
     pub reserved_cpus: Vec<u32>,
+    /// Processes and threads one run may have on this node (the pids cgroup controller): a fork
+    /// loop stops there instead of filling the kernel's process table. The default, 8192, is far
+    /// above what a node's ranks and their threads need (64 ranks × 64 OpenMP threads is 4096)
+    /// and far below the kernel's pid_max (4 million on 64-bit).
+    #[serde(default = "default_job_pids_max")]
+    pub job_pids_max: u32,
     /// What the node offers to jobs, when it should differ from what is detected (a local test
     /// cluster of several agents on one machine gives each a share).
     #[serde(default)]
@@ -99,6 +110,12 @@ impl AgentConfig {
                 "give `head = \"host:port\"` or `head_addr_file`".into(),
             ));
         }
+        if config.job_pids_max < MIN_JOB_PIDS_MAX {
+            return Err(invalid(format!(
+                "field job_pids_max: {} is too low for any job (a container runtime alone starts ~10 threads); give at least {MIN_JOB_PIDS_MAX}",
+                config.job_pids_max
+            )));
+        }
         if config.node_name.is_empty() {
             return Err(invalid("`node_name` is empty".into()));
         }
@@ -125,6 +142,10 @@ impl AgentConfig {
 /// The port beside the head's agent port (7090).
 fn default_launch_listen() -> String {
     "0.0.0.0:7091".to_string()
+}
+
+fn default_job_pids_max() -> u32 {
+    DEFAULT_JOB_PIDS_MAX
 }
 
 fn default_true() -> bool {

@@ -18,7 +18,7 @@
 
 use super::{Agent, DEFAULT_PATH, now_ms};
 use crate::container::{ContainerError, bundle, find_runtime};
-use crate::launcher::{ContainerRun, JobLimits, LaunchError, Launcher, TaskExit, TaskLaunch};
+use crate::launcher::{ContainerRun, LaunchError, Launcher, TaskExit, TaskLaunch};
 use crate::ledger::RunKey;
 use crate::mpi;
 use beowulf_proto::v1::{self, agent_message::Body};
@@ -79,7 +79,10 @@ impl<L: Launcher> Agent<L> {
                 });
             }
         };
-        if let Err(e) = self.launcher.prepare_job(key.job, key.run, &limits(&a)) {
+        if let Err(e) = self
+            .launcher
+            .prepare_job(key.job, key.run, &self.job_limits(&a))
+        {
             not_started(e.to_string());
             return;
         }
@@ -148,10 +151,11 @@ impl<L: Launcher> Agent<L> {
         let Some(agent) = self.me.upgrade() else {
             return Err("the agent is shutting down".into());
         };
+        let user = beowulf_as_user::UserCredentials::of_user(&a.user, a.uid, a.gid);
         let rootfs = tokio::task::spawn_blocking(move || {
             agent
                 .images
-                .rootfs(&image.digest, Path::new(&image.tar_path))
+                .rootfs(&image.digest, Path::new(&image.tar_path), &user)
                 .map_err(|e: ContainerError| e.to_string())
         })
         .await
@@ -450,7 +454,7 @@ impl<L: Launcher> Agent<L> {
             .wait_for_run(|| self.mpi_run(request.job_id, request.run, &request.token))
             .await?;
         self.launcher
-            .prepare_job(key.job, key.run, &limits(&a))
+            .prepare_job(key.job, key.run, &self.job_limits(&a))
             .map_err(|e| LaunchRefusal::Failed(e.to_string()))?;
         let rootfs = self.stage(key, &a).await.map_err(LaunchRefusal::Failed)?;
         let daemon = {
@@ -550,13 +554,6 @@ pub enum LaunchRefusal {
     BadCredential(String),
     #[error("{0}")]
     Failed(String),
-}
-
-fn limits(a: &v1::Assignment) -> JobLimits {
-    JobLimits {
-        cpus: a.cpus,
-        memory_mb: a.memory_mb,
-    }
 }
 
 /// What `beowulf-rsh` needs: the job, its credential and the nodes' launch endpoints; Open MPI

@@ -5,17 +5,58 @@
 //! renamed into place at the end, so a crash midway leaves only a temporary directory (removed at
 //! the next unpack of the same image) and several agents sharing a cache (a local cluster) never
 //! see a half-unpacked image.
+//!
+//! Images are users' data, and the agent is root. So (docs/security.md):
+//! - the tarball is opened with the submitting user's credentials, never as root;
+//! - its bytes must hash to the digest the head resolved, or nothing is kept: a user who swaps a
+//!   tarball after submit cannot put other content under a digest another job trusts;
+//! - setuid and setgid bits are dropped, device nodes are skipped, and every file belongs to
+//!   root, not to the owner the archive names;
+//! - the cache is readable by root alone (0700) and mounted `nosuid,nodev`, so nothing in it can
+//!   be run or opened from the host by a user.
 
 use super::ContainerError;
+use beowulf_as_user::UserCredentials;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Permission bits never kept from an image: setuid and setgid.
+const DROPPED_MODE_BITS: u32 = 0o6000;
 
 #[derive(Debug)]
 pub struct ImageCache {
     dir: PathBuf,
     /// One lock per digest, so concurrent jobs on one agent unpack an image once.
     unpacking: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Set once the cache directory is made private and mounted nosuid,nodev.
+    protected: OnceLock<()>,
+    /// Whether to mount the cache `nosuid,nodev` (always, but in unit tests).
+    mount: bool,
+}
+
+/// What an unpack left out of an image.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Unpacked {
+    pub skipped_devices: usize,
+    pub dropped_setid: usize,
+}
+
+/// Hashes what is read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 impl ImageCache {
@@ -23,12 +64,28 @@ impl ImageCache {
         ImageCache {
             dir,
             unpacking: Mutex::new(HashMap::new()),
+            protected: OnceLock::new(),
+            mount: true,
         }
     }
 
-    /// The rootfs of `digest`, unpacked from `tar` if not cached yet. Blocking: call it from a
-    /// blocking thread.
-    pub fn rootfs(&self, digest: &str, tar: &Path) -> Result<PathBuf, ContainerError> {
+    /// A cache that is not mounted over (unit tests, whose temporary directories must go away).
+    #[cfg(test)]
+    fn unmounted(dir: PathBuf) -> Self {
+        ImageCache {
+            mount: false,
+            ..ImageCache::new(dir)
+        }
+    }
+
+    /// The rootfs of `digest`, unpacked from `tar` (opened as `user`) if not cached yet.
+    /// Blocking: call it from a blocking thread.
+    pub fn rootfs(
+        &self,
+        digest: &str,
+        tar: &Path,
+        user: &UserCredentials,
+    ) -> Result<PathBuf, ContainerError> {
         let hex = digest
             .strip_prefix("sha256:")
             .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -51,26 +108,53 @@ impl ImageCache {
             dir: dir.to_path_buf(),
             source,
         };
-        std::fs::create_dir_all(&self.dir).map_err(|e| unpack_err(&self.dir, e))?;
+        self.protect().map_err(|e| unpack_err(&self.dir, e))?;
         let temp = self.dir.join(format!(
             ".unpack-{hex}-{}-{:08x}",
             std::process::id(),
             rand::random::<u32>()
         ));
-        let file = std::fs::File::open(tar).map_err(|source| ContainerError::ReadImage {
-            digest: digest.to_string(),
-            tar: tar.to_path_buf(),
-            source,
+        let file = beowulf_as_user::open_read_as(user, tar).map_err(|source| {
+            ContainerError::ReadImage {
+                digest: digest.to_string(),
+                tar: tar.to_path_buf(),
+                source,
+            }
         })?;
-        let mut archive = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, file));
-        archive.set_preserve_permissions(true);
-        archive.set_preserve_ownerships(true);
-        archive.set_unpack_xattrs(false);
-        archive.set_overwrite(true);
         std::fs::create_dir(&temp).map_err(|e| unpack_err(&temp, e))?;
-        if let Err(e) = archive.unpack(&temp) {
+        let mut reader = HashingReader {
+            inner: std::io::BufReader::with_capacity(1 << 20, file),
+            hasher: Sha256::new(),
+        };
+        let unpacked = unpack(&mut reader, &temp).and_then(|unpacked| {
+            // The archive may end before the file does (padding after its end blocks).
+            std::io::copy(&mut reader, &mut std::io::sink())?;
+            Ok(unpacked)
+        });
+        let unpacked = match unpacked {
+            Ok(unpacked) => unpacked,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&temp);
+                return Err(unpack_err(&temp, e));
+            }
+        };
+        let actual = format!("{:x}", reader.hasher.finalize());
+        if actual != hex.to_ascii_lowercase() {
             let _ = std::fs::remove_dir_all(&temp);
-            return Err(unpack_err(&temp, e));
+            return Err(ContainerError::DigestMismatch {
+                digest: digest.to_string(),
+                tar: tar.to_path_buf(),
+                actual: format!("sha256:{actual}"),
+            });
+        }
+        if unpacked != Unpacked::default() {
+            tracing::warn!(
+                %digest,
+                tar = %tar.display(),
+                skipped_devices = unpacked.skipped_devices,
+                dropped_setid = unpacked.dropped_setid,
+                "image unpacked without its device nodes and setuid/setgid bits"
+            );
         }
         // Every container bind-mounts over a few directories; make sure they exist.
         for dir in ["proc", "sys", "dev", "tmp", ".beowulf"] {
@@ -89,11 +173,98 @@ impl ImageCache {
             }
         }
     }
+
+    /// Makes the cache directory root's alone and, when the agent is root, a `nosuid,nodev`
+    /// mount of itself (once per agent; a mount another agent sharing the cache made is kept).
+    fn protect(&self) -> std::io::Result<()> {
+        if self.protected.get().is_some() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
+        if self.mount && nix::unistd::geteuid().is_root() {
+            mount_nosuid_nodev(&self.dir)?;
+        }
+        let _ = self.protected.set(());
+        Ok(())
+    }
+}
+
+/// Unpacks the archive read from `reader` into `dir`: device nodes skipped, setuid/setgid bits
+/// dropped, every file owned by the agent (root, which a directory's mode does not stop from
+/// creating its contents).
+fn unpack(reader: &mut impl Read, dir: &Path) -> std::io::Result<Unpacked> {
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(false);
+    archive.set_unpack_xattrs(false);
+    archive.set_overwrite(true);
+    archive.set_mask(DROPPED_MODE_BITS);
+    let mut unpacked = Unpacked::default();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let kind = entry.header().entry_type();
+        if kind.is_block_special() || kind.is_character_special() {
+            unpacked.skipped_devices += 1;
+            continue;
+        }
+        if entry.header().mode().unwrap_or(0) & DROPPED_MODE_BITS != 0 {
+            unpacked.dropped_setid += 1;
+        }
+        entry.unpack_in(dir)?;
+    }
+    Ok(unpacked)
+}
+
+/// Bind-mounts `dir` onto itself with `nosuid,nodev`, unless it already is such a mount.
+fn mount_nosuid_nodev(dir: &Path) -> std::io::Result<()> {
+    use nix::mount::{MsFlags, mount};
+    let dir = dir.canonicalize()?;
+    if let Some(options) = mount_options(&dir)?
+        && options.iter().any(|o| o == "nosuid")
+        && options.iter().any(|o| o == "nodev")
+    {
+        return Ok(());
+    }
+    let none: Option<&str> = None;
+    mount(Some(&dir), &dir, none, MsFlags::MS_BIND, none)?;
+    mount(
+        none,
+        &dir,
+        none,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        none,
+    )?;
+    Ok(())
+}
+
+/// The per-mount options of the mount at `dir` (the topmost one), if `dir` is a mount point.
+fn mount_options(dir: &Path) -> std::io::Result<Option<Vec<String>>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let wanted = dir.to_string_lossy().replace(' ', "\\040");
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let point = fields.nth(4)?;
+            let options = fields.next()?;
+            (point == wanted).then(|| options.split(',').map(str::to_string).collect())
+        })
+        .next_back())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn root() -> UserCredentials {
+        UserCredentials::primary_only(0, 0)
+    }
+
+    fn digest_of(bytes: &[u8]) -> String {
+        format!("sha256:{:x}", Sha256::digest(bytes))
+    }
 
     fn tar_with(files: &[(&str, &str)]) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
@@ -112,35 +283,153 @@ mod tests {
         builder.into_inner().unwrap()
     }
 
+    /// A user's hostile image: a setuid-root shell owned by root, a file owned by uid 4242 with
+    /// setgid, and a device node giving raw access to the host's memory.
+    fn hostile_tar() -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut file = |path: &str, mode: u32, uid: u64| {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(3);
+            header.set_mode(mode);
+            header.set_uid(uid);
+            header.set_gid(uid);
+            header.set_mtime(0);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, path, &b"sh\n"[..])
+                .unwrap();
+        };
+        file("bin/suid-sh", 0o4755, 0);
+        file("bin/sgid-tool", 0o2755, 4242);
+        let mut device = tar::Header::new_gnu();
+        device.set_entry_type(tar::EntryType::Char);
+        device.set_path("dev/mem").unwrap();
+        device.set_device_major(1).unwrap();
+        device.set_device_minor(1).unwrap();
+        device.set_mode(0o666);
+        device.set_size(0);
+        device.set_cksum();
+        builder.append(&device, std::io::empty()).unwrap();
+        builder.into_inner().unwrap()
+    }
+
     #[test]
     fn unpacks_once_under_the_digest() {
         let dir = tempfile::tempdir().unwrap();
         let tar = dir.path().join("image.tar");
-        std::fs::write(&tar, tar_with(&[("./bin/hello", "#!/bin/sh\necho hi\n")])).unwrap();
-        let cache = ImageCache::new(dir.path().join("cache"));
-        let digest = format!("sha256:{}", "ab".repeat(32));
-        let rootfs = cache.rootfs(&digest, &tar).unwrap();
+        let bytes = tar_with(&[("./bin/hello", "#!/bin/sh\necho hi\n")]);
+        std::fs::write(&tar, &bytes).unwrap();
+        let cache = ImageCache::unmounted(dir.path().join("cache"));
+        let digest = digest_of(&bytes);
+        let rootfs = cache.rootfs(&digest, &tar, &root()).unwrap();
         assert_eq!(
             std::fs::read_to_string(rootfs.join("bin/hello")).unwrap(),
             "#!/bin/sh\necho hi\n"
         );
         assert!(rootfs.join("proc").is_dir());
+        let mode = std::fs::metadata(dir.path().join("cache")).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o700, "the cache is root's alone");
         // Cached: the tarball is not read again.
         std::fs::remove_file(&tar).unwrap();
-        assert_eq!(cache.rootfs(&digest, &tar).unwrap(), rootfs);
+        assert_eq!(cache.rootfs(&digest, &tar, &root()).unwrap(), rootfs);
+    }
+
+    #[test]
+    fn setuid_bits_device_nodes_and_owners_of_an_image_never_reach_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = dir.path().join("hostile.tar");
+        let bytes = hostile_tar();
+        std::fs::write(&tar, &bytes).unwrap();
+        let cache = ImageCache::unmounted(dir.path().join("cache"));
+        let rootfs = cache.rootfs(&digest_of(&bytes), &tar, &root()).unwrap();
+        let suid = std::fs::metadata(rootfs.join("bin/suid-sh")).unwrap();
+        assert_eq!(suid.mode() & 0o7777, 0o755, "setuid dropped");
+        let sgid = std::fs::metadata(rootfs.join("bin/sgid-tool")).unwrap();
+        assert_eq!(sgid.mode() & 0o7777, 0o755, "setgid dropped");
+        assert_eq!(
+            sgid.uid(),
+            nix::unistd::geteuid().as_raw(),
+            "owned by the agent"
+        );
+        assert!(!rootfs.join("dev/mem").exists(), "device node skipped");
+    }
+
+    #[test]
+    fn a_tarball_that_changed_since_submit_is_refused_and_not_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = dir.path().join("image.tar");
+        let submitted = tar_with(&[("etc/motd", "the image the head hashed")]);
+        let swapped = tar_with(&[("etc/motd", "what the user put there after")]);
+        std::fs::write(&tar, &swapped).unwrap();
+        let cache = ImageCache::unmounted(dir.path().join("cache"));
+        let digest = digest_of(&submitted);
+        let err = cache.rootfs(&digest, &tar, &root()).unwrap_err();
+        assert!(
+            matches!(err, ContainerError::DigestMismatch { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("submit the job again"), "{err}");
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        assert!(!dir.path().join("cache").join(hex).exists());
+    }
+
+    #[test]
+    fn a_tarball_the_user_cannot_read_is_not_read_for_them() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tar = dir.path().join("root-only.tar");
+        let bytes = tar_with(&[("secret", "root's data")]);
+        std::fs::write(&tar, &bytes).unwrap();
+        std::fs::set_permissions(&tar, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let cache = ImageCache::unmounted(dir.path().join("cache"));
+        let stranger = UserCredentials::primary_only(64_999, 64_999);
+        let err = cache
+            .rootfs(&digest_of(&bytes), &tar, &stranger)
+            .unwrap_err();
+        assert!(matches!(err, ContainerError::ReadImage { .. }), "{err}");
+        assert!(err.to_string().contains("Permission denied"), "{err}");
+    }
+
+    #[test]
+    fn the_cache_is_mounted_nosuid_nodev() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("cache");
+        let cache = ImageCache::new(cache_dir.clone());
+        cache.protect().unwrap();
+        let options = mount_options(&cache_dir.canonicalize().unwrap())
+            .unwrap()
+            .expect("the cache is a mount point");
+        // Done again (another agent sharing the cache): no second mount on top.
+        ImageCache::new(cache_dir.clone()).protect().unwrap();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let point = cache_dir.canonicalize().unwrap();
+        let count = mounts
+            .lines()
+            .filter(|l| l.split(' ').nth(4) == Some(point.to_str().unwrap()))
+            .count();
+        nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH).unwrap();
+        assert!(options.iter().any(|o| o == "nosuid"), "{options:?}");
+        assert!(options.iter().any(|o| o == "nodev"), "{options:?}");
+        assert_eq!(count, 1);
     }
 
     #[test]
     fn bad_digests_and_missing_tarballs_are_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = ImageCache::new(dir.path().join("cache"));
+        let cache = ImageCache::unmounted(dir.path().join("cache"));
         let missing = dir.path().join("missing.tar");
         assert!(matches!(
-            cache.rootfs("md5:abc", &missing),
+            cache.rootfs("md5:abc", &missing, &root()),
             Err(ContainerError::BadDigest(_))
         ));
         let err = cache
-            .rootfs(&format!("sha256:{}", "cd".repeat(32)), &missing)
+            .rootfs(&format!("sha256:{}", "cd".repeat(32)), &missing, &root())
             .unwrap_err();
         assert!(err.to_string().contains("missing.tar"), "{err}");
     }

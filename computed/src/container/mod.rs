@@ -25,6 +25,15 @@ pub enum ContainerError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "image {digest}: {} now hashes to {actual}: the tarball changed after the job was submitted; submit the job again",
+        tar.display()
+    )]
+    DigestMismatch {
+        digest: String,
+        tar: PathBuf,
+        actual: String,
+    },
     #[error("image digest {0:?} is not of the form sha256:<64 hex digits>")]
     BadDigest(String),
     #[error("cannot write the container bundle {}: {message}", dir.display())]

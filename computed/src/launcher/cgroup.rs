@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 /// The v1 controllers a job cgroup is created in (whichever of them are mounted).
 const V1_CONTROLLERS: [&str; 4] = ["cpu", "memory", "freezer", "pids"];
 /// The v2 controllers enabled for job cgroups (whichever of them are available).
-const V2_CONTROLLERS: [&str; 2] = ["cpu", "memory"];
+const V2_CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];
 /// The leaf the agent moves itself into on cgroup v2 when its own cgroup has processes and
 /// controllers cannot be enabled for children ("no internal processes" rule).
 const V2_AGENT_LEAF: &str = "beowulf-agent";
@@ -24,6 +24,13 @@ const CFS_PERIOD_US: u64 = 100_000;
 const KILL_DEADLINE: Duration = Duration::from_secs(1);
 /// How long to wait for a v1 freezer to report FROZEN before killing anyway.
 const FREEZE_WAIT: Duration = Duration::from_millis(200);
+
+/// The pids controller's value for `limits` (the same word in v1 and v2).
+fn pids_max(limits: &JobLimits) -> String {
+    limits
+        .pids_max
+        .map_or_else(|| "max".to_string(), |n| n.to_string())
+}
 
 /// One cgroup v1 hierarchy (mount) used for job cgroups.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -423,6 +430,9 @@ impl Cgroups {
                                 // A leftover frozen state would hang the task at once.
                                 write(dir.join("freezer.state"), "THAWED".to_string())?;
                             }
+                            "pids" => {
+                                write(dir.join("pids.max"), pids_max(limits))?;
+                            }
                             _ => {}
                         }
                     }
@@ -452,7 +462,11 @@ impl Cgroups {
                     };
                     files.push(("memory.max", limit));
                 }
-                let wanted_limits = limits.cpus != 0 || limits.memory_mb != 0;
+                if controllers.iter().any(|c| c == "pids") {
+                    files.push(("pids.max", pids_max(limits)));
+                }
+                let wanted_limits =
+                    limits.cpus != 0 || limits.memory_mb != 0 || limits.pids_max.is_some();
                 if files.len() < V2_CONTROLLERS.len()
                     && wanted_limits
                     && !warned_missing_limit.swap(true, Ordering::Relaxed)
@@ -460,7 +474,7 @@ impl Cgroups {
                     tracing::warn!(
                         cgroup = %dir.display(),
                         enabled = ?controllers,
-                        "cgroup v2 controllers cpu/memory are not all available for job cgroups; their limits are not enforced"
+                        "cgroup v2 controllers cpu/memory/pids are not all available for job cgroups; their limits are not enforced"
                     );
                 }
                 for (file, value) in files {

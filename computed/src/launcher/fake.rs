@@ -271,6 +271,7 @@ mod tests {
         let limits = JobLimits {
             cpus: 2,
             memory_mb: 100,
+            pids_max: None,
         };
         launcher.prepare_job(JobId(5), 1, &limits).unwrap();
         launcher.start_task(task(0), tx.clone()).unwrap();
@@ -329,6 +330,7 @@ mod tests {
                 &JobLimits {
                     cpus: 1,
                     memory_mb: 0,
+                    pids_max: None,
                 },
             )
             .unwrap();

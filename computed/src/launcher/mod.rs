@@ -19,6 +19,7 @@ pub use dynmods::{FavorOutcome, V1_FAVOR_MOUNT, favor_dynamic_moves};
 pub use fake::{LauncherCall, RecordingLauncher};
 pub use process::ProcessLauncher;
 
+use beowulf_as_user::UserCredentials;
 use beowulf_types::JobId;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -30,6 +31,9 @@ use tokio::sync::mpsc::UnboundedSender;
 pub struct JobLimits {
     pub cpus: u32,
     pub memory_mb: u64,
+    /// Processes and threads of the run on this node at most (the pids controller); `None`: no
+    /// limit.
+    pub pids_max: Option<u32>,
 }
 
 /// One task (rank) to start.
@@ -149,43 +153,14 @@ pub trait Launcher: Send + Sync + 'static {
     fn shut_down(&self);
 }
 
-/// Opens an output file of a task of `uid`:`gid` for appending (created with mode 0644), with
-/// that user's filesystem identity, as the task itself would: the agent writes output forwarded
-/// from other nodes into it, and on NFS with root squashed only the user may. Done on a thread of
-/// its own, whose credentials alone change (the raw setgroups, setfsgid and setfsuid calls act on
-/// the calling thread; glibc's setgroups would change every thread of the agent), and which ends
-/// right after. An agent that is not root opens it as itself.
-pub fn open_output_as(path: &Path, uid: u32, gid: u32) -> io::Result<std::fs::File> {
+/// Opens an output file of a task of `user` for appending (created with mode 0644), with that
+/// user's filesystem identity, as the task itself would: the agent writes output forwarded from
+/// other nodes into it, and on NFS with root squashed only the user may.
+pub fn open_output_as(path: &Path, user: &UserCredentials) -> io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let open = |path: &Path| {
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o644)
-            .open(path)
-    };
-    if !nix::unistd::geteuid().is_root() {
-        return open(path);
-    }
-    let path = path.to_path_buf();
-    std::thread::spawn(move || {
-        let groups = [gid];
-        // SAFETY: the raw setgroups system call reads one gid_t from a live stack array; it
-        // changes only this thread's credentials.
-        let ret = unsafe { libc::syscall(libc::SYS_setgroups, 1, groups.as_ptr()) };
-        if ret == -1 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: setfsgid/setfsuid take plain integers and change only this thread's
-        // filesystem identity; the open below reports any permission problem.
-        unsafe {
-            libc::setfsgid(gid);
-            libc::setfsuid(uid);
-        }
-        open(&path)
-    })
-    .join()
-    .map_err(|_| io::Error::other("the thread opening the output file panicked"))?
+    let mut options = std::fs::OpenOptions::new();
+    options.append(true).create(true).mode(0o644);
+    beowulf_as_user::open_as(user, path, &options)
 }
 
 /// Why the launcher could not do something.

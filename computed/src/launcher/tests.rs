@@ -83,6 +83,7 @@ fn limits() -> JobLimits {
     JobLimits {
         cpus: 1,
         memory_mb: 64,
+        pids_max: Some(64),
     }
 }
 
@@ -606,4 +607,53 @@ async fn process_group_fallback_kills_the_session() {
     .await;
     assert!(dead, "background process {bgpid} survived");
     launcher.release_job(JobId(6), 0).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_loop_stops_at_the_runs_pids_limit() {
+    if !is_root() {
+        eprintln!("skipped: cgroup limits need root");
+        return;
+    }
+    let launcher = ProcessLauncher::new(&node("pids")).unwrap();
+    if !launcher.cgroups_enabled() {
+        eprintln!("skipping: no writable cgroups here");
+        return;
+    }
+    let dir = workdir();
+    launcher.prepare_job(JobId(14), 0, &limits()).unwrap();
+    let (tx, mut rx) = unbounded_channel();
+    // 200 sleepers wanted, the run may have 64 processes: the shell's fork fails (dash then
+    // gives up), the sleepers it did start stay until the run is killed.
+    launcher
+        .start_task(
+            task(14, 0, "for i in $(seq 200); do sleep 30 & done", dir.path()),
+            tx,
+        )
+        .unwrap();
+    let exit = next_exit(&mut rx).await;
+    assert_ne!(exit.code, 0, "{}", exit.detail);
+    let pids_max: Vec<String> = launcher
+        .cgroup_dirs(JobId(14), 0)
+        .iter()
+        .filter_map(|d| fs::read_to_string(d.join("pids.max")).ok())
+        .map(|t| t.trim().to_string())
+        .collect();
+    assert_eq!(pids_max, ["64"]);
+    let live: usize = launcher
+        .cgroup_dirs(JobId(14), 0)
+        .iter()
+        .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
+        .map(|t| t.lines().count())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        (1..=64).contains(&live),
+        "{live} processes in a run limited to 64"
+    );
+    let out = fs::read_to_string(dir.path().join("out.0")).unwrap();
+    assert!(out.contains("fork"), "{out}");
+    launcher.kill_job(JobId(14), 0).unwrap();
+    assert!(!launcher.job_alive(JobId(14), 0));
+    cleanup(&launcher, &[(14, 0)]);
 }

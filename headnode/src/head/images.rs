@@ -4,6 +4,7 @@
 
 use super::{Caller, Head, HeadError, Inner, Tx, now};
 use crate::model::{ImageRecord, User};
+use beowulf_as_user::UserCredentials;
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -193,18 +194,23 @@ impl Head {
     }
 
     /// Resolves a job's image reference: a stored image's name, or an absolute path to a
-    /// tarball (hashed once per path, size and mtime). Takes the head's lock briefly and hashes
+    /// tarball, opened with `user`'s credentials (the head never reads a path a user names as
+    /// root) and hashed once per path, size and mtime. Takes the head's lock briefly and hashes
     /// outside it, so it must not be called inside [`Head::mutate`]; use [`Tx::resolve_image`]
     /// there.
-    pub fn resolve_image(&self, reference: &str) -> Result<ResolvedImage, HeadError> {
+    pub fn resolve_image(
+        &self,
+        reference: &str,
+        user: &UserCredentials,
+    ) -> Result<ResolvedImage, HeadError> {
         if let Some(found) = self.read(|inner| stored(inner, reference)) {
             return Ok(found);
         }
-        let key = file_key(reference)?;
+        let (file, key) = open_tarball(reference, user)?;
         if let Some(found) = self.read(|inner| cached(inner, reference, &key)) {
             return Ok(found);
         }
-        let digest = hash_file(reference, &key.path)?;
+        let digest = hash_file(reference, file)?;
         self.lock()
             .image_digests
             .insert(key.clone(), digest.clone());
@@ -223,15 +229,19 @@ impl Tx<'_> {
         dead_code,
         reason = "for job start, which resolves a job's image inside a mutation"
     )]
-    pub fn resolve_image(&mut self, reference: &str) -> Result<ResolvedImage, HeadError> {
+    pub fn resolve_image(
+        &mut self,
+        reference: &str,
+        user: &UserCredentials,
+    ) -> Result<ResolvedImage, HeadError> {
         if let Some(found) = stored(self.inner, reference) {
             return Ok(found);
         }
-        let key = file_key(reference)?;
+        let (file, key) = open_tarball(reference, user)?;
         if let Some(found) = cached(self.inner, reference, &key) {
             return Ok(found);
         }
-        let digest = hash_file(reference, &key.path)?;
+        let digest = hash_file(reference, file)?;
         self.inner.image_digests.insert(key.clone(), digest.clone());
         Ok(ResolvedImage {
             reference: reference.to_string(),
@@ -370,37 +380,45 @@ fn cached(inner: &Inner, reference: &str, key: &FileKey) -> Option<ResolvedImage
     })
 }
 
-/// The cache key of a reference that is an absolute path to a file; any other reference is no
-/// image.
-fn file_key(reference: &str) -> Result<FileKey, HeadError> {
+/// Opens a reference that is an absolute path to a file, as `user`, with its cache key taken from
+/// the opened file (not from a second look at the path); any other reference is no image. Opened
+/// non-blocking: a FIFO must not hold the head.
+fn open_tarball(reference: &str, user: &UserCredentials) -> Result<(File, FileKey), HeadError> {
     let path = Path::new(reference);
     if !path.is_absolute() {
         return Err(HeadError::NoSuchImage(reference.to_string()));
     }
-    let meta = fs::metadata(path).map_err(|e| {
+    let cannot_read = |e: std::io::Error| {
         HeadError::ImageIo(format!(
-            "image {reference:?}: cannot read {reference}: {e}; give a stored image's name or \
-             an absolute path to a rootfs tarball"
+            "image {reference:?}: cannot read {reference} as uid {}: {e}; give a stored image's \
+             name or an absolute path to a rootfs tarball you can read",
+            user.uid
         ))
-    })?;
+    };
+    let mut options = OpenOptions::new();
+    options
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY);
+    let file = beowulf_as_user::open_as(user, path, &options).map_err(cannot_read)?;
+    let meta = file.metadata().map_err(cannot_read)?;
     if !meta.is_file() {
         return Err(HeadError::Invalid(format!(
             "image {reference:?}: not a file; give a rootfs tarball, or import the directory with \
              `cluster image import NAME {reference}` and name the image"
         )));
     }
-    Ok(FileKey {
+    let key = FileKey {
         path: path.to_path_buf(),
         size: meta.len(),
         mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-    })
+    };
+    Ok((file, key))
 }
 
-fn hash_file(reference: &str, path: &Path) -> Result<String, HeadError> {
+fn hash_file(reference: &str, mut file: File) -> Result<String, HeadError> {
     let io = |e: std::io::Error| {
         HeadError::ImageIo(format!("image {reference:?}: cannot read {reference}: {e}"))
     };
-    let mut file = File::open(path).map_err(io)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {

@@ -3,6 +3,7 @@
 use super::{Head, HeadError, Tx, now};
 use crate::config::HeadConfig;
 use crate::model::{ArrayElement, ImageRef, JobRecord, RunPhases, User};
+use beowulf_as_user::UserCredentials;
 use beowulf_proto::v1;
 use beowulf_scheduler::Constraint;
 use beowulf_types::{
@@ -55,8 +56,9 @@ impl Head {
         // Resolved before the mutation: hashing a tarball named by path may take a moment.
         let image = match &spec.container {
             Some(container) => {
+                let reader = UserCredentials::of_user(&user.name, caller.uid, caller.gid);
                 let resolved = self
-                    .resolve_image(&container.image)
+                    .resolve_image(&container.image, &reader)
                     .map_err(|e| source.refusal("container.image", e.to_string()))?;
                 Some(ImageRef {
                     reference: resolved.reference,

@@ -6,6 +6,7 @@
 //! woken and each touched node sent its new desired state. A failed write undoes the change.
 
 mod commit;
+mod credential;
 mod desired;
 mod fabric;
 mod identity;
@@ -57,6 +58,9 @@ pub enum HeadError {
     /// Reading or writing the image store (or a tarball named by path) failed.
     #[error("{0}")]
     ImageIo(String),
+    /// The OS random source failed; no run is started without a credential.
+    #[error("cannot draw a launch credential from the OS random source: {0}")]
+    Entropy(String),
 }
 
 impl From<HeadError> for Status {
@@ -72,7 +76,7 @@ impl From<HeadError> for Status {
             HeadError::Store(_) => Status::unavailable(message),
             HeadError::Invalid(_) => Status::invalid_argument(message),
             HeadError::NoSuchImage(_) => Status::not_found(message),
-            HeadError::ImageIo(_) => Status::internal(message),
+            HeadError::ImageIo(_) | HeadError::Entropy(_) => Status::internal(message),
         }
     }
 }

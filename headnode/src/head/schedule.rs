@@ -24,6 +24,13 @@ impl Head {
         };
         let started = plan.starts.len();
         if started > 0 || !plan.preemptions.is_empty() {
+            // Drawn before the mutation: a failing random source starts nothing.
+            let mut credentials = plan
+                .starts
+                .iter()
+                .map(|_| super::credential::new_launch_credential())
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter();
             self.mutate(|tx| {
                 // Victims first: their runs leave the desired state now, and the preemptor starts at
                 // a later pass, once their nodes report the tasks gone.
@@ -45,6 +52,7 @@ impl Head {
                     }
                 }
                 for start in &plan.starts {
+                    let credential = credentials.next().unwrap_or_default();
                     let job = tx.job_mut(start.job).expect("planned jobs exist");
                     job.state = JobState::Running;
                     job.nodes = start.nodes.clone();
@@ -69,13 +77,13 @@ impl Head {
                         let job = tx.job_mut(start.job).expect("planned jobs exist");
                         job.log(now, format!("fabric {}: {}", choice.fabric, choice.reason));
                         job.launch = Some(RunLaunch {
-                            token: format!("{:032x}", rng.random::<u128>()),
+                            token: credential,
                             fabric: choice.fabric.to_string(),
                             fabric_reason: choice.reason,
                         });
                     } else if job.spec.writes_on_several_nodes() {
                         job.launch = Some(RunLaunch {
-                            token: format!("{:032x}", rng.random::<u128>()),
+                            token: credential,
                             fabric: String::new(),
                             fabric_reason: String::new(),
                         });

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::HeadConfig;
+use beowulf_as_user::UserCredentials;
 
 fn config(dir: &Path) -> HeadConfig {
     HeadConfig::parse(
@@ -109,7 +110,7 @@ fn an_import_stores_the_tar_by_digest_and_survives_a_restart() {
     // A fresh head loads the record from the store.
     let head = Head::open(config(dir.path())).unwrap();
     assert_eq!(head.list_images(), vec![image.clone()]);
-    let resolved = head.resolve_image("hello").unwrap();
+    let resolved = head.resolve_image("hello", &root()).unwrap();
     assert_eq!(resolved.digest, image.digest);
     assert_eq!(resolved.tar_path, image.tar_path);
     // No temporary file is left behind.
@@ -188,18 +189,20 @@ fn a_tarball_named_by_path_resolves_to_its_digest_hashed_once() {
     let tarball = dir.path().join("rootfs.tar");
     fs::write(&tarball, tiny_tar("by path")).unwrap();
     let reference = tarball.to_str().unwrap();
-    let resolved = head.resolve_image(reference).unwrap();
+    let resolved = head.resolve_image(reference, &root()).unwrap();
     assert_eq!(resolved.digest, sha256(&tiny_tar("by path")));
     assert_eq!(resolved.tar_path, tarball);
     assert_eq!(resolved.reference, reference);
     assert_eq!(head.lock().image_digests.len(), 1);
     // Cached: the same answer even through a mutation.
-    let again = head.mutate(|tx| tx.resolve_image(reference)).unwrap();
+    let again = head
+        .mutate(|tx| tx.resolve_image(reference, &root()))
+        .unwrap();
     assert_eq!(again, resolved);
     assert_eq!(head.lock().image_digests.len(), 1);
     // A changed file (size and mtime) is hashed again.
     fs::write(&tarball, tiny_tar("changed, longer")).unwrap();
-    let changed = head.resolve_image(reference).unwrap();
+    let changed = head.resolve_image(reference, &root()).unwrap();
     assert_eq!(changed.digest, sha256(&tiny_tar("changed, longer")));
 }
 
@@ -207,7 +210,7 @@ fn a_tarball_named_by_path_resolves_to_its_digest_hashed_once() {
 fn anything_else_is_no_image_and_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let head = Head::open(config(dir.path())).unwrap();
-    let err = head.resolve_image("foo").unwrap_err();
+    let err = head.resolve_image("foo", &root()).unwrap_err();
     assert!(matches!(err, HeadError::NoSuchImage(_)));
     assert_eq!(
         err.to_string(),
@@ -215,10 +218,12 @@ fn anything_else_is_no_image_and_says_what_to_do() {
          absolute path to a rootfs tarball"
     );
     let missing = dir.path().join("missing.tar");
-    let err = head.resolve_image(missing.to_str().unwrap()).unwrap_err();
+    let err = head
+        .resolve_image(missing.to_str().unwrap(), &root())
+        .unwrap_err();
     assert!(err.to_string().contains("No such file"), "{err}");
     let err = head
-        .resolve_image(dir.path().to_str().unwrap())
+        .resolve_image(dir.path().to_str().unwrap(), &root())
         .unwrap_err();
     assert!(err.to_string().contains("not a file"), "{err}");
 }
@@ -230,4 +235,29 @@ fn stale_uploads_are_removed_at_start() {
     fs::write(dir.path().join("images/tmp-0123"), b"half").unwrap();
     let _head = Head::open(config(dir.path())).unwrap();
     assert!(!dir.path().join("images/tmp-0123").exists());
+}
+
+fn root() -> UserCredentials {
+    UserCredentials::primary_only(0, 0)
+}
+
+#[test]
+fn a_tarball_path_is_read_with_the_submitters_credentials() {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::open(config(dir.path())).unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let secret = dir.path().join("root-only.tar");
+    fs::write(&secret, tiny_tar("root's secret")).unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let stranger = UserCredentials::primary_only(64_999, 64_999);
+    let reference = secret.to_str().unwrap();
+    let err = head.resolve_image(reference, &stranger).unwrap_err();
+    assert!(err.to_string().contains("Permission denied"), "{err}");
+    assert!(err.to_string().contains("as uid 64999"), "{err}");
+    // Root resolves it, and that cached digest is still not given to the stranger.
+    head.resolve_image(reference, &root()).unwrap();
+    assert!(head.resolve_image(reference, &stranger).is_err());
 }
