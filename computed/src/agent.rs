@@ -18,7 +18,7 @@ mod direct;
 mod output;
 mod wired;
 
-pub use wired::LaunchRefusal;
+pub use wired::{LaunchPeer, LaunchRefusal};
 
 use crate::config::AgentConfig;
 use crate::container::ImageCache;
@@ -86,6 +86,9 @@ pub struct Agent<L: Launcher> {
     images: ImageCache,
     /// Where this agent serves MPI launches (`host:port`), once the service listens.
     launch_endpoint: Mutex<String>,
+    /// TLS for requests to other nodes' launch services (`None`: plaintext), made once from the
+    /// `[tls]` files.
+    launch_tls: std::sync::OnceLock<Option<tonic::transport::ClientTlsConfig>>,
     /// The node's PMIx server for direct MPI launch (or why there is none); set by the binary.
     pmix: std::sync::OnceLock<Result<&'static crate::pmix::PmixServer, String>>,
     /// Fences gathered here for direct MPI runs whose first node this is.
@@ -148,6 +151,7 @@ impl<L: Launcher> Agent<L> {
             exits,
             images,
             launch_endpoint: Mutex::new(String::new()),
+            launch_tls: std::sync::OnceLock::new(),
             pmix: std::sync::OnceLock::new(),
             fences: Mutex::new(direct::FenceBoard::default()),
             outputs: Mutex::new(BTreeMap::new()),
@@ -518,6 +522,26 @@ impl<L: Launcher> Agent<L> {
             .clone()
     }
 
+    /// TLS for requests to other nodes' launch services: this node's certificate as the client's,
+    /// the cluster CA for theirs; `None` when the agent has no `[tls]` (plaintext).
+    pub fn launch_client_tls(&self) -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
+        if let Some(tls) = self.launch_tls.get() {
+            return Ok(tls.clone());
+        }
+        let tls = match &self.config.tls {
+            None => None,
+            Some(files) => {
+                let (ca, cert, key) = files.read()?;
+                Some(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                        .identity(tonic::transport::Identity::from_pem(cert, key)),
+                )
+            }
+        };
+        Ok(self.launch_tls.get_or_init(|| tls).clone())
+    }
+
     /// Records where the launch service listens (before the first registration).
     pub fn set_launch_endpoint(&self, endpoint: String) {
         *self
@@ -750,6 +774,11 @@ mod tests {
         }
     }
 
+    /// Node2's agent, as its certificate names it.
+    fn node2() -> LaunchPeer {
+        LaunchPeer::Node(vec!["node2".into()])
+    }
+
     /// Node2's output batch `sequence` for run 1 of `job`: one line.
     fn output_batch(job: u64, token: &str, sequence: u64, line: &str) -> v1::OutputRequest {
         v1::OutputRequest {
@@ -862,23 +891,47 @@ mod tests {
         let (agent, mut exits, _out) = agent(dir.path(), RecordingLauncher::new());
         agent.on_desired(desired(1, vec![forwarded(dir.path(), 8, 0, "secret")]));
         let request = |token: &str, sequence, line: &str| output_batch(8, token, sequence, line);
-        let refused = agent.output(request("guess", 1, "x\n")).await.unwrap_err();
+        let refused = agent
+            .output(&node2(), request("guess", 1, "x\n"))
+            .await
+            .unwrap_err();
         assert!(
             matches!(refused, LaunchRefusal::BadCredential(_)),
             "{refused}"
         );
-        agent.output(request("secret", 1, "one\n")).await.unwrap();
+        // With the credential, a node may still not send another node's output, and a node
+        // outside the run none at all.
+        for impostor in [
+            LaunchPeer::Node(vec!["node1".into()]),
+            LaunchPeer::Node(vec!["node7".into()]),
+        ] {
+            let refused = agent
+                .output(&impostor, request("secret", 1, "forged\n"))
+                .await
+                .unwrap_err();
+            assert!(matches!(refused, LaunchRefusal::NotAllowed(_)), "{refused}");
+        }
+        agent
+            .output(&node2(), request("secret", 1, "one\n"))
+            .await
+            .unwrap();
         // The same batch again (its answer was lost) is not written twice.
-        agent.output(request("secret", 1, "one\n")).await.unwrap();
-        agent.output(request("secret", 2, "two\n")).await.unwrap();
+        agent
+            .output(&node2(), request("secret", 1, "one\n"))
+            .await
+            .unwrap();
+        agent
+            .output(&node2(), request("secret", 2, "two\n"))
+            .await
+            .unwrap();
         let written = std::fs::read_to_string(dir.path().join("out")).unwrap();
         assert_eq!(written, "one\ntwo\n");
         // A run this node does not write, or does not know, takes none.
         agent.on_desired(desired(2, vec![forwarded(dir.path(), 9, 1, "secret")]));
         let to = |job| output_batch(job, "secret", 3, "x\n");
-        let refused = agent.output(to(9)).await.unwrap_err();
+        let refused = agent.output(&node2(), to(9)).await.unwrap_err();
         assert!(matches!(refused, LaunchRefusal::NotWriter(_)), "{refused}");
-        let refused = agent.output(to(10)).await.unwrap_err();
+        let refused = agent.output(&node2(), to(10)).await.unwrap_err();
         assert!(matches!(refused, LaunchRefusal::NotHere(_)), "{refused}");
         assert_eq!(
             std::fs::read_to_string(dir.path().join("out")).unwrap(),
@@ -891,7 +944,10 @@ mod tests {
             job: JobId(8),
             run: 1
         }));
-        agent.output(request("secret", 3, "last\n")).await.unwrap();
+        agent
+            .output(&node2(), request("secret", 3, "last\n"))
+            .await
+            .unwrap();
         let written = std::fs::read_to_string(dir.path().join("out")).unwrap();
         assert_eq!(written, "one\ntwo\nlast\n");
     }
@@ -902,7 +958,11 @@ mod tests {
         let (agent, _exits, _out) = agent(dir.path(), RecordingLauncher::new());
         let early = {
             let agent = Arc::clone(&agent);
-            tokio::spawn(async move { agent.output(output_batch(3, "t", 1, "early\n")).await })
+            tokio::spawn(async move {
+                agent
+                    .output(&node2(), output_batch(3, "t", 1, "early\n"))
+                    .await
+            })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!early.is_finished(), "answered before the run started here");

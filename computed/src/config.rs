@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 /// Agents beat every second: cheap (no disk write on the head) and well inside the head's timeout.
 const DEFAULT_HEARTBEAT_INTERVAL_MS: Millis = 1_000;
 
+/// Where agents keep what users' processes reach: their local launch sockets.
+const RUN_DIR: &str = "/run/beowulf";
+
 /// The lowest `job_pids_max` accepted: runc and a shell with a few children need about 30.
 const MIN_JOB_PIDS_MAX: u32 = 64;
 /// See `AgentConfig::job_pids_max`.
@@ -52,6 +55,12 @@ pub struct AgentConfig {
     /// with an unspecified host (0.0.0.0) replaced by the node name.
     #[serde(default)]
     pub launch_advertise: Option<String>,
+    /// The unix socket where `beowulf-rsh` of this node's MPI jobs asks for launches (mode 0666:
+    /// the agent knows each caller by its uid); default
+    /// `/run/beowulf/<cgroup_name or node_name>/launch.sock`, in directories every user can
+    /// reach (a state directory may be private).
+    #[serde(default)]
+    pub launch_socket: Option<PathBuf>,
     /// Interface or CIDR Open MPI uses for TCP (`btl_tcp_if_include`, `oob_tcp_if_include`):
     /// the gigabit network on real nodes, `lo` on a local cluster; absent: Open MPI picks.
     #[serde(default)]
@@ -120,6 +129,15 @@ impl AgentConfig {
             return Err(invalid("`node_name` is empty".into()));
         }
         Ok(config)
+    }
+
+    /// Where the local launch socket is.
+    pub fn launch_socket_path(&self) -> PathBuf {
+        self.launch_socket.clone().unwrap_or_else(|| {
+            Path::new(RUN_DIR)
+                .join(self.cgroup_name.as_deref().unwrap_or(&self.node_name))
+                .join("launch.sock")
+        })
     }
 
     /// The head's agent API address, read now.

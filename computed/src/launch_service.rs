@@ -1,25 +1,46 @@
-//! The agent's MPI launch service (AgentLaunch over gRPC): the remote launcher of a job's
-//! `mpirun` (`beowulf-rsh`) asks it to start the MPI daemon in the job's container on this node,
-//! for directly launched ranks the other nodes send it their parts of the job's fences, and for
-//! jobs whose tasks write on several nodes, their output for the job's files.
+//! The agent's MPI launch service (AgentLaunch over gRPC), on two sockets:
+//!
+//! ```text
+//!   beowulf-rsh (the job's user) ──unix socket, peer uid──▶ this node's agent ─┐ checks uid,
+//!                                                                             │ credential, node
+//!   other nodes' agents ──TCP, mutual TLS (node certificates)──▶ agent ◀──────┘ forwards
+//! ```
+//!
+//! - **Between agents** (TCP, mutual TLS with the certificates the cluster CA gave each node):
+//!   the launch of an MPI daemon that a job's `mpirun` asked its own node's agent for, the parts
+//!   of directly launched ranks' fences, and the output of jobs whose tasks write on several
+//!   nodes. A request names its run and carries the run's credential; the certificate must name
+//!   a node of that run (for fences and output, the node the request speaks for).
+//! - **From the node's own jobs** (the local unix socket, mode 0666): `beowulf-rsh`, the remote
+//!   launcher of a job's `mpirun`, asks for a daemon on one of the job's nodes. The agent checks
+//!   the caller's uid (the run's user, or root) and the credential, then starts the daemon here
+//!   or forwards the request to the named node's agent. No user process ever talks to another
+//!   node's agent, and no user holds a node's key.
+//!
+//! Without `[tls]` in computed.toml (a test cluster) the TCP service is plaintext and checks only
+//! the credential.
 
-use crate::agent::{Agent, LaunchRefusal};
+use crate::agent::{Agent, LaunchPeer, LaunchRefusal};
 use crate::launcher::Launcher;
+use beowulf_proto::peer::certificate_names;
 use beowulf_proto::v1::{
     self,
     agent_launch_server::{AgentLaunch, AgentLaunchServer},
 };
+use beowulf_types::config::TlsFiles;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 pub struct LaunchService<L: Launcher> {
     agent: Arc<Agent<L>>,
     failures: CredentialFailures,
+    /// Whether connections are mutual TLS (peers are then known by their certificates).
+    tls: bool,
 }
 
 /// First delay of an answer to a peer whose credential was wrong; it doubles with each further
@@ -67,16 +88,16 @@ impl CredentialFailures {
         (count, delay)
     }
 
-    /// Logs a wrong credential of `from` at WARN and waits before the refusal is answered.
-    async fn slow_down(&self, from: Option<SocketAddr>, what: &str, refusal: &LaunchRefusal) {
-        let peer = from.map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    /// Logs a refused credential of `peer` (shown as `shown`) at WARN and waits before the
+    /// refusal is answered.
+    async fn slow_down_peer(&self, shown: &str, peer: IpAddr, what: &str, refusal: &LaunchRefusal) {
         let (count, delay) = self.record(peer, Instant::now());
         tracing::warn!(
-            %peer,
+            peer = %shown,
             failures = count,
             delay_ms = delay.as_millis() as u64,
             %refusal,
-            "{what} with a wrong launch credential refused"
+            "{what} refused: wrong credential or not the run's"
         );
         tokio::time::sleep(delay).await;
     }
@@ -95,7 +116,8 @@ impl<L: Launcher> AgentLaunch for LaunchService<L> {
         request: Request<v1::LaunchRequest>,
     ) -> Result<Response<v1::LaunchReply>, Status> {
         let from = request.remote_addr();
-        let result = self.agent.launch(request.into_inner()).await;
+        let peer = self.peer(&request);
+        let result = self.agent.launch(&peer, request.into_inner()).await;
         self.answer(from, "launch", result).await
     }
 
@@ -104,7 +126,8 @@ impl<L: Launcher> AgentLaunch for LaunchService<L> {
         request: Request<v1::FenceRequest>,
     ) -> Result<Response<v1::FenceReply>, Status> {
         let from = request.remote_addr();
-        let result = self.agent.fence(request.into_inner()).await;
+        let peer = self.peer(&request);
+        let result = self.agent.fence(&peer, request.into_inner()).await;
         self.answer(from, "fence", result).await
     }
 
@@ -113,12 +136,90 @@ impl<L: Launcher> AgentLaunch for LaunchService<L> {
         request: Request<v1::OutputRequest>,
     ) -> Result<Response<v1::OutputReply>, Status> {
         let from = request.remote_addr();
-        let result = self.agent.output(request.into_inner()).await;
+        let peer = self.peer(&request);
+        let result = self.agent.output(&peer, request.into_inner()).await;
         self.answer(from, "output", result).await
     }
 }
 
+/// The launch service on the node's local socket: `beowulf-rsh` of the node's own jobs.
+pub struct LocalLaunchService<L: Launcher> {
+    agent: Arc<Agent<L>>,
+    failures: CredentialFailures,
+}
+
+impl<L: Launcher> std::fmt::Debug for LocalLaunchService<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalLaunchService").finish_non_exhaustive()
+    }
+}
+
+#[tonic::async_trait]
+impl<L: Launcher> AgentLaunch for LocalLaunchService<L> {
+    async fn launch(
+        &self,
+        request: Request<v1::LaunchRequest>,
+    ) -> Result<Response<v1::LaunchReply>, Status> {
+        let uid = request
+            .extensions()
+            .get::<tonic::transport::server::UdsConnectInfo>()
+            .and_then(|info| info.peer_cred)
+            .map(|cred| cred.uid())
+            .ok_or_else(|| Status::unauthenticated("the caller's uid is unknown"))?;
+        let result = self.agent.launch_from_here(uid, request.into_inner()).await;
+        match result {
+            Ok(reply) => Ok(Response::new(reply)),
+            Err(refusal) => {
+                if matches!(
+                    refusal,
+                    LaunchRefusal::BadCredential(_) | LaunchRefusal::NotAllowed(_)
+                ) {
+                    // Local callers are told apart by uid (they share no address).
+                    let peer = IpAddr::from(uid.to_be_bytes());
+                    self.failures
+                        .slow_down_peer(&format!("uid {uid}"), peer, "local launch", &refusal)
+                        .await;
+                } else {
+                    tracing::warn!(uid, %refusal, "local launch refused");
+                }
+                Err(status(refusal))
+            }
+        }
+    }
+
+    async fn fence(
+        &self,
+        _request: Request<v1::FenceRequest>,
+    ) -> Result<Response<v1::FenceReply>, Status> {
+        Err(Status::unimplemented(
+            "fences are taken from other nodes' agents only",
+        ))
+    }
+
+    async fn output(
+        &self,
+        _request: Request<v1::OutputRequest>,
+    ) -> Result<Response<v1::OutputReply>, Status> {
+        Err(Status::unimplemented(
+            "output is taken from other nodes' agents only",
+        ))
+    }
+}
+
 impl<L: Launcher> LaunchService<L> {
+    /// Who sent `request`: the node names of its TLS certificate (signed by the cluster CA, or
+    /// the handshake would have failed), or unauthenticated on a plaintext service.
+    fn peer<T>(&self, request: &Request<T>) -> LaunchPeer {
+        if !self.tls {
+            return LaunchPeer::Unauthenticated;
+        }
+        let names = request
+            .peer_certs()
+            .and_then(|certs| certs.first().map(|c| certificate_names(c.as_ref())))
+            .unwrap_or_default();
+        LaunchPeer::Node(names)
+    }
+
     /// The answer to a request (a launch, a fence, output): a refusal is logged, as a warning
     /// unless the run is not known here yet (the other node asks again); a wrong credential is
     /// answered only after a delay that grows with the peer's failures.
@@ -135,8 +236,11 @@ impl<L: Launcher> LaunchService<L> {
                     LaunchRefusal::NotHere(_) => {
                         tracing::debug!(?from, %refusal, "{what} of a run not known here yet");
                     }
-                    LaunchRefusal::BadCredential(_) => {
-                        self.failures.slow_down(from, what, &refusal).await;
+                    LaunchRefusal::BadCredential(_) | LaunchRefusal::NotAllowed(_) => {
+                        let peer = from.map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+                        self.failures
+                            .slow_down_peer(&peer.to_string(), peer, what, &refusal)
+                            .await;
                     }
                     _ => tracing::warn!(?from, %refusal, "{what} refused"),
                 }
@@ -150,7 +254,9 @@ fn status(refusal: LaunchRefusal) -> Status {
     match refusal {
         LaunchRefusal::NotHere(m) => Status::not_found(m),
         LaunchRefusal::NotMpi(m) | LaunchRefusal::NotWriter(m) => Status::failed_precondition(m),
-        LaunchRefusal::BadCredential(m) => Status::permission_denied(m),
+        LaunchRefusal::BadCredential(m) | LaunchRefusal::NotAllowed(m) => {
+            Status::permission_denied(m)
+        }
         LaunchRefusal::Failed(m) => Status::internal(m),
     }
 }
@@ -165,8 +271,55 @@ pub fn endpoint(bound: SocketAddr, advertise: Option<&str>, node: &str) -> Strin
     }
 }
 
-/// Serves launch requests on `listener` until the process ends.
-pub async fn serve<L: Launcher>(agent: Arc<Agent<L>>, listener: TcpListener) {
+/// The server side of mutual TLS between agents: this node's certificate, and only clients with
+/// a certificate of the cluster CA.
+pub fn server_tls(files: &TlsFiles) -> Result<tonic::transport::ServerTlsConfig, String> {
+    let (ca, cert, key) = files.read()?;
+    Ok(tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(cert, key))
+        .client_ca_root(tonic::transport::Certificate::from_pem(ca)))
+}
+
+/// Serves `beowulf-rsh` of this node's jobs on the unix socket `path` (replacing a stale one,
+/// mode 0666: the agent knows each caller by its uid) until the process ends.
+pub fn bind_local(path: &std::path::Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
+
+/// Serves local launch requests on `listener` until the process ends.
+pub async fn serve_local<L: Launcher>(agent: Arc<Agent<L>>, listener: UnixListener) {
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let result = tonic::transport::Server::builder()
+        .add_service(AgentLaunchServer::new(LocalLaunchService {
+            agent,
+            failures: CredentialFailures::default(),
+        }))
+        .serve_with_incoming(incoming)
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "the local launch service stopped");
+    }
+}
+
+/// Serves launch requests of other nodes' agents on `listener` (mutual TLS when `tls` is given)
+/// until the process ends.
+pub async fn serve<L: Launcher>(
+    agent: Arc<Agent<L>>,
+    listener: TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) {
     // TCP_NODELAY: a fence answer is a few small HTTP/2 frames; with Nagle the last one waited
     // for the peer's delayed ACK — on a machine busy with spinning ranks, for seconds (measured).
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|stream| {
@@ -176,10 +329,21 @@ pub async fn serve<L: Launcher>(agent: Arc<Agent<L>>, listener: TcpListener) {
             }
         })
     });
-    let result = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = match builder.tls_config(tls.clone()) {
+            Ok(builder) => builder,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot set up TLS for the MPI launch service");
+                return;
+            }
+        };
+    }
+    let result = builder
         .add_service(AgentLaunchServer::new(LaunchService {
             agent,
             failures: CredentialFailures::default(),
+            tls: tls.is_some(),
         }))
         .serve_with_incoming(incoming)
         .await;

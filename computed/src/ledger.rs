@@ -32,7 +32,11 @@ use beowulf_types::{Generation, JobId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+/// The ledger is the agent's own record of the runs on its node (jobs, ranks, exit codes): root's alone.
+const PRIVATE_FILE_MODE: u32 = 0o600;
 
 /// A job run on this node: `(job, run)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -201,7 +205,13 @@ impl Ledger {
         let journal = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(PRIVATE_FILE_MODE)
             .open(&journal_path)
+            .and_then(|file| {
+                // A journal an earlier version made readable to everyone is closed now.
+                file.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE_MODE))?;
+                Ok(file)
+            })
             .map_err(|source| LedgerError::Write {
                 path: journal_path.clone(),
                 source,
@@ -268,7 +278,13 @@ impl Ledger {
     fn write_snapshot(&mut self) -> Result<(), LedgerError> {
         let write = || -> std::io::Result<()> {
             let tmp = self.path.with_extension("tmp");
-            let mut file = std::fs::File::create(&tmp)?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(PRIVATE_FILE_MODE)
+                .open(&tmp)?;
+            file.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE_MODE))?;
             file.write_all(&serde_json::to_vec(&self.data).expect("ledger serializes"))?;
             std::fs::rename(&tmp, &self.path)
         };

@@ -6,7 +6,8 @@ use beowulf_proto::v1;
 
 /// Environment variables `beowulf-rsh` reads (set for mpirun, and for the daemons it starts).
 pub const ENV_TOKEN: &str = "BEOWULF_LAUNCH_TOKEN";
-pub const ENV_ENDPOINTS: &str = "BEOWULF_LAUNCH_ENDPOINTS";
+/// The node agent's local launch socket, as the process sees it (inside its container or not).
+pub const ENV_LAUNCH_SOCKET: &str = "BEOWULF_LAUNCH_SOCKET";
 pub const ENV_JOB: &str = "BEOWULF_JOB_ID";
 pub const ENV_RUN: &str = "BEOWULF_RUN";
 
@@ -188,37 +189,58 @@ pub fn mpich_fabric_env(
     env
 }
 
-/// `node=host:port,...` for [`ENV_ENDPOINTS`].
-pub fn endpoints_env(mpi: &v1::MpiLaunch) -> String {
-    mpi.endpoints
-        .iter()
-        .map(|(node, endpoint)| format!("{node}={endpoint}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// A client of `node`'s launch service at `endpoint` (TCP_NODELAY: requests and answers are
 /// small and must not wait for delayed ACKs).
 pub async fn connect_launch(
     endpoint: &str,
     node: &str,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
 ) -> Result<v1::agent_launch_client::AgentLaunchClient<tonic::transport::Channel>, String> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut target = tonic::transport::Endpoint::from_shared(format!("{scheme}://{endpoint}"))
         .map_err(|e| format!("bad endpoint {endpoint} for {node}: {e}"))?
-        .tcp_nodelay(true)
+        .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        // The node's certificate names the node, whatever address it is reached at.
+        target = target
+            .tls_config(tls.clone().domain_name(node))
+            .map_err(|e| format!("cannot set up TLS to the agent of {node}: {e}"))?;
+    }
+    let channel = target
         .connect()
         .await
         .map_err(|e| format!("cannot reach the agent of {node} at {endpoint}: {e}"))?;
     Ok(v1::agent_launch_client::AgentLaunchClient::new(channel))
 }
 
-/// Parses [`ENV_ENDPOINTS`] back: the endpoint of `node`.
-pub fn endpoint_of<'a>(endpoints: &'a str, node: &str) -> Option<&'a str> {
-    endpoints
-        .split(',')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(name, _)| *name == node)
-        .map(|(_, endpoint)| endpoint)
+/// Connects to this node's agent over its local launch socket (the agent knows the caller by
+/// its uid).
+pub async fn connect_local_launch(
+    socket: &std::path::Path,
+) -> Result<v1::agent_launch_client::AgentLaunchClient<tonic::transport::Channel>, String> {
+    let path = socket.to_path_buf();
+    let channel = tonic::transport::Endpoint::from_static("http://computed")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot reach this node's agent at {}: {e}",
+                socket.display()
+            )
+        })?;
+    Ok(v1::agent_launch_client::AgentLaunchClient::new(channel))
+}
+
+/// The launch endpoint of `node` in a run's launch, if the node is one of the run's.
+pub fn endpoint_of<'a>(launch: &'a v1::MpiLaunch, node: &str) -> Option<&'a str> {
+    launch.endpoints.get(node).map(String::as_str)
 }
 
 #[cfg(test)]
@@ -335,9 +357,9 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_round_trip() {
-        let env = endpoints_env(&launch("tcp"));
-        assert_eq!(endpoint_of(&env, "node2"), Some("127.0.0.1:2"));
-        assert_eq!(endpoint_of(&env, "node9"), None);
+    fn endpoints_are_found_by_node() {
+        let launch = launch("tcp");
+        assert_eq!(endpoint_of(&launch, "node2"), Some("127.0.0.1:2"));
+        assert_eq!(endpoint_of(&launch, "node9"), None);
     }
 }

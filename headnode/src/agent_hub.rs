@@ -2,7 +2,7 @@
 //! desired state out).
 
 use crate::head::Head;
-use crate::peer::certificate_names;
+use beowulf_proto::peer::certificate_names;
 use beowulf_proto::v1::{self, agent_hub_server::AgentHub, agent_message::Body};
 use beowulf_types::NodeName;
 use std::pin::Pin;

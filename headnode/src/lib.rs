@@ -7,7 +7,6 @@ pub mod config;
 pub mod head;
 pub mod init;
 pub mod model;
-pub mod peer;
 pub mod server;
 pub mod store;
 pub mod submit_socket;

@@ -11,6 +11,7 @@ pub mod v1 {
 }
 
 mod convert;
+pub mod peer;
 pub mod submit_socket;
 
 pub use v1::*;

@@ -13,7 +13,7 @@
 //!        head ends the job and the other nodes kill theirs
 //! ```
 
-use super::{Agent, LaunchRefusal, kill};
+use super::{Agent, LaunchPeer, LaunchRefusal, kill};
 use crate::ledger::RunKey;
 use crate::mpi;
 use crate::pmix::{FenceRequest, JobMap, PmixEvent, PmixServer, nspace_of};
@@ -274,14 +274,18 @@ impl<L: crate::launcher::Launcher> Agent<L> {
         };
         let started = std::time::Instant::now();
         let result = if first == a.node_index {
-            self.fence(fence).await.map_err(|e| e.to_string())
+            let here = LaunchPeer::Node(vec![self.config.node_name.clone()]);
+            self.fence(&here, fence).await.map_err(|e| e.to_string())
         } else {
             let endpoint = launch
                 .endpoints
                 .get(&first_node)
                 .cloned()
                 .unwrap_or_default();
-            send_fence(&endpoint, &first_node, fence).await
+            match self.launch_client_tls() {
+                Ok(tls) => send_fence(&endpoint, &first_node, tls.as_ref(), fence).await,
+                Err(e) => Err(e),
+            }
         };
         tracing::debug!(job = %key.job, run = key.run, sequence, took = ?started.elapsed(), ok = result.is_ok(), "fence");
         match result {
@@ -295,9 +299,22 @@ impl<L: crate::launcher::Launcher> Agent<L> {
 
     /// One node's part of a fence of a job this node is the first node of (AgentLaunch): answers
     /// once every node with ranks has given its part.
-    pub async fn fence(&self, request: v1::FenceRequest) -> Result<v1::FenceReply, LaunchRefusal> {
+    pub async fn fence(
+        &self,
+        peer: &LaunchPeer,
+        request: v1::FenceRequest,
+    ) -> Result<v1::FenceReply, LaunchRefusal> {
+        // Each node gives its own part of a fence: a node may not speak for another.
         let (key, a, launch) = self
-            .wait_for_run(|| self.mpi_run(request.job_id, request.run, &request.token))
+            .wait_for_run(|| {
+                self.mpi_run(
+                    request.job_id,
+                    request.run,
+                    &request.token,
+                    peer,
+                    Some(request.node_index),
+                )
+            })
             .await?;
         let nodes = nodes_with_ranks(&a, &launch).len();
         let rx = self
@@ -327,9 +344,10 @@ impl<L: crate::launcher::Launcher> Agent<L> {
 async fn send_fence(
     endpoint: &str,
     node: &str,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
     request: v1::FenceRequest,
 ) -> Result<v1::FenceReply, String> {
-    let mut client = mpi::connect_launch(endpoint, node).await?;
+    let mut client = mpi::connect_launch(endpoint, node, tls).await?;
     let deadline = tokio::time::Instant::now() + FENCE_NOT_YET_KNOWN_FOR;
     loop {
         match client.fence(request.clone()).await {

@@ -14,7 +14,7 @@
 //! ```
 
 use super::wired::same_secret;
-use super::{Agent, LaunchRefusal, State};
+use super::{Agent, LaunchPeer, LaunchRefusal, State};
 use crate::launcher::{Launcher, TaskPipes, open_output_as};
 use crate::ledger::RunKey;
 use crate::mpi;
@@ -56,6 +56,8 @@ struct Target {
     writer: String,
     endpoint: String,
     token: String,
+    /// TLS to the writer's agent (`None`: plaintext).
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// Some of one task's output: whole lines, or a piece of a long one.
@@ -119,6 +121,11 @@ impl<L: Launcher> Agent<L> {
             writer,
             endpoint: output.writer_endpoint.clone(),
             token: output.token.clone(),
+            tls: self
+                .launch_client_tls()
+                .map_err(|e| tracing::error!(job = %key.job, error = %e, "cannot read the TLS files for forwarding output"))
+                .ok()
+                .flatten(),
         };
         let (tx, rx) = mpsc::channel(QUEUE);
         let (done_tx, done_rx) = watch::channel(false);
@@ -151,6 +158,7 @@ impl<L: Launcher> Agent<L> {
     /// Output of other nodes' tasks of a job whose files this node writes (AgentLaunch).
     pub async fn output(
         &self,
+        peer: &LaunchPeer,
         request: v1::OutputRequest,
     ) -> Result<v1::OutputReply, LaunchRefusal> {
         let key = RunKey {
@@ -160,6 +168,8 @@ impl<L: Launcher> Agent<L> {
         let run = self
             .wait_for_run(|| self.writer_of(key, &request.token))
             .await?;
+        // Each node sends its own tasks' output: a node may not write as another.
+        peer.may_act_for(&run.a, Some(request.node_index))?;
         let mut files = run.files.lock().await;
         if files
             .written
@@ -391,13 +401,17 @@ async fn send_batch(
                     message
                 }
             },
-            None => match mpi::connect_launch(&target.endpoint, &target.writer).await {
-                Ok(c) => {
-                    *client = Some(c);
-                    continue;
+            None => {
+                match mpi::connect_launch(&target.endpoint, &target.writer, target.tls.as_ref())
+                    .await
+                {
+                    Ok(c) => {
+                        *client = Some(c);
+                        continue;
+                    }
+                    Err(e) => e,
                 }
-                Err(e) => e,
-            },
+            }
         };
         if tokio::time::Instant::now() >= deadline {
             return Err(error);

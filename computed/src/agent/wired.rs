@@ -33,6 +33,8 @@ use tokio::sync::mpsc;
 const DAEMON_RANK_BASE: u32 = 1 << 30;
 /// Where `beowulf-rsh` appears inside a container.
 const RSH_IN_CONTAINER: &str = "/.beowulf/beowulf-rsh";
+/// Where the agent's local launch socket appears inside a container.
+const LAUNCH_SOCKET_IN_CONTAINER: &str = "/.beowulf/launch.sock";
 
 /// What the agent keeps about a wired run.
 #[derive(Debug, Default)]
@@ -215,7 +217,8 @@ impl<L: Launcher> Agent<L> {
                 tcp_include: self.config.mpi_tcp_include.as_deref(),
                 ib_device: ib_device.as_deref(),
             });
-            env.extend(launch_env(a, launch));
+            let socket = self.launch_socket_seen(rootfs.is_some());
+            env.extend(launch_env(a, launch, &socket));
         }
         // MPI runs get a private TMPDIR on the node (mounted into containers of direct runs:
         // the ranks' session files are there, and PMIx removes it with the namespace).
@@ -307,11 +310,18 @@ impl<L: Launcher> Agent<L> {
                     });
                 }
             }
-            Some(_) => binds.push(bundle::Bind {
-                source: rsh_on_host()?,
-                destination: RSH_IN_CONTAINER.into(),
-                read_only: true,
-            }),
+            Some(_) => {
+                binds.push(bundle::Bind {
+                    source: rsh_on_host()?,
+                    destination: RSH_IN_CONTAINER.into(),
+                    read_only: true,
+                });
+                binds.push(bundle::Bind {
+                    source: self.config.launch_socket_path(),
+                    destination: LAUNCH_SOCKET_IN_CONTAINER.into(),
+                    read_only: false,
+                });
+            }
             None => {}
         }
         let config = bundle::ContainerConfig {
@@ -418,6 +428,8 @@ impl<L: Launcher> Agent<L> {
         job_id: u64,
         run: u32,
         token: &str,
+        peer: &LaunchPeer,
+        claimed_index: Option<u32>,
     ) -> Result<(RunKey, v1::Assignment, v1::MpiLaunch), LaunchRefusal> {
         let key = RunKey {
             job: JobId(job_id),
@@ -442,16 +454,65 @@ impl<L: Launcher> Agent<L> {
                 key.job, key.run
             )));
         }
+        peer.may_act_for(&a, claimed_index)?;
         Ok((key, a, launch))
+    }
+
+    /// A launch request of `beowulf-rsh` on this node (the local socket): checked here (the
+    /// caller's uid, the credential, the target one of the run's nodes), then started here or
+    /// forwarded to the target node's agent, over mutual TLS when the cluster has certificates.
+    pub async fn launch_from_here(
+        &self,
+        uid: u32,
+        request: v1::LaunchRequest,
+    ) -> Result<v1::LaunchReply, LaunchRefusal> {
+        let peer = LaunchPeer::Local { uid };
+        let (_, a, launch) = self
+            .wait_for_run(|| self.mpi_run(request.job_id, request.run, &request.token, &peer, None))
+            .await?;
+        let target = request.node.clone();
+        if target == self.config.node_name {
+            return self.launch(&peer, request).await;
+        }
+        if !a.nodelist.contains(&target) {
+            return Err(LaunchRefusal::NotAllowed(format!(
+                "node {target:?} is not one of job {}'s nodes",
+                request.job_id
+            )));
+        }
+        let endpoint = mpi::endpoint_of(&launch, &target).ok_or_else(|| {
+            LaunchRefusal::Failed(format!("no launch endpoint for node {target}"))
+        })?;
+        let tls = self.launch_client_tls().map_err(LaunchRefusal::Failed)?;
+        let mut client = mpi::connect_launch(endpoint, &target, tls.as_ref())
+            .await
+            .map_err(LaunchRefusal::Failed)?;
+        client
+            .launch(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| {
+                LaunchRefusal::Failed(format!("{target} refused the launch: {}", status.message()))
+            })
+    }
+
+    /// The agent's local launch socket as a task sees it: in its container, or on the host.
+    fn launch_socket_seen(&self, in_container: bool) -> String {
+        if in_container {
+            LAUNCH_SOCKET_IN_CONTAINER.to_string()
+        } else {
+            self.config.launch_socket_path().display().to_string()
+        }
     }
 
     /// Starts an MPI daemon for the job's mpirun (AgentLaunch) and waits for it to end.
     pub async fn launch(
         &self,
+        peer: &LaunchPeer,
         request: v1::LaunchRequest,
     ) -> Result<v1::LaunchReply, LaunchRefusal> {
         let (key, a, launch) = self
-            .wait_for_run(|| self.mpi_run(request.job_id, request.run, &request.token))
+            .wait_for_run(|| self.mpi_run(request.job_id, request.run, &request.token, peer, None))
             .await?;
         self.launcher
             .prepare_job(key.job, key.run, &self.job_limits(&a))
@@ -465,7 +526,8 @@ impl<L: Launcher> Agent<L> {
         };
         let rank = DAEMON_RANK_BASE + daemon;
         let mut env = self.task_env(&a, a.first_rank);
-        env.extend(launch_env(&a, &launch));
+        let socket = self.launch_socket_seen(rootfs.is_some());
+        env.extend(launch_env(&a, &launch, &socket));
         env.extend(request.env);
         let command = request.argv.join(" ");
         tracing::debug!(job = %key.job, %command, "launch request");
@@ -552,16 +614,70 @@ pub enum LaunchRefusal {
     NotWriter(String),
     #[error("{0}")]
     BadCredential(String),
+    /// The caller may not act for this run (another user, a node not in the run).
+    #[error("{0}")]
+    NotAllowed(String),
     #[error("{0}")]
     Failed(String),
 }
 
-/// What `beowulf-rsh` needs: the job, its credential and the nodes' launch endpoints; Open MPI
-/// refuses root unless told twice (a root-submitted job is the admin's explicit choice).
-fn launch_env(a: &v1::Assignment, launch: &v1::MpiLaunch) -> Vec<(String, String)> {
+/// Who sent a request to an agent's launch service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaunchPeer {
+    /// Another node's agent, by the names its certificate (signed by the cluster CA) vouches
+    /// for.
+    Node(Vec<String>),
+    /// A plaintext connection (no TLS configured on this agent): only the credential is checked.
+    Unauthenticated,
+    /// A process on this node, through the agent's local socket, by its uid.
+    Local { uid: u32 },
+}
+
+impl LaunchPeer {
+    /// Whether this peer may act for the run of `a`: a node of the run (the one at
+    /// `claimed_index` when the request says which node it speaks for), or the run's own user
+    /// (or root) on this node.
+    pub fn may_act_for(
+        &self,
+        a: &v1::Assignment,
+        claimed_index: Option<u32>,
+    ) -> Result<(), LaunchRefusal> {
+        match self {
+            LaunchPeer::Unauthenticated => Ok(()),
+            LaunchPeer::Local { uid } if *uid == a.uid || *uid == 0 => Ok(()),
+            LaunchPeer::Local { uid } => Err(LaunchRefusal::NotAllowed(format!(
+                "uid {uid} may not act for job {} of uid {}",
+                a.job_id, a.uid
+            ))),
+            LaunchPeer::Node(names) => {
+                let allowed: Vec<&String> = match claimed_index {
+                    Some(i) => a.nodelist.get(i as usize).into_iter().collect(),
+                    None => a.nodelist.iter().collect(),
+                };
+                if names.iter().any(|n| allowed.contains(&n)) {
+                    Ok(())
+                } else {
+                    Err(LaunchRefusal::NotAllowed(format!(
+                        "the certificate of {names:?} does not name {} of job {}",
+                        match claimed_index {
+                            Some(i) => format!("node index {i}"),
+                            None => "a node".to_string(),
+                        },
+                        a.job_id
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// What `beowulf-rsh` needs: the job, its credential and where this node's agent takes launch
+/// requests (`socket`, as the process sees it); Open MPI refuses root unless told twice (a
+/// root-submitted job is the admin's explicit choice).
+fn launch_env(a: &v1::Assignment, launch: &v1::MpiLaunch, socket: &str) -> Vec<(String, String)> {
     let mut env = vec![
         (mpi::ENV_TOKEN.to_string(), launch.token.clone()),
-        (mpi::ENV_ENDPOINTS.to_string(), mpi::endpoints_env(launch)),
+        (mpi::ENV_LAUNCH_SOCKET.to_string(), socket.to_string()),
         (mpi::ENV_JOB.to_string(), a.job_id.to_string()),
         (mpi::ENV_RUN.to_string(), a.run.to_string()),
     ];

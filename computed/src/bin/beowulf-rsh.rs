@@ -2,8 +2,9 @@
 //!
 //! Called as `beowulf-rsh [ssh options] NODE COMMAND...` like ssh; asks NODE's agent to run
 //! COMMAND (with `sh -c`) in the same job's container there, and exits with its exit code. The
-//! job, its launch credential and the nodes' endpoints come from the environment the agent gave
-//! mpirun; NODE must be one of the job's nodes.
+//! request goes to this node's agent over its local socket (which knows the caller by its uid)
+//! and on to NODE's agent over mutual TLS; the job, its launch credential and the socket come
+//! from the environment the agent gave mpirun; NODE must be one of the job's nodes.
 
 use beowulf_computed::mpi;
 use beowulf_proto::v1;
@@ -48,7 +49,7 @@ fn env(name: &str) -> Result<String, String> {
 
 fn run(args: &[String]) -> Result<i32, String> {
     let (node, command) = split_args(args)?;
-    let endpoints = env(mpi::ENV_ENDPOINTS)?;
+    let socket = env(mpi::ENV_LAUNCH_SOCKET)?;
     let job_id: u64 = env(mpi::ENV_JOB)?
         .parse()
         .map_err(|_| format!("{} is not a job ID", mpi::ENV_JOB))?;
@@ -56,25 +57,24 @@ fn run(args: &[String]) -> Result<i32, String> {
         .parse()
         .map_err(|_| format!("{} is not a run number", mpi::ENV_RUN))?;
     let token = env(mpi::ENV_TOKEN)?;
-    let endpoint = mpi::endpoint_of(&endpoints, node)
-        .ok_or_else(|| format!("node {node} is not in job {job_id}'s allocation"))?;
     let request = v1::LaunchRequest {
         job_id,
         run,
         token,
         argv: command.to_vec(),
         env: Default::default(),
+        node: node.to_string(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start: {e}"))?;
     runtime.block_on(async {
-        let reply = mpi::connect_launch(endpoint, node)
+        let reply = mpi::connect_local_launch(std::path::Path::new(&socket))
             .await?
             .launch(request)
             .await
-            .map_err(|status| format!("{node} refused the launch: {}", status.message()))?
+            .map_err(|status| format!("the launch on {node} was refused: {}", status.message()))?
             .into_inner();
         if reply.exit_code != 0 {
             eprintln!("beowulf-rsh: on {node}: {}", reply.detail);

@@ -67,6 +67,8 @@ fn main() -> anyhow::Result<()> {
         let launch_listen = config.launch_listen.clone();
         let launch_advertise = config.launch_advertise.clone();
         let node_name = config.node_name.clone();
+        let agent_tls = config.tls.clone();
+        let launch_socket = config.launch_socket_path();
         let pmix_dir = std::env::temp_dir().join(format!(
             "beowulf-pmix-{}",
             config.cgroup_name.as_deref().unwrap_or(&config.node_name)
@@ -93,7 +95,19 @@ fn main() -> anyhow::Result<()> {
             tracing::info!(dir = %pmix_dir.display(), "PMIx server ready for direct MPI launch");
         }
         agent.set_pmix(pmix);
-        tokio::spawn(launch_service::serve(agent.clone(), listener));
+        let tls = match &agent_tls {
+            Some(files) => Some(launch_service::server_tls(files).map_err(anyhow::Error::msg)?),
+            None => {
+                tracing::warn!("no [tls] in computed.toml: the MPI launch service is plaintext and trusts any holder of a run's credential");
+                None
+            }
+        };
+        tokio::spawn(launch_service::serve(agent.clone(), listener, tls));
+        let local = launch_service::bind_local(&launch_socket).with_context(|| {
+            format!("cannot listen for local launches on {}", launch_socket.display())
+        })?;
+        tracing::info!(socket = %launch_socket.display(), "local launch socket ready");
+        tokio::spawn(launch_service::serve_local(agent.clone(), local));
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
@@ -101,8 +115,13 @@ fn main() -> anyhow::Result<()> {
             _ = terminate.recv() => agent.shut_down(),
             _ = tokio::signal::ctrl_c() => agent.shut_down(),
         }
-        // The PMIx server's files die with it (the next agent of this node starts afresh).
+        // The PMIx server's files die with it (the next agent of this node starts afresh), and
+        // so does the local launch socket.
         let _ = std::fs::remove_dir_all(&pmix_dir);
+        let _ = std::fs::remove_file(&launch_socket);
+        if let Some(dir) = launch_socket.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
         Ok(())
     })
 }

@@ -53,6 +53,7 @@ impl Head {
         };
         let super::identity::Identity { user, groups } = self.identities.of(caller);
         let submit_env: BTreeMap<String, String> = request.env.into_iter().collect();
+        beowulf_types::jobfile::validate_submission(file, &request.cwd, &submit_env, &spec)?;
         // Resolved before the mutation: hashing a tarball named by path may take a moment.
         let image = match &spec.container {
             Some(container) => {

@@ -14,6 +14,10 @@
 //! [env]
 //! GREETING = "hi"
 //! ```
+//!
+//! Every value is treated as hostile: numbers are parsed and combined with checked arithmetic and
+//! bounded, strings are bounded and refused when they hold bytes that cannot work where they go (the
+//! `MAX_*` constants say why each bound has its value; `docs/decisions.md`, "Job file limits").
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -23,6 +27,16 @@ use toml::Spanned;
 
 use crate::Millis;
 
+mod limits;
+
+use limits::{BadNumber, Text, decimal, environment_problem, is_bidi_control, shown, text_problem};
+pub use limits::{
+    MAX_ARGV_BYTES, MAX_ARGV_ELEMENTS, MAX_ARRAY_ELEMENTS, MAX_CPUS_PER_NODE, MAX_CPUS_PER_TASK,
+    MAX_ENV_BYTES, MAX_ENV_VARS, MAX_EXEC_STRING_BYTES, MAX_EXPRESSION_BYTES, MAX_GRES_COUNT,
+    MAX_IDENTIFIER_BYTES, MAX_JOB_FILE_BYTES, MAX_MEMORY_MB, MAX_NAME_BYTES, MAX_NODES, MAX_NTASKS,
+    MAX_PATH_BYTES, MAX_SCRIPT_BYTES, MAX_TASKS_PER_NODE, MAX_TIME_LIMIT_MS,
+};
+
 /// Memory a job gets per CPU when it names none. Slurm's default is "the whole node"; a modest default
 /// instead lets small jobs share nodes, and 128 MiB covers a shell, an MPI rank of a hello world and
 /// the container runtime's overhead.
@@ -31,10 +45,6 @@ pub const DEFAULT_MEMORY_MB_PER_CPU: u64 = 128;
 /// Time limit when a job names none: one hour, long enough for interactive trials, short enough that
 /// a forgotten job does not hold nodes overnight (and backfill has a real limit to plan with).
 pub const DEFAULT_TIME_LIMIT_MS: Millis = 60 * 60 * 1000;
-
-/// Upper bounds that catch typos (`nodes = 50000`) before the cluster sees them.
-const MAX_NODES: u32 = 100_000;
-const MAX_TASKS_PER_NODE: u32 = 100_000;
 
 /// A validated job request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,10 +94,6 @@ pub struct ArraySpec {
     pub indices: Vec<u32>,
     pub max_running: Option<u32>,
 }
-
-/// Most elements one array may have: Slurm's default MaxArraySize is 1001; ours is larger, since an
-/// element costs one small record, but a typo such as `1-10000000` is still caught.
-pub const MAX_ARRAY_ELEMENTS: usize = 100_001;
 
 /// One clause of `dependency`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,20 +145,28 @@ impl JobSpec {
             && !self.ranks_on_node(1).is_empty()
     }
 
-    /// CPUs the job needs on each of its nodes.
+    /// CPUs the job needs on each of its nodes. The parser keeps this at most
+    /// [`MAX_CPUS_PER_NODE`]; a spec built otherwise saturates, so it never wraps to a small number
+    /// (or to 0, which the agents read as "no CPU limit").
     pub fn cpus_per_node(&self) -> u32 {
-        self.tasks_per_node * self.cpus_per_task
+        self.tasks_per_node.saturating_mul(self.cpus_per_task)
     }
 
     /// The ranks that run on the `node_index`-th node of the allocation: block distribution, with
     /// the remainder spread over the first nodes (7 tasks on 3 nodes: 3, 2, 2), as Slurm does, so no
     /// node of the allocation is left without a task.
     pub fn ranks_on_node(&self, node_index: u32) -> Range<u32> {
+        if self.nodes == 0 || node_index >= self.nodes {
+            return self.ntasks..self.ntasks;
+        }
         let base = self.ntasks / self.nodes;
         let extra = self.ntasks % self.nodes;
-        let start = node_index * base + node_index.min(extra);
+        // At most `ntasks` for an index below `nodes`; saturating keeps a spec built by hand sane.
+        let start = node_index
+            .saturating_mul(base)
+            .saturating_add(node_index.min(extra));
         let count = base + u32::from(node_index < extra);
-        start.min(self.ntasks)..(start + count).min(self.ntasks)
+        start.min(self.ntasks)..start.saturating_add(count).min(self.ntasks)
     }
 }
 
@@ -233,15 +247,14 @@ struct RawJob {
     memory: Option<Spanned<toml::Value>>,
     time_limit: Option<Spanned<toml::Value>>,
     partition: Option<Spanned<String>>,
-    command: Option<Spanned<Vec<String>>>,
+    command: Option<Spanned<Vec<Spanned<String>>>>,
     script: Option<Spanned<String>>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
+    env: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
     workdir: Option<Spanned<String>>,
     output: Option<Spanned<String>>,
     error: Option<Spanned<String>>,
     requeue: Option<bool>,
-    container: Option<Spanned<ContainerSpec>>,
+    container: Option<Spanned<RawContainer>>,
     mpi: Option<Spanned<RawMpi>>,
     array: Option<Spanned<String>>,
     dependency: Option<Spanned<String>>,
@@ -254,6 +267,12 @@ struct RawJob {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawContainer {
+    image: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawMpi {
     flavor: Option<MpiFlavor>,
     fabric: Option<Fabric>,
@@ -262,6 +281,18 @@ struct RawMpi {
 
 /// Parses and validates a job file's text. `file` is only used in error messages.
 pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, JobFileError> {
+    if text.len() > MAX_JOB_FILE_BYTES {
+        return Err(JobFileError {
+            file: file.to_string(),
+            line: 0,
+            field: None,
+            message: format!(
+                "the job file is {} bytes, more than the limit of {MAX_JOB_FILE_BYTES} bytes (2 MiB); \
+                 keep large data in files the job reads",
+                text.len()
+            ),
+        });
+    }
     let raw: RawJob = from_toml(file, text)?;
     let err = |span: Range<usize>, field: &str, message: String| JobFileError {
         file: file.to_string(),
@@ -269,38 +300,57 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, JobFileError> {
         field: Some(field.to_string()),
         message,
     };
+    // Where an integer field is written; line 1 (as for any default) when it is not.
+    let span_of = |v: &Option<Spanned<i64>>| v.as_ref().map_or(0..0, Spanned::span);
     let positive = |value: &Option<Spanned<i64>>,
                     field: &str,
                     max: u32|
      -> Result<Option<u32>, JobFileError> {
-        match value {
-            None => Ok(None),
-            Some(v) if *v.get_ref() < 1 => Err(err(
+        let Some(v) = value else {
+            return Ok(None);
+        };
+        let n = *v.get_ref();
+        if n < 1 {
+            return Err(err(v.span(), field, format!("must be at least 1, got {n}")));
+        }
+        match u32::try_from(n) {
+            Ok(n) if n <= max => Ok(Some(n)),
+            _ => Err(err(
                 v.span(),
                 field,
-                format!("must be at least 1, got {}", v.get_ref()),
+                format!("must be at most {max}, got {n}"),
             )),
-            Some(v) if *v.get_ref() > i64::from(max) => Err(err(
-                v.span(),
-                field,
-                format!("must be at most {max}, got {}", v.get_ref()),
-            )),
-            Some(v) => Ok(Some(*v.get_ref() as u32)),
         }
     };
 
     let nodes = positive(&raw.nodes, "nodes", MAX_NODES)?.unwrap_or(1);
-    let ntasks = positive(&raw.ntasks, "ntasks", MAX_NODES.saturating_mul(64))?;
+    let ntasks = positive(&raw.ntasks, "ntasks", MAX_NTASKS)?;
     let tasks_per_node = positive(&raw.tasks_per_node, "tasks_per_node", MAX_TASKS_PER_NODE)?;
-    let cpus_per_task = positive(&raw.cpus_per_task, "cpus_per_task", 100_000)?.unwrap_or(1);
+    let cpus_per_task =
+        positive(&raw.cpus_per_task, "cpus_per_task", MAX_CPUS_PER_TASK)?.unwrap_or(1);
     let (ntasks, tasks_per_node) = match (ntasks, tasks_per_node) {
         (None, None) => (nodes, 1),
-        (None, Some(tpn)) => (nodes * tpn, tpn),
+        (None, Some(tpn)) => {
+            let n = nodes
+                .checked_mul(tpn)
+                .filter(|n| *n <= MAX_NTASKS)
+                .ok_or_else(|| {
+                    err(
+                        span_of(&raw.tasks_per_node),
+                        "tasks_per_node",
+                        format!(
+                            "{nodes} nodes × {tpn} tasks_per_node is {} tasks, more than the limit of \
+                             {MAX_NTASKS}; use fewer nodes or fewer tasks per node",
+                            u64::from(nodes) * u64::from(tpn)
+                        ),
+                    )
+                })?;
+            (n, tpn)
+        }
         (Some(n), None) => {
             if n < nodes {
-                let span = raw.ntasks.as_ref().map(|s| s.span()).unwrap_or(0..0);
                 return Err(err(
-                    span,
+                    span_of(&raw.ntasks),
                     "ntasks",
                     format!(
                         "{n} tasks cannot cover {nodes} nodes: every node runs at least one task"
@@ -310,10 +360,11 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, JobFileError> {
             (n, n.div_ceil(nodes))
         }
         (Some(n), Some(tpn)) => {
-            if n > nodes * tpn || n <= (nodes - 1) * tpn {
-                let span = raw.ntasks.as_ref().map(|s| s.span()).unwrap_or(0..0);
+            // Widened to u64, where the product of two u32 cannot overflow.
+            let (n64, nodes64, tpn64) = (u64::from(n), u64::from(nodes), u64::from(tpn));
+            if n64 > nodes64 * tpn64 || n64 <= (nodes64 - 1) * tpn64 {
                 return Err(err(
-                    span,
+                    span_of(&raw.ntasks),
                     "ntasks",
                     format!(
                         "{n} tasks do not match {nodes} nodes × {tpn} tasks_per_node; give only one of ntasks and tasks_per_node"
@@ -324,8 +375,49 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, JobFileError> {
         }
     };
 
+    let Some(cpus_per_node) = tasks_per_node
+        .checked_mul(cpus_per_task)
+        .filter(|cpus| *cpus <= MAX_CPUS_PER_NODE)
+    else {
+        let given = |v: &Option<Spanned<i64>>| v.as_ref().map(|v| *v.get_ref());
+        let field = if given(&raw.cpus_per_task).is_some_and(|c| c > 1) {
+            "cpus_per_task"
+        } else if raw.tasks_per_node.is_some() {
+            "tasks_per_node"
+        } else {
+            "ntasks"
+        };
+        let span = match field {
+            "cpus_per_task" => span_of(&raw.cpus_per_task),
+            "tasks_per_node" => span_of(&raw.tasks_per_node),
+            _ => span_of(&raw.ntasks),
+        };
+        return Err(err(
+            span,
+            field,
+            format!(
+                "{tasks_per_node} tasks per node × {cpus_per_task} cpus_per_task is {} CPUs on each \
+                 node, more than the limit of {MAX_CPUS_PER_NODE} (the most CPUs Linux supports on \
+                 one machine); use fewer tasks or CPUs per node, or more nodes",
+                u64::from(tasks_per_node) * u64::from(cpus_per_task)
+            ),
+        ));
+    };
+
     let memory_mb = match &raw.memory {
-        None => DEFAULT_MEMORY_MB_PER_CPU * u64::from(tasks_per_node * cpus_per_task),
+        None => DEFAULT_MEMORY_MB_PER_CPU
+            .checked_mul(u64::from(cpus_per_node))
+            .filter(|mb| *mb <= MAX_MEMORY_MB)
+            .ok_or_else(|| {
+                err(
+                    0..0,
+                    "memory",
+                    format!(
+                        "the default of {DEFAULT_MEMORY_MB_PER_CPU} MiB for each of {cpus_per_node} \
+                         CPUs is more than the limit of {MAX_MEMORY_MB} MiB; give `memory`"
+                    ),
+                )
+            })?,
         Some(v) => parse_memory(v.get_ref()).map_err(|m| err(v.span(), "memory", m))?,
     };
     let time_limit_ms = match &raw.time_limit {
@@ -335,18 +427,73 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, JobFileError> {
 
     let program = match (raw.command, raw.script) {
         (Some(c), None) => {
-            if c.get_ref().is_empty() || c.get_ref()[0].is_empty() {
+            let args = c.get_ref();
+            if args.first().is_none_or(|a| a.get_ref().is_empty()) {
                 return Err(err(
                     c.span(),
                     "command",
                     "must name a program, like [\"hostname\"]".into(),
                 ));
             }
-            Program::Command(c.into_inner())
+            if args.len() > MAX_ARGV_ELEMENTS {
+                return Err(err(
+                    c.span(),
+                    "command",
+                    format!(
+                        "has {} arguments, more than the limit of {MAX_ARGV_ELEMENTS}; pass long \
+                         lists in a file the program reads",
+                        args.len()
+                    ),
+                ));
+            }
+            let mut total = 0usize;
+            for (i, arg) in args.iter().enumerate() {
+                if let Some(problem) =
+                    text_problem(arg.get_ref(), Text::Exec, MAX_EXEC_STRING_BYTES)
+                {
+                    return Err(err(
+                        arg.span(),
+                        "command",
+                        format!("argument {i} {problem}"),
+                    ));
+                }
+                total = total.saturating_add(arg.get_ref().len());
+            }
+            if total > MAX_ARGV_BYTES {
+                return Err(err(
+                    c.span(),
+                    "command",
+                    format!(
+                        "is {total} bytes of arguments, more than the limit of {MAX_ARGV_BYTES} \
+                         bytes (256 KiB); pass long lists in a file the program reads"
+                    ),
+                ));
+            }
+            Program::Command(
+                c.into_inner()
+                    .into_iter()
+                    .map(Spanned::into_inner)
+                    .collect(),
+            )
         }
         (None, Some(s)) => {
             if s.get_ref().trim().is_empty() {
                 return Err(err(s.span(), "script", "is empty".into()));
+            }
+            if s.get_ref().len() > MAX_SCRIPT_BYTES {
+                return Err(err(
+                    s.span(),
+                    "script",
+                    format!(
+                        "is {} bytes, more than the limit of {MAX_SCRIPT_BYTES} bytes (the agent \
+                         passes the script to `sh -c` as one argument, which Linux caps at 128 KiB); \
+                         move the bulk into a file the script runs",
+                        s.get_ref().len()
+                    ),
+                ));
+            }
+            if let Some(problem) = text_problem(s.get_ref(), Text::Exec, MAX_SCRIPT_BYTES) {
+                return Err(err(s.span(), "script", problem));
             }
             Program::Script(s.into_inner())
         }
@@ -368,16 +515,26 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, JobFileError> {
         }
     };
 
-    for key in raw.env.keys() {
-        if key.is_empty() || key.contains('=') || key.contains('\0') {
-            let at = text.find("[env]").unwrap_or(0);
-            return Err(err(
-                at..at,
-                "env",
-                format!("`{key}` is not a valid variable name"),
-            ));
+    let env = match raw.env {
+        None => BTreeMap::new(),
+        Some(table) => {
+            let table_span = table.span();
+            let vars = table.into_inner();
+            let problem = environment_problem(
+                vars.iter()
+                    .map(|(key, value)| (key.as_str(), value.get_ref().as_str())),
+            );
+            if let Some((key, message)) = problem {
+                let at = key
+                    .and_then(|key| vars.get(key))
+                    .map_or(table_span, Spanned::span);
+                return Err(err(at, "env", message));
+            }
+            vars.into_iter()
+                .map(|(key, value)| (key, value.into_inner()))
+                .collect()
         }
-    }
+    };
 
     let mpi = match raw.mpi {
         None => None,
@@ -403,11 +560,6 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, JobFileError> {
             })
         }
     };
-    if let Some(c) = &raw.container
-        && c.get_ref().image.trim().is_empty()
-    {
-        return Err(err(c.span(), "container.image", "is empty".into()));
-    }
 
     let array = match &raw.array {
         None => None,
@@ -421,39 +573,78 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, JobFileError> {
         None => BTreeMap::new(),
         Some(g) => parse_gres(g.get_ref()).map_err(|m| err(g.span(), "gres", m))?,
     };
-    let name_field =
-        |v: Option<Spanned<String>>, field: &str| -> Result<Option<String>, JobFileError> {
-            match v {
-                Some(v) if v.get_ref().trim().is_empty() => {
-                    Err(err(v.span(), field, "is empty".into()))
-                }
-                other => Ok(other.map(Spanned::into_inner)),
-            }
+    // A string field: not blank, and within `max` bytes of what `rule` lets through.
+    let text_field = |v: Option<Spanned<String>>,
+                      field: &str,
+                      rule: Text,
+                      max: usize|
+     -> Result<Option<String>, JobFileError> {
+        let Some(v) = v else {
+            return Ok(None);
         };
-    let constraint = name_field(raw.constraint, "constraint")?;
-    let qos = name_field(raw.qos, "qos")?;
-    let account = name_field(raw.account, "account")?;
-    let reservation = name_field(raw.reservation, "reservation")?;
+        if v.get_ref().trim().is_empty() {
+            return Err(err(
+                v.span(),
+                field,
+                "is empty; write a value or leave the field out".into(),
+            ));
+        }
+        if let Some(problem) = text_problem(v.get_ref(), rule, max) {
+            return Err(err(v.span(), field, problem));
+        }
+        Ok(Some(v.into_inner()))
+    };
+    let name = text_field(raw.name, "name", Text::Shown, MAX_NAME_BYTES)?;
+    let partition = text_field(
+        raw.partition,
+        "partition",
+        Text::Shown,
+        MAX_IDENTIFIER_BYTES,
+    )?;
+    let constraint = text_field(
+        raw.constraint,
+        "constraint",
+        Text::Shown,
+        MAX_EXPRESSION_BYTES,
+    )?;
+    let qos = text_field(raw.qos, "qos", Text::Shown, MAX_IDENTIFIER_BYTES)?;
+    let account = text_field(raw.account, "account", Text::Shown, MAX_IDENTIFIER_BYTES)?;
+    let reservation = text_field(
+        raw.reservation,
+        "reservation",
+        Text::Shown,
+        MAX_IDENTIFIER_BYTES,
+    )?;
+    let workdir = text_field(raw.workdir, "workdir", Text::Path, MAX_PATH_BYTES)?;
+    let output = text_field(raw.output, "output", Text::Path, MAX_PATH_BYTES)?;
+    let error = text_field(raw.error, "error", Text::Path, MAX_PATH_BYTES)?;
+    let container = match raw.container {
+        None => None,
+        Some(c) => text_field(
+            Some(c.into_inner().image),
+            "container.image",
+            Text::Path,
+            MAX_PATH_BYTES,
+        )?
+        .map(|image| ContainerSpec { image }),
+    };
 
     Ok(JobSpec {
-        name: raw
-            .name
-            .map(Spanned::into_inner)
-            .unwrap_or_else(|| default_name(file)),
+        name: name.unwrap_or_else(|| default_name(file)),
         nodes,
         ntasks,
         tasks_per_node,
         cpus_per_task,
         memory_mb,
         time_limit_ms,
-        partition: raw.partition.map(Spanned::into_inner),
+        partition,
         program,
-        env: raw.env,
-        workdir: raw.workdir.map(Spanned::into_inner),
-        output: raw.output.map(Spanned::into_inner),
-        error: raw.error.map(Spanned::into_inner),
+        env,
+        workdir,
+        output,
+        error,
         requeue: raw.requeue.unwrap_or(false),
-        container: raw.container.map(Spanned::into_inner),
+        container,
         mpi,
         array,
         dependencies,
@@ -465,39 +656,103 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, JobFileError> {
     })
 }
 
+/// Checks an environment a job would run with: every `NAME=value` must survive `execve` (a name not
+/// empty, without `=` or NUL; a value without NUL; each at most [`MAX_EXEC_STRING_BYTES`]), and
+/// there may be at most [`MAX_ENV_VARS`] variables of [`MAX_ENV_BYTES`] in all. The error names
+/// the variable at fault.
+pub fn validate_environment(env: &BTreeMap<String, String>) -> Result<(), String> {
+    match environment_problem(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+        None => Ok(()),
+        Some((_, message)) => Err(message),
+    }
+}
+
+/// Checks what `submit` sends beside the job file and the head keeps with the job: the directory
+/// it was submitted from (absolute, at most [`MAX_PATH_BYTES`], no NUL) and the exported
+/// environment. The job runs with the exported environment and the file's `[env]` over it, so the
+/// two are checked together, by [`validate_environment`]. The head calls it at submit, after
+/// [`parse_job_file`] and [`apply_overrides`]; `file` is only used in error messages.
+pub fn validate_submission(
+    file: &str,
+    cwd: &str,
+    submit_env: &BTreeMap<String, String>,
+    spec: &JobSpec,
+) -> Result<(), JobFileError> {
+    let fail = |field: Option<&str>, message: String| JobFileError {
+        file: file.to_string(),
+        line: 0,
+        field: field.map(str::to_string),
+        message,
+    };
+    if let Some(problem) = text_problem(cwd, Text::Exec, MAX_PATH_BYTES) {
+        return Err(fail(
+            None,
+            format!("the submit directory {problem}; submit from another directory"),
+        ));
+    }
+    if !cwd.starts_with('/') {
+        return Err(fail(
+            None,
+            format!(
+                "the submit directory `{}` is not an absolute path; submit with `submit`, which sends the current directory",
+                shown(cwd)
+            ),
+        ));
+    }
+    let mut merged: BTreeMap<&str, &str> = submit_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    merged.extend(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    match environment_problem(merged) {
+        None => Ok(()),
+        Some((None, message)) => Err(fail(
+            Some("env"),
+            format!("the exported environment with `[env]` over it {message}"),
+        )),
+        Some((Some(_), message)) => Err(fail(
+            Some("env"),
+            format!("the exported environment: {message}"),
+        )),
+    }
+}
+
 /// Applies command-line overrides (`--array`, `--dependency`, ...) to a parsed job, by job-file
-/// field name. Errors name the option.
+/// field name, with the same checks as in a file. Errors name the option.
 pub fn apply_overrides(
     spec: &mut JobSpec,
     overrides: &BTreeMap<String, String>,
 ) -> Result<(), JobFileError> {
     for (field, value) in overrides {
         let fail = |message: String| JobFileError {
-            file: format!("--{}", field.replace('_', "-")),
+            file: format!("--{}", shown(&field.replace('_', "-"))),
             line: 0,
             field: None,
             message,
         };
-        let text = || -> Result<Option<String>, JobFileError> {
+        let text = |rule: Text, max: usize| -> Result<String, JobFileError> {
             if value.trim().is_empty() {
-                Err(fail("is empty".into()))
-            } else {
-                Ok(Some(value.clone()))
+                return Err(fail("is empty".into()));
+            }
+            match text_problem(value, rule, max) {
+                Some(problem) => Err(fail(problem)),
+                None => Ok(value.clone()),
             }
         };
         match field.as_str() {
             "array" => spec.array = Some(parse_array(value).map_err(fail)?),
             "dependency" => spec.dependencies = parse_dependencies(value).map_err(fail)?,
             "gres" => spec.gres = parse_gres(value).map_err(fail)?,
-            "partition" => spec.partition = text()?,
-            "qos" => spec.qos = text()?,
-            "account" => spec.account = text()?,
-            "reservation" => spec.reservation = text()?,
-            "constraint" => spec.constraint = text()?,
-            "name" => spec.name = value.clone(),
+            "partition" => spec.partition = Some(text(Text::Shown, MAX_IDENTIFIER_BYTES)?),
+            "qos" => spec.qos = Some(text(Text::Shown, MAX_IDENTIFIER_BYTES)?),
+            "account" => spec.account = Some(text(Text::Shown, MAX_IDENTIFIER_BYTES)?),
+            "reservation" => spec.reservation = Some(text(Text::Shown, MAX_IDENTIFIER_BYTES)?),
+            "constraint" => spec.constraint = Some(text(Text::Shown, MAX_EXPRESSION_BYTES)?),
+            "name" => spec.name = text(Text::Shown, MAX_NAME_BYTES)?,
             other => {
                 return Err(fail(format!(
-                    "`{other}` cannot be given on the command line"
+                    "`{}` cannot be given on the command line",
+                    shown(other)
                 )));
             }
         }
@@ -505,14 +760,31 @@ pub fn apply_overrides(
     Ok(())
 }
 
+/// Refuses an expression (`array`, `dependency`, `gres`) longer than [`MAX_EXPRESSION_BYTES`].
+fn check_expression_length(text: &str, hint: &str) -> Result<(), String> {
+    if text.len() > MAX_EXPRESSION_BYTES {
+        return Err(format!(
+            "is {} bytes, more than the limit of {MAX_EXPRESSION_BYTES} bytes (64 KiB); {hint}",
+            text.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Slurm's `--array` syntax: `1-100`, `1,3,7`, `0-15:4` (step), with an optional `%N` throttle.
 pub fn parse_array(text: &str) -> Result<ArraySpec, String> {
+    check_expression_length(text, "use ranges like 1-1000 or steps like 0-1000:10")?;
     let (list, throttle) = match text.trim().split_once('%') {
         Some((list, n)) => {
-            let n: u32 = n
-                .trim()
-                .parse()
-                .map_err(|_| format!("`%{n}` is not a number of elements"))?;
+            let n: u32 = decimal(n.trim()).map_err(|e| match e {
+                BadNumber::Invalid => format!("`%{}` is not a number of elements", shown(n)),
+                BadNumber::TooLarge => format!(
+                    "`%{}` is more than the largest throttle, %{}; leave the throttle out to run \
+                     any number at once",
+                    shown(n),
+                    u32::MAX
+                ),
+            })?;
             if n == 0 {
                 return Err("`%0` would never run anything; use at least %1".into());
             }
@@ -521,30 +793,47 @@ pub fn parse_array(text: &str) -> Result<ArraySpec, String> {
         None => (text.trim(), None),
     };
     let number = |s: &str| {
-        s.trim()
-            .parse::<u32>()
-            .map_err(|_| format!("`{s}` is not an index"))
+        decimal::<u32>(s.trim()).map_err(|e| match e {
+            BadNumber::Invalid => format!("`{}` is not an index", shown(s)),
+            BadNumber::TooLarge => format!(
+                "`{}` is more than the largest index, {}",
+                shown(s),
+                u32::MAX
+            ),
+        })
     };
-    let mut indices = Vec::new();
+    let mut indices: Vec<u32> = Vec::new();
     for part in list.split(',') {
         let (range, step) = match part.split_once(':') {
             Some((r, step)) => (r, number(step)?),
             None => (part, 1),
         };
         if step == 0 {
-            return Err(format!("`{part}`: the step must be at least 1"));
+            return Err(format!("`{}`: the step must be at least 1", shown(part)));
         }
         let (first, last) = match range.split_once('-') {
             Some((a, b)) => (number(a)?, number(b)?),
             None => (number(range)?, number(range)?),
         };
         if last < first {
-            return Err(format!("`{range}` counts down; write it as {last}-{first}"));
+            return Err(format!(
+                "`{}` counts down; write it as {last}-{first}",
+                shown(range)
+            ));
         }
-        if (last - first) as usize / step as usize + indices.len() >= MAX_ARRAY_ELEMENTS {
-            return Err(format!("more than {} elements", MAX_ARRAY_ELEMENTS - 1));
+        // In u64, where neither the count of a u32 range nor the sum can overflow.
+        let count = u64::from(last - first) / u64::from(step) + 1;
+        let total = count.saturating_add(u64::try_from(indices.len()).unwrap_or(u64::MAX));
+        if total > u64::try_from(MAX_ARRAY_ELEMENTS).unwrap_or(u64::MAX) {
+            return Err(format!(
+                "`{}` brings the array to {total} elements, more than the limit of \
+                 {MAX_ARRAY_ELEMENTS}; split it into several arrays",
+                shown(part)
+            ));
         }
-        indices.extend((first..=last).step_by(step as usize));
+        let step =
+            usize::try_from(step).map_err(|_| format!("`{}`: step too large", shown(part)))?;
+        indices.extend((first..=last).step_by(step));
     }
     indices.sort_unstable();
     indices.dedup();
@@ -556,20 +845,41 @@ pub fn parse_array(text: &str) -> Result<ArraySpec, String> {
 
 /// Slurm's `--dependency` syntax: `afterok:12:13,afterany:14,afternotok:9,singleton`.
 pub fn parse_dependencies(text: &str) -> Result<Vec<DependencySpec>, String> {
+    check_expression_length(
+        text,
+        "depend on fewer jobs, or on one job that waits for the rest",
+    )?;
     let mut out = Vec::new();
     for clause in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
         let mut parts = clause.split(':');
         let kind = parts.next().unwrap_or_default();
         let jobs = parts
-            .map(|j| {
-                j.trim()
-                    .parse::<u64>()
-                    .map_err(|_| format!("`{j}` in `{clause}` is not a job ID"))
+            .map(|j| match decimal::<u64>(j.trim()) {
+                Ok(0) => Err(format!(
+                    "`0` in `{}` is not a job ID: job IDs start at 1",
+                    shown(clause)
+                )),
+                Ok(id) => Ok(id),
+                Err(BadNumber::Invalid) => Err(format!(
+                    "`{}` in `{}` is not a job ID",
+                    shown(j),
+                    shown(clause)
+                )),
+                Err(BadNumber::TooLarge) => Err(format!(
+                    "`{}` in `{}` is more than the largest job ID, {}",
+                    shown(j),
+                    shown(clause),
+                    u64::MAX
+                )),
             })
             .collect::<Result<Vec<u64>, String>>()?;
         let needs_jobs = |spec: fn(Vec<u64>) -> DependencySpec| {
             if jobs.is_empty() {
-                Err(format!("`{clause}` names no job: write `{kind}:JOBID`"))
+                Err(format!(
+                    "`{}` names no job: write `{}:JOBID`",
+                    shown(clause),
+                    shown(kind)
+                ))
             } else {
                 Ok(spec(jobs.clone()))
             }
@@ -582,7 +892,8 @@ pub fn parse_dependencies(text: &str) -> Result<Vec<DependencySpec>, String> {
             "singleton" => return Err("`singleton` takes no job IDs".into()),
             other => {
                 return Err(format!(
-                    "unknown dependency `{other}`; use afterok, afterany, afternotok or singleton"
+                    "unknown dependency `{}`; use afterok, afterany, afternotok or singleton",
+                    shown(other)
                 ));
             }
         });
@@ -593,16 +904,34 @@ pub fn parse_dependencies(text: &str) -> Result<Vec<DependencySpec>, String> {
     Ok(out)
 }
 
-/// `gpu:2,nvme:1` (a name alone means one).
+/// `gpu:2,nvme:1` (a name alone means one); each count, and each resource's sum, is at most
+/// [`MAX_GRES_COUNT`].
 pub fn parse_gres(text: &str) -> Result<BTreeMap<String, u32>, String> {
-    let mut out = BTreeMap::new();
+    check_expression_length(text, "name each resource once, like gpu:2,nvme:1")?;
+    let too_many = |name: &str, count: &str| {
+        format!(
+            "asks for {} of `{}` on one node, more than the limit of {MAX_GRES_COUNT}; ask for \
+             what a node has",
+            shown(count),
+            shown(name)
+        )
+    };
+    let mut out: BTreeMap<String, u32> = BTreeMap::new();
     for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let (name, count) = match item.split_once(':') {
             Some((n, c)) => (
                 n.trim(),
-                c.trim()
-                    .parse::<u32>()
-                    .map_err(|_| format!("`{c}` in `{item}` is not a count"))?,
+                match decimal::<u32>(c.trim()) {
+                    Ok(count) => count,
+                    Err(BadNumber::TooLarge) => return Err(too_many(n.trim(), c.trim())),
+                    Err(BadNumber::Invalid) => {
+                        return Err(format!(
+                            "`{}` in `{}` is not a count",
+                            shown(c),
+                            shown(item)
+                        ));
+                    }
+                },
             ),
             None => (item, 1),
         };
@@ -611,9 +940,15 @@ pub fn parse_gres(text: &str) -> Result<BTreeMap<String, u32>, String> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
-            return Err(format!("`{name}` is not a resource name"));
+            return Err(format!("`{}` is not a resource name", shown(name)));
         }
-        *out.entry(name.to_string()).or_insert(0) += count;
+        let sum = out.entry(name.to_string()).or_insert(0);
+        // In u64, where the sum of two u32 cannot overflow.
+        let total = u64::from(*sum) + u64::from(count);
+        *sum = u32::try_from(total)
+            .ok()
+            .filter(|total| *total <= MAX_GRES_COUNT)
+            .ok_or_else(|| too_many(name, &total.to_string()))?;
     }
     Ok(out)
 }
@@ -675,37 +1010,81 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     (!key.is_empty() && !key.starts_with('[')).then(|| key.to_string())
 }
 
+/// The job's name when the file names none: the file's stem, as Slurm takes the script's name. The
+/// file name comes from the client too, so control characters become `_` and the name is cut to
+/// [`MAX_NAME_BYTES`].
 fn default_name(file: &str) -> String {
-    std::path::Path::new(file)
+    let stem = std::path::Path::new(file)
         .file_stem()
         .and_then(|s| s.to_str())
-        .unwrap_or("job")
-        .to_string()
+        .unwrap_or("job");
+    let mut name = String::new();
+    for c in stem.chars() {
+        let c = if c.is_control() || is_bidi_control(c) {
+            '_'
+        } else {
+            c
+        };
+        if name.len() + c.len_utf8() > MAX_NAME_BYTES {
+            break;
+        }
+        name.push(c);
+    }
+    if name.trim().is_empty() {
+        "job".to_string()
+    } else {
+        name
+    }
 }
 
-/// `"512M"`, `"2G"`, `"1T"`, or an integer number of MiB.
+/// `"512M"`, `"2G"`, `"1T"`, or an integer number of MiB; at most [`MAX_MEMORY_MB`].
 fn parse_memory(value: &toml::Value) -> Result<u64, String> {
+    let too_much = |what: String| {
+        format!(
+            "{what} is more than the limit of {MAX_MEMORY_MB} MiB (1 PiB) on one node; ask for what \
+             a node has, like \"256G\""
+        )
+    };
     let mb = match value {
-        toml::Value::Integer(n) if *n > 0 => *n as u64,
+        toml::Value::Integer(n) if *n <= 0 => {
+            return Err(format!("must be more than zero, got {n}"));
+        }
+        toml::Value::Integer(n) => u64::try_from(*n)
+            .ok()
+            .filter(|mb| *mb <= MAX_MEMORY_MB)
+            .ok_or_else(|| too_much(format!("{n} MiB")))?,
         toml::Value::String(s) => {
             let s = s.trim();
+            let not_a_size = || format!("`{}` is not a size like \"512M\" or \"2G\"", shown(s));
             let (digits, unit) =
                 s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-            let n: u64 = digits
-                .parse()
-                .map_err(|_| format!("`{s}` is not a size like \"512M\" or \"2G\""))?;
-            let factor = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
-                "" | "M" => 1,
-                "K" => return Ok(n.div_ceil(1024)).and_then(nonzero),
-                "G" => 1024,
-                "T" => 1024 * 1024,
-                _ => return Err(format!("`{s}`: unknown unit `{unit}`; use K, M, G or T")),
+            let n: u64 = decimal(digits).map_err(|e| match e {
+                BadNumber::Invalid => not_a_size(),
+                BadNumber::TooLarge => too_much(format!("`{}`", shown(s))),
+            })?;
+            // `G`, `GB`, `GiB`, `Gi` (any case) all mean GiB, as in Slurm.
+            let upper = unit.trim().to_ascii_uppercase();
+            let upper = upper.strip_suffix('B').unwrap_or(&upper);
+            let mb = match upper.strip_suffix('I').unwrap_or(upper) {
+                "" | "M" => Some(n),
+                "K" => Some(n.div_ceil(1024)),
+                "G" => n.checked_mul(1024),
+                "T" => n.checked_mul(1024 * 1024),
+                _ => {
+                    return Err(format!(
+                        "`{}`: unknown unit `{}`; use K, M, G or T",
+                        shown(s),
+                        shown(unit)
+                    ));
+                }
             };
-            n * factor
+            mb.filter(|mb| *mb <= MAX_MEMORY_MB)
+                .ok_or_else(|| too_much(format!("`{}`", shown(s))))?
         }
         other => {
             return Err(format!(
-                "expected a size like \"512M\" or an integer of MiB, got {other}"
+                "expected a size like \"512M\" or an integer of MiB, got {}",
+                shown(&other.to_string())
             ));
         }
     };
@@ -720,47 +1099,79 @@ fn nonzero(mb: u64) -> Result<u64, String> {
     }
 }
 
-/// Slurm's time formats: `MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM`, `D-HH:MM:SS`, or integer minutes.
+/// Slurm's time formats: `MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM`, `D-HH:MM:SS`, or integer
+/// minutes; more than zero and at most [`MAX_TIME_LIMIT_MS`].
 pub fn parse_time_limit(value: &toml::Value) -> Result<Millis, String> {
+    let too_long = |what: String| {
+        format!(
+            "{what} is longer than the limit of 365 days; ask for at most \"365-00:00:00\" \
+             (525600 minutes)"
+        )
+    };
     let secs = match value {
-        toml::Value::Integer(m) if *m > 0 => (*m as u64) * 60,
-        toml::Value::String(s) => parse_slurm_duration(s.trim()).ok_or_else(|| {
-            format!("`{s}` is not a time like \"01:30:00\", \"2-00:00:00\" or \"45\" (minutes)")
+        toml::Value::Integer(m) if *m <= 0 => {
+            return Err(format!("must be more than zero, got {m}"));
+        }
+        toml::Value::Integer(m) => u64::try_from(*m)
+            .ok()
+            .and_then(|m| m.checked_mul(60))
+            .ok_or_else(|| too_long(format!("{m} minutes")))?,
+        toml::Value::String(s) => parse_slurm_duration(s.trim()).map_err(|e| match e {
+            BadNumber::Invalid => format!(
+                "`{}` is not a time like \"01:30:00\", \"2-00:00:00\" or \"45\" (minutes)",
+                shown(s)
+            ),
+            BadNumber::TooLarge => too_long(format!("`{}`", shown(s))),
         })?,
         other => {
             return Err(format!(
-                "expected a time like \"01:30:00\" or integer minutes, got {other}"
+                "expected a time like \"01:30:00\" or integer minutes, got {}",
+                shown(&other.to_string())
             ));
         }
     };
     if secs == 0 {
         return Err("must be more than zero".into());
     }
-    Ok(secs * 1000)
+    secs.checked_mul(1000)
+        .filter(|ms| *ms <= MAX_TIME_LIMIT_MS)
+        .ok_or_else(|| match value {
+            toml::Value::Integer(m) => too_long(format!("{m} minutes")),
+            other => too_long(format!("`{}`", shown(other.as_str().unwrap_or_default()))),
+        })
 }
 
-fn parse_slurm_duration(s: &str) -> Option<u64> {
-    let num = |p: &str| p.parse::<u64>().ok();
+/// Seconds of a Slurm duration, with checked arithmetic: `TooLarge` when a part or the sum does not
+/// fit u64.
+fn parse_slurm_duration(s: &str) -> Result<u64, BadNumber> {
     let (days, rest) = match s.split_once('-') {
-        Some((d, rest)) => (num(d)?, Some(rest)),
+        Some((d, rest)) => (decimal::<u64>(d)?, Some(rest)),
         None => (0, None),
     };
     let parts: Vec<u64> = rest
         .unwrap_or(s)
         .split(':')
-        .map(num)
-        .collect::<Option<_>>()?;
-    let secs = match (rest.is_some(), parts.as_slice()) {
-        (false, [m]) => m * 60,
-        (false, [m, s]) => m * 60 + s,
-        (false, [h, m, s]) => h * 3600 + m * 60 + s,
-        (true, [h]) => h * 3600,
-        (true, [h, m]) => h * 3600 + m * 60,
-        (true, [h, m, s]) => h * 3600 + m * 60 + s,
-        _ => return None,
+        .map(decimal::<u64>)
+        .collect::<Result<_, _>>()?;
+    let (h, m, sec) = match (rest.is_some(), parts.as_slice()) {
+        (false, [m]) => (0, *m, 0),
+        (false, [m, s]) => (0, *m, *s),
+        (false, [h, m, s]) => (*h, *m, *s),
+        (true, [h]) => (*h, 0, 0),
+        (true, [h, m]) => (*h, *m, 0),
+        (true, [h, m, s]) => (*h, *m, *s),
+        _ => return Err(BadNumber::Invalid),
     };
-    Some(days * 86_400 + secs)
+    [(days, 86_400), (h, 3600), (m, 60), (sec, 1)]
+        .into_iter()
+        .try_fold(0u64, |total, (n, unit)| {
+            n.checked_mul(unit)?.checked_add(total)
+        })
+        .ok_or(BadNumber::TooLarge)
 }
+
+#[cfg(test)]
+mod hostile_tests;
 
 #[cfg(test)]
 mod tests {

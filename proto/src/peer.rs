@@ -1,5 +1,6 @@
-//! The node names an agent's client certificate vouches for (its subject CN and DNS names), so
-//! headnoded can refuse an agent that registers under another node's name.
+//! The node names a peer's certificate vouches for (its subject CN and DNS names), so that
+//! headnoded can refuse an agent that registers under another node's name, and an agent can
+//! refuse another node's agent that speaks for a node it is not.
 
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
