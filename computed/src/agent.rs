@@ -33,8 +33,19 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// How a session error starts when the head answered and said no.
-const REFUSED: &str = "the head refused the session";
+/// Why a session with the head ended or never began.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    /// The head is not there (yet): routine while it restarts.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The head answered and said no (a wrong certificate, another node's name): needs the admin.
+    #[error("the head refused the session: {0}")]
+    Refused(tonic::Status),
+    /// An established session failed (an undecodable message, a reset stream).
+    #[error("the session with the head broke: {0}")]
+    Broke(tonic::Status),
+}
 
 /// Reconnect back-off: start fast (a head restart takes well under a second), cap low enough that a
 /// returning head sees every agent within a couple of seconds.
@@ -61,6 +72,9 @@ const WAIT_FOR_RUN: Duration = Duration::from_secs(2);
 
 /// PATH for tasks whose submit environment has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The umask of jobs whose submitter sent none (older clients): the usual login default.
+const DEFAULT_UMASK: u32 = 0o022;
 
 #[derive(Debug)]
 struct State {
@@ -208,10 +222,12 @@ impl<L: Launcher> Agent<L> {
                 }
                 // A refusal (wrong certificate, wrong name) needs the admin; an unreachable head
                 // is routine while it restarts.
-                Err(e) if e.starts_with(REFUSED) => {
+                Err(e @ (SessionError::Refused(_) | SessionError::Broke(_))) => {
                     tracing::warn!(error = %e, "no session with the head");
                 }
-                Err(e) => tracing::debug!(error = %e, "no session with the head"),
+                Err(e @ SessionError::Unreachable(_)) => {
+                    tracing::debug!(error = %e, "no session with the head")
+                }
             }
             self.lock().outgoing = None;
             tokio::time::sleep(backoff).await;
@@ -220,8 +236,11 @@ impl<L: Launcher> Agent<L> {
     }
 
     /// One session: register, then heartbeat and apply desired states until the stream breaks.
-    async fn session(self: &Arc<Self>) -> Result<(), String> {
-        let address = self.config.head_address()?;
+    async fn session(self: &Arc<Self>) -> Result<(), SessionError> {
+        let address = self
+            .config
+            .head_address()
+            .map_err(SessionError::Unreachable)?;
         // TCP_NODELAY: reports and heartbeats are small and must not wait for delayed ACKs.
         let scheme = if self.config.tls.is_some() {
             "https"
@@ -229,10 +248,10 @@ impl<L: Launcher> Agent<L> {
             "http"
         };
         let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
-            .map_err(|e| format!("invalid head address {address}: {e}"))?
+            .map_err(|e| SessionError::Unreachable(format!("invalid head address {address}: {e}")))?
             .tcp_nodelay(true);
         if let Some(tls) = &self.config.tls {
-            let (ca, cert, key) = tls.read()?;
+            let (ca, cert, key) = tls.read().map_err(SessionError::Unreachable)?;
             endpoint = endpoint
                 .tls_config(
                     tonic::transport::ClientTlsConfig::new()
@@ -240,21 +259,23 @@ impl<L: Launcher> Agent<L> {
                         .identity(tonic::transport::Identity::from_pem(cert, key))
                         .domain_name(beowulf_types::HEAD_TLS_NAME),
                 )
-                .map_err(|e| format!("cannot set up TLS to the head: {e}"))?;
+                .map_err(|e| {
+                    SessionError::Unreachable(format!("cannot set up TLS to the head: {e}"))
+                })?;
         }
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| format!("cannot connect to the head at {address}: {e}"))?;
-        let mut client = AgentHubClient::new(channel);
+        let channel = endpoint.connect().await.map_err(|e| {
+            SessionError::Unreachable(format!("cannot connect to the head at {address}: {e}"))
+        })?;
+        let mut client = AgentHubClient::new(channel)
+            .max_decoding_message_size(beowulf_proto::MAX_DESIRED_STATE_BYTES);
         let (tx, rx) = mpsc::unbounded_channel();
         let register = self.register_message();
         tx.send(register)
-            .map_err(|_| "session channel closed".to_string())?;
+            .map_err(|_| SessionError::Unreachable("session channel closed".into()))?;
         let response = client
             .session(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
             .await
-            .map_err(|status| format!("{REFUSED}: {status}"))?;
+            .map_err(SessionError::Refused)?;
         let mut incoming = response.into_inner();
         self.lock().outgoing = Some(tx.clone());
         tracing::info!(head = %address, "registered with the head");
@@ -273,11 +294,30 @@ impl<L: Launcher> Agent<L> {
                 } else {
                     None
                 };
-                let generation = agent.lock().ledger.data.generation.0;
+                let (generation, runs) = {
+                    let state = agent.lock();
+                    let known: BTreeSet<RunKey> = state
+                        .ledger
+                        .data
+                        .runs
+                        .keys()
+                        .chain(state.desired.keys())
+                        .chain(state.wired.keys())
+                        .copied()
+                        .collect();
+                    (state.ledger.data.generation.0, known)
+                };
                 let beat = v1::AgentMessage {
                     body: Some(Body::Heartbeat(v1::Heartbeat {
                         generation,
                         inventory: inventory.as_ref().map(v1::Inventory::from),
+                        runs: runs
+                            .into_iter()
+                            .map(|k| v1::RunRef {
+                                job_id: k.job.0,
+                                run: k.run,
+                            })
+                            .collect(),
                     })),
                 };
                 if tx.send(beat).is_err() {
@@ -292,7 +332,7 @@ impl<L: Launcher> Agent<L> {
                 })) => self.on_desired(desired),
                 Ok(Some(_)) => {}
                 Ok(None) => break Ok(()),
-                Err(status) => break Err(format!("session with the head broke: {status}")),
+                Err(status) => break Err(SessionError::Broke(status)),
             }
         };
         heartbeat.abort();
@@ -452,6 +492,8 @@ impl<L: Launcher> Agent<L> {
             stderr: PathBuf::from(&a.stderr_path),
             uid: a.uid,
             gid: a.gid,
+            groups: a.gids.clone(),
+            umask: a.umask.unwrap_or(DEFAULT_UMASK),
             container: None,
             output: if output::forwards_output(a) {
                 TaskOutput::Pipes
@@ -691,6 +733,20 @@ impl<L: Launcher> Agent<L> {
 fn kill(launcher: &impl Launcher, key: RunKey) {
     if let Err(e) = launcher.kill_job(key.job, key.run) {
         tracing::warn!(job = %key.job, run = key.run, error = %e, "cannot kill the run");
+    }
+}
+
+/// Whose filesystem identity the agent takes for a run's files (its image, forwarded output):
+/// the user with every group the head sent, or looked up here for assignments without them.
+pub(crate) fn credentials_of(a: &v1::Assignment) -> beowulf_as_user::UserCredentials {
+    if a.gids.is_empty() {
+        beowulf_as_user::UserCredentials::of_user(&a.user, a.uid, a.gid)
+    } else {
+        beowulf_as_user::UserCredentials {
+            uid: a.uid,
+            gid: a.gid,
+            groups: a.gids.clone(),
+        }
     }
 }
 

@@ -85,7 +85,9 @@ impl AgentHub for AgentHubService {
                 };
                 match body {
                     Body::Heartbeat(beat) => {
-                        head.heartbeat(&node);
+                        if let Err(e) = head.heartbeat(&node, &beat) {
+                            tracing::error!(node = %node, error = %e, "cannot release the holds of runs the node never had");
+                        }
                         if let Some(inventory) = &beat.inventory
                             && let Err(e) = head.update_inventory(&node, inventory)
                         {

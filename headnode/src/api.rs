@@ -118,8 +118,15 @@ impl Cluster for ClusterApi {
         &self,
         request: Request<v1::ListJobsRequest>,
     ) -> Result<Response<v1::ListJobsReply>, Status> {
-        let jobs = self.head.list_jobs(request.get_ref().all);
-        Ok(Response::new(v1::ListJobsReply { jobs }))
+        let request = request.get_ref();
+        let limit = match request.limit {
+            0 => crate::head::DEFAULT_PAGE_JOBS,
+            n => (n as usize).min(crate::head::DEFAULT_PAGE_JOBS),
+        };
+        let (jobs, more) =
+            self.head
+                .list_jobs_page(request.all, JobId(request.after_job_id), limit);
+        Ok(Response::new(v1::ListJobsReply { jobs, more }))
     }
 
     async fn show_job(

@@ -64,6 +64,36 @@ pub struct HeadConfig {
     /// plaintext (a trusted, isolated network only).
     #[serde(default)]
     pub tls: Option<config::TlsFiles>,
+    /// Connection limits of the client sockets (`[api]`).
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+/// `[api]`: how many connections the client sockets (the gRPC API's and the submit socket, mode
+/// 0666) take; why and the timeouts: `crate::server::connections`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Connections one user (not root) may hold over both sockets together; more are refused.
+    #[serde(default = "default_max_connections_per_user")]
+    pub max_connections_per_user: usize,
+    /// Client connections in all, of which the last 32 only root may take; default 8192, never
+    /// more than half the open-files limit.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            max_connections_per_user: default_max_connections_per_user(),
+            max_connections: None,
+        }
+    }
+}
+
+fn default_max_connections_per_user() -> usize {
+    crate::server::connections::MAX_CONNECTIONS_PER_USER
 }
 
 /// Where the installed playbooks live (the package puts the repository's `playbooks/` here).

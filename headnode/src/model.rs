@@ -51,6 +51,12 @@ pub struct JobRecord {
     /// The user's groups by name at submit (partitions and reservations allow groups by name).
     #[serde(default)]
     pub groups: Vec<String>,
+    /// The same groups by ID, the primary one included: the job's tasks run with all of them.
+    #[serde(default)]
+    pub gids: Vec<u32>,
+    /// The submitter's umask (absent for jobs of older clients: 022).
+    #[serde(default)]
+    pub umask: Option<u32>,
     /// Set when the job is an element of a job array.
     #[serde(default)]
     pub array: Option<ArrayElement>,

@@ -9,16 +9,45 @@ use crate::submit_socket;
 use crate::tasks;
 use anyhow::Context;
 use beowulf_proto::v1::{agent_hub_server::AgentHubServer, cluster_server::ClusterServer};
+use client_conn::TrackRequests;
+use connections::{ClientSockets, ConnectionLimits};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+pub mod client_conn;
+pub mod connections;
+#[cfg(test)]
+mod tests;
 
 /// Name of the file in the state directory that holds the agent API's address (`host:port`).
 pub const AGENT_ADDR_FILE: &str = "agent.addr";
 
+/// How often the client API pings a connection's peer (HTTP/2 PING); one that does not answer
+/// within hyper's 20 s is closed. It notices a dead or stuck client under a long stream
+/// (`submit --wait`), which the idle timeout leaves alone while a request is in flight.
+const CLIENT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Requests in flight at once on one client connection (tonic leaves HTTP/2's unlimited): a
+/// command has one or two (`submit --wait`'s stream and a cancel), and each stream holds a task
+/// in the head, so a user's 64 connections must not carry an unbounded number. 100 is the
+/// HTTP/2 specification's suggested minimum.
+const CLIENT_MAX_CONCURRENT_STREAMS: u32 = 100;
+
 pub async fn run(config: HeadConfig) -> anyhow::Result<()> {
+    // Before anything opens descriptors: the client connections' cap is half of this limit.
+    let open_files = connections::raise_open_files_limit();
+    let limits = ConnectionLimits::for_config(&config.api, open_files);
+    tracing::info!(
+        open_files,
+        max_connections = limits.total(),
+        max_connections_per_user = config.api.max_connections_per_user,
+        "client socket limits"
+    );
+    let sockets = ClientSockets::new(limits);
     let head = Arc::new(Head::open(config.clone()).context("cannot open the head's state")?);
 
     let agent_listener = tokio::net::TcpListener::bind(&config.agent_listen)
@@ -68,26 +97,45 @@ pub async fn run(config: HeadConfig) -> anyhow::Result<()> {
     let agents = agents
         .add_service(AgentHubServer::new(AgentHubService::new(head.clone())))
         .serve_with_incoming(TcpListenerStream::new(agent_listener).map(no_delay));
-    let clients = Server::builder()
-        .add_service(ClusterServer::new(ClusterApi::new(
-            head.clone(),
-            Arc::new(Provisioner::new(
-                config.provision.clone(),
-                &config.state_dir,
-                Arc::new(HeadRegistrations(head.clone())),
-            )),
-        )))
-        .serve_with_incoming(UnixListenerStream::new(socket));
-    let submits = submit_socket::serve(submit_socket, head.clone());
+    let api = ClusterApi::new(
+        head.clone(),
+        Arc::new(Provisioner::new(
+            config.provision.clone(),
+            &config.state_dir,
+            Arc::new(HeadRegistrations(head.clone())),
+        )),
+    );
+    let clients = serve_clients(socket, api, sockets.clone());
+    let submits = submit_socket::serve(submit_socket, head.clone(), sockets);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = agents => r.context("agent API failed")?,
-        r = clients => r.context("client API failed")?,
+        r = clients => r?,
         r = submits => r.context("submit socket failed")?,
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, stopping"),
         _ = terminate.recv() => tracing::info!("terminated, stopping"),
     }
     Ok(())
+}
+
+/// Serves the client API on `listener` (the gRPC socket) within the limits and timeouts of
+/// `sockets` (`connections`), until the listener fails.
+pub async fn serve_clients(
+    listener: tokio::net::UnixListener,
+    api: ClusterApi,
+    sockets: ClientSockets,
+) -> anyhow::Result<()> {
+    let (to_tonic, incoming) = tokio::sync::mpsc::channel(16);
+    let accepting = client_conn::accept_loop(listener, sockets, to_tonic);
+    let serving = Server::builder()
+        .http2_keepalive_interval(Some(CLIENT_KEEPALIVE_INTERVAL))
+        .max_concurrent_streams(CLIENT_MAX_CONCURRENT_STREAMS)
+        .add_service(TrackRequests::new(ClusterServer::new(api)))
+        .serve_with_incoming(ReceiverStream::new(incoming));
+    tokio::select! {
+        r = accepting => r.context("cannot accept on the client socket"),
+        r = serving => r.context("client API failed"),
+    }
 }
 
 /// Writes a small file so readers never see it half-written.

@@ -425,17 +425,20 @@ async fn send_batch(
 /// Opens the job's output files as its user (one file when stdout and stderr name the same).
 fn open_files(a: &v1::Assignment) -> Result<(Arc<File>, Option<Arc<File>>), String> {
     let workdir = Path::new(&a.workdir);
-    let user = beowulf_as_user::UserCredentials::of_user(&a.user, a.uid, a.gid);
+    let user = super::credentials_of(a);
+    let umask = a.umask.unwrap_or(super::DEFAULT_UMASK);
     let open = |name: &str| {
         let path = workdir.join(name);
-        open_output_as(&path, &user).map(Arc::new).map_err(|e| {
-            format!(
-                "cannot open output file {} of job {} as uid {}: {e}",
-                path.display(),
-                a.job_id,
-                a.uid
-            )
-        })
+        open_output_as(&path, &user, umask)
+            .map(Arc::new)
+            .map_err(|e| {
+                format!(
+                    "cannot open output file {} of job {} as uid {}: {e}",
+                    path.display(),
+                    a.job_id,
+                    a.uid
+                )
+            })
     };
     let stdout = open(&a.stdout_path)?;
     let stderr = if a.stderr_path == a.stdout_path {

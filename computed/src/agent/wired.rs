@@ -16,7 +16,7 @@
 //!                    containers started ─▶ progress report ─▶ exits as usual
 //! ```
 
-use super::{Agent, DEFAULT_PATH, now_ms};
+use super::{Agent, DEFAULT_PATH, DEFAULT_UMASK, now_ms};
 use crate::container::{ContainerError, bundle, find_runtime};
 use crate::launcher::{ContainerRun, LaunchError, Launcher, TaskExit, TaskLaunch};
 use crate::ledger::RunKey;
@@ -153,7 +153,7 @@ impl<L: Launcher> Agent<L> {
         let Some(agent) = self.me.upgrade() else {
             return Err("the agent is shutting down".into());
         };
-        let user = beowulf_as_user::UserCredentials::of_user(&a.user, a.uid, a.gid);
+        let user = super::credentials_of(a);
         let rootfs = tokio::task::spawn_blocking(move || {
             agent
                 .images
@@ -332,7 +332,12 @@ impl<L: Launcher> Agent<L> {
             cwd: workdir,
             uid: a.uid,
             gid: a.gid,
-            additional_gids: vec![a.gid],
+            additional_gids: if a.gids.is_empty() {
+                vec![a.gid]
+            } else {
+                a.gids.clone()
+            },
+            umask: a.umask.unwrap_or(DEFAULT_UMASK),
             binds,
             devices: bundle::infiniband_devices(),
             memlock: bundle::memlock_limit(),

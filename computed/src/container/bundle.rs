@@ -41,6 +41,8 @@ pub struct ContainerConfig {
     pub uid: u32,
     pub gid: u32,
     pub additional_gids: Vec<u32>,
+    /// The process's umask.
+    pub umask: u32,
     pub binds: Vec<Bind>,
     /// Character devices to pass through (the verbs devices under /dev/infiniband).
     pub devices: Vec<PathBuf>,
@@ -253,6 +255,7 @@ pub fn spec(config: &ContainerConfig) -> Result<Spec, String> {
                 .uid(config.uid)
                 .gid(config.gid)
                 .additional_gids(config.additional_gids.clone())
+                .umask(config.umask)
                 .build()
                 .map_err(e)?,
         )
@@ -362,6 +365,7 @@ mod tests {
             uid: 1001,
             gid: 1001,
             additional_gids: vec![27],
+            umask: 0o027,
             binds: vec![Bind {
                 source: "/home/alice".into(),
                 destination: "/home/alice".into(),

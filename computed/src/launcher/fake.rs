@@ -21,7 +21,7 @@ pub enum LauncherCall {
         run: u32,
         limits: JobLimits,
     },
-    Start(TaskLaunch),
+    Start(Box<TaskLaunch>),
     Kill {
         job: JobId,
         run: u32,
@@ -155,7 +155,7 @@ impl Launcher for RecordingLauncher {
         task: TaskLaunch,
         exits: UnboundedSender<TaskExit>,
     ) -> Result<StartedTask, LaunchError> {
-        self.record(LauncherCall::Start(task.clone()));
+        self.record(LauncherCall::Start(Box::new(task.clone())));
         let mut state = lock(&self.state);
         if let Some(error) = state.start_failures.pop_front() {
             return Err(error);
@@ -255,6 +255,8 @@ mod tests {
             stderr: PathBuf::from("/tmp/out"),
             uid: 1000,
             gid: 1000,
+            groups: Vec::new(),
+            umask: 0o022,
             container: None,
             output: TaskOutput::Files,
         }
@@ -303,7 +305,7 @@ mod tests {
                 limits
             }
         );
-        assert_eq!(calls[2], LauncherCall::Start(task(0)));
+        assert_eq!(calls[2], LauncherCall::Start(Box::new(task(0))));
         assert_eq!(
             calls[6],
             LauncherCall::Release {

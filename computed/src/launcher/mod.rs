@@ -54,6 +54,10 @@ pub struct TaskLaunch {
     pub stderr: PathBuf,
     pub uid: u32,
     pub gid: u32,
+    /// Every group of the user, the primary one included (Slurm's send_gids).
+    pub groups: Vec<u32>,
+    /// The submitter's umask: the task's and its output files'.
+    pub umask: u32,
     /// Run the task in a container: the launcher starts the OCI runtime (as root, in the job's
     /// cgroup, with the output files opened as the user) on a bundle whose config.json already
     /// holds `argv`, `env`, the working directory and the user.
@@ -153,13 +157,17 @@ pub trait Launcher: Send + Sync + 'static {
     fn shut_down(&self);
 }
 
-/// Opens an output file of a task of `user` for appending (created with mode 0644), with that
-/// user's filesystem identity, as the task itself would: the agent writes output forwarded from
-/// other nodes into it, and on NFS with root squashed only the user may.
-pub fn open_output_as(path: &Path, user: &UserCredentials) -> io::Result<std::fs::File> {
+/// Opens an output file of a task of `user` for appending (created with 0666 less the task's
+/// `umask`), with that user's filesystem identity, as the task itself would: the agent writes
+/// output forwarded from other nodes into it, and on NFS with root squashed only the user may.
+pub fn open_output_as(
+    path: &Path,
+    user: &UserCredentials,
+    umask: u32,
+) -> io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut options = std::fs::OpenOptions::new();
-    options.append(true).create(true).mode(0o644);
+    options.append(true).create(true).mode(0o666 & !umask);
     beowulf_as_user::open_as(user, path, &options)
 }
 

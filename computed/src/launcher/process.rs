@@ -221,6 +221,34 @@ impl Session {
     }
 }
 
+/// [`resolve_program`] with the task user's filesystem identity and groups: the agent (root) must
+/// not look into directories the user cannot search, which would tell the user what exists there.
+fn resolve_program_as_user(task: &TaskLaunch, agent_uid: u32) -> Result<PathBuf, LaunchError> {
+    if agent_uid != 0 || task.uid == 0 || task.argv[0].contains('/') {
+        return resolve_program(task);
+    }
+    let mut groups = vec![task.gid];
+    groups.extend(task.groups.iter().filter(|g| **g != task.gid));
+    let user = beowulf_as_user::UserCredentials {
+        uid: task.uid,
+        gid: task.gid,
+        groups,
+    };
+    let lookup = TaskLaunch {
+        container: None,
+        ..task.clone()
+    };
+    beowulf_as_user::with_identity(&user, move || Ok(resolve_program(&lookup))).map_err(
+        |source| LaunchError::Exec {
+            job: task.job,
+            run: task.run,
+            rank: task.rank,
+            program: PathBuf::from(&task.argv[0]),
+            source,
+        },
+    )?
+}
+
 /// Finds `argv[0]` like execvp, but in the task's own `PATH`; relative results are relative to
 /// the working directory.
 fn resolve_program(task: &TaskLaunch) -> Result<PathBuf, LaunchError> {
@@ -294,6 +322,10 @@ pub(super) struct ChildSetup {
     fs_user_only: bool,
     /// setgroups needs CAP_SETGID; only done when the agent is root.
     set_groups: bool,
+    /// The user's groups, primary first (never empty).
+    groups: Vec<libc::gid_t>,
+    /// The task's umask (its output files are created with it).
+    umask: libc::mode_t,
     uid: libc::uid_t,
     gid: libc::gid_t,
     workdir: CString,
@@ -339,8 +371,11 @@ impl ChildSetup {
             // Raw syscalls: glibc's wrappers would broadcast the change to the threads of the
             // agent, whose memory this child shares.
             if self.set_groups {
-                // SAFETY: the pointer is to one gid_t that lives for the duration of the call.
-                let ret = unsafe { libc::syscall(libc::SYS_setgroups, 1, &raw const self.gid) };
+                // SAFETY: the pointer is to `groups.len()` gid_t values owned by self, alive
+                // during the call.
+                let ret = unsafe {
+                    libc::syscall(libc::SYS_setgroups, self.groups.len(), self.groups.as_ptr())
+                };
                 step(Stage::SwitchUser, 0, check(ret))?;
             }
             // SAFETY: setgid takes a plain integer.
@@ -359,6 +394,8 @@ impl ChildSetup {
                 libc::syscall(libc::SYS_setfsuid, self.uid);
             }
         }
+        // SAFETY: umask takes a plain integer and cannot fail.
+        unsafe { libc::syscall(libc::SYS_umask, self.umask) };
         // SAFETY: workdir is a NUL-terminated string owned by self, alive during the call.
         let ret = unsafe { libc::chdir(self.workdir.as_ptr()) };
         step(Stage::Workdir, 0, check(ret))?;
@@ -366,10 +403,12 @@ impl ChildSetup {
             self.redirect_to_files(stdout)?;
         }
         if self.fs_user_only {
-            // SAFETY: as above; back to root's filesystem identity for the runtime.
+            // SAFETY: as above; back to root's filesystem identity and the usual umask for the
+            // runtime (the container's process gets the user's umask from its bundle).
             unsafe {
                 libc::syscall(libc::SYS_setfsuid, 0);
                 libc::syscall(libc::SYS_setfsgid, 0);
+                libc::syscall(libc::SYS_umask, RUNTIME_UMASK);
             }
         }
         Ok(())
@@ -451,10 +490,14 @@ fn output_pipes(task: &TaskLaunch) -> Result<(OwnedFd, Option<OwnedFd>, TaskPipe
     Ok((out_write, Some(err_write), pipes))
 }
 
-/// Opens an output file for appending as the current (already switched) user, mode 0644.
+/// The umask a container runtime runs with (its own state files are root's).
+const RUNTIME_UMASK: libc::mode_t = 0o022;
+
+/// Opens an output file for appending as the current (already switched) user; created with
+/// 0666 less the task's umask, as a shell's `>` would.
 fn open_output(path: &CString) -> io::Result<RawFd> {
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC;
-    let mode: libc::c_uint = 0o644;
+    let mode: libc::c_uint = 0o666;
     // SAFETY: path is a NUL-terminated string alive during the call; the mode argument is passed
     // as the promoted integer the variadic open expects.
     check(unsafe { libc::open(path.as_ptr(), flags, mode) })
@@ -621,7 +664,11 @@ impl Launcher for ProcessLauncher {
             }
         }
         let (program, argv, env) = match &task.container {
-            None => (resolve_program(&task)?, task.argv.clone(), task.env.clone()),
+            None => (
+                resolve_program_as_user(&task, self.agent_uid)?,
+                task.argv.clone(),
+                task.env.clone(),
+            ),
             Some(c) => (
                 c.runtime.clone(),
                 vec![
@@ -661,6 +708,12 @@ impl Launcher for ProcessLauncher {
             cpus: self.task_cpus.as_ref().map(TaskCpus::mask),
             fs_user_only: in_container && other_user,
             set_groups: self.agent_uid == 0,
+            groups: {
+                let mut groups = vec![task.gid];
+                groups.extend(task.groups.iter().filter(|g| **g != task.gid));
+                groups
+            },
+            umask: task.umask & 0o777,
             uid: task.uid,
             gid: task.gid,
             workdir: cstring(&task, task.workdir.as_os_str().as_bytes(), "workdir")?,
@@ -825,6 +878,8 @@ mod tests {
             stderr: "out".into(),
             uid: 0,
             gid: 0,
+            groups: Vec::new(),
+            umask: 0o022,
             container: None,
             output: TaskOutput::Files,
         }

@@ -55,6 +55,8 @@ fn task(job: u64, rank: u32, script: &str, dir: &Path) -> TaskLaunch {
         stderr: dir.join(format!("out.{rank}")),
         uid,
         gid,
+        groups: Vec::new(),
+        umask: 0o022,
         container: None,
         output: TaskOutput::Files,
     }
@@ -656,4 +658,55 @@ async fn a_fork_loop_stops_at_the_runs_pids_limit() {
     launcher.kill_job(JobId(14), 0).unwrap();
     assert!(!launcher.job_alive(JobId(14), 0));
     cleanup(&launcher, &[(14, 0)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_is_looked_up_with_the_users_own_credentials() {
+    if !is_root() {
+        eprintln!("skipped: taking another identity needs root");
+        return;
+    }
+    let launcher = ProcessLauncher::without_cgroups(&node("lookup")).unwrap();
+    let dir = workdir();
+    // A tool in a directory only root may search: root's agent sees it, the user must not.
+    let private = tempfile::tempdir().unwrap();
+    fs::set_permissions(private.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    let tool = private.path().join("private-tool");
+    fs::write(&tool, "#!/bin/sh\necho found\n").unwrap();
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    launcher.prepare_job(JobId(15), 0, &limits()).unwrap();
+    let mut t = task(15, 0, "", dir.path());
+    t.argv = vec!["private-tool".into()];
+    t.env = vec![("PATH".into(), private.path().display().to_string())];
+    let (tx, _rx) = unbounded_channel();
+    let err = launcher.start_task(t, tx).unwrap_err();
+    assert!(matches!(err, LaunchError::ProgramNotFound { .. }), "{err}");
+    cleanup(&launcher, &[(15, 0)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_files_take_the_submitters_umask_and_tasks_all_their_groups() {
+    if !is_root() {
+        eprintln!("skipped: switching users needs root");
+        return;
+    }
+    let launcher = ProcessLauncher::without_cgroups(&node("umask")).unwrap();
+    let dir = workdir();
+    launcher.prepare_job(JobId(16), 0, &limits()).unwrap();
+    let mut t = task(16, 0, "id -G; umask", dir.path());
+    t.umask = 0o077;
+    t.groups = vec![NOBODY, 4242, 4243];
+    let (tx, mut rx) = unbounded_channel();
+    launcher.start_task(t, tx).unwrap();
+    assert_eq!(next_exit(&mut rx).await.code, 0);
+    let out = dir.path().join("out.0");
+    let mode = fs::metadata(&out).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o600, "created with the task's umask");
+    let text = fs::read_to_string(&out).unwrap();
+    let mut lines = text.lines();
+    let mut groups: Vec<&str> = lines.next().unwrap().split(' ').collect();
+    groups.sort_unstable();
+    assert_eq!(groups, ["4242", "4243", "65534"], "{text}");
+    assert_eq!(lines.next(), Some("0077"), "{text}");
+    cleanup(&launcher, &[(16, 0)]);
 }

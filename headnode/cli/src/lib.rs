@@ -339,12 +339,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Commands::Submit(args) => submit(&socket, &args).await,
         Commands::Queue { all, json } => {
             let mut c = client::connect(&socket).await?;
-            let jobs = c
-                .list_jobs(v1::ListJobsRequest { all })
-                .await
-                .map_err(client::status_error)?
-                .into_inner()
-                .jobs;
+            let mut jobs = Vec::new();
+            loop {
+                let page = c
+                    .list_jobs(v1::ListJobsRequest {
+                        all,
+                        after_job_id: jobs.last().map_or(0, |j: &v1::JobInfo| j.id),
+                        limit: 0,
+                    })
+                    .await
+                    .map_err(client::status_error)?
+                    .into_inner();
+                jobs.extend(page.jobs);
+                if !page.more {
+                    break;
+                }
+            }
             if json {
                 let list: Vec<_> = jobs.iter().map(output::job_json).collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -587,7 +597,16 @@ fn submit_request(args: &SubmitArgs) -> anyhow::Result<v1::SubmitRequest> {
         cwd: cwd.display().to_string(),
         env: std::env::vars().collect(),
         overrides: args.overrides(),
+        umask: Some(current_umask()),
     })
+}
+
+/// This process's umask (read by setting it and back: the only interface, and this is a single
+/// thread at this point).
+fn current_umask() -> u32 {
+    let current = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    nix::sys::stat::umask(current);
+    current.bits()
 }
 
 /// sbatch's answer line.
@@ -643,8 +662,14 @@ pub fn submit_quick(socket: &Path, args: &SubmitArgs) -> anyhow::Result<Option<i
             });
         }
     };
-    let answer: v1::SubmitAnswer = submit_socket::exchange(&mut stream, &request)
-        .with_context(|| format!("no answer on headnoded's submit socket {}", path.display()))?;
+    let answer: v1::SubmitAnswer =
+        submit_socket::exchange(&mut stream, &request).with_context(|| {
+            format!(
+                "no answer on headnoded's submit socket {}: the job may or may not have been queued; \
+                 look for it with `cluster queue` before submitting it again",
+                path.display()
+            )
+        })?;
     match answer.result {
         Some(v1::submit_answer::Result::Reply(reply)) => {
             print_submitted(&reply, args);
@@ -673,7 +698,21 @@ pub async fn submit_over_grpc(socket: &Path, args: &SubmitArgs) -> anyhow::Resul
     let reply = c
         .submit(request)
         .await
-        .map_err(client::status_error)?
+        .map_err(|status| {
+            let lost = matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+            );
+            let error = client::status_error(status);
+            if lost {
+                error.context(
+                    "the answer was lost: the job may or may not have been queued; look for it \
+                     with `cluster queue` before submitting it again",
+                )
+            } else {
+                error
+            }
+        })?
         .into_inner();
     let id = reply.job_id;
     let submitted = submitted_line(&reply);
@@ -718,6 +757,16 @@ pub async fn submit_over_grpc(socket: &Path, args: &SubmitArgs) -> anyhow::Resul
         (_, Some(code)) if (1..=255).contains(&code) => code,
         _ => 1,
     })
+}
+
+/// Writing to a closed pipe (`cluster queue --all | head`) ends the command quietly, as it
+/// does every Unix tool, instead of a panic in `println!`.
+pub fn die_quietly_on_closed_pipes() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler code; it only restores the default
+    // disposition Rust's runtime changed to "ignore" before main.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 #[cfg(test)]

@@ -99,7 +99,7 @@ pub async fn init(opts: &LocalOptions) -> anyhow::Result<()> {
                 "# Written by `cluster init --local`.\nnode_name = {name:?}\nhead_addr_file = {:?}\nstate_dir = {node_dir:?}\ncgroup_name = \"local-{:08x}-{name}\"\n# The agents share one machine: one image cache, MPI over loopback.\nimage_cache = {:?}\nlaunch_listen = \"127.0.0.1:0\"\nmpi_tcp_include = \"lo\"\n{}\n[offer]\ncpus = {}\nmemory_mb = {}\n",
                 dir.join("agent.addr"),
                 path_hash(dir),
-                dir.join("image-cache"),
+                dir.join(IMAGE_CACHE),
                 reserved_cpus_line(),
                 opts.cpus_per_node,
                 opts.memory_per_node_mb
@@ -206,7 +206,32 @@ pub async fn down(state_dir: &Path) -> anyhow::Result<()> {
         println!("stopped {name} (pid {pid})");
     }
     std::fs::remove_file(state_dir.join("pids")).ok();
+    release_image_cache(&state_dir.join(IMAGE_CACHE));
     Ok(())
+}
+
+/// The image cache the local cluster's agents share, in its state directory.
+const IMAGE_CACHE: &str = "image-cache";
+
+/// Detaches the `nosuid,nodev` mount the agents put on their shared image cache (it outlives
+/// them, as on a real node), so that the state directory can be removed.
+fn release_image_cache(cache: &Path) {
+    let Ok(cache) = cache.canonicalize() else {
+        return;
+    };
+    let cache = cache.as_path();
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|mounts| {
+        let point = cache.to_string_lossy().replace(' ', "\\040");
+        mounts
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(point.as_str()))
+    });
+    if mounted && let Err(e) = nix::mount::umount2(cache, nix::mount::MntFlags::MNT_DETACH) {
+        eprintln!(
+            "warning: cannot unmount the image cache {}: {e}",
+            cache.display()
+        );
+    }
 }
 
 /// The agents' `reserved_cpus`: the first CPU this machine lets us use, kept for the daemons and

@@ -56,6 +56,74 @@ pub(super) fn desired_state(
     }
 }
 
+/// One node's desired state grows by less than this with any one assignment below it: only a
+/// bigger one needs the node's whole state measured against the budget (a node has at most a few
+/// hundred runs, so small ones cannot reach it together).
+const SMALL_ASSIGNMENT_BYTES: usize = 64 << 10;
+
+/// A smaller budget for tests (0: the real one); only assignments of 64 KiB or more are
+/// measured, which no other test has.
+#[cfg(test)]
+pub(super) static TEST_BUDGET_BYTES: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+pub(super) fn budget_bytes() -> usize {
+    #[cfg(test)]
+    {
+        let test = TEST_BUDGET_BYTES.load(std::sync::atomic::Ordering::Relaxed);
+        if test > 0 {
+            return test;
+        }
+    }
+    beowulf_proto::DESIRED_STATE_BUDGET
+}
+
+/// Desired-state bytes per node, for keeping every node's state deliverable while a pass starts
+/// jobs ([`beowulf_proto::DESIRED_STATE_BUDGET`]).
+#[derive(Debug, Default)]
+pub(super) struct DesiredStateBudget {
+    /// What the starts of this pass added to each node so far.
+    added: BTreeMap<NodeName, usize>,
+}
+
+impl DesiredStateBudget {
+    /// Takes `job` (its run just set up) into its nodes' budgets, or says which node's desired
+    /// state it would make undeliverable and how large.
+    pub(super) fn admit(
+        &mut self,
+        inner: &Inner,
+        job: &JobRecord,
+        config: &HeadConfig,
+    ) -> Result<(), (NodeName, usize)> {
+        let sizes: Vec<(NodeName, usize)> = job
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(index, node)| {
+                let bytes =
+                    prost::Message::encoded_len(&assignment(job, index, &inner.nodes, config));
+                (node.clone(), bytes)
+            })
+            .collect();
+        if sizes
+            .iter()
+            .any(|(_, bytes)| *bytes >= SMALL_ASSIGNMENT_BYTES)
+        {
+            for (node, bytes) in &sizes {
+                let now = prost::Message::encoded_len(&desired_state(inner, node, config));
+                let total = now + self.added.get(node).copied().unwrap_or(0) + bytes;
+                if total > budget_bytes() {
+                    return Err((node.clone(), total));
+                }
+            }
+        }
+        for (node, bytes) in sizes {
+            *self.added.entry(node).or_default() += bytes;
+        }
+        Ok(())
+    }
+}
+
 /// The part of a job run that node `index` of its allocation carries out.
 fn assignment(
     job: &JobRecord,
@@ -159,6 +227,8 @@ fn assignment(
         }),
         mpi: mpi_launch(job, nodes),
         output: output_forward(job, nodes),
+        gids: job.gids.clone(),
+        umask: job.umask,
     }
 }
 

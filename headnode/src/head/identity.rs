@@ -22,6 +22,8 @@ pub(super) const IDENTITY_TTL: Duration = Duration::from_secs(30);
 pub(super) struct Identity {
     pub user: User,
     pub groups: Vec<String>,
+    /// The groups by ID, the primary one first.
+    pub gids: Vec<u32>,
 }
 
 /// Identities by (uid, gid), each with when it was looked up.
@@ -61,8 +63,8 @@ impl Identities {
 
 fn look_up(caller: &Caller) -> Identity {
     let user = super::jobs::user_of(caller);
-    let groups = super::jobs::groups_of(&user);
-    Identity { user, groups }
+    let (groups, gids) = super::jobs::groups_of(&user);
+    Identity { user, groups, gids }
 }
 
 #[cfg(test)]
@@ -77,6 +79,7 @@ mod tests {
                 name: name.into(),
             },
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            gids: vec![1000],
         }
     }
 

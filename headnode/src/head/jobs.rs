@@ -51,7 +51,8 @@ impl Head {
             text,
             overrides: &overrides,
         };
-        let super::identity::Identity { user, groups } = self.identities.of(caller);
+        let super::identity::Identity { user, groups, gids } = self.identities.of(caller);
+        let umask = request.umask.map(|m| m & 0o777);
         let submit_env: BTreeMap<String, String> = request.env.into_iter().collect();
         beowulf_types::jobfile::validate_submission(file, &request.cwd, &submit_env, &spec)?;
         // Resolved before the mutation: hashing a tarball named by path may take a moment.
@@ -112,6 +113,8 @@ impl Head {
                     restarts: 0,
                     events: Vec::new(),
                     groups: groups.clone(),
+                    gids: gids.clone(),
+                    umask,
                     array,
                     start_priority: 0,
                     image: image.clone(),
@@ -480,14 +483,17 @@ fn check_policy(
 }
 
 /// The user's groups by name, as the system's group database reports them.
-pub(super) fn groups_of(user: &User) -> Vec<String> {
+pub(super) fn groups_of(user: &User) -> (Vec<String>, Vec<u32>) {
     use nix::unistd::{Gid, Group};
-    let Ok(name) = std::ffi::CString::new(user.name.clone()) else {
-        return Vec::new();
-    };
-    let gids = nix::unistd::getgrouplist(&name, Gid::from_raw(user.gid))
-        .unwrap_or_else(|_| vec![Gid::from_raw(user.gid)]);
-    gids.into_iter()
-        .filter_map(|gid| Group::from_gid(gid).ok().flatten().map(|g| g.name))
-        .collect()
+    let gids = std::ffi::CString::new(user.name.clone())
+        .ok()
+        .and_then(|name| nix::unistd::getgrouplist(&name, Gid::from_raw(user.gid)).ok())
+        .unwrap_or_else(|| vec![Gid::from_raw(user.gid)]);
+    let names = gids
+        .iter()
+        .filter_map(|gid| Group::from_gid(*gid).ok().flatten().map(|g| g.name))
+        .collect();
+    let mut ids: Vec<u32> = vec![user.gid];
+    ids.extend(gids.iter().map(|g| g.as_raw()).filter(|g| *g != user.gid));
+    (names, ids)
 }

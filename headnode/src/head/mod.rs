@@ -31,6 +31,7 @@ use tonic::Status;
 
 pub use images::{ImageUpload, ResolvedImage, validate_image_name};
 pub use jobs::Caller;
+pub use views::DEFAULT_PAGE_JOBS;
 
 /// What went wrong with a request to the head.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +118,10 @@ struct Inner {
     images: BTreeMap<String, ImageRecord>,
     /// Digests of tarballs named by path, so each is hashed once (memory only).
     image_digests: std::collections::HashMap<images::FileKey, String>,
+    /// Jobs given cleanup holds since this head started, with the generation of the change that
+    /// gave them: an agent that acted on that generation and does not know the run has nothing
+    /// of it left (memory only; after a restart, registrations settle older holds).
+    hold_generation: BTreeMap<JobId, Generation>,
 }
 
 /// The head-node daemon's shared state.
@@ -242,6 +247,7 @@ impl Head {
             reservations: snapshot.reservations,
             images: snapshot.images,
             image_digests: Default::default(),
+            hold_generation: BTreeMap::new(),
         };
         images::remove_stale_uploads(&config.image_store());
         Ok(Head {
@@ -321,6 +327,14 @@ impl Head {
             touched,
         };
         for (id, job) in jobs {
+            let old_holds = inner.jobs.get(&id).map(|old| &old.cleanup);
+            let new_hold = job
+                .cleanup
+                .iter()
+                .any(|(node, run)| old_holds.and_then(|h| h.get(node)) != Some(run));
+            if new_hold {
+                inner.hold_generation.insert(id, generation);
+            }
             if !job.state.is_terminal() || !job.cleanup.is_empty() {
                 inner.active.insert(id);
             } else {

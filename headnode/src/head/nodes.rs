@@ -85,8 +85,51 @@ impl Head {
         Ok(self.lock().sessions.get(&name).map(|s| s.id).unwrap_or(0))
     }
 
-    pub fn heartbeat(&self, node: &NodeName) {
-        self.lock().last_seen.insert(node.clone(), now());
+    /// A node's heartbeat: it is alive, acted on `beat.generation`, and knows `beat.runs`. Holds
+    /// of runs it does not know, given at or before that generation, are released: nothing of
+    /// such a run is on the node (it was cancelled before its start reached the agent).
+    pub fn heartbeat(&self, node: &NodeName, beat: &v1::Heartbeat) -> Result<(), HeadError> {
+        let unknown: Vec<(JobId, u32)> = {
+            let mut inner = self.lock();
+            inner.last_seen.insert(node.clone(), now());
+            if inner.hold_generation.is_empty() {
+                return Ok(());
+            }
+            let acted_on = Generation(beat.generation);
+            let inner = &mut *inner;
+            inner
+                .hold_generation
+                .retain(|id, _| inner.jobs.get(id).is_some_and(|j| !j.cleanup.is_empty()));
+            inner
+                .hold_generation
+                .iter()
+                .filter(|(_, given)| acted_on >= **given)
+                .filter_map(|(id, _)| {
+                    let run = *inner.jobs.get(id)?.cleanup.get(node)?;
+                    let known = beat.runs.iter().any(|r| r.job_id == id.0 && r.run == run);
+                    (!known).then_some((*id, run))
+                })
+                .collect()
+        };
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let released = self.mutate(|tx| {
+            let mut released = 0;
+            for &(id, run) in &unknown {
+                let Some(job) = tx.job(id) else { continue };
+                if job.cleanup.get(node) == Some(&run) {
+                    tracing::info!(job = %id, run, node = %node, "released: the node's agent never had the run (it ended before its start reached the node)");
+                    tx.job_mut(id).expect("exists").cleanup.remove(node);
+                    released += 1;
+                }
+            }
+            Ok(released)
+        })?;
+        if released > 0 {
+            self.wake_scheduler.notify_one();
+        }
+        Ok(())
     }
 
     /// Gives every node a full heartbeat timeout from now: the head itself was not running (its

@@ -32,6 +32,7 @@ impl Head {
                 .collect::<Result<Vec<_>, _>>()?
                 .into_iter();
             self.mutate(|tx| {
+                let mut budget = super::desired::DesiredStateBudget::default();
                 // Victims first: their runs leave the desired state now, and the preemptor starts at
                 // a later pass, once their nodes report the tasks gone.
                 for p in &plan.preemptions {
@@ -89,6 +90,25 @@ impl Head {
                         });
                     } else {
                         job.launch = None;
+                    }
+                    let job = tx.job(start.job).expect("planned jobs exist").clone();
+                    if let Err((node, bytes)) = budget.admit(tx.inner, &job, &self.config) {
+                        // Started, every run on that node would wait behind a state its agent
+                        // cannot take: the job fails, and says why.
+                        let job = tx.job_mut(start.job).expect("planned jobs exist");
+                        job.state = JobState::Pending;
+                        job.launch = None;
+                        job.end(
+                            JobState::Failed,
+                            now,
+                            format!(
+                                "not started: node {node}'s desired state would be {} MiB with it, over the {} MiB an agent takes; \
+                                 export less environment to the job (its exported environment and [env] travel with each of its tasks)",
+                                bytes >> 20,
+                                super::desired::budget_bytes() >> 20
+                            ),
+                        );
+                        continue;
                     }
                     let job = tx.job_mut(start.job).expect("planned jobs exist");
                     let list: Vec<&str> = start.nodes.iter().map(|n| n.as_str()).collect();

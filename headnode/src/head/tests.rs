@@ -28,8 +28,7 @@ fn job_file(text: &str) -> v1::SubmitRequest {
         file_name: "job.toml".into(),
         file_text: text.into(),
         cwd: "/tmp".into(),
-        env: Default::default(),
-        overrides: Default::default(),
+        ..Default::default()
     }
 }
 
@@ -506,4 +505,120 @@ fn silence_while_the_head_was_away_is_forgiven_once() {
             .is_some_and(|r| r.starts_with("not responding: no heartbeat for")),
         "{node:?}"
     );
+}
+
+/// node1's heartbeat: it acted on `generation` and knows `runs` of (job, run).
+fn heartbeat(head: &Head, generation: u64, runs: &[(JobId, u32)]) {
+    let beat = v1::Heartbeat {
+        generation,
+        inventory: None,
+        runs: runs
+            .iter()
+            .map(|&(job, run)| v1::RunRef { job_id: job.0, run })
+            .collect(),
+    };
+    head.heartbeat(&NodeName::new("node1"), &beat).unwrap();
+}
+
+#[test]
+fn a_run_cancelled_before_its_start_reached_the_node_is_released_by_the_next_heartbeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::open(config(dir.path())).unwrap();
+    let mut n1 = register(&head, "node1");
+    let id = head
+        .submit(&ROOT, job_file("tasks_per_node = 2\ncommand = [\"x\"]\n"))
+        .unwrap();
+    pass(&head);
+    let started = last_desired(&mut n1).generation;
+    head.cancel(&ROOT, id).unwrap();
+    let cancelled = last_desired(&mut n1).generation;
+    assert!(cancelled > started);
+    let allocated = |head: &Head| head.list_nodes()[0].cpus_allocated;
+    assert_eq!(allocated(&head), 2, "held until node1 says the run is gone");
+    // The agent has not acted on the cancel yet: it may still start the run.
+    heartbeat(&head, started, &[]);
+    assert_eq!(allocated(&head), 2);
+    // It acted on the cancel and knows the run: its tasks are being killed, it will report.
+    heartbeat(&head, cancelled, &[(id, 1)]);
+    assert_eq!(allocated(&head), 2);
+    // It acted on the cancel and never had the run: nothing of it is there.
+    heartbeat(&head, cancelled, &[]);
+    assert_eq!(allocated(&head), 0);
+    assert_eq!(head.show_job(id).unwrap().state, "CANCELLED");
+}
+
+#[test]
+fn a_job_that_would_make_its_nodes_desired_state_undeliverable_fails_and_says_why() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::open(config(dir.path())).unwrap();
+    let (tx, mut n1) = mpsc::unbounded_channel();
+    let inventory = Inventory {
+        cpus: 8,
+        memory_mb: 8192,
+        ..Inventory::default()
+    };
+    head.register(
+        &v1::Register {
+            node: "node1".into(),
+            inventory: Some(v1::Inventory::from(&inventory)),
+            launch_endpoint: "127.0.0.1:7001".into(),
+            ..Default::default()
+        },
+        tx,
+    )
+    .unwrap();
+    // 300 KiB of exported environment per job; node1's state may hold 1 MiB here (48 MiB for
+    // real): three such jobs fit, a fourth would not.
+    desired::TEST_BUDGET_BYTES.store(1 << 20, Ordering::Relaxed);
+    let ids: Vec<JobId> = (0..4)
+        .map(|i| {
+            let mut request = job_file(&format!("name = \"big{i}\"\ncommand = [\"x\"]\n"));
+            for part in 0..3 {
+                request
+                    .env
+                    .insert(format!("BULK{part}"), "x".repeat(100 << 10));
+            }
+            head.submit(&ROOT, request).unwrap()
+        })
+        .collect();
+    pass(&head);
+    desired::TEST_BUDGET_BYTES.store(0, Ordering::Relaxed);
+    let states: Vec<String> = ids
+        .iter()
+        .map(|id| head.show_job(*id).unwrap().state)
+        .collect();
+    assert_eq!(states, ["RUNNING", "RUNNING", "RUNNING", "FAILED"]);
+    let reason = head.show_job(ids[3]).unwrap().reason;
+    assert!(
+        reason.contains("node1's desired state would be")
+            && reason.contains("export less environment"),
+        "{reason}"
+    );
+    // What node1 is sent stays within the budget, and holds the three that started.
+    let sent = last_desired(&mut n1);
+    assert_eq!(sent.assignments.len(), 3);
+    assert!(prost::Message::encoded_len(&sent) <= 1 << 20);
+}
+
+#[test]
+fn listings_come_in_pages_that_together_hold_every_job_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::open(config(dir.path())).unwrap();
+    let _n1 = register(&head, "node1");
+    let ids: Vec<JobId> = (0..7)
+        .map(|_| head.submit(&ROOT, job_file("command = [\"x\"]\n")).unwrap())
+        .collect();
+    let mut seen = Vec::new();
+    let mut after = JobId(0);
+    loop {
+        let (page, more) = head.list_jobs_page(true, after, 3);
+        assert!(page.len() <= 3);
+        seen.extend(page.iter().map(|j| JobId(j.id)));
+        match page.last() {
+            Some(last) if more => after = JobId(last.id),
+            _ => break,
+        }
+    }
+    assert_eq!(seen, ids);
 }

@@ -14,11 +14,54 @@ fn join_ids(ids: &[u64]) -> String {
 }
 use std::collections::BTreeMap;
 
+/// Jobs in one page of a listing, unless the client asks for fewer.
+pub const DEFAULT_PAGE_JOBS: usize = 5_000;
+/// Bytes of job records in one page at most: well under gRPC's 4 MiB default message limit,
+/// which every client keeps.
+const MAX_PAGE_BYTES: usize = 1 << 20;
+
 impl Head {
     pub fn show_job(&self, id: JobId) -> Result<v1::JobInfo, HeadError> {
         self.read(|inner| {
             let job = inner.jobs.get(&id).ok_or(HeadError::NoSuchJob(id))?;
             Ok(job_info(inner, job, true))
+        })
+    }
+
+    /// One page of [`Head::list_jobs`]: the jobs with IDs above `after`, at most `limit` of them
+    /// and at most [`MAX_PAGE_BYTES`] encoded; `true` when more follow. A listing is never one
+    /// message of unbounded size (gRPC refuses messages over 4 MiB by default: `cluster queue
+    /// --all` failed for everyone past about 22,500 jobs).
+    pub fn list_jobs_page(
+        &self,
+        all: bool,
+        after: JobId,
+        limit: usize,
+    ) -> (Vec<v1::JobInfo>, bool) {
+        self.read(|inner| {
+            let range = (std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded);
+            let listed: Box<dyn Iterator<Item = &JobRecord>> = if all {
+                Box::new(inner.jobs.range(range).map(|(_, j)| j))
+            } else {
+                Box::new(
+                    inner
+                        .active
+                        .range(range)
+                        .map(|id| &inner.jobs[id])
+                        .filter(|j| !j.state.is_terminal()),
+                )
+            };
+            let mut page = Vec::new();
+            let mut bytes = 0;
+            for job in listed {
+                if page.len() >= limit.max(1) || bytes >= MAX_PAGE_BYTES {
+                    return (page, true);
+                }
+                let info = job_info(inner, job, false);
+                bytes += prost::Message::encoded_len(&info);
+                page.push(info);
+            }
+            (page, false)
         })
     }
 

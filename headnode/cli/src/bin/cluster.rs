@@ -4,6 +4,7 @@ use clap::Parser;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    beowulf_cli::die_quietly_on_closed_pipes();
     let cli = beowulf_cli::Cli::parse();
     let code = match beowulf_cli::run(cli).await {
         Ok(code) => code,

@@ -13,6 +13,7 @@ struct SubmitCli {
 }
 
 fn main() {
+    beowulf_cli::die_quietly_on_closed_pipes();
     let cli = SubmitCli::parse();
     let socket = cli.global.socket();
     // A plain submit needs no async runtime: its start-up is most of a submit's cost in a loop.

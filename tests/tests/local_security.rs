@@ -1,0 +1,536 @@
+//! Local tier, issue 18: the attacks of the security review, replayed as an unprivileged user
+//! (`nobody`) against a real local cluster; each must fail to do harm, and the user is told why
+//! where the user is at fault. docs/security.md lists each attack with what happened before.
+
+use beowulf_proto::v1;
+use beowulf_tests::{LocalCluster, bin_dir, mpi_image, processes_with, text};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const NOBODY: u32 = 65534;
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// The environment of the first live process whose command line contains `needle` and whose
+/// environment has `key=value`.
+fn environment_of(needle: &str, key: &str, value: &str) -> Option<BTreeMap<String, String>> {
+    processes_with(needle).into_iter().find_map(|pid| {
+        let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let env: BTreeMap<String, String> = raw
+            .split(|b| *b == 0)
+            .filter_map(|kv| {
+                let kv = String::from_utf8_lossy(kv);
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        (env.get(key).map(String::as_str) == Some(value)).then_some(env)
+    })
+}
+
+/// The job's ranks: processes running `sleep 121` (mpirun's command line only mentions it).
+fn ranks() -> Vec<i32> {
+    processes_with("sleep 121")
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with(b"sleep\x00121"))
+        })
+        .collect()
+}
+
+/// Waits up to `limit` for `found` to give something.
+fn wait_for<T>(limit: Duration, mut found: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(t) = found() {
+            return Some(t);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A daemon's log without terminal colour codes.
+fn log_of(cluster: &LocalCluster, name: &str) -> String {
+    let raw = std::fs::read_to_string(cluster.state.path().join(format!("logs/{name}.log")))
+        .unwrap_or_default();
+    let mut plain = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+/// `beowulf-rsh NODE COMMAND` as `uid`, with the launch environment `env` (a job's, or forged).
+fn rsh_as(uid: u32, env: &BTreeMap<String, String>, node: &str) -> (i32, String, Duration) {
+    let started = Instant::now();
+    let out = Command::new(bin_dir().join("beowulf-rsh"))
+        .args([node, "id"])
+        .env_clear()
+        .envs(env)
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .expect("beowulf-rsh runs");
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stderr),
+        started.elapsed(),
+    )
+}
+
+#[test]
+fn an_mpi_jobs_launch_credential_opens_nothing_to_another_user_or_node() {
+    let cluster = LocalCluster::start(5, 10);
+    // Root's MPI job under mpirun on the host: node1's mpirun starts node2's daemon through
+    // beowulf-rsh, node1's local socket and node2's launch service.
+    let file = cluster.job_file(
+        "root-mpi.toml",
+        "name = \"root-mpi\"\nnodes = 2\nntasks = 2\ncommand = [\"sleep\", \"121\"]\n\
+         time_limit = \"00:05:00\"\n[mpi]\nflavor = \"openmpi\"\nlaunch = \"mpirun\"\n",
+    );
+    let job = cluster.submit(&file);
+    let info = cluster.wait_state(job, &["RUNNING"], MINUTE);
+    let nodes: Vec<String> = info["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(nodes.len(), 2, "{info:#}");
+    let running = wait_for(MINUTE, || (ranks().len() == 2).then_some(()));
+    assert!(
+        running.is_some(),
+        "the job's two ranks never ran: {:#}",
+        cluster.show(job)
+    );
+    let stolen = environment_of("mpirun", "BEOWULF_JOB_ID", &job.to_string())
+        .expect("mpirun carries the launch environment");
+    assert_eq!(stolen["BEOWULF_LAUNCH_TOKEN"].len(), 32, "{stolen:?}");
+
+    // 1. Another user who got hold of the credential itself cannot use it: the agent knows the
+    //    caller of its local socket by uid.
+    let (code, stderr, _) = rsh_as(NOBODY, &stolen, &nodes[1]);
+    assert_eq!(code, 255, "{stderr}");
+    assert!(
+        stderr.contains(&format!("uid {NOBODY} may not act for job {job} of uid 0")),
+        "{stderr}"
+    );
+
+    // 2. Guessing: every wrong credential is refused, each answer later than the one before.
+    let mut guessed = stolen.clone();
+    let mut took = Vec::new();
+    for guess in [
+        "00000000000000000000000000000000",
+        "0123456789abcdef0123456789abcdef",
+    ] {
+        guessed.insert("BEOWULF_LAUNCH_TOKEN".into(), guess.into());
+        let (code, stderr, elapsed) = rsh_as(NOBODY, &guessed, &nodes[1]);
+        assert_eq!(code, 255, "{stderr}");
+        assert!(stderr.contains("does not match"), "{stderr}");
+        took.push(elapsed);
+    }
+    assert!(
+        took[1] >= Duration::from_millis(400),
+        "the third refusal in a row came after {:?}",
+        took[1]
+    );
+    let log = log_of(&cluster, &nodes[0]);
+    assert!(
+        log.contains("WARN") && log.contains(&format!("peer=uid {NOBODY}")),
+        "no warning naming the caller in {}'s log",
+        nodes[0]
+    );
+
+    // 3. The network: node2's launch service takes only mutual TLS, and only from a node of the
+    //    run, even with the right credential.
+    let endpoint = log_of(&cluster, &nodes[1])
+        .lines()
+        .find(|l| l.contains("MPI launch service listening"))
+        .and_then(|l| l.split("endpoint=").nth(1))
+        .map(|e| e.split_whitespace().next().unwrap().to_string())
+        .expect("the agent logs its launch endpoint");
+    let outsider = (1..=5)
+        .map(|i| format!("node{i}"))
+        .find(|n| !nodes.contains(n))
+        .unwrap();
+    let request = v1::LaunchRequest {
+        job_id: job,
+        run: stolen["BEOWULF_RUN"].parse().unwrap(),
+        token: stolen["BEOWULF_LAUNCH_TOKEN"].clone(),
+        argv: vec!["id".into()],
+        env: Default::default(),
+        node: nodes[1].clone(),
+    };
+    let tls = cluster.state.path().join("tls");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let read = |name: &str| std::fs::read_to_string(tls.join(name)).unwrap();
+        let ca = tonic::transport::Certificate::from_pem(read("ca.crt"));
+        let launch = |tls: Option<tonic::transport::ClientTlsConfig>| {
+            let request = request.clone();
+            let endpoint = endpoint.clone();
+            async move {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                let mut target =
+                    tonic::transport::Endpoint::from_shared(format!("{scheme}://{endpoint}"))
+                        .unwrap()
+                        .connect_timeout(Duration::from_secs(5))
+                        .timeout(Duration::from_secs(10));
+                if let Some(tls) = tls {
+                    target = target.tls_config(tls).unwrap();
+                }
+                let channel = target.connect().await.map_err(|e| e.to_string())?;
+                v1::agent_launch_client::AgentLaunchClient::new(channel)
+                    .launch(request)
+                    .await
+                    .map_err(|status| format!("{:?}: {}", status.code(), status.message()))
+            }
+        };
+        let plaintext = launch(None).await;
+        assert!(plaintext.is_err(), "plaintext was answered: {plaintext:?}");
+        let anonymous = launch(Some(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(ca.clone())
+                .domain_name(nodes[1].clone()),
+        ))
+        .await;
+        assert!(
+            anonymous.is_err(),
+            "TLS without a client certificate was answered"
+        );
+        let not_of_the_run = launch(Some(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(ca)
+                .identity(tonic::transport::Identity::from_pem(
+                    read(&format!("{outsider}.crt")),
+                    read(&format!("{outsider}.key")),
+                ))
+                .domain_name(nodes[1].clone()),
+        ))
+        .await
+        .unwrap_err();
+        assert!(
+            not_of_the_run.contains("PermissionDenied") && not_of_the_run.contains("does not name"),
+            "{not_of_the_run}"
+        );
+    });
+
+    // Root's job never ran a command for anyone: still its two ranks, cancelled cleanly.
+    assert_eq!(ranks().len(), 2);
+    let out = cluster.cluster(&["cancel", &job.to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    cluster.wait_state(job, &["CANCELLED"], MINUTE);
+    assert!(wait_for(Duration::from_secs(10), || ranks().is_empty().then_some(())).is_some());
+}
+
+/// The mpi-hello image with a setuid-root copy of its `id` at /opt/suid-id and a device node
+/// for the host's memory at /opt/evil-mem: what a user could build anywhere and bring.
+fn hostile_image(base: &Path, into: &Path) {
+    let mut archive = tar::Archive::new(std::fs::File::open(base).unwrap());
+    let mut builder = tar::Builder::new(std::fs::File::create(into).unwrap());
+    let mut id = None;
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().into_owned();
+        let link = entry.link_name().unwrap().map(|l| l.into_owned());
+        let mut header = entry.header().clone();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        if path.ends_with("usr/bin/id") && header.entry_type().is_file() {
+            id = Some(data.clone());
+        }
+        match link {
+            Some(target) => builder.append_link(&mut header, &path, &target).unwrap(),
+            None => builder
+                .append_data(&mut header, &path, data.as_slice())
+                .unwrap(),
+        }
+    }
+    let id = id.expect("the image has usr/bin/id");
+    let mut suid = tar::Header::new_gnu();
+    suid.set_size(id.len() as u64);
+    suid.set_mode(0o4755);
+    suid.set_uid(0);
+    suid.set_gid(0);
+    suid.set_cksum();
+    builder
+        .append_data(&mut suid, "opt/suid-id", id.as_slice())
+        .unwrap();
+    let mut device = tar::Header::new_gnu();
+    device.set_entry_type(tar::EntryType::Char);
+    device.set_path("opt/evil-mem").unwrap();
+    device.set_device_major(1).unwrap();
+    device.set_device_minor(1).unwrap();
+    device.set_mode(0o666);
+    device.set_size(0);
+    device.set_cksum();
+    builder.append(&device, std::io::empty()).unwrap();
+    builder.finish().unwrap();
+}
+
+/// The image cache node1's agent uses (from the computed.toml `cluster init --local` wrote).
+fn image_cache(cluster: &LocalCluster) -> PathBuf {
+    let config =
+        std::fs::read_to_string(cluster.state.path().join("nodes/node1/computed.toml")).unwrap();
+    let line = config
+        .lines()
+        .find(|l| l.starts_with("image_cache"))
+        .expect("local agents name their image cache");
+    PathBuf::from(line.split('"').nth(1).unwrap())
+}
+
+#[test]
+fn a_users_image_carries_no_setuid_file_device_or_root_only_data_onto_a_node() {
+    let base = mpi_image();
+    let cluster = LocalCluster::start(2, 10);
+    let work = cluster.work.path();
+    let image = work.join("hostile.tar");
+    hostile_image(&base, &image);
+    std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    // 1. Run as the user: the setuid bit is gone (and the container allows no new privileges),
+    //    the device node never arrived.
+    let file = cluster.job_file(
+        "hostile.toml",
+        &format!(
+            "name = \"hostile\"\noutput = \"hostile.out\"\ncommand = [\"sh\", \"-c\", \
+             \"ls -ln /opt/suid-id; echo euid=$(/opt/suid-id -u); \
+             test -e /opt/evil-mem && echo device || echo no-device\"]\n\
+             [container]\nimage = {:?}\n",
+            image.to_str().unwrap()
+        ),
+    );
+    let info = cluster.submit_as(NOBODY, NOBODY, &file, true);
+    assert_eq!(info["state"], "COMPLETED", "{info:#}");
+    let out = std::fs::read_to_string(work.join("hostile.out")).unwrap();
+    assert!(out.contains("-rwxr-xr-x"), "{out}");
+    assert!(out.contains(&format!("euid={NOBODY}")), "{out}");
+    assert!(out.contains("no-device"), "{out}");
+
+    // 2. On the node: the cache is root's alone and mounted nosuid,nodev; the unpacked file
+    //    has no setuid bit; nobody cannot even reach it.
+    let cache = image_cache(&cluster).canonicalize().unwrap();
+    assert_eq!(
+        std::fs::metadata(&cache).unwrap().mode() & 0o777,
+        0o700,
+        "{}",
+        cache.display()
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let options = mounts
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == cache.to_str())
+        .filter_map(|l| l.split(' ').nth(5))
+        .next_back()
+        .expect("the cache is a mount point");
+    assert!(
+        options.contains("nosuid") && options.contains("nodev"),
+        "{options}"
+    );
+    let digest = info["image_digest"].as_str().unwrap();
+    let rootfs = cache.join(digest.strip_prefix("sha256:").unwrap());
+    let suid = std::fs::metadata(rootfs.join("opt/suid-id")).unwrap();
+    assert_eq!(suid.mode() & 0o7777, 0o755);
+    assert_eq!(suid.uid(), 0);
+    assert!(!rootfs.join("opt/evil-mem").exists());
+    let run_cached = Command::new(rootfs.join("opt/suid-id"))
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output();
+    assert_eq!(
+        run_cached.map(|o| o.status.code()).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::PermissionDenied)
+    );
+
+    // 3. A tarball the user cannot read is not read for them.
+    let secret = work.join("root-only.tar");
+    std::fs::copy(&image, &secret).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let file = cluster.job_file(
+        "secret.toml",
+        &format!(
+            "name = \"secret\"\ncommand = [\"cat\", \"/etc/shadow\"]\n[container]\nimage = {:?}\n",
+            secret.to_str().unwrap()
+        ),
+    );
+    let out = cluster.cluster_as(NOBODY, NOBODY, &["submit", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("container.image") && stderr.contains("Permission denied"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn nothing_a_job_starts_outlives_it() {
+    let cluster = LocalCluster::start(1, 10);
+    // A daemon in its own session, as `setsid` or a double fork makes it: once the job's
+    // command returns, the job is over, and so is the daemon.
+    let file = cluster.job_file(
+        "leftover.toml",
+        "name = \"leftover\"\ncommand = [\"sh\", \"-c\", \
+         \"setsid sleep 303 </dev/null >/dev/null 2>&1 & echo started\"]\n",
+    );
+    let info = cluster.submit_as(NOBODY, NOBODY, &file, true);
+    assert_eq!(info["state"], "COMPLETED", "{info:#}");
+    // The node reported the run's end only after its leftovers were killed.
+    assert_eq!(processes_with("sleep 303"), Vec::<i32>::new());
+    let node = &cluster.nodes_json()[0];
+    assert_eq!(node["state"], "IDLE", "{node:#}");
+}
+
+#[test]
+fn hostile_job_files_are_refused_naming_the_field() {
+    let cluster = LocalCluster::start(1, 10);
+    let before = cluster.queue_all().len();
+    let refused = |name: &str, body: &str, field: &str| {
+        let file = cluster.job_file(name, body);
+        let out = cluster.cluster_as(NOBODY, NOBODY, &["submit", file.to_str().unwrap()]);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{name} was accepted");
+        assert!(
+            stderr.contains(name) && stderr.contains(field),
+            "{name}: the refusal does not name the file and {field}: {stderr}"
+        );
+        assert!(
+            stderr.len() < 2_000,
+            "{name}: {} bytes of error",
+            stderr.len()
+        );
+    };
+    refused(
+        "wrap-time.toml",
+        "command = [\"true\"]\ntime_limit = 307445734561825861\n",
+        "time_limit",
+    );
+    refused(
+        "wrap-cpus.toml",
+        "command = [\"true\"]\ntasks_per_node = 65536\ncpus_per_task = 65536\n",
+        "tasks_per_node",
+    );
+    refused(
+        "wrap-product.toml",
+        "command = [\"true\"]\ntasks_per_node = 4096\ncpus_per_task = 4096\n",
+        "cpus_per_task",
+    );
+    refused(
+        "wrap-memory.toml",
+        "command = [\"true\"]\nmemory = \"99999999999999999T\"\n",
+        "memory",
+    );
+    refused(
+        "wrap-gres.toml",
+        "command = [\"true\"]\ngres = \"gpu:99999999999\"\n",
+        "gres",
+    );
+    refused(
+        "nul-name.toml",
+        "name = \"a\\u0000b\"\ncommand = [\"true\"]\n",
+        "name",
+    );
+    refused(
+        "escape-name.toml",
+        "name = \"\\u001b[2J\\u001b[31mroot's job\"\ncommand = [\"true\"]\n",
+        "name",
+    );
+    refused(
+        "nul-argv.toml",
+        "command = [\"echo\", \"a\\u0000b\"]\n",
+        "command",
+    );
+    refused(
+        "huge-name.toml",
+        &format!("name = \"{}\"\ncommand = [\"true\"]\n", "x".repeat(1 << 20)),
+        "name",
+    );
+    assert_eq!(
+        cluster.queue_all().len(),
+        before,
+        "a refused job was queued"
+    );
+}
+
+#[test]
+fn runs_cancelled_at_any_moment_of_their_start_leave_no_node_allocated() {
+    let cluster = LocalCluster::start(2, 10);
+    let file = cluster.job_file(
+        "short.toml",
+        "name = \"short\"\nnodes = 2\ncommand = [\"sleep\", \"304\"]\n",
+    );
+    let submit = |extra: &[&str]| -> u64 {
+        let mut args = vec!["submit", "--json"];
+        args.extend_from_slice(extra);
+        args.push(file.to_str().unwrap());
+        let out = cluster.cluster(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        beowulf_tests::json(&out.stdout)["id"].as_u64().unwrap()
+    };
+    // Cancels land from right after the submit's answer (before the pass that starts the job)
+    // to well after the agents started it; a fixed seed keeps a failure reproducible.
+    let mut seed: u64 = 0x5ec0_0018;
+    let mut delay = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        Duration::from_micros((seed >> 33) % 15_000)
+    };
+    let mut jobs = Vec::new();
+    for round in 0..30 {
+        let first = submit(&[]);
+        let mut ids = vec![first.to_string()];
+        // Every third round, a dependent job cancelled in the same command (the issue's case).
+        if round % 3 == 0 {
+            let dep = format!("afterany:{first}");
+            ids.push(submit(&["-d", &dep]).to_string());
+        }
+        std::thread::sleep(delay());
+        let mut args = vec!["cancel"];
+        args.extend(ids.iter().map(String::as_str));
+        let out = cluster.cluster(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        jobs.extend(ids);
+    }
+    let idle = wait_for(Duration::from_secs(20), || {
+        let nodes = cluster.nodes_json();
+        nodes
+            .iter()
+            .all(|n| n["cpus_allocated"] == 0 && n["state"] == "IDLE")
+            .then_some(())
+    });
+    assert!(
+        idle.is_some(),
+        "nodes still allocated after every job was cancelled: {:#?}",
+        cluster.nodes_json()
+    );
+    for id in &jobs {
+        let info = cluster.show(id.parse().unwrap());
+        assert_eq!(info["state"], "CANCELLED", "{info:#}");
+    }
+    assert!(
+        wait_for(Duration::from_secs(10), || processes_with("sleep 304")
+            .is_empty()
+            .then_some(()))
+        .is_some()
+    );
+}
