@@ -359,7 +359,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 let list: Vec<_> = jobs.iter().map(output::job_json).collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!("{}", output::queue_table(&jobs, local::now_ms()));
+                println!(
+                    "{}",
+                    output::printable(&output::queue_table(&jobs, local::now_ms()))
+                );
             }
             Ok(0)
         }
@@ -375,7 +378,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 let list: Vec<_> = nodes.iter().map(output::node_json).collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!("{}", output::nodes_table(&nodes));
+                println!("{}", output::printable(&output::nodes_table(&nodes)));
             }
             Ok(0)
         }
@@ -392,7 +395,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     serde_json::to_string_pretty(&output::job_json(&info))?
                 );
             } else {
-                print!("{}", output::job_details(&info));
+                print!("{}", output::printable(&output::job_details(&info)));
             }
             Ok(0)
         }
@@ -470,7 +473,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 let list: Vec<_> = images.iter().map(output::image_json).collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!("{}", output::images_table(&images, local::now_ms()));
+                println!(
+                    "{}",
+                    output::printable(&output::images_table(&images, local::now_ms()))
+                );
             }
             Ok(0)
         }
@@ -537,7 +543,10 @@ async fn reserve(socket: &Path, command: ReserveCommand) -> anyhow::Result<i32> 
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&items)?);
             } else {
-                println!("{}", output::reservations_table(&list, local::now_ms()));
+                println!(
+                    "{}",
+                    output::printable(&output::reservations_table(&list, local::now_ms()))
+                );
             }
         }
         ReserveCommand::Delete { name } => {

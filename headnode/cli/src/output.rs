@@ -335,3 +335,38 @@ pub fn duration(ms: u64) -> String {
         _ => format!("{d}-{h:02}:{m:02}:{s:02}"),
     }
 }
+/// `text` safe to put on a terminal: other users' job names, reasons and events cannot move the
+/// cursor, clear the screen or reorder the line (terminal escapes, other control characters and
+/// bidirectional-text controls are shown as `\u{..}`); line breaks and tabs stay.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if (c.is_control() && c != '\n' && c != '\t') || bidi {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_users_text_cannot_drive_the_terminal() {
+        let name = "x\u{1b}[2J\u{1b}]0;pwned\u{7}\r\u{202e}gnp.exe";
+        let shown = printable(&format!("job {name}\nnext\tline"));
+        assert!(
+            !shown
+                .chars()
+                .any(|c| c == '\u{1b}' || c == '\r' || c == '\u{202e}')
+        );
+        assert_eq!(
+            shown,
+            "job x\\u{1b}[2J\\u{1b}]0;pwned\\u{7}\\u{d}\\u{202e}gnp.exe\nnext\tline"
+        );
+    }
+}
