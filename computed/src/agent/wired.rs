@@ -17,7 +17,7 @@
 //! ```
 
 use super::{Agent, DEFAULT_PATH, DEFAULT_UMASK, now_ms};
-use crate::container::{ContainerError, bundle, find_runtime};
+use crate::container::{ContainerError, TarballSource, bundle, find_runtime};
 use crate::launcher::{ContainerRun, LaunchError, Launcher, TaskExit, TaskLaunch};
 use crate::ledger::RunKey;
 use crate::mpi;
@@ -154,10 +154,16 @@ impl<L: Launcher> Agent<L> {
             return Err("the agent is shutting down".into());
         };
         let user = super::credentials_of(a);
+        // The head names stored images by name, tarballs of users by absolute path.
+        let source = if image.reference.starts_with('/') {
+            TarballSource::UserPath
+        } else {
+            TarballSource::ImageStore
+        };
         let rootfs = tokio::task::spawn_blocking(move || {
             agent
                 .images
-                .rootfs(&image.digest, Path::new(&image.tar_path), &user)
+                .rootfs(&image.digest, Path::new(&image.tar_path), source, &user)
                 .map_err(|e: ContainerError| e.to_string())
         })
         .await

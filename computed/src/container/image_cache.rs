@@ -8,8 +8,10 @@
 //!
 //! Images are users' data, and the agent is root. So (docs/security.md):
 //! - the tarball is opened with the submitting user's credentials, never as root;
-//! - its bytes must hash to the digest the head resolved, or nothing is kept: a user who swaps a
-//!   tarball after submit cannot put other content under a digest another job trusts;
+//! - a tarball a user named by path must hash to the digest the head resolved, or nothing is
+//!   kept: a user who swaps it after submit cannot put other content under a digest another job
+//!   trusts (a blob of the image store, root's and named by its digest, is not hashed again:
+//!   SHA-256 of a few hundred MiB took minutes on the lab's emulated CPUs);
 //! - setuid and setgid bits are dropped, device nodes are skipped, and every file belongs to
 //!   root, not to the owner the archive names;
 //! - the cache is readable by root alone (0700) and mounted `nosuid,nodev`, so nothing in it can
@@ -45,16 +47,27 @@ pub struct Unpacked {
     pub dropped_setid: usize,
 }
 
-/// Hashes what is read through it.
+/// Where an image's tarball comes from, which decides whether its bytes are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TarballSource {
+    /// A blob of the head's image store: written by the head, root's, named by its digest.
+    ImageStore,
+    /// A file a user named by path: the user can change it at any time.
+    UserPath,
+}
+
+/// Hashes what is read through it, when asked to.
 struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
         Ok(n)
     }
 }
@@ -78,12 +91,14 @@ impl ImageCache {
         }
     }
 
-    /// The rootfs of `digest`, unpacked from `tar` (opened as `user`) if not cached yet.
-    /// Blocking: call it from a blocking thread.
+    /// The rootfs of `digest`, unpacked from `tar` (opened as `user`, and checked against the
+    /// digest when it is a user's file) if not cached yet. Blocking: call it from a blocking
+    /// thread.
     pub fn rootfs(
         &self,
         digest: &str,
         tar: &Path,
+        source: TarballSource,
         user: &UserCredentials,
     ) -> Result<PathBuf, ContainerError> {
         let hex = digest
@@ -124,7 +139,7 @@ impl ImageCache {
         std::fs::create_dir(&temp).map_err(|e| unpack_err(&temp, e))?;
         let mut reader = HashingReader {
             inner: std::io::BufReader::with_capacity(1 << 20, file),
-            hasher: Sha256::new(),
+            hasher: (source == TarballSource::UserPath).then(Sha256::new),
         };
         let unpacked = unpack(&mut reader, &temp).and_then(|unpacked| {
             // The archive may end before the file does (padding after its end blocks).
@@ -138,8 +153,10 @@ impl ImageCache {
                 return Err(unpack_err(&temp, e));
             }
         };
-        let actual = format!("{:x}", reader.hasher.finalize());
-        if actual != hex.to_ascii_lowercase() {
+        let actual = reader.hasher.map(|h| format!("{:x}", h.finalize()));
+        if let Some(actual) = actual
+            && actual != hex.to_ascii_lowercase()
+        {
             let _ = std::fs::remove_dir_all(&temp);
             return Err(ContainerError::DigestMismatch {
                 digest: digest.to_string(),
@@ -321,7 +338,9 @@ mod tests {
         std::fs::write(&tar, &bytes).unwrap();
         let cache = ImageCache::unmounted(dir.path().join("cache"));
         let digest = digest_of(&bytes);
-        let rootfs = cache.rootfs(&digest, &tar, &root()).unwrap();
+        let rootfs = cache
+            .rootfs(&digest, &tar, TarballSource::UserPath, &root())
+            .unwrap();
         assert_eq!(
             std::fs::read_to_string(rootfs.join("bin/hello")).unwrap(),
             "#!/bin/sh\necho hi\n"
@@ -331,7 +350,12 @@ mod tests {
         assert_eq!(mode & 0o777, 0o700, "the cache is root's alone");
         // Cached: the tarball is not read again.
         std::fs::remove_file(&tar).unwrap();
-        assert_eq!(cache.rootfs(&digest, &tar, &root()).unwrap(), rootfs);
+        assert_eq!(
+            cache
+                .rootfs(&digest, &tar, TarballSource::UserPath, &root())
+                .unwrap(),
+            rootfs
+        );
     }
 
     #[test]
@@ -341,7 +365,9 @@ mod tests {
         let bytes = hostile_tar();
         std::fs::write(&tar, &bytes).unwrap();
         let cache = ImageCache::unmounted(dir.path().join("cache"));
-        let rootfs = cache.rootfs(&digest_of(&bytes), &tar, &root()).unwrap();
+        let rootfs = cache
+            .rootfs(&digest_of(&bytes), &tar, TarballSource::UserPath, &root())
+            .unwrap();
         let suid = std::fs::metadata(rootfs.join("bin/suid-sh")).unwrap();
         assert_eq!(suid.mode() & 0o7777, 0o755, "setuid dropped");
         let sgid = std::fs::metadata(rootfs.join("bin/sgid-tool")).unwrap();
@@ -355,6 +381,28 @@ mod tests {
     }
 
     #[test]
+    fn a_blob_of_the_image_store_is_not_hashed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = dir.path().join("blob.tar");
+        let bytes = tar_with(&[("etc/motd", "stored")]);
+        std::fs::write(&tar, &bytes).unwrap();
+        let cache = ImageCache::unmounted(dir.path().join("cache"));
+        // The store names blobs by their digest; a wrong one here shows it is not recomputed.
+        let named = format!("sha256:{}", "ef".repeat(32));
+        assert!(
+            cache
+                .rootfs(&named, &tar, TarballSource::ImageStore, &root())
+                .is_ok()
+        );
+        let other = format!("sha256:{}", "fe".repeat(32));
+        assert!(
+            cache
+                .rootfs(&other, &tar, TarballSource::UserPath, &root())
+                .is_err()
+        );
+    }
+
+    #[test]
     fn a_tarball_that_changed_since_submit_is_refused_and_not_cached() {
         let dir = tempfile::tempdir().unwrap();
         let tar = dir.path().join("image.tar");
@@ -363,7 +411,9 @@ mod tests {
         std::fs::write(&tar, &swapped).unwrap();
         let cache = ImageCache::unmounted(dir.path().join("cache"));
         let digest = digest_of(&submitted);
-        let err = cache.rootfs(&digest, &tar, &root()).unwrap_err();
+        let err = cache
+            .rootfs(&digest, &tar, TarballSource::UserPath, &root())
+            .unwrap_err();
         assert!(
             matches!(err, ContainerError::DigestMismatch { .. }),
             "{err}"
@@ -387,7 +437,7 @@ mod tests {
         let cache = ImageCache::unmounted(dir.path().join("cache"));
         let stranger = UserCredentials::primary_only(64_999, 64_999);
         let err = cache
-            .rootfs(&digest_of(&bytes), &tar, &stranger)
+            .rootfs(&digest_of(&bytes), &tar, TarballSource::UserPath, &stranger)
             .unwrap_err();
         assert!(matches!(err, ContainerError::ReadImage { .. }), "{err}");
         assert!(err.to_string().contains("Permission denied"), "{err}");
@@ -425,11 +475,16 @@ mod tests {
         let cache = ImageCache::unmounted(dir.path().join("cache"));
         let missing = dir.path().join("missing.tar");
         assert!(matches!(
-            cache.rootfs("md5:abc", &missing, &root()),
+            cache.rootfs("md5:abc", &missing, TarballSource::UserPath, &root()),
             Err(ContainerError::BadDigest(_))
         ));
         let err = cache
-            .rootfs(&format!("sha256:{}", "cd".repeat(32)), &missing, &root())
+            .rootfs(
+                &format!("sha256:{}", "cd".repeat(32)),
+                &missing,
+                TarballSource::UserPath,
+                &root(),
+            )
             .unwrap_err();
         assert!(err.to_string().contains("missing.tar"), "{err}");
     }

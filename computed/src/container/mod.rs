@@ -5,7 +5,7 @@
 pub mod bundle;
 mod image_cache;
 
-pub use image_cache::ImageCache;
+pub use image_cache::{ImageCache, TarballSource};
 
 use std::path::{Path, PathBuf};
 
