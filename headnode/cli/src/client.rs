@@ -20,7 +20,8 @@ pub async fn connect(socket: &Path) -> anyhow::Result<Client> {
         .with_context(|| {
             format!(
                 "cannot reach headnoded at {}: is the cluster up? (`cluster init --nodes 5 --local` starts a local one; \
-                 set BEOWULF_SOCKET or --socket if it listens elsewhere)",
+                 set BEOWULF_SOCKET or --socket if it listens elsewhere; a user holding 64 connections to it already \
+                 is refused more)",
                 socket.display()
             )
         })?;
