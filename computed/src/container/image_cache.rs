@@ -258,15 +258,10 @@ fn mount_nosuid_nodev(dir: &Path) -> std::io::Result<()> {
 /// The per-mount options of the mount at `dir` (the topmost one), if `dir` is a mount point.
 fn mount_options(dir: &Path) -> std::io::Result<Option<Vec<String>>> {
     let text = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let wanted = dir.to_string_lossy().replace(' ', "\\040");
-    Ok(text
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split(' ');
-            let point = fields.nth(4)?;
-            let options = fields.next()?;
-            (point == wanted).then(|| options.split(',').map(str::to_string).collect())
-        })
+    Ok(crate::launcher::parse_mountinfo(&text)
+        .into_iter()
+        .filter(|m| m.mount_point == dir)
+        .map(|m| m.mount_options)
         .next_back())
 }
 

@@ -6,6 +6,7 @@
 //! recording fake for tests of the code above it.
 
 mod cgroup;
+pub(crate) use cgroup::parse_mountinfo;
 mod cpus;
 mod dynmods;
 mod fake;

@@ -555,7 +555,7 @@ async fn cgroup_v2_kill_on_unified_mount() {
     }
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
     let own = fs::read_to_string("/proc/self/cgroup").unwrap();
-    let mount = cgroup::parse_mountinfo(&mountinfo)
+    let mount = parse_mountinfo(&mountinfo)
         .into_iter()
         .find(|m| m.fstype == "cgroup2");
     let own = cgroup::parse_proc_cgroup(&own)
