@@ -2,8 +2,11 @@
 //! (`nobody`) against a real local cluster; each must fail to do harm, and the user is told why
 //! where the user is at fault. docs/security.md lists each attack with what happened before.
 
+use beowulf_computed::launcher::cpu_list;
 use beowulf_proto::v1;
-use beowulf_tests::{LocalCluster, bin_dir, mpi_image, processes_with, text};
+use beowulf_tests::{
+    LocalCluster, bin_dir, cpus_allowed, local_task_cpus, mpi_image, processes_with, text,
+};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -398,6 +401,78 @@ fn nothing_a_job_starts_outlives_it() {
     assert_eq!(processes_with("sleep 303"), Vec::<i32>::new());
     let node = &cluster.nodes_json()[0];
     assert_eq!(node["state"], "IDLE", "{node:#}");
+}
+
+/// A fork loop runs into the run's `pids.max` (8192 by default; the job asks for enough memory
+/// that its memory limit, 128 MiB per CPU by default, does not stop it first), its own time limit
+/// ends it and every process it made, and no task of it can move onto the CPU the node keeps for
+/// its daemons.
+#[test]
+fn a_fork_loop_is_bounded_and_ends_with_its_time_limit() {
+    let cluster = LocalCluster::start(1, 10);
+    let reserved = cpus_allowed(0)[0];
+    let task_cpus = local_task_cpus();
+    // The loop keeps trying when a fork is refused (a shell would give up), so only the time
+    // limit ends it.
+    let fork_loop = format!(
+        "import os, subprocess, time\n\
+         subprocess.run('taskset -cp {reserved} $$ >/dev/null 2>&1 && echo widened; \
+         grep Cpus_allowed_list /proc/self/status', shell=True)\n\
+         while True:\n\
+         \x20   try:\n\
+         \x20       if os.fork() == 0:\n\
+         \x20           os.execvp('sleep', ['sleep', '3611'])\n\
+         \x20   except OSError:\n\
+         \x20       time.sleep(0.01)\n"
+    );
+    let file = cluster.job_file(
+        "forkloop.toml",
+        &format!(
+            "name = \"forkloop\"\ntime_limit = \"00:00:20\"\nmemory = \"3G\"\n\
+             output = \"forkloop.out\"\ncommand = [\"python3\", \"-c\", {fork_loop:?}]\n"
+        ),
+    );
+    let info = cluster.submit_as(NOBODY, NOBODY, &file, false);
+    let id = info["id"].as_u64().unwrap();
+    cluster.wait_state(id, &["RUNNING"], MINUTE);
+    // The loop makes processes until the limit refuses more; the count stops below it.
+    let mut most = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(12) {
+        most = most.max(processes_with("sleep 3611").len());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        (1_000..8_192).contains(&most),
+        "the loop made {most} processes (pids.max is 8192)"
+    );
+    let info = cluster.wait_state(id, &["TIMEOUT", "FAILED", "COMPLETED"], MINUTE);
+    assert_eq!(info["state"], "TIMEOUT", "{info:#}");
+    // The job is TIMEOUT as soon as its limit passes; its node stays held until the agent has
+    // killed every process of the run: the node is never IDLE while one is left.
+    let deadline = Instant::now() + MINUTE;
+    loop {
+        let state = cluster.nodes_json()[0]["state"].clone();
+        let left = processes_with("sleep 3611").len();
+        if state == "IDLE" {
+            assert_eq!(
+                left, 0,
+                "the node is IDLE with {left} processes of the run alive"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node is {state} a minute after the time limit ({left} processes left)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = std::fs::read_to_string(cluster.work.path().join("forkloop.out")).unwrap();
+    assert!(!out.contains("widened"), "{out}");
+    assert!(
+        out.contains(&format!("Cpus_allowed_list:\t{}", cpu_list(&task_cpus))),
+        "{out}"
+    );
 }
 
 #[test]

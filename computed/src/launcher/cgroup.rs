@@ -1,6 +1,8 @@
 //! The job cgroups: `<agent's own cgroup>/beowulf/<node>/job_<id>.<run>` in every cgroup v1
 //! hierarchy used (cpu, memory, freezer, pids), or in the cgroup v2 tree.
 
+use super::cpus::cpu_list;
+use super::cpuset::{self, CpusetError};
 use super::{JobLimits, LaunchError};
 use beowulf_types::JobId;
 use nix::sys::signal::{Signal, kill};
@@ -45,6 +47,9 @@ pub(crate) struct V1Hierarchy {
 pub(crate) enum Cgroups {
     V1 {
         hierarchies: Vec<V1Hierarchy>,
+        /// `<cpuset mount>/<own cgroup>/beowulf/<node>` when the node's tasks are confined to
+        /// their CPUs ([`Cgroups::confine_cpus`]): every task joins it (see `cpuset.rs`).
+        cpuset: Option<PathBuf>,
     },
     V2 {
         /// `<mount>/<own cgroup>/beowulf/<node>`.
@@ -214,6 +219,19 @@ pub(crate) fn detect_layout(mountinfo: &str, proc_cgroup: &str) -> Result<Layout
     Ok(Layout::V2(dir))
 }
 
+/// Our own directory in the v1 hierarchy of `controller`, if it is mounted.
+fn v1_own_dir(controller: &str) -> Option<PathBuf> {
+    let mounts = parse_mountinfo(&fs::read_to_string("/proc/self/mountinfo").ok()?);
+    let own = parse_proc_cgroup(&fs::read_to_string("/proc/self/cgroup").ok()?);
+    let mount = mounts
+        .iter()
+        .find(|m| m.fstype == "cgroup" && m.super_options.iter().any(|o| o == controller))?;
+    let mine = own
+        .iter()
+        .find(|o| o.controllers.iter().any(|c| c == controller))?;
+    Some(own_dir(mount, &mine.path))
+}
+
 /// Reads the system's layout.
 pub(crate) fn detect_system_layout() -> Result<Layout, String> {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo")
@@ -332,7 +350,13 @@ impl Cgroups {
                 if hierarchies.is_empty() {
                     return Err(warnings.join("; "));
                 }
-                Ok((Cgroups::V1 { hierarchies }, warnings))
+                Ok((
+                    Cgroups::V1 {
+                        hierarchies,
+                        cpuset: None,
+                    },
+                    warnings,
+                ))
             }
             Layout::V2(own) => {
                 let beowulf = own.join("beowulf");
@@ -360,7 +384,9 @@ impl Cgroups {
     pub(crate) fn job_dirs(&self, job: JobId, run: u32) -> Vec<PathBuf> {
         let name = job_dir_name(job, run);
         match self {
-            Cgroups::V1 { hierarchies } => hierarchies.iter().map(|h| h.base.join(&name)).collect(),
+            Cgroups::V1 { hierarchies, .. } => {
+                hierarchies.iter().map(|h| h.base.join(&name)).collect()
+            }
             Cgroups::V2 { base, .. } => vec![base.join(name)],
         }
     }
@@ -371,6 +397,47 @@ impl Cgroups {
             .into_iter()
             .map(|d| d.join("cgroup.procs"))
             .collect()
+    }
+
+    /// The cgroup.procs files a task of the job run writes itself into: its job's, and on v1 the
+    /// node's cpuset when tasks are confined to their CPUs.
+    pub(crate) fn join_files(&self, job: JobId, run: u32) -> Vec<PathBuf> {
+        let mut files = self.procs_files(job, run);
+        if let Cgroups::V1 {
+            cpuset: Some(dir), ..
+        } = self
+        {
+            files.push(dir.join("cgroup.procs"));
+        }
+        files
+    }
+
+    /// Confines every task of the node to `cpus` by cpuset (see `cpuset.rs`).
+    pub(crate) fn confine_cpus(&mut self, cpus: &[u32]) -> Result<(), CpusetError> {
+        let list = cpu_list(cpus);
+        match self {
+            Cgroups::V1 {
+                hierarchies,
+                cpuset,
+            } => {
+                let node = hierarchies
+                    .first()
+                    .and_then(|h| h.base.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let own = v1_own_dir("cpuset").ok_or(CpusetError::NoV1Hierarchy)?;
+                *cpuset = Some(cpuset::confine_v1(&own, &node, &list)?);
+                Ok(())
+            }
+            Cgroups::V2 { base, .. } => {
+                let own = base
+                    .parent()
+                    .and_then(Path::parent)
+                    .unwrap_or(base)
+                    .to_path_buf();
+                cpuset::confine_v2(&own, base, &list)
+            }
+        }
     }
 
     /// True when the job run's cgroup exists in every hierarchy.
@@ -403,7 +470,7 @@ impl Cgroups {
             })
         };
         match self {
-            Cgroups::V1 { hierarchies } => {
+            Cgroups::V1 { hierarchies, .. } => {
                 for h in hierarchies {
                     let dir = h.base.join(&name);
                     create(&dir)?;
@@ -497,7 +564,7 @@ impl Cgroups {
     /// Kills every process of the job run; a missing cgroup is fine.
     pub(crate) fn kill(&self, job: JobId, run: u32) -> Result<(), LaunchError> {
         match self {
-            Cgroups::V1 { hierarchies } => {
+            Cgroups::V1 { hierarchies, .. } => {
                 let name = job_dir_name(job, run);
                 let freezer = hierarchies
                     .iter()
@@ -630,7 +697,9 @@ impl Cgroups {
     /// Job runs that have a directory under our node's base in any hierarchy.
     pub(crate) fn existing_jobs(&self) -> Vec<(JobId, u32)> {
         let bases: Vec<&Path> = match self {
-            Cgroups::V1 { hierarchies } => hierarchies.iter().map(|h| h.base.as_path()).collect(),
+            Cgroups::V1 { hierarchies, .. } => {
+                hierarchies.iter().map(|h| h.base.as_path()).collect()
+            }
             Cgroups::V2 { base, .. } => vec![base.as_path()],
         };
         let mut jobs = BTreeSet::new();
@@ -652,7 +721,9 @@ impl Cgroups {
     /// Removes `<own>/beowulf/<node>` (and `<own>/beowulf`) where empty; at shutdown and in tests.
     pub(crate) fn remove_node_dirs(&self) {
         let bases: Vec<&Path> = match self {
-            Cgroups::V1 { hierarchies } => hierarchies.iter().map(|h| h.base.as_path()).collect(),
+            Cgroups::V1 { hierarchies, .. } => {
+                hierarchies.iter().map(|h| h.base.as_path()).collect()
+            }
             Cgroups::V2 { base, .. } => vec![base.as_path()],
         };
         for base in bases {
@@ -660,6 +731,12 @@ impl Cgroups {
             if let Some(parent) = base.parent() {
                 let _ = fs::remove_dir(parent);
             }
+        }
+        if let Cgroups::V1 {
+            cpuset: Some(dir), ..
+        } = self
+        {
+            cpuset::remove_v1(dir);
         }
     }
 }

@@ -8,6 +8,7 @@
 mod cgroup;
 pub(crate) use cgroup::parse_mountinfo;
 mod cpus;
+mod cpuset;
 mod dynmods;
 mod fake;
 mod process;

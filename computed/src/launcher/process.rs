@@ -124,7 +124,20 @@ impl ProcessLauncher {
 
     /// Runs every task on `cpus` (the node's CPUs but its `reserved_cpus`); `None`: tasks keep
     /// the agent's affinity.
+    /// With cgroups, the node's tasks are also confined to them by cpuset, so that no task can
+    /// widen its affinity onto the reserved CPUs; where that fails (no cpuset controller), a
+    /// warning says the mask is all that keeps them.
     pub fn with_task_cpus(mut self, cpus: Option<TaskCpus>) -> Self {
+        if let (Some(cgroups), Some(cpus)) = (self.cgroups.as_mut(), cpus.as_ref()) {
+            match cgroups.confine_cpus(&cpus.cpus()) {
+                Ok(()) => {
+                    tracing::info!(node = %self.node, cpus = %cpu_list(&cpus.cpus()), "tasks are confined to their CPUs by cpuset")
+                }
+                Err(error) => {
+                    tracing::warn!(node = %self.node, %error, "tasks' CPUs are only an affinity mask, which a task can widen onto the reserved CPUs")
+                }
+            }
+        }
         self.task_cpus = cpus;
         self
     }
@@ -691,7 +704,7 @@ impl Launcher for ProcessLauncher {
         let cgroup_procs = self
             .cgroups
             .as_ref()
-            .map(|c| c.procs_files(job, run))
+            .map(|c| c.join_files(job, run))
             .unwrap_or_default();
         if let Some(cgroups) = &self.cgroups
             && !cgroups.exists(job, run)

@@ -274,7 +274,8 @@ async fn piped_output_comes_out_of_the_returned_pipes_and_no_file_is_written() {
     cleanup(&launcher, &[(12, 0)]);
 }
 
-/// A node that keeps CPUs for itself (`reserved_cpus`) runs its tasks on the others only.
+/// A node that keeps CPUs for itself (`reserved_cpus`) runs its tasks on the others only, and a
+/// task cannot widen its affinity onto the reserved ones (the cpuset holds it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_run_only_on_the_cpus_the_node_does_not_reserve() {
     let own = cpus::own_cpus().unwrap();
@@ -289,12 +290,10 @@ async fn tasks_run_only_on_the_cpus_the_node_does_not_reserve() {
     let dir = workdir();
     launcher.prepare_job(JobId(13), 0, &limits()).unwrap();
     let (tx, mut rx) = unbounded_channel();
-    let t = task(
-        13,
-        0,
-        "grep Cpus_allowed_list /proc/self/status",
-        dir.path(),
+    let widen = format!(
+        "taskset -cp {first} $$ >/dev/null 2>&1 && echo widened; grep Cpus_allowed_list /proc/self/status"
     );
+    let t = task(13, 0, &widen, dir.path());
     let out = t.stdout.clone();
     launcher.start_task(t, tx).unwrap();
     assert_eq!(next_exit(&mut rx).await.code, 0);
