@@ -108,6 +108,81 @@ fn kill_9_of_headnoded_loses_no_job_acknowledged_on_write() {
     );
 }
 
+/// Issue 18's crash figure: headnoded is killed five times while a user keeps submitting. Every
+/// submit that was answered with an ID runs exactly once; a submit that got no answer may or may
+/// not exist (the user was told so), but no job runs twice.
+#[test]
+fn headnoded_killed_repeatedly_during_a_submit_loop_loses_and_repeats_no_job() {
+    const KILLS: usize = 5;
+    let cluster = LocalCluster::start(2, 10);
+    let job = cluster.job_file(
+        "once.toml",
+        "command = [\"sh\", \"-c\", \"echo $SLURM_JOB_ID >> ran.log\"]\noutput = \"/dev/null\"\n",
+    );
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (acknowledged, refused) = std::thread::scope(|s| {
+        let submitter = s.spawn(|| {
+            let (mut acknowledged, mut refused) = (Vec::new(), Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = cluster.cluster(&["submit", "--json", job.to_str().unwrap()]);
+                if out.status.success() {
+                    acknowledged.push(json(&out.stdout)["id"].as_u64().unwrap());
+                } else {
+                    refused.push(text(&out.stderr));
+                }
+            }
+            (acknowledged, refused)
+        });
+        for _ in 0..KILLS {
+            std::thread::sleep(Duration::from_millis(1500));
+            cluster.kill9("headnoded");
+            cluster.init(10);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        submitter.join().unwrap()
+    });
+    assert!(
+        acknowledged.len() >= 20,
+        "only {} submits were answered",
+        acknowledged.len()
+    );
+    for message in &refused {
+        assert!(
+            message.contains("headnoded") || message.contains("may"),
+            "a submit failed without saying why: {message}"
+        );
+    }
+    let deadline = Instant::now() + MINUTE;
+    let mut counts: BTreeMap<u64, u32> = BTreeMap::new();
+    loop {
+        counts.clear();
+        let log = std::fs::read_to_string(cluster.work.path().join("ran.log")).unwrap_or_default();
+        for line in log.lines() {
+            *counts.entry(line.trim().parse().unwrap()).or_default() += 1;
+        }
+        if acknowledged.iter().all(|id| counts.contains_key(id)) {
+            break;
+        }
+        let missing: Vec<&u64> = acknowledged
+            .iter()
+            .filter(|id| !counts.contains_key(id))
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "acknowledged jobs never ran: {missing:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let twice: Vec<(&u64, &u32)> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert_eq!(twice, Vec::<(&u64, &u32)>::new(), "jobs ran more than once");
+    eprintln!(
+        "{KILLS} kills of headnoded: {} submits acknowledged, all ran once; {} refused or unanswered",
+        acknowledged.len(),
+        refused.len()
+    );
+}
+
 /// `replays_log`: whether the restart must find changes in the log (`None`: either).
 fn kill_9_of_headnoded_with(cluster: LocalCluster, replays_log: Option<bool>) {
     // Two CPUs per job: five run at once, five wait in the queue.
