@@ -83,6 +83,16 @@ impl LocalCluster {
 
     /// Runs `cluster init --local` (it starts whatever daemon is not running).
     pub fn init(&self, heartbeat_timeout: u32) {
+        let out = self.try_init(heartbeat_timeout);
+        assert!(
+            out.status.success(),
+            "cluster init failed: {}",
+            text(&out.stderr)
+        );
+    }
+
+    /// Runs `cluster init --local` and returns what it did, failed or not.
+    pub fn try_init(&self, heartbeat_timeout: u32) -> Output {
         let nodes = self.nodes.to_string();
         let timeout = heartbeat_timeout.to_string();
         let policy = self.state.path().join("policy.toml");
@@ -97,12 +107,7 @@ impl LocalCluster {
         if policy.exists() {
             args.extend(["--policy", policy.to_str().unwrap()]);
         }
-        let out = self.cluster(&args);
-        assert!(
-            out.status.success(),
-            "cluster init failed: {}",
-            text(&out.stderr)
-        );
+        self.cluster(&args)
     }
 
     fn command(&self, program: &str, args: &[&str]) -> Command {

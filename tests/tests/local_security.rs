@@ -8,7 +8,7 @@ use beowulf_tests::{
     LocalCluster, bin_dir, cpus_allowed, local_task_cpus, mpi_image, processes_with, text,
 };
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -608,4 +608,198 @@ fn runs_cancelled_at_any_moment_of_their_start_leave_no_node_allocated() {
             .then_some(()))
         .is_some()
     );
+}
+
+/// Holds `count` connections to `socket` as `uid`, prints how many it made, and after `first`
+/// and `later` seconds how many the head has closed.
+const FLOOD: &str = r#"
+import socket, sys, time
+path, count, first, later = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+socks = []
+for _ in range(count):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(path)
+        socks.append(s)
+    except OSError:
+        s.close()
+print("connected", len(socks), flush=True)
+
+def closed(s):
+    s.setblocking(False)
+    while True:
+        try:
+            if s.recv(65536) == b"":
+                return True
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+time.sleep(first)
+print("closed", sum(closed(s) for s in socks), flush=True)
+time.sleep(later)
+print("closed", sum(closed(s) for s in socks), flush=True)
+"#;
+
+/// One user's connection flood: connections beyond the user's cap (64) are closed at once, the
+/// rest once they send no request within the preface timeout (5 s), and meanwhile root and
+/// another user are served.
+#[test]
+fn a_connection_flood_from_one_user_leaves_others_and_root_served() {
+    const DAEMON: u32 = 1;
+    let cluster = LocalCluster::start(1, 10);
+    let socket = cluster.state.path().join("headnoded.sock");
+    let mut flood = Command::new("python3")
+        .args(["-c", FLOOD, socket.to_str().unwrap(), "300", "1.5", "6"])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(flood.stdout.take().unwrap()).lines();
+    let mut next_count = |what: &str| -> usize {
+        let line = lines.next().unwrap().unwrap();
+        line.strip_prefix(what)
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("expected {what:?}, got {line:?}"))
+    };
+    let connected = next_count("connected");
+    assert!(
+        connected >= 200,
+        "only {connected} connections were accepted"
+    );
+    for (uid, who) in [(0, "root"), (DAEMON, "another user")] {
+        let started = Instant::now();
+        let out = cluster.cluster_as(uid, uid, &["queue"]);
+        assert!(
+            out.status.success(),
+            "{who} was refused during the flood: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{who} waited {:?}",
+            started.elapsed()
+        );
+    }
+    let closed_soon = next_count("closed");
+    assert!(
+        closed_soon >= connected - 64,
+        "{closed_soon} of {connected} connections closed beyond the cap of 64"
+    );
+    let closed_later = next_count("closed");
+    assert_eq!(
+        closed_later, connected,
+        "idle connections outlived the preface timeout"
+    );
+    assert!(flood.wait().unwrap().success());
+}
+
+/// The store's damages as the head meets them: a flipped byte in the middle of its log, and a
+/// store that is gone. Each start is refused, saying what is wrong and what to do, and keeps the
+/// evidence; once the operator acts, the cluster starts with what was sound and never hands out
+/// a job ID twice.
+#[test]
+fn a_damaged_log_or_a_missing_store_stops_the_head_with_its_evidence_kept() {
+    // Every change stays in the log (no flush for a minute): the damage hits acknowledged work.
+    let policy = "[store]\nacknowledge = \"write\"\nflush_delay_ms = 60000\n";
+    let cluster = LocalCluster::start_with_policy(1, 10, Some(policy));
+    let file = cluster.job_file(
+        "store.toml",
+        "command = [\"true\"]\noutput = \"/dev/null\"\n",
+    );
+    let ids: Vec<u64> = (0..6).map(|_| cluster.submit(&file)).collect();
+    for &id in &ids {
+        cluster.wait_state(id, &["COMPLETED"], MINUTE);
+    }
+    cluster.kill9("headnoded");
+    let state = cluster.state.path();
+    let log = state.join("headnoded.wal");
+    let mut bytes = std::fs::read(&log).unwrap();
+    assert!(bytes.len() > 1_000, "the log holds {} bytes", bytes.len());
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&log, &bytes).unwrap();
+
+    let refused = cluster.try_init(10);
+    let stderr = text(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "the head started on a damaged log"
+    );
+    let damaged: Vec<PathBuf> = std::fs::read_dir(state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("headnoded.wal.damaged-") && !name.ends_with(".txt")
+        })
+        .collect();
+    assert_eq!(damaged.len(), 1, "{stderr}");
+    assert_eq!(
+        std::fs::read(&damaged[0]).unwrap(),
+        bytes,
+        "the evidence is kept"
+    );
+    // `cluster init` says at once why the head did not start.
+    assert!(
+        stderr.contains("exited while starting")
+            && stderr.contains(&damaged[0].display().to_string()),
+        "{stderr}"
+    );
+    let head_log = std::fs::read_to_string(state.join("logs/headnoded.log")).unwrap();
+    assert!(
+        head_log.contains(&damaged[0].display().to_string()),
+        "the head's log does not say where the damaged log went: {head_log}"
+    );
+    // Refused again while the evidence sits in the state directory.
+    assert!(!cluster.try_init(10).status.success());
+
+    // The operator moves it away: the head starts with the changes before the damage, and new
+    // jobs get IDs above every ID handed out before.
+    let evidence = tempfile::tempdir().unwrap();
+    std::fs::rename(&damaged[0], evidence.path().join("damaged.wal")).unwrap();
+    cluster.init(10);
+    let next = cluster.submit(&file);
+    assert!(
+        next > *ids.iter().max().unwrap(),
+        "job ID {next} was handed out again"
+    );
+    cluster.wait_state(next, &["COMPLETED"], MINUTE);
+
+    // A store that is gone is refused, not silently replaced by an empty one.
+    cluster.kill9("headnoded");
+    std::fs::rename(
+        state.join("headnoded.redb"),
+        evidence.path().join("store.redb"),
+    )
+    .unwrap();
+    let refused = cluster.try_init(10);
+    assert!(
+        !refused.status.success(),
+        "the head started without its store"
+    );
+    assert!(
+        text(&refused.stderr).contains("does not exist"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let head_log = std::fs::read_to_string(state.join("logs/headnoded.log")).unwrap();
+    assert!(
+        head_log.contains("does not exist") && head_log.contains("Restore"),
+        "{head_log}"
+    );
+    assert!(
+        !state.join("headnoded.redb").exists(),
+        "an empty store was made"
+    );
+    std::fs::rename(
+        evidence.path().join("store.redb"),
+        state.join("headnoded.redb"),
+    )
+    .unwrap();
+    cluster.init(10);
+    assert_eq!(cluster.show(next)["state"], "COMPLETED");
 }

@@ -81,6 +81,11 @@ pub async fn init(opts: &LocalOptions) -> anyhow::Result<()> {
             || dir.join("agent.addr").exists() && opts.socket.exists(),
             "headnoded to listen",
             dir,
+            Starting {
+                pid,
+                program: "headnoded",
+                log: &dir.join("logs/headnoded.log"),
+            },
         )
         .await?;
     }
@@ -408,6 +413,11 @@ pub async fn start_lab_head(
         || UnixStream::connect(socket).is_ok(),
         "headnoded to answer",
         state_dir,
+        Starting {
+            pid,
+            program: "headnoded",
+            log: &state_dir.join("logs/headnoded.log"),
+        },
     )
     .await
 }
@@ -415,9 +425,58 @@ pub async fn start_lab_head(
 /// The head's agent API port on a real or lab cluster.
 const AGENT_PORT: u16 = 7090;
 
-async fn wait_for(ready: impl Fn() -> bool, what: &str, dir: &Path) -> anyhow::Result<()> {
+/// Lines of a daemon's log shown when it exits while starting: its reason is in the last few.
+const START_FAILURE_LOG_LINES: usize = 8;
+
+/// What a daemon's log says about why it exited: its last `Error:` report without the
+/// backtrace (`RUST_BACKTRACE` adds one), else the last lines.
+fn start_failure(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    let report = lines
+        .iter()
+        .rposition(|l| l.starts_with("Error: "))
+        .map(|start| {
+            lines[start..]
+                .iter()
+                .take_while(|l| !l.starts_with("Stack backtrace:"))
+                .take(START_FAILURE_LOG_LINES)
+                .copied()
+                .collect::<Vec<_>>()
+        });
+    report
+        .unwrap_or_else(|| lines[lines.len().saturating_sub(START_FAILURE_LOG_LINES)..].to_vec())
+        .join("\n")
+        .trim_end()
+        .to_string()
+}
+
+/// A daemon being started: its PID, program name and log.
+struct Starting<'a> {
+    pid: u32,
+    program: &'a str,
+    log: &'a Path,
+}
+
+/// Waits until `ready`; fails at once, with the end of its log, when `daemon` exits first (a
+/// head that refuses its store says why there, and waiting the whole start timeout helps nobody).
+async fn wait_for(
+    ready: impl Fn() -> bool,
+    what: &str,
+    dir: &Path,
+    daemon: Starting<'_>,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     while !ready() {
+        if has_exited(daemon.pid) {
+            let text = std::fs::read_to_string(daemon.log).unwrap_or_default();
+            let tail = start_failure(&text);
+            bail!(
+                "{} (pid {}) exited while starting; the end of {}:\n{tail}",
+                daemon.program,
+                daemon.pid,
+                daemon.log.display()
+            );
+        }
         if Instant::now() > deadline {
             bail!(
                 "timed out waiting for {what}; see {}",
@@ -485,6 +544,15 @@ pub(crate) fn alive(pids: &BTreeMap<String, u32>, name: &str, program: &str) -> 
         .is_some_and(|&pid| is_our_process(pid, program))
 }
 
+/// True when the process we just started is gone or a zombie (its program is not checked: under
+/// `ip netns exec` it is `ip` until the exec).
+fn has_exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+    })
+}
+
 /// True when `pid` runs `program` (not some other process that reused the PID) and is not a zombie.
 fn is_our_process(pid: u32, program: &str) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -516,4 +584,20 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_failure_shows_the_error_report_without_its_backtrace() {
+        let log = "INFO starting\nError: the log is damaged at bytes 10..20\n\nCaused by:\n    checksum\n\nStack backtrace:\n   0: main\n";
+        assert_eq!(
+            start_failure(log),
+            "Error: the log is damaged at bytes 10..20\n\nCaused by:\n    checksum"
+        );
+        let plain = (1..=20).map(|i| format!("line {i}\n")).collect::<String>();
+        assert_eq!(start_failure(&plain).lines().next(), Some("line 13"));
+    }
 }
