@@ -20,6 +20,18 @@ echo "== format"
 cargo fmt --all --check
 echo "== lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== dependency audit (deny.toml)"
+ensure_cargo_deny
+# cargo deny reads `cargo metadata`, which needs the crates of every platform, not only the ones the
+# build downloaded; with them here, the checks below need no network. The inclusion graphs (a
+# tree per duplicated crate, ~2,000 lines) are hidden: run it without that flag to see them.
+cargo fetch --locked
+cargo deny --locked --offline check --hide-inclusion-graph bans licenses sources
+if rustsec_db_reachable; then
+    cargo deny --locked check advisories
+else
+    echo "== advisories: SKIPPED, the RustSec advisory database ($RUSTSEC_DB_URL) is unreachable: $RUSTSEC_DB_ERROR"
+fi
 echo "== build (the local tier runs the real binaries)"
 cargo build --workspace --bins --locked
 echo "== unit and local tiers"

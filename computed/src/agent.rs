@@ -45,6 +45,12 @@ enum SessionError {
     /// An established session failed (an undecodable message, a reset stream).
     #[error("the session with the head broke: {0}")]
     Broke(tonic::Status),
+    /// The head left out a run's argv and environment as already sent, and this agent does not
+    /// have them: a new session carries the whole state.
+    #[error(
+        "the head left out the argv and environment of job {job} run {run}, which this agent never received; reconnecting for the whole desired state"
+    )]
+    MissingPayload { job: JobId, run: u32 },
 }
 
 /// Reconnect back-off: start fast (a head restart takes well under a second), cap low enough that a
@@ -76,10 +82,54 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// The umask of jobs whose submitter sent none (older clients): the usual login default.
 const DEFAULT_UMASK: u32 = 0o022;
 
+/// The bulky part of an assignment, which the head sends once per session and run.
+#[derive(Debug, Clone)]
+struct RunPayload {
+    argv: Vec<String>,
+    env: std::collections::HashMap<String, String>,
+}
+
+/// Fills in the argv and environment of the assignments that leave them out from `kept`, and
+/// keeps those of every run of `desired` (older generations included: they carry payloads the
+/// head will not send again); `Err` names a run whose payload this agent never received.
+fn fill_payloads(
+    desired: &mut v1::DesiredState,
+    kept: &mut BTreeMap<RunKey, RunPayload>,
+) -> Result<(), SessionError> {
+    let mut now = BTreeMap::new();
+    for a in &mut desired.assignments {
+        let key = RunKey {
+            job: JobId(a.job_id),
+            run: a.run,
+        };
+        if a.payload_omitted {
+            let payload = kept.get(&key).ok_or(SessionError::MissingPayload {
+                job: key.job,
+                run: key.run,
+            })?;
+            a.argv.clone_from(&payload.argv);
+            a.env.clone_from(&payload.env);
+            a.payload_omitted = false;
+        }
+        now.insert(
+            key,
+            RunPayload {
+                argv: a.argv.clone(),
+                env: a.env.clone(),
+            },
+        );
+    }
+    *kept = now;
+    Ok(())
+}
+
 #[derive(Debug)]
 struct State {
     ledger: Ledger,
     desired: BTreeMap<RunKey, v1::Assignment>,
+    /// Each desired run's argv and environment, for desired states that leave them out
+    /// (`Assignment.payload_omitted`); kept for the runs of the last desired state received.
+    payloads: BTreeMap<RunKey, RunPayload>,
     outgoing: Option<mpsc::UnboundedSender<v1::AgentMessage>>,
     /// Container and MPI runs: their containers and phase times (memory only).
     wired: BTreeMap<RunKey, wired::WiredRun>,
@@ -158,6 +208,7 @@ impl<L: Launcher> Agent<L> {
             state: Mutex::new(State {
                 ledger,
                 desired: BTreeMap::new(),
+                payloads: BTreeMap::new(),
                 outgoing: None,
                 wired: BTreeMap::new(),
                 forwarding: BTreeMap::new(),
@@ -222,7 +273,11 @@ impl<L: Launcher> Agent<L> {
                 }
                 // A refusal (wrong certificate, wrong name) needs the admin; an unreachable head
                 // is routine while it restarts.
-                Err(e @ (SessionError::Refused(_) | SessionError::Broke(_))) => {
+                Err(
+                    e @ (SessionError::Refused(_)
+                    | SessionError::Broke(_)
+                    | SessionError::MissingPayload { .. }),
+                ) => {
                     tracing::warn!(error = %e, "no session with the head");
                 }
                 Err(e @ SessionError::Unreachable(_)) => {
@@ -329,7 +384,11 @@ impl<L: Launcher> Agent<L> {
             match incoming.message().await {
                 Ok(Some(v1::HeadMessage {
                     body: Some(v1::head_message::Body::Desired(desired)),
-                })) => self.on_desired(desired),
+                })) => {
+                    if let Err(e) = self.on_desired(desired) {
+                        break Err(e);
+                    }
+                }
                 Ok(Some(_)) => {}
                 Ok(None) => break Ok(()),
                 Err(status) => break Err(SessionError::Broke(status)),
@@ -352,13 +411,15 @@ impl<L: Launcher> Agent<L> {
         }
     }
 
-    /// Applies a whole desired state (ignored if older than what was already applied).
-    pub fn on_desired(&self, desired: v1::DesiredState) {
+    /// Applies a whole desired state (ignored if older than what was already applied); `Err`
+    /// when it leaves out a payload this agent does not have (the session must start again).
+    fn on_desired(&self, mut desired: v1::DesiredState) -> Result<(), SessionError> {
         let mut state = self.lock();
+        fill_payloads(&mut desired, &mut state.payloads)?;
         let generation = Generation(desired.generation);
         if generation < state.ledger.data.generation {
             tracing::debug!(%generation, "ignoring an older desired state");
-            return;
+            return Ok(());
         }
         state.ledger.data.generation = generation;
         state.desired = desired
@@ -396,7 +457,7 @@ impl<L: Launcher> Agent<L> {
         }
         if let Err(e) = state.ledger.save() {
             tracing::error!(error = %e, "cannot save the ledger; not acting on the desired state");
-            return;
+            return Ok(());
         }
         for action in actions {
             match action {
@@ -407,6 +468,7 @@ impl<L: Launcher> Agent<L> {
         }
         drop(state);
         self.runs_changed.notify_waiters();
+        Ok(())
     }
 
     /// Answers a request of another node about a run (`find`): when the run is not here yet,
@@ -876,9 +938,13 @@ mod tests {
     fn desired_runs_start_once_and_report_when_their_tasks_end() {
         let dir = tempfile::tempdir().unwrap();
         let (agent, mut exits, mut out) = agent(dir.path(), RecordingLauncher::new());
-        agent.on_desired(desired(5, vec![assignment(7, 1, 2)]));
+        agent
+            .on_desired(desired(5, vec![assignment(7, 1, 2)]))
+            .unwrap();
         // The same desired state again (a resend after reconnect) starts nothing new.
-        agent.on_desired(desired(6, vec![assignment(7, 1, 2)]));
+        agent
+            .on_desired(desired(6, vec![assignment(7, 1, 2)]))
+            .unwrap();
         let starts = agent
             .launcher
             .calls()
@@ -907,13 +973,82 @@ mod tests {
         );
     }
 
+    /// The head sends a run's argv and environment once per session; later desired states
+    /// leave them out and the agent uses the ones it kept, even from a state it otherwise
+    /// ignored as older. One it never received ends the session instead of starting the run.
+    #[test]
+    fn payloads_left_out_as_already_sent_come_from_what_the_agent_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, _exits, _out) = agent(dir.path(), RecordingLauncher::new());
+        agent.on_desired(desired(5, vec![])).unwrap();
+        let mut whole = assignment(7, 1, 1);
+        whole.argv = vec!["echo".into(), "kept".into()];
+        whole.env.insert("MARK".into(), "kept".into());
+        // Older than what was applied: ignored, but its payload is kept.
+        agent.on_desired(desired(4, vec![whole.clone()])).unwrap();
+        assert!(agent.launcher.calls().is_empty());
+        let omitted = v1::Assignment {
+            argv: Vec::new(),
+            env: Default::default(),
+            payload_omitted: true,
+            ..whole.clone()
+        };
+        agent.on_desired(desired(6, vec![omitted])).unwrap();
+        let started: Vec<TaskLaunch> = agent
+            .launcher
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                LauncherCall::Start(task) => Some(*task),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(started.len(), 1, "{started:?}");
+        assert_eq!(started[0].argv, whole.argv);
+        assert!(
+            started[0]
+                .env
+                .iter()
+                .any(|(k, v)| k == "MARK" && v == "kept"),
+            "{:?}",
+            started[0].env
+        );
+
+        let never_sent = v1::Assignment {
+            argv: Vec::new(),
+            payload_omitted: true,
+            ..assignment(9, 1, 1)
+        };
+        let error = agent.on_desired(desired(7, vec![never_sent])).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                SessionError::MissingPayload {
+                    job: JobId(9),
+                    run: 1
+                }
+            ),
+            "{error}"
+        );
+        assert!(
+            !agent
+                .launcher
+                .calls()
+                .iter()
+                .any(|c| matches!(c, LauncherCall::Prepare { job: JobId(9), .. })),
+            "a run without its payload was started"
+        );
+    }
+
     #[test]
     fn older_generations_are_ignored_and_undesired_runs_are_killed_then_forgotten() {
         let dir = tempfile::tempdir().unwrap();
         let (agent, mut exits, _out) = agent(dir.path(), RecordingLauncher::new());
-        agent.on_desired(desired(10, vec![assignment(1, 1, 1)]));
+        agent
+            .on_desired(desired(10, vec![assignment(1, 1, 1)]))
+            .unwrap();
         // A stale message that lacks the run must not kill it.
-        agent.on_desired(desired(9, vec![]));
+        agent.on_desired(desired(9, vec![])).unwrap();
         assert!(
             !agent
                 .launcher
@@ -921,7 +1056,7 @@ mod tests {
                 .iter()
                 .any(|c| matches!(c, LauncherCall::Kill { .. }))
         );
-        agent.on_desired(desired(11, vec![]));
+        agent.on_desired(desired(11, vec![])).unwrap();
         assert!(
             agent
                 .launcher
@@ -945,7 +1080,9 @@ mod tests {
     async fn the_writer_takes_output_only_with_the_runs_credential_and_writes_each_batch_once() {
         let dir = tempfile::tempdir().unwrap();
         let (agent, mut exits, _out) = agent(dir.path(), RecordingLauncher::new());
-        agent.on_desired(desired(1, vec![forwarded(dir.path(), 8, 0, "secret")]));
+        agent
+            .on_desired(desired(1, vec![forwarded(dir.path(), 8, 0, "secret")]))
+            .unwrap();
         let request = |token: &str, sequence, line: &str| output_batch(8, token, sequence, line);
         let refused = agent
             .output(&node2(), request("guess", 1, "x\n"))
@@ -983,7 +1120,9 @@ mod tests {
         let written = std::fs::read_to_string(dir.path().join("out")).unwrap();
         assert_eq!(written, "one\ntwo\n");
         // A run this node does not write, or does not know, takes none.
-        agent.on_desired(desired(2, vec![forwarded(dir.path(), 9, 1, "secret")]));
+        agent
+            .on_desired(desired(2, vec![forwarded(dir.path(), 9, 1, "secret")]))
+            .unwrap();
         let to = |job| output_batch(job, "secret", 3, "x\n");
         let refused = agent.output(&node2(), to(9)).await.unwrap_err();
         assert!(matches!(refused, LaunchRefusal::NotWriter(_)), "{refused}");
@@ -1022,7 +1161,9 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!early.is_finished(), "answered before the run started here");
-        agent.on_desired(desired(1, vec![forwarded(dir.path(), 3, 0, "t")]));
+        agent
+            .on_desired(desired(1, vec![forwarded(dir.path(), 3, 0, "t")]))
+            .unwrap();
         early.await.unwrap().unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.path().join("out")).unwrap(),
@@ -1035,7 +1176,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let (agent, _exits, _out) = agent(dir.path(), RecordingLauncher::new());
-            agent.on_desired(desired(3, vec![assignment(2, 1, 1)]));
+            agent
+                .on_desired(desired(3, vec![assignment(2, 1, 1)]))
+                .unwrap();
         }
         // A new agent process starts over the same ledger.
         let (agent, _exits, _out) = agent(dir.path(), RecordingLauncher::new());

@@ -4,7 +4,7 @@ use super::{Head, Inner};
 use crate::config::HeadConfig;
 use crate::model::{JobRecord, NodeRecord};
 use beowulf_proto::v1;
-use beowulf_types::{JobState, MpiFlavor, NodeName, Program, hostlist};
+use beowulf_types::{JobId, JobState, MpiFlavor, NodeName, Program, hostlist};
 use std::collections::{BTreeMap, BTreeSet};
 
 impl Head {
@@ -21,24 +21,34 @@ impl Head {
             let Some(session) = inner.sessions.get(node) else {
                 continue;
             };
+            let state = desired_state(inner, node, &self.config, &session.payloads_sent);
+            let carried: BTreeSet<(JobId, u32)> = state
+                .assignments
+                .iter()
+                .map(|a| (JobId(a.job_id), a.run))
+                .collect();
             let message = v1::HeadMessage {
-                body: Some(v1::head_message::Body::Desired(desired_state(
-                    inner,
-                    node,
-                    &self.config,
-                ))),
+                body: Some(v1::head_message::Body::Desired(state)),
+            };
+            let Some(session) = inner.sessions.get_mut(node) else {
+                continue;
             };
             if session.tx.send(Ok(message)).is_err() {
                 tracing::debug!(node = %node, "agent stream closed while sending desired state");
             }
+            // Runs that left the node's state are dropped: a run number is never used twice.
+            session.payloads_sent = carried;
         }
     }
 }
 
+/// The desired state of `node`, without the argv and environment of the runs in
+/// `payloads_sent` (an empty set gives the whole state).
 pub(super) fn desired_state(
     inner: &Inner,
     node: &NodeName,
     config: &HeadConfig,
+    payloads_sent: &BTreeSet<(JobId, u32)>,
 ) -> v1::DesiredState {
     let assignments = inner
         .active
@@ -47,7 +57,8 @@ pub(super) fn desired_state(
         .filter(|job| job.state == JobState::Running)
         .filter_map(|job| {
             let index = job.nodes.iter().position(|n| n == node)?;
-            Some(assignment(job, index, &inner.nodes, config))
+            let payload = !payloads_sent.contains(&(job.id, job.run));
+            Some(assignment(job, index, &inner.nodes, config, payload))
         })
         .collect();
     v1::DesiredState {
@@ -100,8 +111,13 @@ impl DesiredStateBudget {
             .iter()
             .enumerate()
             .map(|(index, node)| {
-                let bytes =
-                    prost::Message::encoded_len(&assignment(job, index, &inner.nodes, config));
+                let bytes = prost::Message::encoded_len(&assignment(
+                    job,
+                    index,
+                    &inner.nodes,
+                    config,
+                    true,
+                ));
                 (node.clone(), bytes)
             })
             .collect();
@@ -110,7 +126,9 @@ impl DesiredStateBudget {
             .any(|(_, bytes)| *bytes >= SMALL_ASSIGNMENT_BYTES)
         {
             for (node, bytes) in &sizes {
-                let now = prost::Message::encoded_len(&desired_state(inner, node, config));
+                // Whole, as a new session gets it: that is what must stay deliverable.
+                let whole = desired_state(inner, node, config, &BTreeSet::new());
+                let now = prost::Message::encoded_len(&whole);
                 let total = now + self.added.get(node).copied().unwrap_or(0) + bytes;
                 if total > budget_bytes() {
                     return Err((node.clone(), total));
@@ -124,38 +142,91 @@ impl DesiredStateBudget {
     }
 }
 
-/// The part of a job run that node `index` of its allocation carries out.
+/// The part of a job run that node `index` of its allocation carries out; without its argv and
+/// environment unless `payload` (the agent has them already).
 fn assignment(
     job: &JobRecord,
     index: usize,
     nodes: &BTreeMap<NodeName, NodeRecord>,
     config: &HeadConfig,
+    payload: bool,
 ) -> v1::Assignment {
+    let (argv, env) = if payload {
+        (assignment_argv(job), assignment_env(job))
+    } else {
+        (Vec::new(), BTreeMap::new())
+    };
     let spec = &job.spec;
-    let (argv, first_rank, local_tasks) = match &spec.program {
-        // The first node runs the program under mpirun (the agent adds it); mpirun starts the
-        // ranks there and, through the other agents, the daemons that start the rest. Ranks
-        // launched directly are plain tasks of their nodes (below).
-        Program::Command(argv) if spec.launches_mpirun() => {
-            (argv.clone(), 0, u32::from(index == 0))
-        }
-        Program::Command(argv) => {
+    // mpirun runs on the first node and starts the ranks there and, through the other agents,
+    // the daemons that start the rest; a script runs on the first node only.
+    let (first_rank, local_tasks) = match &spec.program {
+        Program::Command(_) if spec.launches_mpirun() => (0, u32::from(index == 0)),
+        Program::Command(_) => {
             let ranks = spec.ranks_on_node(index as u32);
-            (argv.clone(), ranks.start, ranks.len() as u32)
+            (ranks.start, ranks.len() as u32)
         }
-        Program::Script(script) => {
-            let tasks = u32::from(index == 0);
-            let argv = vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                script.clone(),
-                spec.name.clone(),
-            ];
-            (argv, 0, tasks)
-        }
+        Program::Script(_) => (0, u32::from(index == 0)),
     };
     let nodelist: Vec<String> = job.nodes.iter().map(|n| n.0.clone()).collect();
     let paths = job_paths(job);
+    let start = job.start_time.unwrap_or_default();
+    v1::Assignment {
+        job_id: job.id.0,
+        run: job.run,
+        job_name: spec.name.clone(),
+        user: job.user.name.clone(),
+        uid: job.user.uid,
+        gid: job.user.gid,
+        node_index: index as u32,
+        nodelist,
+        ntasks: spec.ntasks,
+        first_rank,
+        local_tasks,
+        cpus_per_task: spec.cpus_per_task,
+        cpus: spec.cpus_per_node(),
+        memory_mb: spec.memory_mb,
+        argv,
+        env: env.into_iter().collect(),
+        workdir: paths.workdir,
+        stdout_path: paths.stdout,
+        stderr_path: paths.stderr,
+        deadline_ms: start.plus(spec.time_limit_ms).0,
+        partition: crate::head::jobs::DEFAULT_PARTITION.to_string(),
+        image: job.image.as_ref().map(|i| v1::ContainerImage {
+            reference: i.reference.clone(),
+            digest: i.digest.clone(),
+            tar_path: config
+                .image_path_on_nodes(&i.tar_path)
+                .display()
+                .to_string(),
+        }),
+        mpi: mpi_launch(job, nodes),
+        output: output_forward(job, nodes),
+        gids: job.gids.clone(),
+        umask: job.umask,
+        payload_omitted: !payload,
+    }
+}
+
+/// The command the run's nodes run: the job's own (under mpirun on the first node, which the
+/// agent adds; ranks launched directly are plain tasks of their nodes), or `sh -c` of its script
+/// (on the first node only).
+fn assignment_argv(job: &JobRecord) -> Vec<String> {
+    match &job.spec.program {
+        Program::Command(argv) => argv.clone(),
+        Program::Script(script) => vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            script.clone(),
+            job.spec.name.clone(),
+        ],
+    }
+}
+
+/// The run's environment: the submitter's, the job file's over it, then Slurm's variables.
+fn assignment_env(job: &JobRecord) -> BTreeMap<String, String> {
+    let spec = &job.spec;
+    let nodelist: Vec<String> = job.nodes.iter().map(|n| n.0.clone()).collect();
     let mut env: BTreeMap<String, String> = job.submit_env.clone();
     env.extend(spec.env.clone());
     let slurm = [
@@ -194,42 +265,7 @@ fn assignment(
         ];
         env.extend(array.into_iter().map(|(k, v)| (k.to_string(), v)));
     }
-    let start = job.start_time.unwrap_or_default();
-    v1::Assignment {
-        job_id: job.id.0,
-        run: job.run,
-        job_name: spec.name.clone(),
-        user: job.user.name.clone(),
-        uid: job.user.uid,
-        gid: job.user.gid,
-        node_index: index as u32,
-        nodelist,
-        ntasks: spec.ntasks,
-        first_rank,
-        local_tasks,
-        cpus_per_task: spec.cpus_per_task,
-        cpus: spec.cpus_per_node(),
-        memory_mb: spec.memory_mb,
-        argv,
-        env: env.into_iter().collect(),
-        workdir: paths.workdir,
-        stdout_path: paths.stdout,
-        stderr_path: paths.stderr,
-        deadline_ms: start.plus(spec.time_limit_ms).0,
-        partition: crate::head::jobs::DEFAULT_PARTITION.to_string(),
-        image: job.image.as_ref().map(|i| v1::ContainerImage {
-            reference: i.reference.clone(),
-            digest: i.digest.clone(),
-            tar_path: config
-                .image_path_on_nodes(&i.tar_path)
-                .display()
-                .to_string(),
-        }),
-        mpi: mpi_launch(job, nodes),
-        output: output_forward(job, nodes),
-        gids: job.gids.clone(),
-        umask: job.umask,
-    }
+    env
 }
 
 /// Where the nodes of a job whose tasks write on several nodes send their output: the first

@@ -87,6 +87,10 @@ impl From<HeadError> for Status {
 pub struct Session {
     pub id: u64,
     pub tx: mpsc::UnboundedSender<Result<v1::HeadMessage, Status>>,
+    /// Runs whose argv and environment this session has carried: later desired states leave
+    /// them out (`Assignment.payload_omitted`). A new session starts empty, so an agent that
+    /// reconnects or restarts gets them again.
+    pub payloads_sent: BTreeSet<(JobId, u32)>,
 }
 
 #[derive(Debug)]

@@ -27,9 +27,14 @@ impl Head {
             let mut inner = self.lock();
             let id = inner.next_session_id;
             inner.next_session_id += 1;
-            inner
-                .sessions
-                .insert(name.clone(), Session { id, tx: tx_stream });
+            inner.sessions.insert(
+                name.clone(),
+                Session {
+                    id,
+                    tx: tx_stream,
+                    payloads_sent: Default::default(),
+                },
+            );
             inner.last_seen.insert(name.clone(), now);
             // An agent that saw a newer generation than this head has (the head's store was
             // restored from an older copy) would ignore everything up to it: continue from there.

@@ -622,3 +622,44 @@ fn listings_come_in_pages_that_together_hold_every_job_once() {
     }
     assert_eq!(seen, ids);
 }
+
+/// A run's argv and environment travel once per session: the node's next desired states leave
+/// them out, and an agent that connects again gets them whole.
+#[test]
+fn a_runs_argv_and_environment_go_to_its_node_once_per_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::open(config(dir.path())).unwrap();
+    let mut n1 = register(&head, "node1");
+    let first = head
+        .submit(&ROOT, job_file("command = [\"sleep\", \"100\"]\n"))
+        .unwrap();
+    assert_eq!(pass(&head), 1);
+    let d = last_desired(&mut n1);
+    assert_eq!(d.assignments.len(), 1);
+    assert!(!d.assignments[0].payload_omitted);
+    assert_eq!(d.assignments[0].argv, ["sleep", "100"]);
+
+    let second = head
+        .submit(&ROOT, job_file("command = [\"sleep\", \"200\"]\n"))
+        .unwrap();
+    assert_eq!(pass(&head), 1);
+    let d = last_desired(&mut n1);
+    let by_job: BTreeMap<u64, &v1::Assignment> =
+        d.assignments.iter().map(|a| (a.job_id, a)).collect();
+    let (old, new) = (by_job[&first.0], by_job[&second.0]);
+    assert!(old.payload_omitted && old.argv.is_empty() && old.env.is_empty());
+    assert!(!new.payload_omitted);
+    assert_eq!(new.argv, ["sleep", "200"]);
+    assert_eq!(new.env["SLURM_JOB_ID"], second.0.to_string());
+
+    // A new session (the agent reconnected or restarted) starts from nothing.
+    let mut again = register(&head, "node1");
+    let d = last_desired(&mut again);
+    assert_eq!(d.assignments.len(), 2);
+    assert!(
+        d.assignments
+            .iter()
+            .all(|a| !a.payload_omitted && a.argv.len() == 2 && !a.env.is_empty()),
+        "{d:?}"
+    );
+}
