@@ -6,6 +6,10 @@ use beowulf_types::{
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// The partition of a cluster that configures none: every node (Slurm's usual single
+/// partition's name on small clusters).
+pub const DEFAULT_PARTITION: &str = "all";
+
 /// The user a job belongs to and runs as.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
@@ -57,6 +61,12 @@ pub struct JobRecord {
     /// The submitter's umask (absent for jobs of older clients: 022).
     #[serde(default)]
     pub umask: Option<u32>,
+    /// The partition the job was queued in, resolved once at submit: the one it named or the
+    /// cluster's default (Slurm's rule: later changes of the default do not move queued jobs).
+    /// `None` when the cluster has no partitions (shown as `all`) or names no default. Records
+    /// from before this field get it when the head loads them.
+    #[serde(default)]
+    pub partition: Option<String>,
     /// Set when the job is an element of a job array.
     #[serde(default)]
     pub array: Option<ArrayElement>,
@@ -148,6 +158,11 @@ pub struct ImageRecord {
 }
 
 impl JobRecord {
+    /// The partition name users see: the resolved one, else `all` (the whole cluster).
+    pub fn partition_name(&self) -> &str {
+        self.partition.as_deref().unwrap_or(DEFAULT_PARTITION)
+    }
+
     /// What the job holds on each node that has any of its processes.
     pub fn per_node(&self) -> Resources {
         Resources::new(self.spec.cpus_per_node(), self.spec.memory_mb)

@@ -258,6 +258,43 @@ fn partitions_enforce_their_limits() {
     );
 }
 
+/// A job's partition, named or the default, is resolved once at submit and is what `cluster
+/// queue`, `cluster show` and the job's own `SLURM_JOB_PARTITION` say (issue 19: they said `all`).
+#[test]
+fn a_jobs_partition_shows_in_queue_show_and_its_environment() {
+    let cluster = LocalCluster::start_with_policy(2, 10, Some(POLICY));
+    let file = cluster.job_file(
+        "partition.toml",
+        "time_limit = 1
+output = \"/dev/null\"\n\
+         command = [\"sh\", \"-c\", \"echo $SLURM_JOB_PARTITION > partition-$SLURM_JOB_ID.txt\"]\n",
+    );
+    let default = cluster.submit(&file);
+    let out = cluster.cluster(&["submit", "-p", "long", "--json", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let named = json(&out.stdout)["id"].as_u64().unwrap();
+    for (id, partition) in [(default, "short"), (named, "long")] {
+        let info = cluster.wait_state(id, &["COMPLETED"], MINUTE);
+        assert_eq!(info["partition"], partition, "show of job {id}");
+        let listed = cluster
+            .queue_all()
+            .into_iter()
+            .find(|j| j["id"] == id)
+            .unwrap();
+        assert_eq!(listed["partition"], partition, "queue of job {id}");
+        let seen = std::fs::read_to_string(cluster.work.path().join(format!("partition-{id}.txt")))
+            .unwrap();
+        assert_eq!(seen.trim(), partition, "SLURM_JOB_PARTITION of job {id}");
+    }
+    let table = text(&cluster.cluster(&["queue", "--all"]).stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains(&named.to_string()) && l.contains("long")),
+        "{table}"
+    );
+}
+
 #[test]
 fn a_high_qos_job_preempts_a_low_one_which_is_requeued() {
     let cluster = LocalCluster::start_with_policy(2, 10, Some(POLICY));

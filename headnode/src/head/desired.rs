@@ -191,7 +191,7 @@ fn assignment(
         stdout_path: paths.stdout,
         stderr_path: paths.stderr,
         deadline_ms: start.plus(spec.time_limit_ms).0,
-        partition: crate::head::jobs::DEFAULT_PARTITION.to_string(),
+        partition: job.partition_name().to_string(),
         image: job.image.as_ref().map(|i| v1::ContainerImage {
             reference: i.reference.clone(),
             digest: i.digest.clone(),
@@ -246,10 +246,7 @@ fn assignment_env(job: &JobRecord) -> BTreeMap<String, String> {
         ("SLURM_JOB_USER", job.user.name.clone()),
         ("SLURM_JOB_UID", job.user.uid.to_string()),
         ("SLURM_JOB_GID", job.user.gid.to_string()),
-        (
-            "SLURM_JOB_PARTITION",
-            crate::head::jobs::DEFAULT_PARTITION.to_string(),
-        ),
+        ("SLURM_JOB_PARTITION", job.partition_name().to_string()),
         ("SLURM_RESTART_COUNT", job.restarts.to_string()),
         ("BEOWULF_JOB_ID", job.id.to_string()),
         ("BEOWULF_RUN", job.run.to_string()),

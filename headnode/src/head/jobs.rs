@@ -2,10 +2,10 @@
 
 use super::{Head, HeadError, Tx, now};
 use crate::config::HeadConfig;
-use crate::model::{ArrayElement, ImageRef, JobRecord, RunPhases, User};
+use crate::model::{ArrayElement, DEFAULT_PARTITION, ImageRef, JobRecord, RunPhases, User};
 use beowulf_as_user::UserCredentials;
 use beowulf_proto::v1;
-use beowulf_scheduler::Constraint;
+use beowulf_scheduler::{Constraint, Partition};
 use beowulf_types::{
     DependencySpec, JobFileError, JobId, JobSpec, JobState, NodeName, Resources, Timestamp,
     apply_overrides, line_of_field, parse_job_file,
@@ -24,9 +24,6 @@ impl Caller {
         self.uid == 0
     }
 }
-
-/// The only partition until partitions are configurable: every node.
-pub const DEFAULT_PARTITION: &str = "all";
 
 impl Head {
     /// Parses, validates and durably queues a job. Returns only after the job is committed.
@@ -71,7 +68,7 @@ impl Head {
             None => None,
         };
         let submitted = self.mutate(|tx| {
-            check_fits_cluster(tx, &self.config, &source, &spec)?;
+            let partition = check_fits_cluster(tx, &self.config, &source, &spec)?;
             check_policy(tx, &self.config, &source, &spec)?;
             let now = now();
             let indices: Vec<Option<u32>> = match &spec.array {
@@ -115,6 +112,7 @@ impl Head {
                     groups: groups.clone(),
                     gids: gids.clone(),
                     umask,
+                    partition: partition.clone(),
                     array,
                     start_priority: 0,
                     image: image.clone(),
@@ -316,41 +314,47 @@ pub(super) fn user_of(caller: &Caller) -> User {
     }
 }
 
-/// Refuses requests the cluster can never satisfy, naming the line and field of the job file.
+/// The partition a job that names `named` (or none) is queued in: `Ok(None)` when the cluster
+/// has no partitions (or names no default), else the partition; `Err` says why `named` is none.
+pub(super) fn resolve_partition<'a>(
+    partitions: &'a BTreeMap<String, Partition>,
+    named: Option<&str>,
+) -> Result<Option<(String, &'a Partition)>, String> {
+    match (named, partitions.is_empty()) {
+        (None, true) => Ok(None),
+        (Some(name), true) if name == DEFAULT_PARTITION => Ok(None),
+        (Some(name), true) => Err(format!(
+            "no partition `{name}`; this cluster has one partition, `{DEFAULT_PARTITION}`"
+        )),
+        (Some(name), false) => match partitions.get(name) {
+            Some(p) => Ok(Some((name.to_string(), p))),
+            None => {
+                let names: Vec<&str> = partitions.keys().map(String::as_str).collect();
+                Err(format!(
+                    "no partition `{name}`; partitions: {}",
+                    names.join(", ")
+                ))
+            }
+        },
+        (None, false) => Ok(partitions
+            .iter()
+            .find(|(_, p)| p.default)
+            .map(|(n, p)| (n.clone(), p))),
+    }
+}
+
+/// Refuses requests the cluster can never satisfy, naming the line and field of the job file;
+/// returns the job's partition ([`resolve_partition`]).
 fn check_fits_cluster(
     tx: &Tx<'_>,
     config: &HeadConfig,
     source: &Source<'_>,
     spec: &JobSpec,
-) -> Result<(), HeadError> {
+) -> Result<Option<String>, HeadError> {
     let refuse = |field: &str, message: String| source.refusal(field, message);
     let partitions = config.partitions().map_err(HeadError::Invalid)?;
-    let partition = match (&spec.partition, partitions.is_empty()) {
-        (None, true) => None,
-        (Some(name), true) if name == DEFAULT_PARTITION => None,
-        (Some(name), true) => {
-            return Err(refuse(
-                "partition",
-                format!(
-                    "no partition `{name}`; this cluster has one partition, `{DEFAULT_PARTITION}`"
-                ),
-            ));
-        }
-        (Some(name), false) => match partitions.get(name) {
-            Some(p) => Some((name.clone(), p)),
-            None => {
-                let names: Vec<&str> = partitions.keys().map(String::as_str).collect();
-                return Err(refuse(
-                    "partition",
-                    format!("no partition `{name}`; partitions: {}", names.join(", ")),
-                ));
-            }
-        },
-        (None, false) => partitions
-            .iter()
-            .find(|(_, p)| p.default)
-            .map(|(n, p)| (n.clone(), p)),
-    };
+    let partition = resolve_partition(&partitions, spec.partition.as_deref())
+        .map_err(|message| refuse("partition", message))?;
     let in_partition = |name: &NodeName| {
         partition
             .as_ref()
@@ -403,7 +407,7 @@ fn check_fits_cluster(
             ),
         ));
     }
-    Ok(())
+    Ok(partition.map(|(name, _)| name))
 }
 
 /// Where a submitted job's fields came from: the file, or command-line options that override it.

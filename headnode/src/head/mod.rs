@@ -215,6 +215,18 @@ impl Tx<'_> {
     }
 }
 
+/// Gives jobs stored before partitions were resolved at submit the partition they would have
+/// been given then; a name the configuration no longer has is kept, and the scheduler says so.
+fn resolve_stored_partitions(jobs: &mut BTreeMap<JobId, JobRecord>, config: &HeadConfig) {
+    let partitions = config.partitions().unwrap_or_default();
+    for job in jobs.values_mut().filter(|j| j.partition.is_none()) {
+        job.partition = match jobs::resolve_partition(&partitions, job.spec.partition.as_deref()) {
+            Ok(resolved) => resolved.map(|(name, _)| name),
+            Err(_) => job.spec.partition.clone(),
+        };
+    }
+}
+
 impl Head {
     /// Opens the store and loads every record.
     pub fn open(config: HeadConfig) -> Result<Head, StoreError> {
@@ -223,7 +235,8 @@ impl Head {
             source: redb::Error::Io(e),
         })?;
         let store = Store::open(&config.state_dir.join("headnoded.redb"), &config.store)?;
-        let snapshot = store.load()?;
+        let mut snapshot = store.load()?;
+        resolve_stored_partitions(&mut snapshot.jobs, &config);
         let active = snapshot
             .jobs
             .values()

@@ -241,11 +241,7 @@ fn snapshot(inner: &Inner, config: &HeadConfig, now: Timestamp) -> SchedulerInpu
                 nodes: job.spec.nodes,
                 per_node,
                 time_limit: job.spec.time_limit_ms,
-                partition: job
-                    .spec
-                    .partition
-                    .clone()
-                    .filter(|_| !config.partitions.is_empty()),
+                partition: job.partition.clone(),
                 user: job.user.name.clone(),
                 groups: job.groups.iter().cloned().collect(),
                 account: job.spec.account.clone().unwrap_or_default(),

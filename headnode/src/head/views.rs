@@ -2,7 +2,6 @@
 
 use super::desired::job_paths;
 use super::{Head, HeadError, Inner};
-use crate::head::jobs::DEFAULT_PARTITION;
 use crate::model::JobRecord;
 use beowulf_proto::v1;
 use beowulf_types::{
@@ -162,11 +161,7 @@ fn job_info(inner: &Inner, job: &JobRecord, with_events: bool) -> v1::JobInfo {
         ntasks: job.spec.ntasks,
         cpus_per_task: job.spec.cpus_per_task,
         memory_mb: job.spec.memory_mb,
-        partition: job
-            .spec
-            .partition
-            .clone()
-            .unwrap_or_else(|| DEFAULT_PARTITION.to_string()),
+        partition: job.partition_name().to_string(),
         priority: pending.map(|p| p.priority).unwrap_or(0),
         estimated_start_ms: pending.and_then(|p| p.estimated_start).map(|t| t.0),
         restarts: job.restarts,

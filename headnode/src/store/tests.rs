@@ -49,6 +49,7 @@ fn job(id: u64, owner: &str) -> JobRecord {
         groups: Vec::new(),
         gids: Vec::new(),
         umask: None,
+        partition: None,
         array: None,
         start_priority: 0,
         image: None,
