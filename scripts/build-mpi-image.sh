@@ -16,7 +16,7 @@
 # so an interrupted build never looks cached. Progress notes go to stderr, prefixed `# `; the
 # build's full log is kept on failure.
 #
-# No ssh in the image: mpirun's remote launcher is the agent's rsh-agent program (DESIGN.md §7), but
+# No ssh in the image: mpirun's remote launcher is the agent's rsh-agent program (docs/design.md §7), but
 # openmpi-bin depends on `openssh-client | ssh-client`, so a tiny local package provides `ssh-client`.
 set -euo pipefail
 SCRIPT=$(realpath "${BASH_SOURCE[0]}")

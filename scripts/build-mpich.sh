@@ -2,7 +2,7 @@
 # Builds MPICH for Beowulf's MPI images: Debian 12's own MPICH source (4.0.2, the archive's
 # orig tarball, checked against its SHA-256), configured for ch4:ofi over Debian's libfabric 1.17
 # and as a PMIx client of Debian's libpmix2, so that the agents' PMIx servers start its ranks
-# directly, as they do Open MPI's (DESIGN.md §7, docs/decisions.md "MPICH").
+# directly, as they do Open MPI's (docs/design.md §7, docs/decisions.md "MPICH").
 #
 #   sudo scripts/build-mpich.sh        # last stdout line: a tarball of ./opt/mpich
 #

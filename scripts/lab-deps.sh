@@ -4,7 +4,7 @@
 #
 # qemu-utils: the machine image may ship a newer qemu-utils (bookworm-backports) that Breaks
 # bookworm's qemu-system-common, so it is pinned to the same version as qemu-system-x86 and
-# installed in the same apt command with --allow-downgrades (DESIGN.md §6).
+# installed in the same apt command with --allow-downgrades (docs/design.md §6).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh

@@ -20,11 +20,13 @@ mod wired;
 
 pub use wired::{LaunchPeer, LaunchRefusal};
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, HeadAddressError};
 use crate::container::ImageCache;
 use crate::launcher::{JobLimits, LaunchError, Launcher, TaskExit, TaskLaunch, TaskOutput};
 use crate::ledger::{Ledger, LedgerError, RunEntry, RunKey, TaskEnd};
+use crate::pmix::{PmixError, PmixServer};
 use crate::reconcile::{Action, reconcile};
+use crate::tls::TlsError;
 use beowulf_proto::v1::{self, agent_hub_client::AgentHubClient, agent_message::Body};
 use beowulf_types::{Generation, Inventory, JobId};
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,8 +39,8 @@ use tokio::sync::mpsc;
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
     /// The head is not there (yet): routine while it restarts.
-    #[error("{0}")]
-    Unreachable(String),
+    #[error(transparent)]
+    Unreachable(#[from] HeadUnreachable),
     /// The head answered and said no (a wrong certificate, another node's name): needs the admin.
     #[error("the head refused the session: {0}")]
     Refused(tonic::Status),
@@ -51,6 +53,33 @@ enum SessionError {
         "the head left out the argv and environment of job {job} run {run}, which this agent never received; reconnecting for the whole desired state"
     )]
     MissingPayload { job: JobId, run: u32 },
+}
+
+/// Why the head could not be reached: routine while it restarts (or a local problem: its address
+/// file, this node's TLS files).
+#[derive(Debug, thiserror::Error)]
+enum HeadUnreachable {
+    #[error(transparent)]
+    Address(#[from] HeadAddressError),
+    #[error("invalid head address {address}: {source}")]
+    BadAddress {
+        address: String,
+        source: tonic::transport::Error,
+    },
+    #[error(transparent)]
+    TlsFiles(#[from] TlsError),
+    #[error("cannot set up TLS to the head at {address}: {source}")]
+    Tls {
+        address: String,
+        source: tonic::transport::Error,
+    },
+    #[error("cannot connect to the head at {address}: {source}")]
+    Connect {
+        address: String,
+        source: tonic::transport::Error,
+    },
+    #[error("the session channel to the head at {address} closed before registering")]
+    ChannelClosed { address: String },
 }
 
 /// Reconnect back-off: start fast (a head restart takes well under a second), cap low enough that a
@@ -78,6 +107,13 @@ const WAIT_FOR_RUN: Duration = Duration::from_secs(2);
 
 /// PATH for tasks whose submit environment has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How long the agent keeps killing a run's leftover processes before it reports the run's end
+/// anyway: Slurm's `UnkillableStepTimeout` default. A process in uninterruptible sleep (a hung NFS
+/// server) dies only when its I/O returns; until then the node must not look free.
+const UNKILLABLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Between two rounds of killing a run's leftovers.
+const LEFTOVER_RETRY: Duration = Duration::from_millis(50);
 
 /// The umask of jobs whose submitter sent none (older clients): the usual login default.
 const DEFAULT_UMASK: u32 = 0o022;
@@ -154,7 +190,7 @@ pub struct Agent<L: Launcher> {
     /// `[tls]` files.
     launch_tls: std::sync::OnceLock<Option<tonic::transport::ClientTlsConfig>>,
     /// The node's PMIx server for direct MPI launch (or why there is none); set by the binary.
-    pmix: std::sync::OnceLock<Result<&'static crate::pmix::PmixServer, String>>,
+    pmix: std::sync::OnceLock<Result<&'static PmixServer, Arc<PmixError>>>,
     /// Fences gathered here for direct MPI runs whose first node this is.
     fences: Mutex<direct::FenceBoard>,
     /// Runs whose output files this node writes for the other nodes.
@@ -292,10 +328,7 @@ impl<L: Launcher> Agent<L> {
 
     /// One session: register, then heartbeat and apply desired states until the stream breaks.
     async fn session(self: &Arc<Self>) -> Result<(), SessionError> {
-        let address = self
-            .config
-            .head_address()
-            .map_err(SessionError::Unreachable)?;
+        let address = self.config.head_address().map_err(HeadUnreachable::from)?;
         // TCP_NODELAY: reports and heartbeats are small and must not wait for delayed ACKs.
         let scheme = if self.config.tls.is_some() {
             "https"
@@ -303,30 +336,40 @@ impl<L: Launcher> Agent<L> {
             "http"
         };
         let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
-            .map_err(|e| SessionError::Unreachable(format!("invalid head address {address}: {e}")))?
+            .map_err(|source| HeadUnreachable::BadAddress {
+                address: address.clone(),
+                source,
+            })?
             .tcp_nodelay(true);
         if let Some(tls) = &self.config.tls {
-            let (ca, cert, key) = tls.read().map_err(SessionError::Unreachable)?;
+            let pem = crate::tls::read(tls).map_err(HeadUnreachable::from)?;
             endpoint = endpoint
                 .tls_config(
                     tonic::transport::ClientTlsConfig::new()
-                        .ca_certificate(tonic::transport::Certificate::from_pem(ca))
-                        .identity(tonic::transport::Identity::from_pem(cert, key))
+                        .ca_certificate(tonic::transport::Certificate::from_pem(pem.ca))
+                        .identity(tonic::transport::Identity::from_pem(pem.cert, pem.key))
                         .domain_name(beowulf_types::HEAD_TLS_NAME),
                 )
-                .map_err(|e| {
-                    SessionError::Unreachable(format!("cannot set up TLS to the head: {e}"))
+                .map_err(|source| HeadUnreachable::Tls {
+                    address: address.clone(),
+                    source,
                 })?;
         }
-        let channel = endpoint.connect().await.map_err(|e| {
-            SessionError::Unreachable(format!("cannot connect to the head at {address}: {e}"))
-        })?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|source| HeadUnreachable::Connect {
+                address: address.clone(),
+                source,
+            })?;
         let mut client = AgentHubClient::new(channel)
             .max_decoding_message_size(beowulf_proto::MAX_DESIRED_STATE_BYTES);
         let (tx, rx) = mpsc::unbounded_channel();
         let register = self.register_message();
         tx.send(register)
-            .map_err(|_| SessionError::Unreachable("session channel closed".into()))?;
+            .map_err(|_| HeadUnreachable::ChannelClosed {
+                address: address.clone(),
+            })?;
         let response = client
             .session(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
             .await
@@ -408,6 +451,33 @@ impl<L: Launcher> Agent<L> {
                 generation: state.ledger.data.generation.0,
                 launch_endpoint: self.launch_endpoint(),
             })),
+        }
+    }
+
+    /// Kills what a run left behind until nothing is left, or [`UNKILLABLE_TIMEOUT`] passed:
+    /// one round of the launcher's kill gives up after a second, and thousands of processes (a
+    /// fork loop at its `pids.max`) can take longer to die than that.
+    async fn kill_leftovers(self: &Arc<Self>, key: RunKey) {
+        let deadline = std::time::Instant::now() + UNKILLABLE_TIMEOUT;
+        loop {
+            let killer = self.clone();
+            let alive = tokio::task::spawn_blocking(move || {
+                kill(&*killer.launcher, key);
+                killer.launcher.job_alive(key.job, key.run)
+            })
+            .await;
+            match alive {
+                Ok(false) => return,
+                Ok(true) if std::time::Instant::now() >= deadline => {
+                    tracing::warn!(job = %key.job, run = key.run, timeout = ?UNKILLABLE_TIMEOUT, "processes of the run survive SIGKILL (uninterruptible, e.g. on a hung file server): reporting its end anyway");
+                    return;
+                }
+                Ok(true) => tokio::time::sleep(LEFTOVER_RETRY).await,
+                Err(e) => {
+                    tracing::error!(job = %key.job, error = %e, "killing a run's leftovers panicked");
+                    return;
+                }
+            }
         }
     }
 
@@ -628,18 +698,18 @@ impl<L: Launcher> Agent<L> {
 
     /// TLS for requests to other nodes' launch services: this node's certificate as the client's,
     /// the cluster CA for theirs; `None` when the agent has no `[tls]` (plaintext).
-    pub fn launch_client_tls(&self) -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
+    pub fn launch_client_tls(&self) -> Result<Option<tonic::transport::ClientTlsConfig>, TlsError> {
         if let Some(tls) = self.launch_tls.get() {
             return Ok(tls.clone());
         }
         let tls = match &self.config.tls {
             None => None,
             Some(files) => {
-                let (ca, cert, key) = files.read()?;
+                let pem = crate::tls::read(files)?;
                 Some(
                     tonic::transport::ClientTlsConfig::new()
-                        .ca_certificate(tonic::transport::Certificate::from_pem(ca))
-                        .identity(tonic::transport::Identity::from_pem(cert, key)),
+                        .ca_certificate(tonic::transport::Certificate::from_pem(pem.ca))
+                        .identity(tonic::transport::Identity::from_pem(pem.cert, pem.key)),
                 )
             }
         };
@@ -713,12 +783,7 @@ impl<L: Launcher> Agent<L> {
                 tokio::spawn(async move {
                     if leftovers {
                         tracing::info!(job = %key.job, run = key.run, "the run's tasks left processes behind: killing them before reporting its end");
-                        let killer = agent.clone();
-                        let killed =
-                            tokio::task::spawn_blocking(move || kill(&*killer.launcher, key)).await;
-                        if let Err(e) = killed {
-                            tracing::error!(job = %key.job, error = %e, "killing a run's leftovers panicked");
-                        }
+                        agent.kill_leftovers(key).await;
                     }
                     // The head ends the job when every node reported: its output must be
                     // written by then.

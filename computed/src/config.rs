@@ -141,20 +141,29 @@ impl AgentConfig {
     }
 
     /// The head's agent API address, read now.
-    pub fn head_address(&self) -> Result<String, String> {
+    pub fn head_address(&self) -> Result<String, HeadAddressError> {
         if let Some(head) = &self.head {
             return Ok(head.clone());
         }
         let file = self.head_addr_file.as_ref().expect("checked at parse");
         std::fs::read_to_string(file)
             .map(|s| s.trim().to_string())
-            .map_err(|e| {
-                format!(
-                    "cannot read the head's address from {}: {e}",
-                    file.display()
-                )
+            .map_err(|source| HeadAddressError::Read {
+                path: file.clone(),
+                source,
             })
     }
+}
+
+/// Why the head's agent API address is not known.
+#[derive(Debug, thiserror::Error)]
+pub enum HeadAddressError {
+    #[error("cannot read the head's address from {}: {source}", path.display())]
+    Read {
+        /// `head_addr_file`.
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The port beside the head's agent port (7090).

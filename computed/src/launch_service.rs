@@ -22,6 +22,7 @@
 
 use crate::agent::{Agent, LaunchPeer, LaunchRefusal};
 use crate::launcher::Launcher;
+use crate::tls::TlsError;
 use beowulf_proto::peer::certificate_names;
 use beowulf_proto::v1::{
     self,
@@ -273,11 +274,11 @@ pub fn endpoint(bound: SocketAddr, advertise: Option<&str>, node: &str) -> Strin
 
 /// The server side of mutual TLS between agents: this node's certificate, and only clients with
 /// a certificate of the cluster CA.
-pub fn server_tls(files: &TlsFiles) -> Result<tonic::transport::ServerTlsConfig, String> {
-    let (ca, cert, key) = files.read()?;
+pub fn server_tls(files: &TlsFiles) -> Result<tonic::transport::ServerTlsConfig, TlsError> {
+    let pem = crate::tls::read(files)?;
     Ok(tonic::transport::ServerTlsConfig::new()
-        .identity(tonic::transport::Identity::from_pem(cert, key))
-        .client_ca_root(tonic::transport::Certificate::from_pem(ca)))
+        .identity(tonic::transport::Identity::from_pem(pem.cert, pem.key))
+        .client_ca_root(tonic::transport::Certificate::from_pem(pem.ca)))
 }
 
 /// Serves `beowulf-rsh` of this node's jobs on the unix socket `path` (replacing a stale one,

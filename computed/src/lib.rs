@@ -11,3 +11,4 @@ pub mod ledger;
 pub mod mpi;
 pub mod pmix;
 pub mod reconcile;
+pub mod tls;

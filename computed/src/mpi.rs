@@ -3,6 +3,7 @@
 //! the transport settings of the fabric the head chose, for both. Pure: tested without MPI.
 
 use beowulf_proto::v1;
+use beowulf_types::{MpiFlavor, RunFabric};
 
 /// Environment variables `beowulf-rsh` reads (set for mpirun, and for the daemons it starts).
 pub const ENV_TOKEN: &str = "BEOWULF_LAUNCH_TOKEN";
@@ -11,7 +12,7 @@ pub const ENV_LAUNCH_SOCKET: &str = "BEOWULF_LAUNCH_SOCKET";
 pub const ENV_JOB: &str = "BEOWULF_JOB_ID";
 pub const ENV_RUN: &str = "BEOWULF_RUN";
 
-/// The settings measured to work on soft-RoCE (DESIGN.md §7): UCX over RC verbs, and without
+/// The settings measured to work on soft-RoCE (docs/design.md §7): UCX over RC verbs, and without
 /// the DGID check UCX's UD wire-up times out on rxe.
 const UCX_IB_ENV: [(&str, &str); 2] =
     [("UCX_TLS", "rc,self"), ("UCX_UD_VERBS_ETH_DGID_CHECK", "n")];
@@ -77,7 +78,7 @@ pub fn mpirun_argv(input: &MpirunInput<'_>) -> Vec<String> {
     if let Some(include) = input.tcp_include {
         mca("oob_tcp_if_include", include);
     }
-    let fabric = fabric_settings(&input.mpi.fabric, input.tcp_include, input.ib_device);
+    let fabric = fabric_settings(input.mpi.run_fabric(), input.tcp_include, input.ib_device);
     for (name, value) in &fabric.mca {
         mca(name, value);
     }
@@ -98,13 +99,13 @@ pub struct FabricSettings {
 
 /// UCX over the verbs device for `ib`; else ob1 with TCP, pinned to `tcp_include` when given.
 pub fn fabric_settings(
-    fabric: &str,
+    fabric: RunFabric,
     tcp_include: Option<&str>,
     ib_device: Option<&str>,
 ) -> FabricSettings {
     let mut mca: Vec<(&'static str, String)> = Vec::new();
     let mut env: Vec<(String, String)> = Vec::new();
-    if fabric == "ib" {
+    if fabric == RunFabric::Ib {
         mca.push(("pml", "ucx".into()));
         mca.push(("btl", "^openib,uct".into()));
         mca.push(("osc", "ucx".into()));
@@ -127,7 +128,7 @@ pub fn fabric_settings(
 }
 
 /// The environment of a rank the agent starts itself (direct launch), beside what the PMIx
-/// server gives it, for the job's MPI `flavor` ("openmpi" or "mpich").
+/// server gives it, for the job's MPI flavor (Open MPI or MPICH).
 ///
 /// Open MPI: the fabric's settings as `OMPI_MCA_*` variables, and `SLURM_STEP_ID`. Open MPI 4.1
 /// decides how it was started from the environment ("schizo"): with Slurm's job variables and a
@@ -141,8 +142,8 @@ pub fn direct_env(
     tcp_include: Option<&str>,
     ib_device: Option<&str>,
 ) -> Vec<(String, String)> {
-    let fabric = launch.fabric.as_str();
-    if launch.flavor == "mpich" {
+    let fabric = launch.run_fabric();
+    if launch.mpi_flavor() == MpiFlavor::Mpich {
         let ranks: u32 = launch.tasks_per_node.iter().sum();
         return mpich_fabric_env(fabric, ranks, tcp_include, ib_device);
     }
@@ -167,13 +168,13 @@ pub fn direct_env(
 /// more entries than soft-RoCE allows (rxe: 32767), so every endpoint failed (measured with
 /// `fi_pingpong -p "verbs;ofi_rxm"` between two lab VMs: EINVAL at fi_enable, fine with 8).
 pub fn mpich_fabric_env(
-    fabric: &str,
+    fabric: RunFabric,
     ranks: u32,
     tcp_include: Option<&str>,
     ib_device: Option<&str>,
 ) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![("FI_UNIVERSE_SIZE".into(), ranks.to_string())];
-    if fabric == "ib" {
+    if fabric == RunFabric::Ib {
         env.push(("FI_PROVIDER".into(), "verbs;ofi_rxm".into()));
         if let Some(device) = ib_device {
             // `rxe0:1`: libfabric names devices without the port.
@@ -189,27 +190,65 @@ pub fn mpich_fabric_env(
     env
 }
 
+/// Why an agent's launch service could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("bad endpoint {endpoint} for {node}: {source}")]
+    BadEndpoint {
+        endpoint: String,
+        node: String,
+        source: tonic::transport::Error,
+    },
+    #[error("cannot set up TLS to the agent of {node}: {source}")]
+    Tls {
+        node: String,
+        source: tonic::transport::Error,
+    },
+    #[error("cannot reach the agent of {node} at {endpoint}: {source}")]
+    Unreachable {
+        node: String,
+        endpoint: String,
+        source: tonic::transport::Error,
+    },
+    #[error("cannot reach this node's agent at {}: {source}", socket.display())]
+    LocalUnreachable {
+        socket: std::path::PathBuf,
+        source: tonic::transport::Error,
+    },
+}
+
 /// A client of `node`'s launch service at `endpoint` (TCP_NODELAY: requests and answers are
 /// small and must not wait for delayed ACKs).
 pub async fn connect_launch(
     endpoint: &str,
     node: &str,
     tls: Option<&tonic::transport::ClientTlsConfig>,
-) -> Result<v1::agent_launch_client::AgentLaunchClient<tonic::transport::Channel>, String> {
+) -> Result<v1::agent_launch_client::AgentLaunchClient<tonic::transport::Channel>, ConnectError> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut target = tonic::transport::Endpoint::from_shared(format!("{scheme}://{endpoint}"))
-        .map_err(|e| format!("bad endpoint {endpoint} for {node}: {e}"))?
+        .map_err(|source| ConnectError::BadEndpoint {
+            endpoint: endpoint.to_string(),
+            node: node.to_string(),
+            source,
+        })?
         .tcp_nodelay(true);
     if let Some(tls) = tls {
         // The node's certificate names the node, whatever address it is reached at.
         target = target
             .tls_config(tls.clone().domain_name(node))
-            .map_err(|e| format!("cannot set up TLS to the agent of {node}: {e}"))?;
+            .map_err(|source| ConnectError::Tls {
+                node: node.to_string(),
+                source,
+            })?;
     }
     let channel = target
         .connect()
         .await
-        .map_err(|e| format!("cannot reach the agent of {node} at {endpoint}: {e}"))?;
+        .map_err(|source| ConnectError::Unreachable {
+            node: node.to_string(),
+            endpoint: endpoint.to_string(),
+            source,
+        })?;
     Ok(v1::agent_launch_client::AgentLaunchClient::new(channel))
 }
 
@@ -217,7 +256,7 @@ pub async fn connect_launch(
 /// its uid).
 pub async fn connect_local_launch(
     socket: &std::path::Path,
-) -> Result<v1::agent_launch_client::AgentLaunchClient<tonic::transport::Channel>, String> {
+) -> Result<v1::agent_launch_client::AgentLaunchClient<tonic::transport::Channel>, ConnectError> {
     let path = socket.to_path_buf();
     let channel = tonic::transport::Endpoint::from_static("http://computed")
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
@@ -229,11 +268,9 @@ pub async fn connect_local_launch(
             }
         }))
         .await
-        .map_err(|e| {
-            format!(
-                "cannot reach this node's agent at {}: {e}",
-                socket.display()
-            )
+        .map_err(|source| ConnectError::LocalUnreachable {
+            socket: socket.to_path_buf(),
+            source,
         })?;
     Ok(v1::agent_launch_client::AgentLaunchClient::new(channel))
 }
@@ -247,10 +284,10 @@ pub fn endpoint_of<'a>(launch: &'a v1::MpiLaunch, node: &str) -> Option<&'a str>
 mod tests {
     use super::*;
 
-    fn launch(fabric: &str) -> v1::MpiLaunch {
+    fn launch(fabric: RunFabric) -> v1::MpiLaunch {
         v1::MpiLaunch {
-            flavor: "openmpi".into(),
-            fabric: fabric.into(),
+            flavor: v1::MpiFlavor::Openmpi as i32,
+            fabric: v1::RunFabric::from(fabric) as i32,
             token: "t".into(),
             endpoints: [
                 ("node1".to_string(), "127.0.0.1:1".to_string()),
@@ -265,7 +302,7 @@ mod tests {
 
     #[test]
     fn tcp_runs_pin_open_mpi_to_the_given_network() {
-        let mpi = launch("tcp");
+        let mpi = launch(RunFabric::Tcp);
         let nodes = ["node1".to_string(), "node2".to_string()];
         let command = ["./hello".to_string()];
         let argv = mpirun_argv(&MpirunInput {
@@ -291,7 +328,7 @@ mod tests {
 
     #[test]
     fn ib_runs_use_ucx_with_the_soft_roce_settings() {
-        let mpi = launch("ib");
+        let mpi = launch(RunFabric::Ib);
         let nodes = ["node1".to_string(), "node2".to_string()];
         let line = mpirun_argv(&MpirunInput {
             mpi: &mpi,
@@ -310,12 +347,12 @@ mod tests {
 
     #[test]
     fn direct_ranks_get_the_fabric_as_mca_variables_and_a_step() {
-        let env = direct_env(&launch("tcp"), Some("lo"), None);
+        let env = direct_env(&launch(RunFabric::Tcp), Some("lo"), None);
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("OMPI_MCA_pml"), Some("ob1"));
         assert_eq!(get("OMPI_MCA_btl_tcp_if_include"), Some("lo"));
         assert_eq!(get("SLURM_STEP_ID"), Some("0"));
-        let env = direct_env(&launch("ib"), None, Some("rxe0:1"));
+        let env = direct_env(&launch(RunFabric::Ib), None, Some("rxe0:1"));
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("OMPI_MCA_pml"), Some("ucx"));
         assert_eq!(get("UCX_NET_DEVICES"), Some("rxe0:1"));
@@ -323,11 +360,11 @@ mod tests {
 
     #[test]
     fn mpich_ranks_get_libfabric_providers_and_no_open_mpi_variables() {
-        let mpich = |fabric: &str| v1::MpiLaunch {
-            flavor: "mpich".into(),
+        let mpich = |fabric: RunFabric| v1::MpiLaunch {
+            flavor: v1::MpiFlavor::Mpich as i32,
             ..launch(fabric)
         };
-        let env = direct_env(&mpich("tcp"), Some("lo"), None);
+        let env = direct_env(&mpich(RunFabric::Tcp), Some("lo"), None);
         let pairs = |env: &[(String, String)]| -> Vec<String> {
             env.iter().map(|(k, v)| format!("{k}={v}")).collect()
         };
@@ -340,12 +377,12 @@ mod tests {
             ]
         );
         // A CIDR is Open MPI's syntax only: libfabric picks the interface itself.
-        let env = direct_env(&mpich("tcp"), Some("10.0.0.0/24"), None);
+        let env = direct_env(&mpich(RunFabric::Tcp), Some("10.0.0.0/24"), None);
         assert_eq!(
             pairs(&env),
             ["FI_UNIVERSE_SIZE=3", "FI_PROVIDER=tcp;ofi_rxm"]
         );
-        let env = direct_env(&mpich("ib"), None, Some("rxe0:1"));
+        let env = direct_env(&mpich(RunFabric::Ib), None, Some("rxe0:1"));
         assert_eq!(
             pairs(&env),
             [
@@ -358,7 +395,7 @@ mod tests {
 
     #[test]
     fn endpoints_are_found_by_node() {
-        let launch = launch("tcp");
+        let launch = launch(RunFabric::Tcp);
         assert_eq!(endpoint_of(&launch, "node2"), Some("127.0.0.1:2"));
         assert_eq!(endpoint_of(&launch, "node9"), None);
     }

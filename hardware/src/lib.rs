@@ -4,6 +4,8 @@
 //! a machine drives the same code as the host. Only NIC addresses, which sysfs does not hold, come
 //! from the OS, and only when the root is the host's `/`.
 
+#![forbid(unsafe_code)]
+
 mod cpu;
 mod infiniband;
 mod memory;

@@ -93,8 +93,16 @@ impl Default for ApiConfig {
 }
 
 fn default_max_connections_per_user() -> usize {
-    crate::server::connections::MAX_CONNECTIONS_PER_USER
+    MAX_CONNECTIONS_PER_USER
 }
+
+/// Connections one user (not root) may hold over both client sockets together, unless `[api]`
+/// says otherwise (enforced by `crate::server::connections`). A user's real need is a handful: a
+/// `cluster` command holds one for milliseconds, a plain `submit` one for a millisecond, and each
+/// `submit --wait` or `cluster init --watch` one for as long as it follows. 64 lets a user follow
+/// dozens of jobs at once and submit from a parallel loop, while a flood from one account takes
+/// 64 descriptors instead of all of them.
+pub const MAX_CONNECTIONS_PER_USER: usize = 64;
 
 /// Where the installed playbooks live (the package puts the repository's `playbooks/` here).
 const DEFAULT_PLAYBOOKS_DIR: &str = "/usr/share/beowulf/playbooks";

@@ -1,7 +1,8 @@
 //! The head's records: jobs and nodes as stored, and what is derived from them (node state, usage).
 
 use beowulf_types::{
-    Inventory, JobId, JobSpec, JobState, NodeName, NodeState, Program, Resources, Timestamp,
+    Inventory, JobId, JobSpec, JobState, NodeName, NodeState, Program, Resources, RunFabric,
+    Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -100,11 +101,24 @@ pub struct RunLaunch {
     /// Random per run; agents start MPI daemons, gather fences and take forwarded output only
     /// for requests that carry it.
     pub token: String,
-    /// `ib` or `tcp`; empty for jobs that are not MPI jobs.
-    #[serde(default)]
-    pub fabric: String,
+    /// The fabric chosen for an MPI job's run; `None` for jobs that are not MPI jobs. Stored
+    /// as `"ib"`/`"tcp"`; records from before it was typed have `""` for none.
+    #[serde(default, deserialize_with = "fabric_of_record")]
+    pub fabric: Option<RunFabric>,
     #[serde(default)]
     pub fabric_reason: String,
+}
+
+/// Reads a stored fabric: `null`, `""` (records from before it was typed) or a fabric's word.
+fn fabric_of_record<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<RunFabric>, D::Error> {
+    match Option::<String>::deserialize(deserializer)?.as_deref() {
+        None | Some("") => Ok(None),
+        Some(word) => RunFabric::parse(word)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown fabric `{word}`"))),
+    }
 }
 
 /// When the agents reported a run's container phases (the latest node counts).

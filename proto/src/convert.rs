@@ -1,7 +1,81 @@
 //! Conversions between the wire messages and the plain domain types of `beowulf-types`.
 
 use crate::v1;
-use beowulf_types::{IbPort, IbPortState, Inventory, Nic};
+use beowulf_types::{
+    IbPort, IbPortState, Inventory, JobState, MpiFlavor, Nic, NodeState, RunFabric,
+};
+
+impl From<RunFabric> for v1::RunFabric {
+    fn from(fabric: RunFabric) -> Self {
+        match fabric {
+            RunFabric::Ib => v1::RunFabric::Ib,
+            RunFabric::Tcp => v1::RunFabric::Tcp,
+        }
+    }
+}
+
+impl From<v1::RunFabric> for RunFabric {
+    /// Unspecified (a sender that set none) reads as TCP: the gigabit network always works.
+    fn from(fabric: v1::RunFabric) -> Self {
+        match fabric {
+            v1::RunFabric::Ib => RunFabric::Ib,
+            v1::RunFabric::Tcp | v1::RunFabric::Unspecified => RunFabric::Tcp,
+        }
+    }
+}
+
+impl From<MpiFlavor> for v1::MpiFlavor {
+    fn from(flavor: MpiFlavor) -> Self {
+        match flavor {
+            MpiFlavor::Openmpi => v1::MpiFlavor::Openmpi,
+            MpiFlavor::Mpich => v1::MpiFlavor::Mpich,
+            MpiFlavor::None => v1::MpiFlavor::Unspecified,
+        }
+    }
+}
+
+impl From<v1::MpiFlavor> for MpiFlavor {
+    fn from(flavor: v1::MpiFlavor) -> Self {
+        match flavor {
+            v1::MpiFlavor::Openmpi => MpiFlavor::Openmpi,
+            v1::MpiFlavor::Mpich => MpiFlavor::Mpich,
+            v1::MpiFlavor::Unspecified => MpiFlavor::None,
+        }
+    }
+}
+
+impl v1::JobInfo {
+    /// The job's state; `None` for a word this build does not know (a newer head).
+    pub fn job_state(&self) -> Option<JobState> {
+        JobState::parse(&self.state)
+    }
+}
+
+impl v1::WhyReply {
+    /// The job's state; `None` for a word this build does not know (a newer head).
+    pub fn job_state(&self) -> Option<JobState> {
+        JobState::parse(&self.state)
+    }
+}
+
+impl v1::NodeInfo {
+    /// The node's state; `None` for a word this build does not know (a newer head).
+    pub fn node_state(&self) -> Option<NodeState> {
+        NodeState::parse(&self.state)
+    }
+}
+
+impl v1::MpiLaunch {
+    /// The run's fabric as a domain value.
+    pub fn run_fabric(&self) -> RunFabric {
+        self.fabric().into()
+    }
+
+    /// The run's MPI implementation as a domain value.
+    pub fn mpi_flavor(&self) -> MpiFlavor {
+        self.flavor().into()
+    }
+}
 
 impl From<&Inventory> for v1::Inventory {
     fn from(inv: &Inventory) -> Self {
@@ -86,6 +160,27 @@ impl From<&v1::Inventory> for Inventory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fabrics_and_flavors_survive_the_wire() {
+        for fabric in [RunFabric::Ib, RunFabric::Tcp] {
+            assert_eq!(RunFabric::from(v1::RunFabric::from(fabric)), fabric);
+            assert_eq!(RunFabric::parse(fabric.as_str()), Some(fabric));
+        }
+        assert_eq!(RunFabric::from(v1::RunFabric::Unspecified), RunFabric::Tcp);
+        for flavor in [MpiFlavor::Openmpi, MpiFlavor::Mpich, MpiFlavor::None] {
+            assert_eq!(MpiFlavor::from(v1::MpiFlavor::from(flavor)), flavor);
+        }
+        let launch = v1::MpiLaunch {
+            flavor: v1::MpiFlavor::Mpich as i32,
+            fabric: v1::RunFabric::Ib as i32,
+            ..Default::default()
+        };
+        assert_eq!(
+            (launch.mpi_flavor(), launch.run_fabric()),
+            (MpiFlavor::Mpich, RunFabric::Ib)
+        );
+    }
 
     #[test]
     fn inventory_survives_the_wire() {

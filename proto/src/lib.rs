@@ -1,5 +1,7 @@
 //! The Beowulf gRPC API (generated) and conversions between its messages and the domain types.
 
+#![forbid(unsafe_code)]
+
 #[allow(
     missing_debug_implementations,
     unused_qualifications,

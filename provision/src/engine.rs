@@ -5,10 +5,11 @@
 //! error naming every failed node, the step, the command and its stderr tail. `Plan` runs checks only.
 
 use crate::builtin::BuiltinRegistry;
+use crate::check::Check;
 use crate::context::node_context;
 use crate::error::{NodeFailure, RunError, StepError};
 use crate::event::{Outcome, Phase, ProvisionEvent};
-use crate::execute::{self, ActionCx, Check};
+use crate::execute::{self, ActionCx};
 use crate::inventory::Inventory;
 use crate::playbook::{OnFailure, Playbook, Scope, Step};
 use crate::state::RunState;

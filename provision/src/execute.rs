@@ -5,27 +5,13 @@
 
 use crate::action::{Action, FileAction, FileContent, PackageAction, RunAction, ServiceAction};
 use crate::builtin::{BuiltinCx, BuiltinRegistry};
+use crate::check::Check;
 use crate::error::{StepError, tail};
 use crate::inventory::Inventory;
 use crate::template::Templates;
 use crate::transport::{Transport, shell_quote};
 use minijinja::Value;
 use std::collections::BTreeMap;
-
-/// Is an action's condition already true on the node?
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Check {
-    Satisfied,
-    /// Not yet, with what differs (shown by `--plan` and in verify failures).
-    Unsatisfied(String),
-}
-
-impl Check {
-    /// Satisfied when there is no problem, else unsatisfied with it.
-    pub fn from_problem(problem: Option<String>) -> Check {
-        problem.map_or(Check::Satisfied, Check::Unsatisfied)
-    }
-}
 
 /// Everything an action needs on one node.
 #[derive(Debug, Clone, Copy)]

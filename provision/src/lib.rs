@@ -4,9 +4,12 @@
 //! Vocabulary (DESIGN §2): a **playbook** is an ordered list of **steps**; a step runs on the head or on
 //! every compute node, idempotently.
 
+#![forbid(unsafe_code)]
+
 pub mod action;
 pub mod builtin;
 pub mod ca;
+pub mod check;
 pub mod context;
 pub mod engine;
 pub mod error;

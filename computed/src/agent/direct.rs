@@ -13,10 +13,12 @@
 //!        head ends the job and the other nodes kill theirs
 //! ```
 
+use super::wired::DirectError;
 use super::{Agent, LaunchPeer, LaunchRefusal, kill};
 use crate::ledger::RunKey;
 use crate::mpi;
-use crate::pmix::{FenceRequest, JobMap, PmixEvent, PmixServer, nspace_of};
+use crate::pmix::{FenceRequest, JobMap, PmixError, PmixEvent, PmixServer, nspace_of};
+use crate::tls::TlsError;
 use beowulf_proto::v1;
 use beowulf_types::JobId;
 use std::collections::BTreeMap;
@@ -31,6 +33,26 @@ const FENCE_RETRY: Duration = Duration::from_millis(20);
 /// After MPI_Abort, the time the aborting rank has to exit with its own code before the agent
 /// kills the run (Open MPI exits at once once the server has answered).
 const ABORT_GRACE: Duration = Duration::from_secs(1);
+
+/// Why this node's part of a fence got no answer (the ranks here see an error).
+#[derive(Debug, thiserror::Error)]
+enum FenceError {
+    /// This node gathers the fence, and refused its own part.
+    #[error(transparent)]
+    Here(#[from] LaunchRefusal),
+    #[error(transparent)]
+    TlsFiles(#[from] TlsError),
+    #[error(transparent)]
+    Connect(#[from] mpi::ConnectError),
+    #[error("{node} refused fence {sequence} of job {job}.{run}: {message}")]
+    Refused {
+        node: String,
+        job: JobId,
+        run: u32,
+        sequence: u32,
+        message: String,
+    },
+}
 
 /// Fences being gathered on this node for the jobs it is the first node of.
 #[derive(Debug, Default)]
@@ -100,7 +122,7 @@ impl<L: crate::launcher::Launcher> Agent<L> {
     /// Hands the agent the node's PMIx server (or why there is none) and its events.
     pub fn set_pmix(
         self: &Arc<Self>,
-        server: Result<(&'static PmixServer, mpsc::UnboundedReceiver<PmixEvent>), String>,
+        server: Result<(&'static PmixServer, mpsc::UnboundedReceiver<PmixEvent>), PmixError>,
     ) {
         match server {
             Ok((server, mut events)) => {
@@ -115,22 +137,20 @@ impl<L: crate::launcher::Launcher> Agent<L> {
             }
             Err(why) => {
                 tracing::warn!(%why, "no PMIx server: Open MPI jobs cannot start here");
-                let _ = self.pmix.set(Err(why));
+                let _ = self.pmix.set(Err(Arc::new(why)));
             }
         }
     }
 
-    pub(super) fn pmix_server(&self) -> Result<&'static PmixServer, String> {
+    pub(super) fn pmix_server(&self) -> Result<&'static PmixServer, DirectError> {
+        let node = self.config.node_name.clone();
         match self.pmix.get() {
             Some(Ok(server)) => Ok(server),
-            Some(Err(why)) => Err(format!(
-                "{} has no PMIx server for direct MPI launch: {why}",
-                self.config.node_name
-            )),
-            None => Err(format!(
-                "{} has no PMIx server for direct MPI launch",
-                self.config.node_name
-            )),
+            Some(Err(why)) => Err(DirectError::PmixFailed {
+                node,
+                source: Arc::clone(why),
+            }),
+            None => Err(DirectError::NoPmixServer { node }),
         }
     }
 
@@ -141,13 +161,17 @@ impl<L: crate::launcher::Launcher> Agent<L> {
         a: &v1::Assignment,
         launch: &v1::MpiLaunch,
         tmpdir: String,
-    ) -> Result<(), String> {
+    ) -> Result<(), DirectError> {
         let server = self.pmix_server()?;
         let nodes = nodes_with_ranks(a, launch);
         let node_index = nodes
             .iter()
             .position(|(index, _, _)| *index == a.node_index)
-            .ok_or_else(|| format!("{} has no ranks of the job", self.config.node_name))?;
+            .ok_or_else(|| DirectError::NoRanks {
+                node: self.config.node_name.clone(),
+                job: key.job,
+                run: key.run,
+            })?;
         let map = JobMap {
             nspace: nspace_of(key.job.0, key.run),
             job_id: key.job.0.to_string(),
@@ -157,18 +181,24 @@ impl<L: crate::launcher::Launcher> Agent<L> {
             uid: a.uid,
             gid: a.gid,
         };
-        if map.ranks_of(node_index) != (a.first_rank..a.first_rank + a.local_tasks) {
-            return Err(format!(
-                "the head gave {} ranks {}..{}, but the job's rank map puts {:?} here",
-                self.config.node_name,
-                a.first_rank,
-                a.first_rank + a.local_tasks,
-                map.ranks_of(node_index)
-            ));
+        let given = a.first_rank..a.first_rank + a.local_tasks;
+        let mapped = map.ranks_of(node_index);
+        if mapped != given {
+            return Err(DirectError::RankMismatch {
+                node: self.config.node_name.clone(),
+                job: key.job,
+                run: key.run,
+                given,
+                mapped,
+            });
         }
         server
             .register(&map)
-            .map_err(|e| format!("cannot register the job with the PMIx server: {e}"))?;
+            .map_err(|source| DirectError::Register {
+                job: key.job,
+                run: key.run,
+                source,
+            })?;
         self.lock().wired.entry(key).or_default().pmix_registered = true;
         Ok(())
     }
@@ -180,13 +210,18 @@ impl<L: crate::launcher::Launcher> Agent<L> {
         launch: &v1::MpiLaunch,
         rank: u32,
         ib_device: Option<&str>,
-    ) -> Result<Vec<(String, String)>, String> {
+    ) -> Result<Vec<(String, String)>, DirectError> {
         let server = self.pmix_server()?;
         let mut env = mpi::direct_env(launch, self.config.mpi_tcp_include.as_deref(), ib_device);
         env.extend(
             server
                 .fork_env(&nspace_of(key.job.0, key.run), rank)
-                .map_err(|e| format!("cannot set rank {rank} up with the PMIx server: {e}"))?,
+                .map_err(|source| DirectError::RankEnv {
+                    job: key.job,
+                    run: key.run,
+                    rank,
+                    source,
+                })?,
         );
         Ok(env)
     }
@@ -275,7 +310,7 @@ impl<L: crate::launcher::Launcher> Agent<L> {
         let started = std::time::Instant::now();
         let result = if first == a.node_index {
             let here = LaunchPeer::Node(vec![self.config.node_name.clone()]);
-            self.fence(&here, fence).await.map_err(|e| e.to_string())
+            self.fence(&here, fence).await.map_err(FenceError::from)
         } else {
             let endpoint = launch
                 .endpoints
@@ -284,7 +319,7 @@ impl<L: crate::launcher::Launcher> Agent<L> {
                 .unwrap_or_default();
             match self.launch_client_tls() {
                 Ok(tls) => send_fence(&endpoint, &first_node, tls.as_ref(), fence).await,
-                Err(e) => Err(e),
+                Err(e) => Err(e.into()),
             }
         };
         tracing::debug!(job = %key.job, run = key.run, sequence, took = ?started.elapsed(), ok = result.is_ok(), "fence");
@@ -346,7 +381,7 @@ async fn send_fence(
     node: &str,
     tls: Option<&tonic::transport::ClientTlsConfig>,
     request: v1::FenceRequest,
-) -> Result<v1::FenceReply, String> {
+) -> Result<v1::FenceReply, FenceError> {
     let mut client = mpi::connect_launch(endpoint, node, tls).await?;
     let deadline = tokio::time::Instant::now() + FENCE_NOT_YET_KNOWN_FOR;
     loop {
@@ -359,7 +394,15 @@ async fn send_fence(
                 tracing::debug!(%node, message = status.message(), "fence not known there yet: asking again");
                 tokio::time::sleep(FENCE_RETRY).await;
             }
-            Err(status) => return Err(format!("{node}: {}", status.message())),
+            Err(status) => {
+                return Err(FenceError::Refused {
+                    node: node.to_string(),
+                    job: JobId(request.job_id),
+                    run: request.run,
+                    sequence: request.sequence,
+                    message: status.message().to_string(),
+                });
+            }
         }
     }
 }
@@ -389,6 +432,21 @@ mod tests {
         }
         board.forget(key());
         assert!(board.rounds.is_empty());
+    }
+
+    #[test]
+    fn a_rank_map_that_disagrees_with_the_head_names_both() {
+        let error = DirectError::RankMismatch {
+            node: "node2".into(),
+            job: JobId(4),
+            run: 1,
+            given: 0..2,
+            mapped: 2..4,
+        };
+        assert_eq!(
+            error.to_string(),
+            "the head gave node2 ranks 0..2 of job 4.1, but the job's rank map puts 2..4 here"
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -47,6 +47,28 @@ const WRITER_RETRY_MAX: Duration = Duration::from_millis(500);
 /// only when a process the task left behind still holds the pipe (its later output is still
 /// forwarded, until the run is killed).
 pub(super) const DRAIN_FOR: Duration = Duration::from_secs(5);
+
+/// Why a run's output could not be forwarded to its writer or written there.
+#[derive(Debug, thiserror::Error)]
+enum OutputError {
+    #[error("cannot open output file {} of job {job} as uid {uid}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        job: JobId,
+        uid: u32,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Connect(#[from] mpi::ConnectError),
+    #[error("{writer} refused output batch {sequence} of job {job}.{run}: {message}")]
+    Refused {
+        writer: String,
+        job: JobId,
+        run: u32,
+        sequence: u64,
+        message: String,
+    },
+}
 
 /// Where a run's output goes from this node.
 #[derive(Debug, Clone)]
@@ -185,7 +207,7 @@ impl<L: Launcher> Agent<L> {
                 let open = tokio::task::spawn_blocking(move || open_files(&a))
                     .await
                     .map_err(|e| LaunchRefusal::Failed(format!("opening output panicked: {e}")))?
-                    .map_err(LaunchRefusal::Failed)?;
+                    .map_err(|e| LaunchRefusal::Failed(e.to_string()))?;
                 files.open = Some(open.clone());
                 open
             }
@@ -379,7 +401,7 @@ async fn send_batch(
     client: &mut Option<v1::agent_launch_client::AgentLaunchClient<tonic::transport::Channel>>,
     target: &Target,
     request: v1::OutputRequest,
-) -> Result<(), String> {
+) -> Result<(), OutputError> {
     let deadline = tokio::time::Instant::now() + WRITER_RETRY_FOR;
     let mut pause = WRITER_RETRY_FIRST;
     loop {
@@ -391,14 +413,20 @@ async fn send_batch(
                         status.code(),
                         tonic::Code::NotFound | tonic::Code::Unavailable | tonic::Code::Unknown
                     );
-                    let message = format!("{}: {}", target.writer, status.message());
+                    let refused = OutputError::Refused {
+                        writer: target.writer.clone(),
+                        job: target.key.job,
+                        run: target.key.run,
+                        sequence: request.sequence,
+                        message: status.message().to_string(),
+                    };
                     if !retry {
-                        return Err(message);
+                        return Err(refused);
                     }
                     if status.code() != tonic::Code::NotFound {
                         *client = None;
                     }
-                    message
+                    refused
                 }
             },
             None => {
@@ -409,7 +437,7 @@ async fn send_batch(
                         *client = Some(c);
                         continue;
                     }
-                    Err(e) => e,
+                    Err(e) => e.into(),
                 }
             }
         };
@@ -423,7 +451,7 @@ async fn send_batch(
 }
 
 /// Opens the job's output files as its user (one file when stdout and stderr name the same).
-fn open_files(a: &v1::Assignment) -> Result<(Arc<File>, Option<Arc<File>>), String> {
+fn open_files(a: &v1::Assignment) -> Result<(Arc<File>, Option<Arc<File>>), OutputError> {
     let workdir = Path::new(&a.workdir);
     let user = super::credentials_of(a);
     let umask = a.umask.unwrap_or(super::DEFAULT_UMASK);
@@ -431,13 +459,11 @@ fn open_files(a: &v1::Assignment) -> Result<(Arc<File>, Option<Arc<File>>), Stri
         let path = workdir.join(name);
         open_output_as(&path, &user, umask)
             .map(Arc::new)
-            .map_err(|e| {
-                format!(
-                    "cannot open output file {} of job {} as uid {}: {e}",
-                    path.display(),
-                    a.job_id,
-                    a.uid
-                )
+            .map_err(|source| OutputError::Open {
+                path,
+                job: JobId(a.job_id),
+                uid: a.uid,
+                source,
             })
     };
     let stdout = open(&a.stdout_path)?;

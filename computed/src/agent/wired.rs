@@ -22,7 +22,7 @@ use crate::launcher::{ContainerRun, LaunchError, Launcher, TaskExit, TaskLaunch}
 use crate::ledger::RunKey;
 use crate::mpi;
 use beowulf_proto::v1::{self, agent_message::Body};
-use beowulf_types::JobId;
+use beowulf_types::{JobId, MpiFlavor};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -92,7 +92,7 @@ impl<L: Launcher> Agent<L> {
             Ok(rootfs) => rootfs,
             Err(e) => {
                 tracing::warn!(job = %key.job, error = %e, "cannot stage the job's image");
-                not_started(e);
+                not_started(e.to_string());
                 return;
             }
         };
@@ -108,15 +108,21 @@ impl<L: Launcher> Agent<L> {
             let agent = Arc::clone(&self);
             let assignment = a.clone();
             let registered = tokio::task::spawn_blocking(move || {
-                agent
-                    .host_tmpdir(key, &assignment)
-                    .and_then(|tmpdir| agent.register_direct(key, &assignment, &launch, tmpdir))
+                agent.host_tmpdir(key, &assignment).and_then(|tmpdir| {
+                    Ok(agent.register_direct(key, &assignment, &launch, tmpdir)?)
+                })
             })
             .await
-            .unwrap_or_else(|e| Err(format!("the PMIx registration panicked: {e}")));
+            .unwrap_or_else(|source| {
+                Err(WiredError::RegistrationPanicked {
+                    job: key.job,
+                    run: key.run,
+                    source,
+                })
+            });
             if let Err(e) = registered {
                 tracing::warn!(job = %key.job, error = %e, "cannot launch the MPI ranks");
-                not_started(e);
+                not_started(e.to_string());
                 return;
             }
         }
@@ -124,10 +130,7 @@ impl<L: Launcher> Agent<L> {
         for rank in ranks.clone() {
             let started = self
                 .wired_task(key, &a, rank, rootfs.as_deref())
-                .and_then(|task| {
-                    self.start_task(task, forward.as_ref())
-                        .map_err(|e| e.to_string())
-                });
+                .and_then(|task| Ok(self.start_task(task, forward.as_ref())?));
             if let Err(e) = started {
                 tracing::warn!(job = %key.job, rank, error = %e, "task did not start");
                 let _ = self.exits.send(TaskExit {
@@ -135,7 +138,7 @@ impl<L: Launcher> Agent<L> {
                     run: key.run,
                     rank,
                     code: 126,
-                    detail: e,
+                    detail: e.to_string(),
                 });
             }
         }
@@ -146,12 +149,12 @@ impl<L: Launcher> Agent<L> {
 
     /// Unpacks the run's image into the node-local cache (once per digest) and returns its rootfs;
     /// `None` for runs without a container.
-    async fn stage(&self, key: RunKey, a: &v1::Assignment) -> Result<Option<PathBuf>, String> {
+    async fn stage(&self, key: RunKey, a: &v1::Assignment) -> Result<Option<PathBuf>, WiredError> {
         let Some(image) = a.image.clone() else {
             return Ok(None);
         };
         let Some(agent) = self.me.upgrade() else {
-            return Err("the agent is shutting down".into());
+            return Err(WiredError::ShuttingDown);
         };
         let user = super::credentials_of(a);
         // The head names stored images by name, tarballs of users by absolute path.
@@ -164,10 +167,13 @@ impl<L: Launcher> Agent<L> {
             agent
                 .images
                 .rootfs(&image.digest, Path::new(&image.tar_path), source, &user)
-                .map_err(|e: ContainerError| e.to_string())
         })
         .await
-        .map_err(|e| format!("image staging panicked: {e}"))??;
+        .map_err(|source| WiredError::StagingPanicked {
+            job: key.job,
+            run: key.run,
+            source,
+        })??;
         self.stamp_phase(key, |run| &mut run.image_staged_ms);
         Ok(Some(rootfs))
     }
@@ -180,7 +186,7 @@ impl<L: Launcher> Agent<L> {
         a: &v1::Assignment,
         rank: u32,
         rootfs: Option<&Path>,
-    ) -> Result<TaskLaunch, String> {
+    ) -> Result<TaskLaunch, WiredError> {
         let mut task = self.task_launch(a, key, rank);
         let mut env = self.task_env(a, rank);
         let ib_device = || {
@@ -194,7 +200,7 @@ impl<L: Launcher> Agent<L> {
             env.extend(self.direct_env(key, launch, rank, ib_device().as_deref())?);
             // MPICH's shared-memory segments have unique names, and its ranks yield the CPU
             // in every progress wait (ch4): only Open MPI needs these.
-            if self.config.shares_machine() && launch.flavor == "openmpi" {
+            if self.config.shares_machine() && launch.mpi_flavor() == MpiFlavor::Openmpi {
                 // Open MPI names its shared-memory segments after the host, the job and the
                 // local rank, in /dev/shm: the nodes' ranks would collide (measured: SIGSEGV in
                 // MPI_Init). Each node's go in its run's own TMPDIR.
@@ -255,9 +261,8 @@ impl<L: Launcher> Agent<L> {
         rootfs: &Path,
         args: &[String],
         env: BTreeMap<String, String>,
-    ) -> Result<ContainerRun, String> {
-        let runtime =
-            find_runtime(self.config.container_runtime.as_deref()).map_err(|e| e.to_string())?;
+    ) -> Result<ContainerRun, WiredError> {
+        let runtime = find_runtime(self.config.container_runtime.as_deref())?;
         let owner = self
             .config
             .cgroup_name
@@ -350,7 +355,7 @@ impl<L: Launcher> Agent<L> {
             nofile: bundle::nofile_limit(),
             cgroups_path: id.clone(),
         };
-        bundle::write(&dir, &config).map_err(|e| e.to_string())?;
+        bundle::write(&dir, &config)?;
         self.lock()
             .wired
             .entry(key)
@@ -369,7 +374,7 @@ impl<L: Launcher> Agent<L> {
     /// under `$TMPDIR/ompi.<hostname>.<uid>`, and several agents of one machine (a local
     /// cluster) would otherwise race to create the same one. Created for the job's user, removed
     /// when the run is forgotten.
-    fn host_tmpdir(&self, key: RunKey, a: &v1::Assignment) -> Result<String, String> {
+    fn host_tmpdir(&self, key: RunKey, a: &v1::Assignment) -> Result<String, WiredError> {
         let owner = self
             .config
             .cgroup_name
@@ -383,11 +388,23 @@ impl<L: Launcher> Agent<L> {
                     std::os::unix::fs::chown(&dir, Some(a.uid), Some(a.gid)).and_then(|()| {
                         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
                     });
-                owned
-                    .map_err(|e| format!("cannot give {} to uid {}: {e}", dir.display(), a.uid))?;
+                owned.map_err(|source| WiredError::OwnTmpdir {
+                    path: dir.clone(),
+                    job: key.job,
+                    run: key.run,
+                    uid: a.uid,
+                    source,
+                })?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+            Err(source) => {
+                return Err(WiredError::CreateTmpdir {
+                    path: dir,
+                    job: key.job,
+                    run: key.run,
+                    source,
+                });
+            }
         }
         self.lock().wired.entry(key).or_default().tmpdir = Some(dir.clone());
         Ok(dir.display().to_string())
@@ -494,10 +511,12 @@ impl<L: Launcher> Agent<L> {
         let endpoint = mpi::endpoint_of(&launch, &target).ok_or_else(|| {
             LaunchRefusal::Failed(format!("no launch endpoint for node {target}"))
         })?;
-        let tls = self.launch_client_tls().map_err(LaunchRefusal::Failed)?;
+        let tls = self
+            .launch_client_tls()
+            .map_err(|e| LaunchRefusal::Failed(e.to_string()))?;
         let mut client = mpi::connect_launch(endpoint, &target, tls.as_ref())
             .await
-            .map_err(LaunchRefusal::Failed)?;
+            .map_err(|e| LaunchRefusal::Failed(e.to_string()))?;
         client
             .launch(request)
             .await
@@ -528,7 +547,7 @@ impl<L: Launcher> Agent<L> {
         self.launcher
             .prepare_job(key.job, key.run, &self.job_limits(&a))
             .map_err(|e| LaunchRefusal::Failed(e.to_string()))?;
-        let rootfs = self.stage(key, &a).await.map_err(LaunchRefusal::Failed)?;
+        let rootfs = self.stage(key, &a).await?;
         let daemon = {
             let mut state = self.lock();
             let run = state.wired.entry(key).or_default();
@@ -546,17 +565,12 @@ impl<L: Launcher> Agent<L> {
         task.argv = vec!["/bin/sh".into(), "-c".into(), command];
         match rootfs.as_deref() {
             Some(rootfs) => {
-                task.container = Some(
-                    self.container(key, &a, &format!("d{daemon}"), rootfs, &task.argv, env)
-                        .map_err(LaunchRefusal::Failed)?,
-                );
+                let name = format!("d{daemon}");
+                task.container = Some(self.container(key, &a, &name, rootfs, &task.argv, env)?);
                 task.env = Vec::new();
             }
             None => {
-                env.insert(
-                    "TMPDIR".into(),
-                    self.host_tmpdir(key, &a).map_err(LaunchRefusal::Failed)?,
-                );
+                env.insert("TMPDIR".into(), self.host_tmpdir(key, &a)?);
                 task.env = env.into_iter().collect();
             }
         }
@@ -630,6 +644,99 @@ pub enum LaunchRefusal {
     NotAllowed(String),
     #[error("{0}")]
     Failed(String),
+}
+
+impl From<WiredError> for LaunchRefusal {
+    fn from(error: WiredError) -> Self {
+        LaunchRefusal::Failed(error.to_string())
+    }
+}
+
+/// Why a container or MPI run, or one of its tasks or daemons, could not be set up on this node.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WiredError {
+    #[error("the agent is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error(transparent)]
+    Bundle(#[from] bundle::BundleError),
+    #[error("staging the image of job {job}.{run} panicked: {source}")]
+    StagingPanicked {
+        job: JobId,
+        run: u32,
+        source: tokio::task::JoinError,
+    },
+    #[error(transparent)]
+    Direct(#[from] DirectError),
+    #[error("the PMIx registration of job {job}.{run} panicked: {source}")]
+    RegistrationPanicked {
+        job: JobId,
+        run: u32,
+        source: tokio::task::JoinError,
+    },
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    #[error("cannot find computed's binary: {source}")]
+    CurrentExe { source: std::io::Error },
+    #[error("{} is missing: install beowulf-rsh beside computed", path.display())]
+    RshMissing { path: PathBuf },
+    #[error("cannot create the TMPDIR {} of job {job}.{run}: {source}", path.display())]
+    CreateTmpdir {
+        path: PathBuf,
+        job: JobId,
+        run: u32,
+        source: std::io::Error,
+    },
+    #[error("cannot give the TMPDIR {} of job {job}.{run} to uid {uid}: {source}", path.display())]
+    OwnTmpdir {
+        path: PathBuf,
+        job: JobId,
+        run: u32,
+        uid: u32,
+        source: std::io::Error,
+    },
+}
+
+/// Why this node cannot start its ranks of a direct MPI run (`direct`): its PMIx server or the
+/// job's rank map.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DirectError {
+    /// The binary has not handed the agent a PMIx server (yet).
+    #[error("{node} has no PMIx server for direct MPI launch")]
+    NoPmixServer { node: String },
+    #[error("{node} has no PMIx server for direct MPI launch: {source}")]
+    PmixFailed {
+        node: String,
+        source: Arc<crate::pmix::PmixError>,
+    },
+    #[error("{node} has no ranks of job {job}.{run}")]
+    NoRanks { node: String, job: JobId, run: u32 },
+    #[error(
+        "the head gave {node} ranks {}..{} of job {job}.{run}, but the job's rank map puts {mapped:?} here",
+        given.start,
+        given.end
+    )]
+    RankMismatch {
+        node: String,
+        job: JobId,
+        run: u32,
+        given: std::ops::Range<u32>,
+        mapped: std::ops::Range<u32>,
+    },
+    #[error("cannot register job {job}.{run} with the PMIx server: {source}")]
+    Register {
+        job: JobId,
+        run: u32,
+        source: crate::pmix::PmixError,
+    },
+    #[error("cannot set rank {rank} of job {job}.{run} up with the PMIx server: {source}")]
+    RankEnv {
+        job: JobId,
+        run: u32,
+        rank: u32,
+        source: crate::pmix::PmixError,
+    },
 }
 
 /// Who sent a request to an agent's launch service.
@@ -708,16 +815,13 @@ fn path_of(a: &v1::Assignment) -> String {
 }
 
 /// `beowulf-rsh`, installed beside `computed`.
-fn rsh_on_host() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find computed's binary: {e}"))?;
+fn rsh_on_host() -> Result<PathBuf, WiredError> {
+    let exe = std::env::current_exe().map_err(|source| WiredError::CurrentExe { source })?;
     let rsh = exe.with_file_name("beowulf-rsh");
     if rsh.is_file() {
         Ok(rsh)
     } else {
-        Err(format!(
-            "{} is missing: install beowulf-rsh beside computed",
-            rsh.display()
-        ))
+        Err(WiredError::RshMissing { path: rsh })
     }
 }
 

@@ -6,6 +6,7 @@
 //! and on to NODE's agent over mutual TLS; the job, its launch credential and the socket come
 //! from the environment the agent gave mpirun; NODE must be one of the job's nodes.
 
+use anyhow::{anyhow, bail};
 use beowulf_computed::mpi;
 use beowulf_proto::v1;
 use std::process::ExitCode;
@@ -18,15 +19,16 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(LAUNCH_FAILED)),
-        Err(message) => {
-            eprintln!("beowulf-rsh: {message}");
+        Err(error) => {
+            // Every message says what failed and why: the chain would repeat it.
+            eprintln!("beowulf-rsh: {error}");
             ExitCode::from(LAUNCH_FAILED)
         }
     }
 }
 
 /// Skips ssh-style options (`-x`, `-o Opt=val`, ...) and returns the node and the command.
-fn split_args(args: &[String]) -> Result<(&str, &[String]), String> {
+fn split_args(args: &[String]) -> Result<(&str, &[String]), anyhow::Error> {
     let mut i = 0;
     while i < args.len() && args[i].starts_with('-') {
         // Options of ssh that take a value.
@@ -38,24 +40,25 @@ fn split_args(args: &[String]) -> Result<(&str, &[String]), String> {
     }
     match args.get(i) {
         Some(node) if i + 1 < args.len() => Ok((node.as_str(), &args[i + 1..])),
-        _ => Err("usage: beowulf-rsh NODE COMMAND...".into()),
+        _ => bail!("usage: beowulf-rsh NODE COMMAND..."),
     }
 }
 
-fn env(name: &str) -> Result<String, String> {
+/// A variable of the launch environment the agent gave mpirun.
+fn env(name: &str) -> Result<String, anyhow::Error> {
     std::env::var(name)
-        .map_err(|_| format!("{name} is not set: beowulf-rsh only works inside a Beowulf MPI job"))
+        .map_err(|_| anyhow!("{name} is not set: beowulf-rsh only works inside a Beowulf MPI job"))
 }
 
-fn run(args: &[String]) -> Result<i32, String> {
+fn run(args: &[String]) -> Result<i32, anyhow::Error> {
     let (node, command) = split_args(args)?;
     let socket = env(mpi::ENV_LAUNCH_SOCKET)?;
     let job_id: u64 = env(mpi::ENV_JOB)?
         .parse()
-        .map_err(|_| format!("{} is not a job ID", mpi::ENV_JOB))?;
+        .map_err(|_| anyhow!("{} is not a job ID", mpi::ENV_JOB))?;
     let run: u32 = env(mpi::ENV_RUN)?
         .parse()
-        .map_err(|_| format!("{} is not a run number", mpi::ENV_RUN))?;
+        .map_err(|_| anyhow!("{} is not a run number", mpi::ENV_RUN))?;
     let token = env(mpi::ENV_TOKEN)?;
     let request = v1::LaunchRequest {
         job_id,
@@ -68,13 +71,13 @@ fn run(args: &[String]) -> Result<i32, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start: {e}"))?;
+        .map_err(|e| anyhow!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
         let reply = mpi::connect_local_launch(std::path::Path::new(&socket))
             .await?
             .launch(request)
             .await
-            .map_err(|status| format!("the launch on {node} was refused: {}", status.message()))?
+            .map_err(|status| anyhow!("the launch on {node} was refused: {}", status.message()))?
             .into_inner();
         if reply.exit_code != 0 {
             eprintln!("beowulf-rsh: on {node}: {}", reply.detail);

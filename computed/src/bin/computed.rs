@@ -89,14 +89,13 @@ fn main() -> anyhow::Result<()> {
         );
         tracing::info!(%endpoint, "MPI launch service listening");
         agent.set_launch_endpoint(endpoint);
-        let pmix = beowulf_computed::pmix::PmixServer::start(&pmix_dir, &node_name)
-            .map_err(|e| e.to_string());
+        let pmix = beowulf_computed::pmix::PmixServer::start(&pmix_dir, &node_name);
         if pmix.is_ok() {
             tracing::info!(dir = %pmix_dir.display(), "PMIx server ready for direct MPI launch");
         }
         agent.set_pmix(pmix);
         let tls = match &agent_tls {
-            Some(files) => Some(launch_service::server_tls(files).map_err(anyhow::Error::msg)?),
+            Some(files) => Some(launch_service::server_tls(files)?),
             None => {
                 tracing::warn!("no [tls] in computed.toml: the MPI launch service is plaintext and trusts any holder of a run's credential");
                 None

@@ -8,7 +8,6 @@
 //! home and the job's directory bind-mounted, the job's user and groups, no new privileges, no
 //! capabilities, and an unlimited memlock limit (RDMA registers memory).
 
-use super::ContainerError;
 use oci_spec::runtime::{
     Capabilities, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroupBuilder,
     LinuxDeviceType, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount,
@@ -21,6 +20,35 @@ use std::path::{Path, PathBuf};
 /// Open files per process: MPI opens a socket per peer and UCX more; Debian's default soft
 /// limit of 1024 is too low for a few hundred ranks.
 const NOFILE_LIMIT: u64 = 65_536;
+
+/// Why the runtime spec of a container could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot build the {part} of the container spec: {source}")]
+    Build {
+        /// The part of `config.json` (`device rules`, `process`, ...).
+        part: &'static str,
+        source: oci_spec::OciSpecError,
+    },
+}
+
+/// Why a container's bundle could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("cannot write the container bundle {}: {source}", dir.display())]
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write the container bundle {}: {source}", dir.display())]
+    Spec { dir: PathBuf, source: SpecError },
+    #[error("cannot write the container bundle's {}: {source}", path.display())]
+    Save {
+        /// `<bundle>/config.json`.
+        path: PathBuf,
+        source: oci_spec::OciSpecError,
+    },
+}
 
 /// A host directory mounted into the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,8 +160,8 @@ fn bind_with(source: &Path, destination: &Path, options: &[&str]) -> Mount {
 }
 
 /// The runtime spec for `config`.
-pub fn spec(config: &ContainerConfig) -> Result<Spec, String> {
-    let e = |err: oci_spec::OciSpecError| err.to_string();
+pub fn spec(config: &ContainerConfig) -> Result<Spec, SpecError> {
+    let e = |part: &'static str| move |source| SpecError::Build { part, source };
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &[]),
         mount(
@@ -182,7 +210,7 @@ pub fn spec(config: &ContainerConfig) -> Result<Spec, String> {
             .allow(false)
             .access("rwm")
             .build()
-            .map_err(e)?,
+            .map_err(e("device rules"))?,
     ];
     // The usual container devices (null, zero, full, random, urandom, tty, ptmx, pts).
     for (major, minor) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2)] {
@@ -194,7 +222,7 @@ pub fn spec(config: &ContainerConfig) -> Result<Spec, String> {
                 .minor(minor)
                 .access("rwm")
                 .build()
-                .map_err(e)?,
+                .map_err(e("device rules"))?,
         );
     }
     device_rules.push(
@@ -204,7 +232,7 @@ pub fn spec(config: &ContainerConfig) -> Result<Spec, String> {
             .major(136)
             .access("rwm")
             .build()
-            .map_err(e)?,
+            .map_err(e("device rules"))?,
     );
     for device in &config.devices {
         if let Ok(meta) = std::fs::metadata(device) {
@@ -217,7 +245,7 @@ pub fn spec(config: &ContainerConfig) -> Result<Spec, String> {
                     .minor(libc::minor(rdev) as i64)
                     .access("rwm")
                     .build()
-                    .map_err(e)?,
+                    .map_err(e("device rules"))?,
             );
         }
     }
@@ -231,7 +259,7 @@ pub fn spec(config: &ContainerConfig) -> Result<Spec, String> {
     .into_iter()
     .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
     .collect::<Result<Vec<_>, _>>()
-    .map_err(e)?;
+    .map_err(e("namespaces"))?;
 
     let rlimits = vec![
         PosixRlimitBuilder::default()
@@ -239,13 +267,13 @@ pub fn spec(config: &ContainerConfig) -> Result<Spec, String> {
             .hard(config.memlock)
             .soft(config.memlock)
             .build()
-            .map_err(e)?,
+            .map_err(e("rlimits"))?,
         PosixRlimitBuilder::default()
             .typ(PosixRlimitType::RlimitNofile)
             .hard(config.nofile)
             .soft(config.nofile)
             .build()
-            .map_err(e)?,
+            .map_err(e("rlimits"))?,
     ];
 
     let process = ProcessBuilder::default()
@@ -257,7 +285,7 @@ pub fn spec(config: &ContainerConfig) -> Result<Spec, String> {
                 .additional_gids(config.additional_gids.clone())
                 .umask(config.umask)
                 .build()
-                .map_err(e)?,
+                .map_err(e("process's user"))?,
         )
         .args(config.args.clone())
         .env(
@@ -278,11 +306,11 @@ pub fn spec(config: &ContainerConfig) -> Result<Spec, String> {
                 .permitted(Capabilities::new())
                 .ambient(Capabilities::new())
                 .build()
-                .map_err(e)?,
+                .map_err(e("capabilities"))?,
         )
         .rlimits(rlimits)
         .build()
-        .map_err(e)?;
+        .map_err(e("process"))?;
 
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
@@ -291,7 +319,7 @@ pub fn spec(config: &ContainerConfig) -> Result<Spec, String> {
             LinuxResourcesBuilder::default()
                 .devices(device_rules)
                 .build()
-                .map_err(e)?,
+                .map_err(e("resources"))?,
         )
         .masked_paths(
             [
@@ -322,7 +350,7 @@ pub fn spec(config: &ContainerConfig) -> Result<Spec, String> {
             .collect::<Vec<_>>(),
         )
         .build()
-        .map_err(e)?;
+        .map_err(e("linux section"))?;
 
     let mut spec = Spec::default();
     spec.set_hostname(Some(config.hostname.clone()));
@@ -331,7 +359,7 @@ pub fn spec(config: &ContainerConfig) -> Result<Spec, String> {
             .path(config.rootfs.clone())
             .readonly(true)
             .build()
-            .map_err(e)?,
+            .map_err(e("root"))?,
     ));
     spec.set_mounts(Some(mounts));
     spec.set_process(Some(process));
@@ -340,15 +368,18 @@ pub fn spec(config: &ContainerConfig) -> Result<Spec, String> {
 }
 
 /// Writes `<dir>/config.json` for `config` (creating `dir`).
-pub fn write(dir: &Path, config: &ContainerConfig) -> Result<(), ContainerError> {
-    let fail = |message: String| ContainerError::Bundle {
+pub fn write(dir: &Path, config: &ContainerConfig) -> Result<(), BundleError> {
+    std::fs::create_dir_all(dir).map_err(|source| BundleError::Dir {
         dir: dir.to_path_buf(),
-        message,
-    };
-    std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
-    let spec = spec(config).map_err(fail)?;
-    spec.save(dir.join("config.json"))
-        .map_err(|e| fail(e.to_string()))
+        source,
+    })?;
+    let spec = spec(config).map_err(|source| BundleError::Spec {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let path = dir.join("config.json");
+    spec.save(&path)
+        .map_err(|source| BundleError::Save { path, source })
 }
 
 #[cfg(test)]
@@ -422,6 +453,29 @@ mod tests {
                 "{set}"
             );
         }
+    }
+
+    #[test]
+    fn a_bundle_that_cannot_be_written_names_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let bundle = file.join("bundle");
+        let error = write(&bundle, &config()).unwrap_err();
+        assert!(
+            matches!(&error, BundleError::Dir { dir, .. } if *dir == bundle),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().starts_with(&format!(
+                "cannot write the container bundle {}: ",
+                bundle.display()
+            )),
+            "{error}"
+        );
+        let bundle = dir.path().join("bundle");
+        write(&bundle, &config()).unwrap();
+        assert!(bundle.join("config.json").is_file());
     }
 
     #[test]

@@ -36,8 +36,6 @@ pub enum ContainerError {
     },
     #[error("image digest {0:?} is not of the form sha256:<64 hex digits>")]
     BadDigest(String),
-    #[error("cannot write the container bundle {}: {message}", dir.display())]
-    Bundle { dir: PathBuf, message: String },
     #[error(
         "no OCI runtime found: install runc or crun, or set `container_runtime` in computed.toml"
     )]

@@ -27,6 +27,64 @@ const KILL_DEADLINE: Duration = Duration::from_secs(1);
 /// How long to wait for a v1 freezer to report FROZEN before killing anyway.
 const FREEZE_WAIT: Duration = Duration::from_millis(200);
 
+/// Why the cgroup layout of this process could not be detected.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LayoutError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error(
+        "no cgroup v1 hierarchy with cpu, memory, freezer or pids and no cgroup2 mount found in /proc/self/mountinfo"
+    )]
+    NoHierarchy,
+    #[error("no cgroup v2 entry (0::/...) in /proc/self/cgroup")]
+    NoV2Entry,
+}
+
+/// A problem setting up the node's cgroup directories: [`Cgroups::init`] fails with
+/// [`CgroupSetupError::NoHierarchy`] when no hierarchy is left, and returns the others as
+/// warnings.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CgroupSetupError {
+    #[error("cannot create cgroup {}{}: {source}", path.display(), controllers_note(controllers))]
+    Create {
+        path: PathBuf,
+        /// The v1 hierarchy's controllers (empty on v2).
+        controllers: Vec<String>,
+        source: io::Error,
+    },
+    #[error("no cgroup hierarchy is usable: {}", join_failures(failures))]
+    NoHierarchy { failures: Vec<CgroupSetupError> },
+    #[error("cannot move computed into {}: {source}", leaf.display())]
+    MoveAgent { leaf: PathBuf, source: io::Error },
+    #[error(
+        "cannot enable {value:?} in {}: {source}; job limits are not enforced",
+        path.display()
+    )]
+    EnableControllers {
+        /// What was written (`+cpu +memory +pids`).
+        value: String,
+        /// The `cgroup.subtree_control` file.
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+fn controllers_note(controllers: &[String]) -> String {
+    if controllers.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", controllers.join(","))
+    }
+}
+
+fn join_failures(failures: &[CgroupSetupError]) -> String {
+    failures
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The pids controller's value for `limits` (the same word in v1 and v2).
 fn pids_max(limits: &JobLimits) -> String {
     limits
@@ -172,7 +230,7 @@ pub(crate) enum Layout {
 
 /// Decides between v1 and v2 from the mount table and our own cgroups. v1 wins when any of the
 /// controllers we use is mounted as v1 (legacy and hybrid setups); otherwise a cgroup2 mount is used.
-pub(crate) fn detect_layout(mountinfo: &str, proc_cgroup: &str) -> Result<Layout, String> {
+pub(crate) fn detect_layout(mountinfo: &str, proc_cgroup: &str) -> Result<Layout, LayoutError> {
     let mounts = parse_mountinfo(mountinfo);
     let own = parse_proc_cgroup(proc_cgroup);
 
@@ -201,13 +259,13 @@ pub(crate) fn detect_layout(mountinfo: &str, proc_cgroup: &str) -> Result<Layout
     }
 
     let Some(mount) = mounts.iter().find(|m| m.fstype == "cgroup2") else {
-        return Err("no cgroup v1 hierarchy with cpu, memory, freezer or pids and no cgroup2 mount found in /proc/self/mountinfo".to_string());
+        return Err(LayoutError::NoHierarchy);
     };
     let Some(mine) = own
         .iter()
         .find(|o| o.hierarchy_id == 0 && o.controllers.is_empty())
     else {
-        return Err("no cgroup v2 entry (0::/...) in /proc/self/cgroup".to_string());
+        return Err(LayoutError::NoV2Entry);
     };
     let mut dir = own_dir(mount, &mine.path);
     // An earlier launcher in this process moved us into the agent leaf: use its parent.
@@ -233,11 +291,15 @@ fn v1_own_dir(controller: &str) -> Option<PathBuf> {
 }
 
 /// Reads the system's layout.
-pub(crate) fn detect_system_layout() -> Result<Layout, String> {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
-    let proc_cgroup = fs::read_to_string("/proc/self/cgroup")
-        .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+pub(crate) fn detect_system_layout() -> Result<Layout, LayoutError> {
+    let read = |path: &str| {
+        fs::read_to_string(path).map_err(|source| LayoutError::Read {
+            path: PathBuf::from(path),
+            source,
+        })
+    };
+    let mountinfo = read("/proc/self/mountinfo")?;
+    let proc_cgroup = read("/proc/self/cgroup")?;
     detect_layout(&mountinfo, &proc_cgroup)
 }
 
@@ -331,7 +393,10 @@ fn sigkill(pid: i32) {
 impl Cgroups {
     /// Creates `<own>/beowulf/<node>` in every hierarchy (and, on v2, enables the controllers on the
     /// way down). Hierarchies where that fails are dropped; `Err` when none is left.
-    pub(crate) fn init(layout: Layout, node: &str) -> Result<(Cgroups, Vec<String>), String> {
+    pub(crate) fn init(
+        layout: Layout,
+        node: &str,
+    ) -> Result<(Cgroups, Vec<CgroupSetupError>), CgroupSetupError> {
         let mut warnings = Vec::new();
         match layout {
             Layout::V1(list) => {
@@ -340,15 +405,15 @@ impl Cgroups {
                     let base = own.join("beowulf").join(node);
                     match create_dir_all(&base) {
                         Ok(()) => hierarchies.push(V1Hierarchy { controllers, base }),
-                        Err(e) => warnings.push(format!(
-                            "cannot create cgroup {} ({}): {e}",
-                            base.display(),
-                            controllers.join(",")
-                        )),
+                        Err(source) => warnings.push(CgroupSetupError::Create {
+                            path: base,
+                            controllers,
+                            source,
+                        }),
                     }
                 }
                 if hierarchies.is_empty() {
-                    return Err(warnings.join("; "));
+                    return Err(CgroupSetupError::NoHierarchy { failures: warnings });
                 }
                 Ok((
                     Cgroups::V1 {
@@ -361,8 +426,11 @@ impl Cgroups {
             Layout::V2(own) => {
                 let beowulf = own.join("beowulf");
                 let base = beowulf.join(node);
-                create_dir_all(&base)
-                    .map_err(|e| format!("cannot create cgroup {}: {e}", base.display()))?;
+                create_dir_all(&base).map_err(|source| CgroupSetupError::Create {
+                    path: base.clone(),
+                    controllers: Vec::new(),
+                    source,
+                })?;
                 let mut controllers: Vec<String> =
                     V2_CONTROLLERS.iter().map(|c| c.to_string()).collect();
                 for dir in [&own, &beowulf, &base] {
@@ -744,7 +812,11 @@ impl Cgroups {
 /// Enables `wanted` controllers (those available) in `dir`'s cgroup.subtree_control and returns the
 /// ones that are now enabled for its children. On `EBUSY` (our own cgroup has processes), moves this
 /// process into a `beowulf-agent` leaf and retries once.
-fn enable_v2_controllers(dir: &Path, wanted: &[String], warnings: &mut Vec<String>) -> Vec<String> {
+fn enable_v2_controllers(
+    dir: &Path,
+    wanted: &[String],
+    warnings: &mut Vec<CgroupSetupError>,
+) -> Vec<String> {
     let available = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
     let wanted: Vec<String> = wanted
         .iter()
@@ -772,16 +844,17 @@ fn enable_v2_controllers(dir: &Path, wanted: &[String], warnings: &mut Vec<Strin
                 tracing::info!(leaf = %leaf.display(), "moved computed into its own cgroup leaf so job cgroups can have controllers");
                 result = write_file(&subtree, &value);
             }
-            Err(e) => warnings.push(format!("cannot move computed into {}: {e}", leaf.display())),
+            Err(source) => warnings.push(CgroupSetupError::MoveAgent { leaf, source }),
         }
     }
     match result {
         Ok(()) => wanted,
-        Err(e) => {
-            warnings.push(format!(
-                "cannot enable {value:?} in {}: {e}; job limits are not enforced",
-                subtree.display()
-            ));
+        Err(source) => {
+            warnings.push(CgroupSetupError::EnableControllers {
+                value,
+                path: subtree,
+                source,
+            });
             Vec::new()
         }
     }
@@ -941,7 +1014,48 @@ mod tests {
 
     #[test]
     fn no_cgroups_is_an_error() {
-        assert!(detect_layout("1 0 0:1 / / rw - ext4 /dev/sda rw\n", "0::/\n").is_err());
+        assert!(matches!(
+            detect_layout("1 0 0:1 / / rw - ext4 /dev/sda rw\n", "0::/\n"),
+            Err(LayoutError::NoHierarchy)
+        ));
+        let unified = "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert!(matches!(
+            detect_layout(unified, "4:memory:/\n"),
+            Err(LayoutError::NoV2Entry)
+        ));
+    }
+
+    #[test]
+    fn v1_setup_fails_only_when_no_hierarchy_is_left_and_names_each_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        fs::write(&file, "").unwrap();
+        let writable = dir.path().join("memory");
+        let layout = Layout::V1(vec![
+            (vec!["cpu".into(), "cpuacct".into()], file.clone()),
+            (vec!["memory".into()], writable.clone()),
+        ]);
+        let (cgroups, warnings) = Cgroups::init(layout, "node1").unwrap();
+        assert!(writable.join("beowulf/node1").is_dir());
+        assert!(matches!(cgroups, Cgroups::V1 { ref hierarchies, .. } if hierarchies.len() == 1));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        let warning = warnings[0].to_string();
+        assert!(
+            warning.starts_with(&format!(
+                "cannot create cgroup {} (cpu,cpuacct): ",
+                file.join("beowulf/node1").display()
+            )),
+            "{warning}"
+        );
+
+        let layout = Layout::V1(vec![(vec!["cpu".into()], file.clone())]);
+        let Err(CgroupSetupError::NoHierarchy { failures }) = Cgroups::init(layout, "node1") else {
+            panic!("a setup with no usable hierarchy succeeded");
+        };
+        assert!(
+            matches!(&failures[..], [CgroupSetupError::Create { path, .. }] if *path == file.join("beowulf/node1")),
+            "{failures:?}"
+        );
     }
 
     #[test]

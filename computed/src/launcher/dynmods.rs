@@ -45,6 +45,35 @@ pub enum FavorOutcome {
     SwitchedOn(String),
 }
 
+/// Why the mode could not be switched on (task starts stay slower; nothing else changes).
+#[derive(Debug, thiserror::Error)]
+pub enum FavorError {
+    #[error("cannot read {}: {source}", path.display())]
+    ReadMounts {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no cgroup filesystem is mounted")]
+    NoCgroups,
+    #[error("cannot create {}: {source}", path.display())]
+    CreateMountPoint {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot mount cgroup -o {data} on {}: {source}", target.display())]
+    MountV1 {
+        data: String,
+        target: PathBuf,
+        source: nix::Error,
+    },
+    #[error("cannot remount {} with {data}: {source}", mount_point.display())]
+    RemountV2 {
+        mount_point: PathBuf,
+        data: String,
+        source: nix::Error,
+    },
+}
+
 pub(crate) fn plan(mounts: &[Mount]) -> FavorAction {
     let cgroup_mounts = || {
         mounts
@@ -96,16 +125,22 @@ fn remount_flags(options: &[String]) -> MsFlags {
 }
 
 /// Switches the mode on (idempotent). Needs root; the error says what failed.
-pub fn favor_dynamic_moves() -> Result<FavorOutcome, String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+pub fn favor_dynamic_moves() -> Result<FavorOutcome, FavorError> {
+    const MOUNTINFO: &str = "/proc/self/mountinfo";
+    let mountinfo =
+        std::fs::read_to_string(MOUNTINFO).map_err(|source| FavorError::ReadMounts {
+            path: PathBuf::from(MOUNTINFO),
+            source,
+        })?;
     match plan(&parse_mountinfo(&mountinfo)) {
         FavorAction::AlreadyOn => Ok(FavorOutcome::AlreadyOn),
-        FavorAction::NoCgroups => Err("no cgroup filesystem is mounted".to_string()),
+        FavorAction::NoCgroups => Err(FavorError::NoCgroups),
         FavorAction::MountV1Named => {
             let target = Path::new(V1_FAVOR_MOUNT);
-            std::fs::create_dir_all(target)
-                .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+            std::fs::create_dir_all(target).map_err(|source| FavorError::CreateMountPoint {
+                path: target.to_path_buf(),
+                source,
+            })?;
             let data = format!("none,{V1_FAVOR_NAME},favordynmods");
             mount(
                 Some("cgroup"),
@@ -114,7 +149,11 @@ pub fn favor_dynamic_moves() -> Result<FavorOutcome, String> {
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
                 Some(data.as_str()),
             )
-            .map_err(|e| format!("cannot mount cgroup -o {data} on {}: {e}", target.display()))?;
+            .map_err(|source| FavorError::MountV1 {
+                data: data.clone(),
+                target: target.to_path_buf(),
+                source,
+            })?;
             Ok(FavorOutcome::SwitchedOn(format!(
                 "mounted cgroup -o {data} on {}",
                 target.display()
@@ -132,7 +171,11 @@ pub fn favor_dynamic_moves() -> Result<FavorOutcome, String> {
                 remount_flags(&flags),
                 Some(data.as_str()),
             )
-            .map_err(|e| format!("cannot remount {} with {data}: {e}", mount_point.display()))?;
+            .map_err(|source| FavorError::RemountV2 {
+                mount_point: mount_point.clone(),
+                data: data.clone(),
+                source,
+            })?;
             Ok(FavorOutcome::SwitchedOn(format!(
                 "remounted {} with {data}",
                 mount_point.display()

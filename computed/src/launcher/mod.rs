@@ -1,5 +1,5 @@
 //! The launcher: starts a job's tasks on this node, each job run in its own cgroup, and kills and
-//! cleans them up again (DESIGN.md §3, "launcher").
+//! cleans them up again (docs/design.md §3, "launcher").
 //!
 //! The reconciler talks to the [`Launcher`] trait only. [`ProcessLauncher`] is the real one (cgroup v1
 //! or v2, falling back to process groups when cgroups are not writable); [`RecordingLauncher`] is a
@@ -7,6 +7,7 @@
 
 mod cgroup;
 pub(crate) use cgroup::parse_mountinfo;
+mod child;
 mod cpus;
 mod cpuset;
 mod dynmods;
@@ -17,7 +18,7 @@ mod spawn;
 mod tests;
 
 pub use cpus::{CpuError, TaskCpus, cpu_list};
-pub use dynmods::{FavorOutcome, V1_FAVOR_MOUNT, favor_dynamic_moves};
+pub use dynmods::{FavorError, FavorOutcome, V1_FAVOR_MOUNT, favor_dynamic_moves};
 pub use fake::{LauncherCall, RecordingLauncher};
 pub use process::ProcessLauncher;
 

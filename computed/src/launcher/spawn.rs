@@ -27,7 +27,7 @@
 //!                                           └ on failure: ChildArgs.failure = (stage, errno) ─ _exit(127)
 //! ```
 
-use super::process::{ChildSetup, Stage};
+use super::child::{ChildFailure, ChildSetup, Stage};
 use std::ffi::{CString, c_void};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -87,15 +87,6 @@ pub(super) struct Stdio {
     pub stdin: RawFd,
     pub stdout: Option<RawFd>,
     pub stderr: Option<RawFd>,
-}
-
-/// Why a child did not reach `execve`'s success: the stage (None for `execve` itself), the index
-/// within the stage (which cgroup), and the errno.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct ChildFailure {
-    pub stage: Option<Stage>,
-    pub index: usize,
-    pub errno: i32,
 }
 
 /// Shared between parent and child (CLONE_VM): the child only writes `failure`, and only before

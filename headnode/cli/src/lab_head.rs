@@ -22,7 +22,7 @@
 //! `<state>/lab-head/nis/yp` bound over /var/yp, its compiled-in map directory (which the
 //! ypserv package creates on this machine).
 
-use crate::local::{alive, spawn_in};
+use crate::local::daemon::{alive, spawn_in};
 use anyhow::{Context, bail};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

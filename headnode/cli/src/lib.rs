@@ -11,6 +11,7 @@ pub mod provision;
 
 use anyhow::{Context, bail};
 use beowulf_proto::{submit_socket, v1};
+use beowulf_types::JobState;
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use tokio_stream::StreamExt;
@@ -443,7 +444,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                         "blockers": why.blockers,
                     }))?
                 );
-            } else if why.state != "PENDING" {
+            } else if why.job_state() != Some(JobState::Pending) {
                 println!("job {job} is {}, not waiting", why.state);
             } else {
                 print!("{}", why.text);

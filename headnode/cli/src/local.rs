@@ -2,16 +2,18 @@
 //! `cluster init --local` starts whatever is not running (so it also restarts a killed daemon);
 //! `cluster down` stops them by the PIDs it recorded.
 
+pub(crate) mod daemon;
+
 use crate::client;
 use crate::lab_head::{self, LabHead};
 use anyhow::{Context, bail};
 use beowulf_proto::v1;
 use beowulf_provision::ca::ClusterCa;
-use beowulf_types::HEAD_TLS_NAME;
+use beowulf_types::{HEAD_TLS_NAME, NodeState};
+use daemon::{alive, has_exited, is_our_process, spawn_in};
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long daemons get to come up before `init` gives up and points at their logs.
@@ -135,7 +137,7 @@ pub async fn init(opts: &LocalOptions) -> anyhow::Result<()> {
                 let name = node_name(i);
                 nodes.iter().any(|n| {
                     n.name == name
-                        && n.state != "DOWN"
+                        && n.node_state() != Some(NodeState::Down)
                         && (!started.contains(&name)
                             || n.last_heartbeat_ms.unwrap_or(0) >= started_at)
                 })
@@ -286,40 +288,6 @@ fn spawn_daemon(
 ) -> anyhow::Result<u32> {
     let args = ["--config".to_string(), config.display().to_string()];
     spawn_in(netns, binary, &args, log)
-}
-
-/// Starts `program args`, in network namespace `netns` when given (`ip netns exec` execs it, so
-/// the PID is the program's), in its own process group (a Ctrl-C in the user's shell does not
-/// reach it), stdout and stderr appended to `log`.
-pub(crate) fn spawn_in(
-    netns: Option<&str>,
-    program: &Path,
-    args: &[String],
-    log: &Path,
-) -> anyhow::Result<u32> {
-    use std::os::unix::process::CommandExt;
-    let log_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .with_context(|| format!("cannot open the log {}", log.display()))?;
-    let mut command = match netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns]).arg(program);
-            c
-        }
-        None => Command::new(program),
-    };
-    let child = command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file)
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("cannot start {}", program.display()))?;
-    Ok(child.id())
 }
 
 /// The `[tls]` section of a daemon's config for identity `name` of `ca`.
@@ -537,33 +505,6 @@ fn write_pids(dir: &Path, pids: &BTreeMap<String, u32>) -> anyhow::Result<()> {
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, dir.join("pids"))?;
     Ok(())
-}
-
-pub(crate) fn alive(pids: &BTreeMap<String, u32>, name: &str, program: &str) -> bool {
-    pids.get(name)
-        .is_some_and(|&pid| is_our_process(pid, program))
-}
-
-/// True when the process we just started is gone or a zombie (its program is not checked: under
-/// `ip netns exec` it is `ip` until the exec).
-fn has_exited(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z'))
-    })
-}
-
-/// True when `pid` runs `program` (not some other process that reused the PID) and is not a zombie.
-fn is_our_process(pid: u32, program: &str) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let zombie = stat
-        .rsplit_once(") ")
-        .is_some_and(|(_, rest)| rest.starts_with('Z'));
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
-    !zombie && String::from_utf8_lossy(argv0).ends_with(program)
 }
 
 fn signal(pid: u32, signal: i32) {

@@ -1,6 +1,7 @@
 //! How jobs and nodes print: tables for people, JSON for scripts.
 
 use beowulf_proto::v1;
+use beowulf_types::JobState;
 use comfy_table::{Table, presets::NOTHING};
 use serde_json::{Value, json};
 
@@ -92,7 +93,7 @@ pub fn queue_table(jobs: &[v1::JobInfo], now_ms: u64) -> String {
             (Some(s), None) => now_ms.saturating_sub(s),
             _ => 0,
         };
-        let where_ = if job.state == "PENDING" {
+        let where_ = if job.job_state() == Some(JobState::Pending) {
             let est = job
                 .estimated_start_ms
                 .map(|t| format!(", starts in ~{}", duration(t.saturating_sub(now_ms))))

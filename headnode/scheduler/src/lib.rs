@@ -10,6 +10,8 @@
 //! [`preemption`] makes room for QOS that preempt; `backfill` holds the single EASY reservation; and
 //! [`invariants`] checks any plan against its input.
 
+#![forbid(unsafe_code)]
+
 mod admission;
 pub mod advance;
 pub mod array;
@@ -42,7 +44,8 @@ pub use input::{
     NodeAvailability, NodeView, PendingJob, PriorityWeights, RunningJob, SchedulerInput,
 };
 pub use partition::{Partition, PartitionProblem};
-pub use plan::{Pending, Plan, Start, TopJob, plan};
+pub use pass::plan;
+pub use plan::{Pending, Plan, Start, TopJob};
 pub use preemption::Preemption;
 pub use qos::{PreemptMode, Qos};
 pub use why::{Blocker, Explanation, NodeLack, why};

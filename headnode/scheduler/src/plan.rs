@@ -1,10 +1,7 @@
-//! The output of one scheduling pass ([`Plan`]) and its entry point [`plan`].
+//! The output of one scheduling pass ([`Plan`]), made by [`plan`](fn@crate::plan).
 
-use crate::SchedulerInput;
-use crate::pass::Pass;
 use crate::preemption::Preemption;
 use beowulf_types::{JobId, NodeName, PendingReason, Resources, Timestamp};
-use rand::Rng;
 use std::collections::BTreeMap;
 
 /// The output of one scheduling pass.
@@ -48,19 +45,4 @@ pub struct Pending {
     pub priority: u64,
     /// When the backfill plan expects the job to start, if it has one.
     pub estimated_start: Option<Timestamp>,
-}
-
-/// Plans one pass. Pure: the same input, `now` and rng state give the same plan.
-///
-/// Jobs are walked in priority order ([`crate::priority`]); each starts now on best-fit nodes if it
-/// can. The first one that cannot becomes the top job and holds the one EASY reservation; later jobs
-/// start only where they do not delay it. A job ID listed twice in `input.pending` is planned once,
-/// from its first entry.
-///
-/// The rng is not drawn from today: best fit ordered by node name is already a total order, so no
-/// exact tie is left to break. It stays in the signature so a future policy (spreading, random
-/// tie-breaks) does not change the daemon's call.
-pub fn plan(input: &SchedulerInput, now: Timestamp, rng: &mut impl Rng) -> Plan {
-    let _ = rng;
-    Pass::new(input, now).run()
 }

@@ -6,6 +6,8 @@
 //! scheduler calls, in [`policy`]), no file access (parsers take `&str` or `BufRead`). The simulator
 //! builds every scheduler input in [`snapshot`], so changes to the scheduler's input types land there.
 
+#![forbid(unsafe_code)]
+
 pub mod allocation;
 pub mod big_pass;
 pub mod cluster;

@@ -1,6 +1,8 @@
 //! `beowulf-sim`: replay an SWF trace or a synthetic workload through the scheduler, run scenario
 //! files, or time one pass over a large cluster.
 
+#![forbid(unsafe_code)]
+
 use anyhow::{Context, Result, bail};
 use beowulf_sim::big_pass::{self, BigPassConfig};
 use beowulf_sim::synth::{self, SynthConfig};

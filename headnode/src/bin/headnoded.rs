@@ -1,5 +1,7 @@
 //! `headnoded`: the head-node daemon's entry point.
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context;
 use beowulf_headnode::{config::HeadConfig, server};
 use clap::Parser;

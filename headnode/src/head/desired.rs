@@ -291,14 +291,14 @@ fn output_forward(
 fn mpi_launch(job: &JobRecord, nodes: &BTreeMap<NodeName, NodeRecord>) -> Option<v1::MpiLaunch> {
     let launch = job.launch.as_ref()?;
     let mpi = job.spec.mpi.as_ref()?;
-    let flavor = match mpi.flavor {
-        MpiFlavor::Openmpi => "openmpi",
-        MpiFlavor::Mpich => "mpich",
-        MpiFlavor::None => return None,
-    };
+    if mpi.flavor == MpiFlavor::None {
+        return None;
+    }
     Some(v1::MpiLaunch {
-        flavor: flavor.to_string(),
-        fabric: launch.fabric.clone(),
+        flavor: v1::MpiFlavor::from(mpi.flavor) as i32,
+        fabric: launch
+            .fabric
+            .map_or(v1::RunFabric::Unspecified, v1::RunFabric::from) as i32,
         token: launch.token.clone(),
         endpoints: job
             .nodes

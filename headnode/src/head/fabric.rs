@@ -1,7 +1,7 @@
 //! Which interconnect an MPI job's run uses: InfiniBand verbs when every node of the allocation
 //! has an ACTIVE port, TCP over the gigabit network otherwise, with the reason either way.
 
-use beowulf_types::{Fabric, Inventory, NodeName};
+use beowulf_types::{Fabric, Inventory, NodeName, RunFabric};
 
 /// The node feature the head gives every node with an ACTIVE verbs port. `fabric = "ib"` jobs are
 /// constrained to it, so they wait (with the constraint as the reason) rather than fall back. The
@@ -11,8 +11,7 @@ pub const IB_FEATURE: &str = "fabric:ib";
 /// The fabric of one run and why it was chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FabricChoice {
-    /// `ib` or `tcp`.
-    pub fabric: &'static str,
+    pub fabric: RunFabric,
     pub reason: String,
 }
 
@@ -36,26 +35,26 @@ pub fn choose(wanted: Fabric, nodes: &[(&NodeName, &Inventory)]) -> FabricChoice
         .join("; ");
     match wanted {
         Fabric::Tcp => FabricChoice {
-            fabric: "tcp",
+            fabric: RunFabric::Tcp,
             reason: "the job asks for fabric = \"tcp\"".into(),
         },
         Fabric::Ib if without.is_empty() => FabricChoice {
-            fabric: "ib",
+            fabric: RunFabric::Ib,
             reason: "the job asks for fabric = \"ib\"; every node has an ACTIVE verbs port".into(),
         },
         // Placement keeps this from happening; say so if a node lost its fabric since.
         Fabric::Ib => FabricChoice {
-            fabric: "ib",
+            fabric: RunFabric::Ib,
             reason: format!(
                 "the job asks for fabric = \"ib\", but at start these nodes could not use it: {without}"
             ),
         },
         Fabric::Auto if without.is_empty() => FabricChoice {
-            fabric: "ib",
+            fabric: RunFabric::Ib,
             reason: "auto: every node has an ACTIVE verbs port".into(),
         },
         Fabric::Auto => FabricChoice {
-            fabric: "tcp",
+            fabric: RunFabric::Tcp,
             reason: format!("auto: using TCP, the verbs fabric is unusable on {without}"),
         },
     }
@@ -90,16 +89,16 @@ mod tests {
         let (a, b) = (NodeName::new("node1"), NodeName::new("node2"));
         let (up, down) = (node(true), node(false));
         let both = choose(Fabric::Auto, &[(&a, &up), (&b, &up)]);
-        assert_eq!(both.fabric, "ib");
+        assert_eq!(both.fabric, RunFabric::Ib);
         let one = choose(Fabric::Auto, &[(&a, &up), (&b, &down)]);
-        assert_eq!(one.fabric, "tcp");
+        assert_eq!(one.fabric, RunFabric::Tcp);
         assert!(
             one.reason.contains("node2 (no ACTIVE verbs port"),
             "{}",
             one.reason
         );
         assert!(!one.reason.contains("node1"), "{}", one.reason);
-        assert_eq!(choose(Fabric::Tcp, &[(&a, &up)]).fabric, "tcp");
+        assert_eq!(choose(Fabric::Tcp, &[(&a, &up)]).fabric, RunFabric::Tcp);
     }
 
     #[test]
@@ -110,7 +109,7 @@ mod tests {
             ..node(true)
         };
         let choice = choose(Fabric::Auto, &[(&a, &probed)]);
-        assert_eq!(choice.fabric, "tcp");
+        assert_eq!(choice.fabric, RunFabric::Tcp);
         assert!(
             choice
                 .reason

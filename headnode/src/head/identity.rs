@@ -7,11 +7,23 @@
 //! an LDAP server a network round trip each. Slurm keeps group lists for `GroupUpdateTime`
 //! (600 s).
 
-use super::jobs::Caller;
 use crate::model::User;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Who is asking: the unix socket peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Caller {
+    pub fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+}
 
 /// How long a looked-up identity is used: a user added to or removed from a group is seen by
 /// submits at most this much later (Slurm: 600 s), and a burst of submits looks it up once.
@@ -62,9 +74,39 @@ impl Identities {
 }
 
 fn look_up(caller: &Caller) -> Identity {
-    let user = super::jobs::user_of(caller);
-    let (groups, gids) = super::jobs::groups_of(&user);
+    let user = user_of(caller);
+    let (groups, gids) = groups_of(&user);
     Identity { user, groups, gids }
+}
+
+/// The caller as a user record (name from the password database, else the uid).
+fn user_of(caller: &Caller) -> User {
+    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(caller.uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| caller.uid.to_string());
+    User {
+        uid: caller.uid,
+        gid: caller.gid,
+        name,
+    }
+}
+
+/// The user's groups by name, as the system's group database reports them.
+fn groups_of(user: &User) -> (Vec<String>, Vec<u32>) {
+    use nix::unistd::{Gid, Group};
+    let gids = std::ffi::CString::new(user.name.clone())
+        .ok()
+        .and_then(|name| nix::unistd::getgrouplist(&name, Gid::from_raw(user.gid)).ok())
+        .unwrap_or_else(|| vec![Gid::from_raw(user.gid)]);
+    let names = gids
+        .iter()
+        .filter_map(|gid| Group::from_gid(*gid).ok().flatten().map(|g| g.name))
+        .collect();
+    let mut ids: Vec<u32> = vec![user.gid];
+    ids.extend(gids.iter().map(|g| g.as_raw()).filter(|g| *g != user.gid));
+    (names, ids)
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! Job operations: submit, cancel, run reports from agents, and time limits.
 
+use super::identity::{Caller, Identity};
 use super::{Head, HeadError, Tx, now};
 use crate::config::HeadConfig;
-use crate::model::{ArrayElement, DEFAULT_PARTITION, ImageRef, JobRecord, RunPhases, User};
+use crate::model::{ArrayElement, DEFAULT_PARTITION, ImageRef, JobRecord, RunPhases};
 use beowulf_as_user::UserCredentials;
 use beowulf_proto::v1;
 use beowulf_scheduler::{Constraint, Partition};
@@ -11,19 +12,6 @@ use beowulf_types::{
     apply_overrides, line_of_field, parse_job_file,
 };
 use std::collections::BTreeMap;
-
-/// Who is asking: the unix socket peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub uid: u32,
-    pub gid: u32,
-}
-
-impl Caller {
-    pub fn is_root(&self) -> bool {
-        self.uid == 0
-    }
-}
 
 impl Head {
     /// Parses, validates and durably queues a job. Returns only after the job is committed.
@@ -48,7 +36,7 @@ impl Head {
             text,
             overrides: &overrides,
         };
-        let super::identity::Identity { user, groups, gids } = self.identities.of(caller);
+        let Identity { user, groups, gids } = self.identities.of(caller);
         let umask = request.umask.map(|m| m & 0o777);
         let submit_env: BTreeMap<String, String> = request.env.into_iter().collect();
         beowulf_types::jobfile::validate_submission(file, &request.cwd, &submit_env, &spec)?;
@@ -300,20 +288,6 @@ pub(super) fn requeue(job: &mut JobRecord, now: Timestamp, why: &str) {
     job.log(now, format!("requeued: {why}"));
 }
 
-/// The caller as a user record (name from the password database, else the uid).
-pub(super) fn user_of(caller: &Caller) -> User {
-    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(caller.uid))
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| caller.uid.to_string());
-    User {
-        uid: caller.uid,
-        gid: caller.gid,
-        name,
-    }
-}
-
 /// The partition a job that names `named` (or none) is queued in: `Ok(None)` when the cluster
 /// has no partitions (or names no default), else the partition; `Err` says why `named` is none.
 pub(super) fn resolve_partition<'a>(
@@ -484,20 +458,4 @@ fn check_policy(
         }
     }
     Ok(())
-}
-
-/// The user's groups by name, as the system's group database reports them.
-pub(super) fn groups_of(user: &User) -> (Vec<String>, Vec<u32>) {
-    use nix::unistd::{Gid, Group};
-    let gids = std::ffi::CString::new(user.name.clone())
-        .ok()
-        .and_then(|name| nix::unistd::getgrouplist(&name, Gid::from_raw(user.gid)).ok())
-        .unwrap_or_else(|| vec![Gid::from_raw(user.gid)]);
-    let names = gids
-        .iter()
-        .filter_map(|gid| Group::from_gid(*gid).ok().flatten().map(|g| g.name))
-        .collect();
-    let mut ids: Vec<u32> = vec![user.gid];
-    ids.extend(gids.iter().map(|g| g.as_raw()).filter(|g| *g != user.gid));
-    (names, ids)
 }

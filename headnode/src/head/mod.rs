@@ -6,6 +6,7 @@
 //! woken and each touched node sent its new desired state. A failed write undoes the change.
 
 mod commit;
+mod commit_queue;
 mod credential;
 mod desired;
 mod fabric;
@@ -23,14 +24,14 @@ use crate::store::{EncodedChange, Store, StoreError};
 use beowulf_proto::v1;
 use beowulf_scheduler::Pending;
 use beowulf_types::{Generation, JobFileError, JobId, JobState, NodeName, Timestamp};
-use commit::{CommitQueue, Seq, Undo};
+use commit_queue::{CommitQueue, Seq, Undo};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::{Notify, mpsc, watch};
 use tonic::Status;
 
+pub use identity::Caller;
 pub use images::{ImageUpload, ResolvedImage, validate_image_name};
-pub use jobs::Caller;
 pub use views::DEFAULT_PAGE_JOBS;
 
 /// What went wrong with a request to the head.

@@ -1,6 +1,7 @@
 //! Node operations: agent sessions (register, heartbeat, reports), health, drain and resume.
 
-use super::jobs::{Caller, apply_run_report, fail_on_node};
+use super::identity::Caller;
+use super::jobs::{apply_run_report, fail_on_node};
 use super::{Head, HeadError, Session, now};
 use crate::model::NodeRecord;
 use beowulf_proto::v1;

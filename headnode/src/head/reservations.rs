@@ -1,6 +1,6 @@
 //! Advance reservations: `cluster reserve` creates, lists and deletes them (root only).
 
-use super::jobs::Caller;
+use super::identity::Caller;
 use super::{Head, HeadError, now};
 use crate::model::ReservationRecord;
 use beowulf_types::Timestamp;

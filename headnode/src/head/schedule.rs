@@ -22,8 +22,19 @@ impl Head {
             let input = snapshot(&inner, &self.config, now);
             plan(&input, now, rng)
         };
-        let started = plan.starts.len();
-        if started > 0 || !plan.preemptions.is_empty() {
+        // Cancels, drains and node failures may land here, between the snapshot and the change.
+        self.apply_plan(plan, now)
+    }
+
+    /// Applies a plan made from an earlier snapshot, skipping what changed since; returns how
+    /// many jobs it started.
+    pub(super) fn apply_plan(
+        &self,
+        plan: beowulf_scheduler::Plan,
+        now: Timestamp,
+    ) -> Result<usize, HeadError> {
+        let mut started = 0;
+        if !plan.starts.is_empty() || !plan.preemptions.is_empty() {
             // Drawn before the mutation: a failing random source starts nothing.
             let mut credentials = plan
                 .starts
@@ -54,6 +65,22 @@ impl Head {
                 }
                 for start in &plan.starts {
                     let credential = credentials.next().unwrap_or_default();
+                    // The plan was made from a snapshot outside this change: a job cancelled
+                    // since, or a node that went down or was drained since, is not started (the
+                    // next pass plans again). Starting it anyway revived a cancelled job as
+                    // RUNNING, its nodes held forever (found by the cancel-race stress test).
+                    let still_pending = tx
+                        .job(start.job)
+                        .is_some_and(|j| j.state == JobState::Pending);
+                    let nodes_usable = start.nodes.iter().all(|name| {
+                        tx.nodes().any(|n| {
+                            n.name == *name && n.down_reason.is_none() && n.drain_reason.is_none()
+                        })
+                    });
+                    if !still_pending || !nodes_usable {
+                        continue;
+                    }
+                    started += 1;
                     let job = tx.job_mut(start.job).expect("planned jobs exist");
                     job.state = JobState::Running;
                     job.nodes = start.nodes.clone();
@@ -79,13 +106,13 @@ impl Head {
                         job.log(now, format!("fabric {}: {}", choice.fabric, choice.reason));
                         job.launch = Some(RunLaunch {
                             token: credential,
-                            fabric: choice.fabric.to_string(),
+                            fabric: Some(choice.fabric),
                             fabric_reason: choice.reason,
                         });
                     } else if job.spec.writes_on_several_nodes() {
                         job.launch = Some(RunLaunch {
                             token: credential,
-                            fabric: String::new(),
+                            fabric: None,
                             fabric_reason: String::new(),
                         });
                     } else {
@@ -161,7 +188,7 @@ fn constraint(job: &JobRecord) -> Option<Constraint> {
     })
 }
 
-fn snapshot(inner: &Inner, config: &HeadConfig, now: Timestamp) -> SchedulerInput {
+pub(super) fn snapshot(inner: &Inner, config: &HeadConfig, now: Timestamp) -> SchedulerInput {
     let nodes = inner
         .nodes
         .values()

@@ -477,7 +477,10 @@ fn mpich_jobs_are_started_directly_by_every_node_with_the_flavor_named() {
     for node in [&mut n1, &mut n2] {
         let desired = last_desired(node);
         let mpi = desired.assignments[0].mpi.as_ref().expect("an MPI launch");
-        assert_eq!((mpi.flavor.as_str(), mpi.direct), ("mpich", true));
+        assert_eq!(
+            (mpi.mpi_flavor(), mpi.direct),
+            (beowulf_types::MpiFlavor::Mpich, true)
+        );
         assert_eq!(mpi.tasks_per_node, vec![1, 1]);
     }
 }
@@ -662,4 +665,42 @@ fn a_runs_argv_and_environment_go_to_its_node_once_per_session() {
             .all(|a| !a.payload_omitted && a.argv.len() == 2 && !a.env.is_empty()),
         "{d:?}"
     );
+}
+
+/// A plan is made from a snapshot and applied in a later change: a job cancelled in between is
+/// not started (it used to come back RUNNING, its nodes held forever), and a job whose node was
+/// drained in between waits for the next pass.
+#[test]
+fn a_plan_does_not_start_jobs_cancelled_or_nodes_drained_since_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::open(config(dir.path())).unwrap();
+    let mut n1 = register(&head, "node1");
+    let cancelled = head
+        .submit(&ROOT, job_file("command = [\"sleep\", \"100\"]\n"))
+        .unwrap();
+    let plan_of = |head: &Head| {
+        let now = now();
+        let inner = head.lock();
+        let input = schedule::snapshot(&inner, &head.config, now);
+        (
+            beowulf_scheduler::plan(&input, now, &mut rand::rngs::StdRng::seed_from_u64(1)),
+            now,
+        )
+    };
+    let (plan, now) = plan_of(&head);
+    assert_eq!(plan.starts.len(), 1);
+    head.cancel(&ROOT, cancelled).unwrap();
+    assert_eq!(head.apply_plan(plan, now).unwrap(), 0);
+    assert_eq!(head.show_job(cancelled).unwrap().state, "CANCELLED");
+    assert!(last_desired(&mut n1).assignments.is_empty());
+
+    let drained = head
+        .submit(&ROOT, job_file("command = [\"sleep\", \"100\"]\n"))
+        .unwrap();
+    let (plan, now) = plan_of(&head);
+    assert_eq!(plan.starts.len(), 1);
+    head.drain(&ROOT, &NodeName::new("node1"), "maintenance")
+        .unwrap();
+    assert_eq!(head.apply_plan(plan, now).unwrap(), 0);
+    assert_eq!(head.show_job(drained).unwrap().state, "PENDING");
 }

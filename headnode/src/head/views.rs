@@ -197,7 +197,8 @@ fn job_info(inner: &Inner, job: &JobRecord, with_events: bool) -> v1::JobInfo {
         fabric: job
             .launch
             .as_ref()
-            .map(|l| l.fabric.clone())
+            .and_then(|l| l.fabric)
+            .map(|f| f.as_str().to_string())
             .unwrap_or_default(),
         fabric_reason: job
             .launch

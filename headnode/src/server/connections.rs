@@ -6,7 +6,8 @@
 //! every file descriptor of the head: root's `cluster queue` hung, and the store and the agents
 //! had none left either. So:
 //!
-//! - a user (uid ≠ 0) holds at most [`MAX_CONNECTIONS_PER_USER`] connections over both sockets;
+//! - a user (uid ≠ 0) holds at most [`crate::config::MAX_CONNECTIONS_PER_USER`] connections over
+//!   both sockets (or `[api] max_connections_per_user`);
 //! - all clients together hold at most `max_connections` (at most half the open-files limit), of
 //!   which the last [`ROOT_RESERVED_CONNECTIONS`] only root may take, so an administrator gets in
 //!   while users hold all the others;
@@ -26,13 +27,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::time::Instant;
-
-/// Connections one user (not root) may hold over both client sockets together. A user's real
-/// need is a handful: a `cluster` command holds one for milliseconds, a plain `submit` one for a
-/// millisecond, and each `submit --wait` or `cluster init --watch` one for as long as it follows.
-/// 64 lets a user follow dozens of jobs at once and submit from a parallel loop, while a flood
-/// from one account takes 64 descriptors instead of all of them.
-pub const MAX_CONNECTIONS_PER_USER: usize = 64;
 
 /// Client connections in all when the open-files limit allows more than twice as many: each idle
 /// HTTP/2 connection keeps some tens of KiB of buffers, and 8192 is far more clients than a head
@@ -465,6 +459,7 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::MAX_CONNECTIONS_PER_USER;
 
     #[test]
     fn a_user_gets_the_per_user_share_and_root_is_never_counted_against_it() {

@@ -208,6 +208,7 @@ pub enum MpiLaunchMode {
     Mpirun,
 }
 
+/// The MPI implementation of a job's program (`mpi.flavor`); `None`: not an MPI program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MpiFlavor {
@@ -216,12 +217,48 @@ pub enum MpiFlavor {
     None,
 }
 
+/// The interconnect a job asks for (`mpi.fabric`): the head resolves it to a [`RunFabric`] at
+/// each start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Fabric {
     Auto,
     Ib,
     Tcp,
+}
+
+/// The interconnect the head chose for one run of an MPI job: InfiniBand verbs or TCP over the
+/// gigabit network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunFabric {
+    Ib,
+    Tcp,
+}
+
+impl RunFabric {
+    /// The word users see and job files use: `ib` or `tcp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunFabric::Ib => "ib",
+            RunFabric::Tcp => "tcp",
+        }
+    }
+
+    /// The inverse of [`RunFabric::as_str`].
+    pub fn parse(word: &str) -> Option<RunFabric> {
+        match word {
+            "ib" => Some(RunFabric::Ib),
+            "tcp" => Some(RunFabric::Tcp),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for RunFabric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A job file that cannot be accepted.

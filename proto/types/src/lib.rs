@@ -3,6 +3,8 @@
 //! Nothing here does I/O. The head, the agents, the CLI and the pure scheduler all speak these types,
 //! so a `JobId` or a `NodeName` means the same thing everywhere.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod hostlist;
 mod ids;
@@ -16,7 +18,7 @@ pub use ids::{Generation, JobId, NodeName};
 pub use inventory::{IbPort, IbPortState, Inventory, Nic};
 pub use jobfile::{
     ArraySpec, ContainerSpec, DependencySpec, Fabric, JobFileError, JobSpec, MpiFlavor,
-    MpiLaunchMode, MpiSpec, Program, apply_overrides, line_of_field, parse_job_file,
+    MpiLaunchMode, MpiSpec, Program, RunFabric, apply_overrides, line_of_field, parse_job_file,
 };
 pub use resources::Resources;
 pub use states::{JobState, NodeState, PendingReason};

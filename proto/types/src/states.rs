@@ -93,6 +93,22 @@ pub enum NodeState {
 }
 
 impl NodeState {
+    pub const ALL: [NodeState; 6] = [
+        NodeState::Idle,
+        NodeState::Mixed,
+        NodeState::Allocated,
+        NodeState::Draining,
+        NodeState::Drained,
+        NodeState::Down,
+    ];
+
+    /// The inverse of [`NodeState::as_str`] (any case), for states read off the wire.
+    pub fn parse(s: &str) -> Option<NodeState> {
+        NodeState::ALL
+            .into_iter()
+            .find(|state| state.as_str().eq_ignore_ascii_case(s))
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             NodeState::Idle => "IDLE",

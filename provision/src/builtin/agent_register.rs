@@ -2,8 +2,8 @@
 //! daemon knows, so it supplies a [`RegistrationProbe`]; without one the step says so instead of guessing.
 
 use super::{Builtin, BuiltinCx};
+use crate::check::Check;
 use crate::error::StepError;
-use crate::execute::Check;
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,8 +1,8 @@
 //! `clock-skew`: the node's clock agrees with the head's (this machine's) within [`MAX_CLOCK_SKEW`].
 
 use super::{Builtin, BuiltinCx};
+use crate::check::Check;
 use crate::error::StepError;
-use crate::execute::Check;
 use async_trait::async_trait;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -11,8 +11,8 @@
 //! offers only `tcp`. A node whose own port is not ACTIVE needs no marker: the agent sees the port.
 
 use super::{Builtin, BuiltinCx};
+use crate::check::Check;
 use crate::error::{StepError, tail};
-use crate::execute::Check;
 use crate::inventory::{IbKind, Node};
 use crate::transport::Transport;
 use async_trait::async_trait;

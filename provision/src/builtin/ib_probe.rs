@@ -4,8 +4,8 @@
 //! turns that into the gigabit fallback for the node.
 
 use super::{Builtin, BuiltinCx};
+use crate::check::Check;
 use crate::error::StepError;
-use crate::execute::Check;
 use async_trait::async_trait;
 
 /// Probes a node's verbs fabric.

@@ -4,8 +4,8 @@
 //! conflict reported before anything is written.
 
 use super::{Builtin, BuiltinCx};
+use crate::check::Check;
 use crate::error::StepError;
-use crate::execute::Check;
 use crate::inventory::Users;
 use crate::transport::shell_quote;
 use async_trait::async_trait;

@@ -18,8 +18,8 @@ pub use ldap_users::LdapUsers;
 pub use nfs3_export::Nfs3Export;
 pub use uid_conflicts::UidConflicts;
 
+use crate::check::Check;
 use crate::error::StepError;
-use crate::execute::Check;
 use crate::inventory::Inventory;
 use crate::transport::Transport;
 use async_trait::async_trait;

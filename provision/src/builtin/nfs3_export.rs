@@ -8,8 +8,8 @@
 //! the lab is the lab's), as root so it may use a privileged source port as NFS servers expect.
 
 use super::{Builtin, BuiltinCx};
+use crate::check::Check;
 use crate::error::StepError;
-use crate::execute::Check;
 use async_trait::async_trait;
 use nfs3_client::Nfs3ConnectionBuilder;
 use nfs3_client::nfs3_types::nfs3::{

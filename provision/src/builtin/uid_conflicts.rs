@@ -3,8 +3,8 @@
 //! "fixed" automatically, because renumbering someone's account is the admin's decision.
 
 use super::{Builtin, BuiltinCx};
+use crate::check::Check;
 use crate::error::StepError;
-use crate::execute::Check;
 use async_trait::async_trait;
 
 /// Finds uid/gid collisions.

@@ -14,13 +14,28 @@ use crate::eligibility::Eligibility;
 use crate::fairshare::FairShare;
 use crate::feasibility::{Feasibility, never_fits};
 use crate::placement::{FitCounts, NoFitMemo};
-use crate::plan::TopJob;
 use crate::preemption::{self, Preemption};
 use crate::priority::{PolicyFactors, multifactor, queue_order};
-use crate::{Pending, PendingJob, Plan, SchedulerInput, Start};
+use crate::{Pending, PendingJob, Plan, SchedulerInput, Start, TopJob};
 use beowulf_types::{JobId, PendingReason, Timestamp};
 use job::JobContext;
+use rand::Rng;
 use std::collections::BTreeSet;
+
+/// Plans one pass. Pure: the same input, `now` and rng state give the same plan.
+///
+/// Jobs are walked in priority order ([`crate::priority`]); each starts now on best-fit nodes if it
+/// can. The first one that cannot becomes the top job and holds the one EASY reservation; later jobs
+/// start only where they do not delay it. A job ID listed twice in `input.pending` is planned once,
+/// from its first entry.
+///
+/// The rng is not drawn from today: best fit ordered by node name is already a total order, so no
+/// exact tie is left to break. It stays in the signature so a future policy (spreading, random
+/// tie-breaks) does not change the daemon's call.
+pub fn plan(input: &SchedulerInput, now: Timestamp, rng: &mut impl Rng) -> Plan {
+    let _ = rng;
+    Pass::new(input, now).run()
+}
 
 #[derive(Debug)]
 pub(crate) struct Pass<'a> {
