@@ -138,22 +138,23 @@ fn fill_payloads(
             job: JobId(a.job_id),
             run: a.run,
         };
-        if a.payload_omitted {
-            let payload = kept.get(&key).ok_or(SessionError::MissingPayload {
+        let payload = if a.payload_omitted {
+            // Moved, not copied: what is not carried over is dropped below.
+            let payload = kept.remove(&key).ok_or(SessionError::MissingPayload {
                 job: key.job,
                 run: key.run,
             })?;
             a.argv.clone_from(&payload.argv);
             a.env.clone_from(&payload.env);
             a.payload_omitted = false;
-        }
-        now.insert(
-            key,
+            payload
+        } else {
             RunPayload {
                 argv: a.argv.clone(),
                 env: a.env.clone(),
-            },
-        );
+            }
+        };
+        now.insert(key, payload);
     }
     *kept = now;
     Ok(())

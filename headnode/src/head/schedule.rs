@@ -10,7 +10,7 @@ use beowulf_scheduler::{
     NodeAvailability, NodeView, PendingJob, PreemptMode, RunningJob, SchedulerInput, fairshare,
     plan, why,
 };
-use beowulf_types::{DependencySpec, Fabric, JobId, JobState, Resources, Timestamp};
+use beowulf_types::{DependencySpec, Fabric, JobId, JobState, NodeName, Resources, Timestamp};
 use std::collections::BTreeMap;
 
 impl Head {
@@ -63,6 +63,12 @@ impl Head {
                         }
                     }
                 }
+                // Nodes down or drained now (the loop below changes no node), looked up once.
+                let unusable: std::collections::BTreeSet<NodeName> = tx
+                    .nodes()
+                    .filter(|n| n.down_reason.is_some() || n.drain_reason.is_some())
+                    .map(|n| n.name.clone())
+                    .collect();
                 for start in &plan.starts {
                     let credential = credentials.next().unwrap_or_default();
                     // The plan was made from a snapshot outside this change: a job cancelled
@@ -72,11 +78,7 @@ impl Head {
                     let still_pending = tx
                         .job(start.job)
                         .is_some_and(|j| j.state == JobState::Pending);
-                    let nodes_usable = start.nodes.iter().all(|name| {
-                        tx.nodes().any(|n| {
-                            n.name == *name && n.down_reason.is_none() && n.drain_reason.is_none()
-                        })
-                    });
+                    let nodes_usable = start.nodes.iter().all(|n| !unusable.contains(n));
                     if !still_pending || !nodes_usable {
                         continue;
                     }

@@ -58,13 +58,10 @@ pub(crate) fn has_exited(pid: u32) -> bool {
 
 /// True when `pid` runs `program` (not some other process that reused the PID) and is not a zombie.
 pub(crate) fn is_our_process(pid: u32, program: &str) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    if has_exited(pid) {
         return false;
-    };
-    let zombie = stat
-        .rsplit_once(") ")
-        .is_some_and(|(_, rest)| rest.starts_with('Z'));
+    }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
-    !zombie && String::from_utf8_lossy(argv0).ends_with(program)
+    String::from_utf8_lossy(argv0).ends_with(program)
 }
