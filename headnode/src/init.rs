@@ -22,7 +22,7 @@ use beowulf_provision::builtin::{AgentRegister, RegistrationProbe};
 use beowulf_provision::ca::ClusterCa;
 use beowulf_provision::transport::InventoryConnector;
 use beowulf_provision::{
-    BuiltinRegistry, Engine, Inventory, Mode, Playbook, RunOptions, Start, Templates,
+    BuiltinRegistry, ClusterInventory, Engine, Mode, Playbook, RunOptions, Start, Templates,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -191,7 +191,7 @@ impl Provisioner {
         if current.as_ref().is_some_and(|log| !log.finished()) {
             return Err(InitError::Busy);
         }
-        let inventory = Inventory::load(Path::new(&request.inventory))
+        let inventory = ClusterInventory::load(Path::new(&request.inventory))
             .map_err(|e| InitError::Inventory(e.to_string()))?;
         let dir = self.config.playbooks.clone();
         let playbook_error = |message: String| InitError::Playbooks {

@@ -13,7 +13,7 @@
 //!
 //! Strings in `run`, `file`, `args`, `vars`, `package` and `service` are templates (`{{ node.name }}`).
 
-use crate::source::SourceError;
+use beowulf_types::SourceError;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;

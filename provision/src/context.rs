@@ -4,7 +4,7 @@
 //! `gige.address`, `gige.netdev`, `ib.kind` (`soft-roce` | `hca` | `none`), `ib.netdev`, `ib.address`,
 //! `roles`, `is_head`.
 
-use crate::inventory::{IbKind, Inventory, Node};
+use crate::inventory::{ClusterInventory, IbKind, Node};
 use minijinja::Value;
 use serde_json::{Value as Json, json};
 use std::collections::BTreeMap;
@@ -36,12 +36,20 @@ pub const DEFAULT_VARS: [(&str, &str); 9] = [
 ];
 
 /// The template context for `node` (the head's name or a compute node's).
-pub fn node_context(inventory: &Inventory, node: &str, vars: &BTreeMap<String, String>) -> Value {
+pub fn node_context(
+    inventory: &ClusterInventory,
+    node: &str,
+    vars: &BTreeMap<String, String>,
+) -> Value {
     Value::from(minijinja::value::Serde(node_json(inventory, node, vars)))
 }
 
 /// The same context as JSON (for builtins that read it).
-pub fn node_json(inventory: &Inventory, node: &str, vars: &BTreeMap<String, String>) -> Json {
+pub fn node_json(
+    inventory: &ClusterInventory,
+    node: &str,
+    vars: &BTreeMap<String, String>,
+) -> Json {
     let head = head_view(inventory);
     let this = if node == inventory.head.name {
         head.clone()
@@ -72,7 +80,7 @@ pub fn node_json(inventory: &Inventory, node: &str, vars: &BTreeMap<String, Stri
     })
 }
 
-fn head_view(inventory: &Inventory) -> Json {
+fn head_view(inventory: &ClusterInventory) -> Json {
     let h = &inventory.head;
     let mask = u32::MAX.checked_shl(32 - u32::from(h.prefix)).unwrap_or(0);
     let network = std::net::Ipv4Addr::from(u32::from(h.gige) & mask);

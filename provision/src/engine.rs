@@ -10,7 +10,7 @@ use crate::context::node_context;
 use crate::error::{NodeFailure, RunError, StepError};
 use crate::event::{Outcome, Phase, ProvisionEvent};
 use crate::execute::{self, ActionCx};
-use crate::inventory::Inventory;
+use crate::inventory::ClusterInventory;
 use crate::playbook::{OnFailure, Playbook, Scope, Step};
 use crate::state::RunState;
 use crate::template::Templates;
@@ -127,7 +127,7 @@ type Connections = Arc<Mutex<BTreeMap<String, Arc<dyn Transport>>>>;
 /// Everything one (step, node) task needs, owned.
 struct Job {
     inner: Arc<Inner>,
-    inventory: Arc<Inventory>,
+    inventory: Arc<ClusterInventory>,
     connector: Arc<dyn Connector>,
     connections: Connections,
     playbook_when: Option<String>,
@@ -222,7 +222,7 @@ impl Engine {
     }
 
     /// The steps and nodes a run over `playbooks` touches.
-    pub fn outline(playbooks: &[Playbook], inventory: &Inventory) -> Outline {
+    pub fn outline(playbooks: &[Playbook], inventory: &ClusterInventory) -> Outline {
         Outline {
             steps: playbooks
                 .iter()
@@ -241,7 +241,7 @@ impl Engine {
     pub async fn run(
         &self,
         playbooks: &[Playbook],
-        inventory: &Inventory,
+        inventory: &ClusterInventory,
         connector: Arc<dyn Connector>,
         options: &RunOptions,
         events: mpsc::UnboundedSender<ProvisionEvent>,

@@ -7,7 +7,7 @@ use crate::action::{Action, FileAction, FileContent, PackageAction, RunAction, S
 use crate::builtin::{BuiltinCx, BuiltinRegistry};
 use crate::check::Check;
 use crate::error::{StepError, tail};
-use crate::inventory::Inventory;
+use crate::inventory::ClusterInventory;
 use crate::template::Templates;
 use crate::transport::{Transport, shell_quote};
 use minijinja::Value;
@@ -21,7 +21,7 @@ pub struct ActionCx<'a> {
     pub templates: &'a Templates,
     pub context: &'a Value,
     pub builtins: &'a BuiltinRegistry,
-    pub inventory: &'a Inventory,
+    pub inventory: &'a ClusterInventory,
     pub vars: &'a BTreeMap<String, String>,
     pub peers: &'a dyn crate::builtin::Peers,
 }

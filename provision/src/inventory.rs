@@ -1,9 +1,9 @@
 //! The `cluster.toml` inventory: the head and the compute nodes, their addresses per network, fabrics and
 //! SSH access, and the users and groups the cluster's directory holds.
 //!
-//! The format is a superset of the one the lab writes (`beowulf-lab`'s `ClusterInventory`): a file the lab
-//! wrote parses here unchanged; `[cluster]`, `[users]`, `[nfs]`, `roles` and per-node `ssh` are additions
-//! with defaults.
+//! One schema for the file, whoever writes it: an admin for real hosts, or the lab (`beowulf-lab`
+//! builds this type and writes it with [`ClusterInventory::to_toml`]). `[cluster]`, `[users]`, `[nfs]`,
+//! `roles` and per-node `ssh` have defaults.
 //!
 //! ```toml
 //! [ssh]
@@ -33,7 +33,7 @@
 //! gid = 10000
 //! ```
 
-use crate::source::{SourceError, from_toml, line_of};
+use beowulf_types::located::{SourceError, from_toml};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -47,7 +47,7 @@ pub const MIN_CLUSTER_ID: u32 = 1000;
 /// A whole inventory file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Inventory {
+pub struct ClusterInventory {
     #[serde(default)]
     pub cluster: ClusterInfo,
     /// How to reach the nodes over SSH (a node may override it).
@@ -307,10 +307,10 @@ fn default_shell() -> String {
     "/bin/bash".into()
 }
 
-impl Inventory {
+impl ClusterInventory {
     /// Parses and checks an inventory; `file` only names the file in errors.
     pub fn parse(file: &Path, text: &str) -> Result<Self, SourceError> {
-        let inv: Self = from_toml(file, text)?;
+        let inv: Self = from_toml(file.display(), text)?;
         inv.check(file, text)?;
         Ok(inv)
     }
@@ -321,17 +321,20 @@ impl Inventory {
         Self::parse(file, &text)
     }
 
+    /// The inventory as TOML text, which [`ClusterInventory::parse`] reads back unchanged.
+    pub fn to_toml(&self) -> String {
+        // Every field is a string, number, address, path or table of them: serializing cannot fail.
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot serialize the inventory: {e}\n"))
+    }
+
     /// The compute node called `name`.
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
     }
 
     fn check(&self, file: &Path, text: &str) -> Result<(), SourceError> {
-        let fail = |needle: &str, nth: usize, field: &str, message: String| SourceError {
-            file: file.to_path_buf(),
-            line: line_containing(text, needle, nth),
-            field: Some(field.to_string()),
-            message,
+        let fail = |needle: &str, nth: usize, field: &str, message: String| {
+            SourceError::near(file, text, needle, nth, field, message)
         };
         if self.nodes.is_empty() {
             return Err(fail(
@@ -485,18 +488,11 @@ impl Inventory {
     }
 }
 
-/// 1-based line of the `nth` (0-based) line containing `needle`; 1 when there is none.
-fn line_containing(text: &str, needle: &str, nth: usize) -> usize {
-    text.match_indices(needle)
-        .nth(nth)
-        .map_or(1, |(offset, _)| line_of(text, offset))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// What the lab writes (hardware/lab/src/inventory.rs): must parse unchanged.
+    /// What the lab wrote before it wrote this type (older labs' files): must parse unchanged.
     const LAB: &str = r#"
 [ssh]
 user = "root"
@@ -535,7 +531,7 @@ gid = 10000
 
     #[test]
     fn a_lab_inventory_parses_with_defaults() {
-        let inv = Inventory::parse(Path::new("cluster.toml"), LAB).unwrap();
+        let inv = ClusterInventory::parse(Path::new("cluster.toml"), LAB).unwrap();
         assert_eq!(inv.nodes.len(), 2);
         assert_eq!(inv.head.name, "head");
         assert_eq!(inv.users.backend, UsersBackend::Ldap);
@@ -545,9 +541,17 @@ gid = 10000
     }
 
     #[test]
+    fn an_inventory_round_trips_through_its_text() {
+        let text = format!("{LAB}{USERS}");
+        let inv = ClusterInventory::parse(Path::new("c.toml"), &text).unwrap();
+        let again = ClusterInventory::parse(Path::new("again.toml"), &inv.to_toml()).unwrap();
+        assert_eq!(again, inv);
+    }
+
+    #[test]
     fn users_parse_and_the_lab_kind_name_is_accepted() {
         let text = format!("{LAB}{USERS}").replace("soft-roce", "infiniband");
-        let inv = Inventory::parse(Path::new("c.toml"), &text).unwrap();
+        let inv = ClusterInventory::parse(Path::new("c.toml"), &text).unwrap();
         assert_eq!(inv.users.backend, UsersBackend::Nis);
         assert_eq!(inv.users.users[0].home_dir(), "/home/alice");
         assert_eq!(inv.nodes[0].ib.as_ref().unwrap().kind, IbKind::Hca);
@@ -556,7 +560,7 @@ gid = 10000
     #[test]
     fn unknown_fields_name_file_line_and_field() {
         let text = LAB.replace("prefix = 24", "prefix = 24\ncolour = \"blue\"");
-        let err = Inventory::parse(Path::new("cluster.toml"), &text).unwrap_err();
+        let err = ClusterInventory::parse(Path::new("cluster.toml"), &text).unwrap_err();
         assert_eq!(err.line, 12, "{err}");
         assert!(err.to_string().starts_with("cluster.toml:12:"), "{err}");
         assert!(err.to_string().contains("colour"), "{err}");
@@ -565,11 +569,11 @@ gid = 10000
     #[test]
     fn duplicates_are_refused_at_the_second_occurrence() {
         let text = LAB.replace("name = \"node2\"", "name = \"node1\"");
-        let err = Inventory::parse(Path::new("c"), &text).unwrap_err();
+        let err = ClusterInventory::parse(Path::new("c"), &text).unwrap_err();
         assert!(err.message.contains("listed twice"), "{err}");
         assert_eq!(err.line, 20, "{err}");
         let text = LAB.replace("10.77.0.2", "10.77.0.1");
-        let err = Inventory::parse(Path::new("c"), &text).unwrap_err();
+        let err = ClusterInventory::parse(Path::new("c"), &text).unwrap_err();
         assert!(err.message.contains("used twice"), "{err}");
     }
 
@@ -577,21 +581,21 @@ gid = 10000
     fn user_problems_are_refused_naming_the_user() {
         let bad_gid = format!("{LAB}{USERS}").replace("gid = 10000\n\n", "gid = 10000\n");
         let bad_gid = bad_gid.replace("uid = 10001\ngid = 10000", "uid = 10001\ngid = 4242");
-        let err = Inventory::parse(Path::new("c"), &bad_gid).unwrap_err();
+        let err = ClusterInventory::parse(Path::new("c"), &bad_gid).unwrap_err();
         assert!(
             err.message.contains("alice") && err.message.contains("4242"),
             "{err}"
         );
         assert_eq!(err.field.as_deref(), Some("users.user.gid"));
         let low = format!("{LAB}{USERS}").replace("uid = 10001", "uid = 7");
-        let err = Inventory::parse(Path::new("c"), &low).unwrap_err();
+        let err = ClusterInventory::parse(Path::new("c"), &low).unwrap_err();
         assert!(err.message.contains("below 1000"), "{err}");
     }
 
     #[test]
     fn a_fabric_needs_its_netdev() {
         let text = LAB.replace("netdev = \"eth1\", ", "");
-        let err = Inventory::parse(Path::new("c"), &text).unwrap_err();
+        let err = ClusterInventory::parse(Path::new("c"), &text).unwrap_err();
         assert_eq!(err.field.as_deref(), Some("node.ib.netdev"), "{err}");
     }
 }

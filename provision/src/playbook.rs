@@ -19,7 +19,7 @@
 //! `builtin`); `verify` defaults to the check.
 
 use crate::action::{Action, RawAction};
-use crate::source::{SourceError, from_toml};
+use beowulf_types::located::{SourceError, from_toml, line_of};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -136,7 +136,7 @@ struct RawStep {
 impl Playbook {
     /// Parses a playbook's text; `file` names it in errors and gives its name.
     pub fn parse(file: &Path, text: &str) -> Result<Self, SourceError> {
-        let raw: RawPlaybook = from_toml(file, text)?;
+        let raw: RawPlaybook = from_toml(file.display(), text)?;
         let name = file
             .file_stem()
             .and_then(|s| s.to_str())
@@ -212,12 +212,12 @@ impl Playbook {
                 timeout: s
                     .timeout_s
                     .map_or(DEFAULT_STEP_TIMEOUT, Duration::from_secs),
-                line: crate::source::line_of(text, step_span.start),
+                line: line_of(text, step_span.start),
             });
         }
         if steps.is_empty() {
             return Err(SourceError {
-                file: file.to_path_buf(),
+                file: file.display().to_string(),
                 line: 1,
                 field: Some("step".into()),
                 message: "the playbook has no [[step]]".into(),

@@ -2,7 +2,7 @@
 //! paths, `when` expressions), rendered with minijinja. Undefined variables are errors, never empty
 //! strings, so a typo (`{{ node.nmae }}`) fails loudly instead of writing a broken config.
 
-use crate::source::SourceError;
+use beowulf_types::SourceError;
 use minijinja::{Environment, UndefinedBehavior, Value};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -58,7 +58,7 @@ impl Templates {
                 .unwrap_or_default()
                 .to_string();
             t = t.with(&name, &text).map_err(|message| SourceError {
-                file: file.clone(),
+                file: file.display().to_string(),
                 line: 1,
                 field: None,
                 message,

@@ -4,7 +4,7 @@
 use beowulf_provision::engine::{Engine, Mode, RunOptions, Start};
 use beowulf_provision::transport::{Call, ExecOutput, RecordingConnector, RecordingTransport};
 use beowulf_provision::{
-    BuiltinRegistry, Inventory, Outcome, Playbook, ProvisionEvent, RunError, Templates,
+    BuiltinRegistry, ClusterInventory, Outcome, Playbook, ProvisionEvent, RunError, Templates,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,12 +55,12 @@ check = [{ run = "test -e /var/head" }]
 apply = [{ run = "touch /var/head" }]
 "#;
 
-fn inventory(nodes: usize) -> Inventory {
+fn inventory(nodes: usize) -> ClusterInventory {
     let mut text = INVENTORY.to_string();
     for i in 4..=nodes {
         text.push_str(&format!("[[node]]\nname = \"node{i}\"\ngige = {{ address = \"10.77.0.{i}\", netdev = \"eth0\" }}\n"));
     }
-    Inventory::parse(Path::new("cluster.toml"), &text).unwrap()
+    ClusterInventory::parse(Path::new("cluster.toml"), &text).unwrap()
 }
 
 fn playbook(text: &str) -> Playbook {
@@ -133,7 +133,7 @@ impl Lab {
 async fn run(
     engine: &Engine,
     playbooks: &[Playbook],
-    inv: &Inventory,
+    inv: &ClusterInventory,
     lab: &Lab,
     mode: Mode,
     start: Start,
@@ -582,7 +582,7 @@ check = [{ builtin = "ib-pair-probe", args = { marker = "/var/lib/beowulf-agent/
             &format!("{line}ib = {{ kind = \"soft-roce\", netdev = \"eth1\", address = \"10.78.0.{i}\" }}\n"),
         );
     }
-    let inv = Inventory::parse(Path::new("cluster.toml"), &inv_text).unwrap();
+    let inv = ClusterInventory::parse(Path::new("cluster.toml"), &inv_text).unwrap();
     let mut lab = Lab::new(0);
     for i in 1..=4 {
         lab.connector

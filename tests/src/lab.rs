@@ -2,7 +2,7 @@
 //! down on drop (a failing test leaves no VM); the tier runs only with `BEOWULF_LAB_TESTS=1`.
 
 use crate::{bin_dir, processes_with, text};
-use beowulf_lab::inventory::ClusterInventory;
+use beowulf_provision::ClusterInventory;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;

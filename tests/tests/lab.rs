@@ -5,7 +5,7 @@
 //! Runs only with `BEOWULF_LAB_TESTS=1` (as root, with `scripts/lab-deps.sh` installed; see
 //! `scripts/test-lab.sh`); then it fails loudly if it cannot run. Takes ~10 minutes under TCG.
 
-use beowulf_lab::inventory::IbKind;
+use beowulf_provision::inventory::IbKind;
 use beowulf_tests::lab::{Lab, gated, running_as_root};
 use beowulf_tests::text;
 use std::process::Command;
@@ -43,8 +43,12 @@ fn five_vms_come_up_answer_ssh_on_both_fabrics_and_go_away_cleanly() {
     for node in &inv.nodes {
         let ib = node.ib.as_ref().expect("every lab node has an ib fabric");
         assert_eq!(ib.kind, IbKind::SoftRoce);
+        let host_key = node
+            .host_key
+            .as_deref()
+            .expect("the lab lists every host key");
         assert!(
-            known_hosts.contains(&node.host_key),
+            known_hosts.contains(host_key),
             "{}'s host key is not in known_hosts",
             node.name
         );

@@ -340,12 +340,9 @@ fn init_provisions_users_nfs_fabric_and_agents_and_ldap_users_run_mpi_on_nfs_hom
     // 10. NIS instead of LDAP: the lab head's ypserv serves maps of the cluster's users, the nodes
     //     bind with ypbind and resolve alice through it alone; a second run changes nothing.
     let inventory_path = lab.state.path().join("lab/cluster.toml");
-    let mut inventory = beowulf_lab::inventory::ClusterInventory::load(&inventory_path)
+    let mut inventory = beowulf_provision::ClusterInventory::load(&inventory_path)
         .expect("cannot read the lab's inventory");
-    inventory
-        .users
-        .get_or_insert_default()
-        .insert("backend".into(), toml::Value::String("nis".into()));
+    inventory.users.backend = beowulf_provision::inventory::UsersBackend::Nis;
     std::fs::write(&inventory_path, inventory.to_toml()).expect("cannot write the inventory");
     let out = lab.ok(&["init", "--nodes", "5", "--playbook", "users-nis"]);
     println!("{out}");

@@ -4,7 +4,9 @@
 use beowulf_provision::builtin::{AgentRegister, FixedProbe};
 use beowulf_provision::engine::{Engine, Mode, RunOptions, Start};
 use beowulf_provision::transport::{ExecOutput, RecordingConnector, RecordingTransport};
-use beowulf_provision::{BuiltinRegistry, INIT_PLAYBOOKS, Inventory, Outcome, Playbook, Templates};
+use beowulf_provision::{
+    BuiltinRegistry, ClusterInventory, INIT_PLAYBOOKS, Outcome, Playbook, Templates,
+};
 use beowulf_tests::repo_root;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -153,7 +155,7 @@ async fn every_shipped_step_renders_for_a_real_inventory_in_plan_mode() {
     let builtins = BuiltinRegistry::standard().with(Arc::new(nobody_registered));
     let engine = Engine::new(templates, builtins).with_vars(vars);
     for backend in ["ldap", "nis"] {
-        let inv = Inventory::parse(
+        let inv = ClusterInventory::parse(
             Path::new("cluster.toml"),
             &INVENTORY.replace("BACKEND", backend),
         )
@@ -225,7 +227,7 @@ async fn every_shipped_step_renders_for_a_real_inventory_in_plan_mode() {
 fn the_rendered_agent_config_parses_with_and_without_reserved_cpus() {
     use beowulf_computed::config::AgentConfig;
     let (_, templates) = shipped();
-    let inv = Inventory::parse(
+    let inv = ClusterInventory::parse(
         Path::new("cluster.toml"),
         &INVENTORY.replace("BACKEND", "ldap"),
     )

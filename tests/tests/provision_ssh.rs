@@ -6,14 +6,16 @@
 
 use beowulf_provision::engine::{Engine, Mode, RunOptions, Start};
 use beowulf_provision::transport::{Connector, InventoryConnector};
-use beowulf_provision::{BuiltinRegistry, Inventory, Outcome, Playbook, Templates, TransportError};
+use beowulf_provision::{
+    BuiltinRegistry, ClusterInventory, Outcome, Playbook, Templates, TransportError,
+};
 use beowulf_tests::sshd::{Sshd, keygen, start_sshd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// An inventory with one node, node1, at the sshd; `host_key` pinned (or not) and `known_hosts` lines.
-fn inventory(sshd: &Sshd, host_key: Option<&str>, known_hosts: &str) -> Inventory {
+fn inventory(sshd: &Sshd, host_key: Option<&str>, known_hosts: &str) -> ClusterInventory {
     let d = sshd.dir.path();
     let kh = d.join("known_hosts");
     std::fs::write(&kh, known_hosts).unwrap();
@@ -26,10 +28,12 @@ fn inventory(sshd: &Sshd, host_key: Option<&str>, known_hosts: &str) -> Inventor
         kh = kh.display(),
         port = sshd.port,
     );
-    Inventory::parse(Path::new("cluster.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
+    ClusterInventory::parse(Path::new("cluster.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
 }
 
-async fn connect(inv: Inventory) -> Result<Arc<dyn beowulf_provision::Transport>, TransportError> {
+async fn connect(
+    inv: ClusterInventory,
+) -> Result<Arc<dyn beowulf_provision::Transport>, TransportError> {
     InventoryConnector::new(inv)?.connect("node1").await
 }
 

@@ -2,6 +2,8 @@
 
 use beowulf_computed::config::AgentConfig;
 use beowulf_headnode::config::HeadConfig;
+use beowulf_provision::ClusterInventory;
+use beowulf_provision::inventory::Role;
 use beowulf_tests::repo_root;
 
 #[test]
@@ -18,6 +20,17 @@ fn every_shipped_config_parses() {
             Some("computed.toml") => {
                 AgentConfig::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
             }
+            Some("cluster.toml") => {
+                let inventory =
+                    ClusterInventory::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+                assert!(
+                    inventory
+                        .nodes
+                        .iter()
+                        .any(|n| n.roles.contains(&Role::Login)),
+                    "the example inventory shows a login node"
+                );
+            }
             _ => panic!(
                 "{} is not a known config: add it to this test",
                 path.display()
@@ -25,7 +38,7 @@ fn every_shipped_config_parses() {
         }
         parsed += 1;
     }
-    assert_eq!(parsed, 2);
+    assert_eq!(parsed, 3);
 }
 
 #[test]

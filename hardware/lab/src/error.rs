@@ -42,8 +42,8 @@ pub enum LabError {
         "cannot find the Debian kernel version: {reason}; run `apt-get update` and check that linux-image-amd64 is known to apt"
     )]
     KernelVersion { reason: String },
-    #[error("{path}: {reason}")]
-    Inventory { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Inventory(#[from] beowulf_provision::SourceError),
     #[error(
         "{path}: cannot parse the lab state: {reason}; if the lab is gone, run `cluster lab down` to clean up"
     )]

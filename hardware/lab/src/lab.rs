@@ -3,13 +3,12 @@
 use crate::addressing::{self, NodePlan, PREFIX};
 use crate::host::{self, Cmd, Host};
 use crate::image::{self, Provenance, write_file};
-use crate::inventory::{
-    ClusterInventory, DEMO_USERS, GigeNic, HeadAddresses, IbFabric, IbKind, NodeEntry, SshAccess,
-};
+use crate::inventory::{LabNetwork, LabNode, lab_inventory, lab_inventory_text};
 use crate::progress::Progress;
 use crate::qemu::{self, Accel, VmSpec};
 use crate::state::{LabPaths, LabState, read_pid};
 use crate::{LabError, netns, ssh};
+use beowulf_provision::ClusterInventory;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -316,37 +315,25 @@ fn prepare_nodes(h: &dyn Host, paths: &LabPaths, nodes: &[NodePlan]) -> Result<(
     }
     write_file(&paths.known_hosts(), &ssh::known_hosts(&host_keys), 0o644)?;
     let (head_gige, head_ib) = addressing::head();
-    let inventory = ClusterInventory {
-        ssh: SshAccess {
-            user: ssh::USER.into(),
-            key: key.clone(),
-            known_hosts: paths.known_hosts(),
-            netns: Some(addressing::netns_name(&paths.dir)),
-        },
-        head: HeadAddresses {
-            gige: head_gige,
-            ib: Some(head_ib),
-            prefix: PREFIX,
-        },
-        nodes: host_keys
-            .iter()
-            .map(|(n, key)| NodeEntry {
-                name: n.name.clone(),
-                gige: GigeNic {
-                    address: n.gige,
-                    netdev: addressing::GIGE_NETDEV.into(),
-                },
-                ib: Some(IbFabric {
-                    kind: IbKind::SoftRoce,
-                    netdev: addressing::IB_NETDEV.into(),
-                    address: Some(n.ib),
-                }),
-                host_key: ssh::public_key_of(key),
-            })
-            .collect(),
-        users: Some(toml::from_str(DEMO_USERS).expect("the demo users are valid TOML")),
+    let network = LabNetwork {
+        ssh_key: key.clone(),
+        known_hosts: paths.known_hosts(),
+        netns: addressing::netns_name(&paths.dir),
+        head_gige,
+        head_ib,
+        prefix: PREFIX,
     };
-    write_file(&paths.inventory(), &inventory.to_toml(), 0o644)
+    let nodes: Vec<LabNode> = host_keys
+        .iter()
+        .map(|(n, key)| LabNode {
+            name: n.name.clone(),
+            gige: n.gige,
+            ib: n.ib,
+            host_key: ssh::public_key_of(key),
+        })
+        .collect();
+    let inventory = lab_inventory(&network, &nodes);
+    write_file(&paths.inventory(), &lab_inventory_text(&inventory), 0o644)
 }
 
 fn wait_ready(

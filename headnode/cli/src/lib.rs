@@ -266,7 +266,7 @@ async fn lab_init(state_dir: &Path, socket: &Path, args: &InitArgs) -> anyhow::R
         }
     }
     let inventory_path = lab_dir.join("cluster.toml");
-    let inventory = beowulf_lab::inventory::ClusterInventory::load(&inventory_path)?;
+    let inventory = beowulf_provision::ClusterInventory::load(&inventory_path)?;
     let netns = inventory
         .ssh
         .netns

@@ -8,7 +8,7 @@ use beowulf_as_user::UserCredentials;
 use beowulf_proto::v1;
 use beowulf_scheduler::{Constraint, Partition};
 use beowulf_types::{
-    DependencySpec, JobFileError, JobId, JobSpec, JobState, NodeName, Resources, Timestamp,
+    DependencySpec, JobId, JobSpec, JobState, NodeName, Resources, SourceError, Timestamp,
     apply_overrides, line_of_field, parse_job_file,
 };
 use std::collections::BTreeMap;
@@ -395,14 +395,14 @@ impl Source<'_> {
     /// An error naming the option (`--dependency: ...`) or the file, line and field.
     fn refusal(&self, field: &str, message: String) -> HeadError {
         if self.overrides.contains_key(field) {
-            return HeadError::JobFile(JobFileError {
+            return HeadError::JobFile(SourceError {
                 file: format!("--{}", field.replace('_', "-")),
                 line: 0,
                 field: None,
                 message,
             });
         }
-        HeadError::JobFile(JobFileError {
+        HeadError::JobFile(SourceError {
             file: self.file.to_string(),
             line: line_of_field(self.text, field),
             field: Some(field.to_string()),

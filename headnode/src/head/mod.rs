@@ -23,7 +23,7 @@ use crate::model::{ImageRecord, JobRecord, NodeRecord, ReservationRecord};
 use crate::store::{EncodedChange, Store, StoreError};
 use beowulf_proto::v1;
 use beowulf_scheduler::Pending;
-use beowulf_types::{Generation, JobFileError, JobId, JobState, NodeName, Timestamp};
+use beowulf_types::{Generation, JobId, JobState, NodeName, SourceError, Timestamp};
 use commit_queue::{CommitQueue, Seq, Undo};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
@@ -38,7 +38,7 @@ pub use views::DEFAULT_PAGE_JOBS;
 #[derive(Debug, thiserror::Error)]
 pub enum HeadError {
     #[error("{0}")]
-    JobFile(#[from] JobFileError),
+    JobFile(#[from] SourceError),
     #[error("no job {0}")]
     NoSuchJob(JobId),
     #[error("no node {0}")]

@@ -42,7 +42,7 @@ pub fn from_toml<T: serde::de::DeserializeOwned>(
     text: &str,
 ) -> Result<T, ConfigError> {
     toml::from_str(text)
-        .map_err(|e| ConfigError::invalid(path, crate::jobfile::describe_toml_error(text, &e)))
+        .map_err(|e| ConfigError::invalid(path, crate::located::describe_toml_error(text, &e)))
 }
 
 /// Mutual TLS files of a daemon: the cluster CA that peers must be signed by, and this daemon's

@@ -19,13 +19,15 @@
 //! bounded, strings are bounded and refused when they hold bytes that cannot work where they go (the
 //! `MAX_*` constants say why each bound has its value; `docs/decisions.md`, "Job file limits").
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use toml::Spanned;
 
 use crate::Millis;
+#[cfg(test)]
+use crate::located::line_of_field;
+use crate::located::{SourceError, from_toml, line_of};
 
 mod limits;
 
@@ -261,17 +263,6 @@ impl std::fmt::Display for RunFabric {
     }
 }
 
-/// A job file that cannot be accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}{}: {}{message}", if *line > 0 { format!(":{line}") } else { String::new() }, field.as_ref().map(|f| format!("field `{f}`: ")).unwrap_or_default())]
-pub struct JobFileError {
-    pub file: String,
-    /// 1-based line of the offending key or value.
-    pub line: usize,
-    pub field: Option<String>,
-    pub message: String,
-}
-
 /// The file as written, with the position of every value kept for error messages.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -317,9 +308,9 @@ struct RawMpi {
 }
 
 /// Parses and validates a job file's text. `file` is only used in error messages.
-pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, JobFileError> {
+pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, SourceError> {
     if text.len() > MAX_JOB_FILE_BYTES {
-        return Err(JobFileError {
+        return Err(SourceError {
             file: file.to_string(),
             line: 0,
             field: None,
@@ -331,7 +322,7 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, JobFileError> {
         });
     }
     let raw: RawJob = from_toml(file, text)?;
-    let err = |span: Range<usize>, field: &str, message: String| JobFileError {
+    let err = |span: Range<usize>, field: &str, message: String| SourceError {
         file: file.to_string(),
         line: line_of(text, span.start),
         field: Some(field.to_string()),
@@ -339,26 +330,24 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, JobFileError> {
     };
     // Where an integer field is written; line 1 (as for any default) when it is not.
     let span_of = |v: &Option<Spanned<i64>>| v.as_ref().map_or(0..0, Spanned::span);
-    let positive = |value: &Option<Spanned<i64>>,
-                    field: &str,
-                    max: u32|
-     -> Result<Option<u32>, JobFileError> {
-        let Some(v) = value else {
-            return Ok(None);
+    let positive =
+        |value: &Option<Spanned<i64>>, field: &str, max: u32| -> Result<Option<u32>, SourceError> {
+            let Some(v) = value else {
+                return Ok(None);
+            };
+            let n = *v.get_ref();
+            if n < 1 {
+                return Err(err(v.span(), field, format!("must be at least 1, got {n}")));
+            }
+            match u32::try_from(n) {
+                Ok(n) if n <= max => Ok(Some(n)),
+                _ => Err(err(
+                    v.span(),
+                    field,
+                    format!("must be at most {max}, got {n}"),
+                )),
+            }
         };
-        let n = *v.get_ref();
-        if n < 1 {
-            return Err(err(v.span(), field, format!("must be at least 1, got {n}")));
-        }
-        match u32::try_from(n) {
-            Ok(n) if n <= max => Ok(Some(n)),
-            _ => Err(err(
-                v.span(),
-                field,
-                format!("must be at most {max}, got {n}"),
-            )),
-        }
-    };
 
     let nodes = positive(&raw.nodes, "nodes", MAX_NODES)?.unwrap_or(1);
     let ntasks = positive(&raw.ntasks, "ntasks", MAX_NTASKS)?;
@@ -542,7 +531,7 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, JobFileError> {
             ));
         }
         (None, None) => {
-            return Err(JobFileError {
+            return Err(SourceError {
                 file: file.to_string(),
                 line: 1,
                 field: Some("command".into()),
@@ -615,7 +604,7 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, JobFileError> {
                       field: &str,
                       rule: Text,
                       max: usize|
-     -> Result<Option<String>, JobFileError> {
+     -> Result<Option<String>, SourceError> {
         let Some(v) = v else {
             return Ok(None);
         };
@@ -714,8 +703,8 @@ pub fn validate_submission(
     cwd: &str,
     submit_env: &BTreeMap<String, String>,
     spec: &JobSpec,
-) -> Result<(), JobFileError> {
-    let fail = |field: Option<&str>, message: String| JobFileError {
+) -> Result<(), SourceError> {
+    let fail = |field: Option<&str>, message: String| SourceError {
         file: file.to_string(),
         line: 0,
         field: field.map(str::to_string),
@@ -759,15 +748,15 @@ pub fn validate_submission(
 pub fn apply_overrides(
     spec: &mut JobSpec,
     overrides: &BTreeMap<String, String>,
-) -> Result<(), JobFileError> {
+) -> Result<(), SourceError> {
     for (field, value) in overrides {
-        let fail = |message: String| JobFileError {
+        let fail = |message: String| SourceError {
             file: format!("--{}", shown(&field.replace('_', "-"))),
             line: 0,
             field: None,
             message,
         };
-        let text = |rule: Text, max: usize| -> Result<String, JobFileError> {
+        let text = |rule: Text, max: usize| -> Result<String, SourceError> {
             if value.trim().is_empty() {
                 return Err(fail("is empty".into()));
             }
@@ -990,63 +979,6 @@ pub fn parse_gres(text: &str) -> Result<BTreeMap<String, u32>, String> {
     Ok(out)
 }
 
-/// Parses TOML into `T`, turning syntax, type and unknown-field errors into a `JobFileError`.
-fn from_toml<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, JobFileError> {
-    toml::from_str(text).map_err(|e: toml::de::Error| {
-        let start = e.span().map(|s| s.start).unwrap_or(0);
-        let field = e.span().and_then(|s| key_at(text, s.start));
-        JobFileError {
-            file: file.to_string(),
-            line: line_of(text, start),
-            field,
-            message: e.message().trim().to_string(),
-        }
-    })
-}
-
-/// A TOML error as `line N: message`, for the daemons' config files.
-pub fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
-    let line = error.span().map(|s| line_of(text, s.start)).unwrap_or(1);
-    format!("line {line}: {}", error.message().trim())
-}
-
-/// 1-based line number of a byte offset.
-pub fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
-}
-
-/// 1-based line where a top-level `field = ...` is written, for errors found after parsing (for
-/// example a request larger than the cluster); line 1 when the field is absent (a default was used).
-pub fn line_of_field(text: &str, field: &str) -> usize {
-    for (index, line) in text.lines().enumerate() {
-        let line = line.trim_start();
-        if line.starts_with('[') {
-            break;
-        }
-        if let Some((key, _)) = line.split_once('=')
-            && key.trim() == field
-        {
-            return index + 1;
-        }
-    }
-    1
-}
-
-/// The key written on the line holding `offset`, if that line is `key = value`.
-fn key_at(text: &str, offset: usize) -> Option<String> {
-    let start = text[..offset.min(text.len())]
-        .rfind('\n')
-        .map_or(0, |i| i + 1);
-    let line = text[start..].lines().next()?;
-    let (key, _) = line.split_once('=')?;
-    let key = key.trim();
-    (!key.is_empty() && !key.starts_with('[')).then(|| key.to_string())
-}
-
 /// The job's name when the file names none: the file's stem, as Slurm takes the script's name. The
 /// file name comes from the client too, so control characters become `_` and the name is cut to
 /// [`MAX_NAME_BYTES`].
@@ -1214,7 +1146,7 @@ mod hostile_tests;
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<JobSpec, JobFileError> {
+    fn parse(text: &str) -> Result<JobSpec, SourceError> {
         parse_job_file("job.toml", text)
     }
 

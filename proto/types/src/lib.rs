@@ -10,6 +10,7 @@ pub mod hostlist;
 mod ids;
 mod inventory;
 pub mod jobfile;
+pub mod located;
 mod resources;
 mod states;
 mod time;
@@ -17,9 +18,10 @@ mod time;
 pub use ids::{Generation, JobId, NodeName};
 pub use inventory::{IbPort, IbPortState, Inventory, Nic};
 pub use jobfile::{
-    ArraySpec, ContainerSpec, DependencySpec, Fabric, JobFileError, JobSpec, MpiFlavor,
-    MpiLaunchMode, MpiSpec, Program, RunFabric, apply_overrides, line_of_field, parse_job_file,
+    ArraySpec, ContainerSpec, DependencySpec, Fabric, JobSpec, MpiFlavor, MpiLaunchMode, MpiSpec,
+    Program, RunFabric, apply_overrides, parse_job_file,
 };
+pub use located::{SourceError, line_of_field};
 pub use resources::Resources;
 pub use states::{JobState, NodeState, PendingReason};
 pub use time::{Millis, Timestamp};

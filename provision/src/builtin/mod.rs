@@ -20,7 +20,7 @@ pub use uid_conflicts::UidConflicts;
 
 use crate::check::Check;
 use crate::error::StepError;
-use crate::inventory::Inventory;
+use crate::inventory::ClusterInventory;
 use crate::transport::Transport;
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -31,7 +31,7 @@ use std::sync::Arc;
 pub struct BuiltinCx<'a> {
     pub node: &'a str,
     pub transport: &'a dyn Transport,
-    pub inventory: &'a Inventory,
+    pub inventory: &'a ClusterInventory,
     /// The action's `args`, rendered.
     pub args: BTreeMap<String, String>,
     /// The run's variables.

@@ -3,7 +3,7 @@
 use super::host_key::{HostKeyPolicy, KnownHosts};
 use super::ssh::{SshTarget, SshTransport};
 use super::{LocalTransport, RecordingTransport, Transport, TransportError};
-use crate::inventory::Inventory;
+use crate::inventory::ClusterInventory;
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -17,13 +17,13 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
 /// The real connector: the head is this machine, compute nodes are reached over SSH as the inventory says.
 #[derive(Debug)]
 pub struct InventoryConnector {
-    inventory: Inventory,
+    inventory: ClusterInventory,
     known_hosts: KnownHosts,
 }
 
 impl InventoryConnector {
     /// Reads the inventory's known_hosts file once, up front.
-    pub fn new(inventory: Inventory) -> Result<Self, TransportError> {
+    pub fn new(inventory: ClusterInventory) -> Result<Self, TransportError> {
         let known_hosts = KnownHosts::load(&inventory.ssh.known_hosts)?;
         Ok(Self {
             inventory,

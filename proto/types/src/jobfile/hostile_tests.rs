@@ -4,13 +4,13 @@
 use super::*;
 use proptest::prelude::*;
 
-fn parse(text: &str) -> Result<JobSpec, JobFileError> {
+fn parse(text: &str) -> Result<JobSpec, SourceError> {
     parse_job_file("job.toml", text)
 }
 
 /// Refused at `line`, naming `field`, with a message holding every one of `words`.
 #[track_caller]
-fn refused(text: &str, line: usize, field: &str, words: &[&str]) -> JobFileError {
+fn refused(text: &str, line: usize, field: &str, words: &[&str]) -> SourceError {
     let e = match parse(text) {
         Ok(spec) => panic!("accepted: {spec:?}"),
         Err(e) => e,
