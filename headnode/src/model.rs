@@ -1,8 +1,8 @@
 //! The head's records: jobs and nodes as stored, and what is derived from them (node state, usage).
 
 use beowulf_types::{
-    Inventory, JobId, JobSpec, JobState, NodeName, NodeState, Program, Resources, RunFabric,
-    Timestamp,
+    Inventory, JobId, JobSpec, JobState, JobTransition, NodeName, NodeState, Program, Resources,
+    RunFabric, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -211,18 +211,71 @@ impl JobRecord {
         });
     }
 
-    /// Ends the current run: state, time, reason, and cleanup of every node that has not reported.
-    pub fn end(&mut self, state: JobState, now: Timestamp, reason: impl Into<String>) {
-        debug_assert!(state.is_terminal());
-        let reason = reason.into();
-        if self.state == JobState::Running {
-            for node in &self.nodes {
-                if !self.node_results.contains_key(node) {
-                    self.cleanup.insert(node.clone(), self.run);
-                }
+    /// Moves the job along `transition` of the diagram on [`JobState`]; `false` (and nothing
+    /// changed) when the diagram has no such arrow from its state.
+    fn transition(&mut self, transition: JobTransition) -> bool {
+        match self.state.after(transition) {
+            Some(next) => {
+                self.state = next;
+                true
+            }
+            None => {
+                debug_assert!(
+                    false,
+                    "job {} has no {transition:?} out of {}",
+                    self.id, self.state
+                );
+                false
             }
         }
-        self.state = state;
+    }
+
+    /// Starts a new run of a pending job on `nodes`: the run number goes up and the last run's
+    /// results are forgotten.
+    pub fn start(&mut self, nodes: Vec<NodeName>, now: Timestamp, priority: u64) -> bool {
+        if !self.transition(JobTransition::Start) {
+            return false;
+        }
+        self.nodes = nodes;
+        self.run += 1;
+        self.start_time = Some(now);
+        self.start_priority = priority;
+        self.node_results.clear();
+        self.phases = RunPhases::default();
+        true
+    }
+
+    /// Puts a running job back in the queue; nodes that have not reported keep a cleanup hold.
+    pub fn requeue(&mut self, now: Timestamp, why: &str) {
+        self.hold_unreported_nodes();
+        if !self.transition(JobTransition::Requeue) {
+            return;
+        }
+        self.start_time = None;
+        self.node_results.clear();
+        self.restarts += 1;
+        self.log(now, format!("requeued: {why}"));
+    }
+
+    /// Fails a run that was started in this very mutation but cannot be delivered to its nodes:
+    /// no node has it yet, so none keeps a cleanup hold.
+    pub fn fail_undelivered(&mut self, now: Timestamp, reason: impl Into<String>) {
+        self.state = JobState::Pending;
+        self.end(JobTransition::Fail, now, reason);
+    }
+
+    /// Ends the current run (`transition` leads to a terminal state): state, time, reason, and
+    /// cleanup of every node that has not reported.
+    pub fn end(&mut self, transition: JobTransition, now: Timestamp, reason: impl Into<String>) {
+        let reason = reason.into();
+        if self.state == JobState::Running {
+            self.hold_unreported_nodes();
+        }
+        if !self.transition(transition) {
+            return;
+        }
+        let state = self.state;
+        debug_assert!(state.is_terminal());
         self.end_time = Some(now);
         let line = if reason.is_empty() {
             format!("ended {state}")
@@ -231,6 +284,15 @@ impl JobRecord {
         };
         self.end_reason = reason;
         self.log(now, line);
+    }
+
+    /// Every node of the run that has not reported keeps a cleanup hold on it.
+    fn hold_unreported_nodes(&mut self) {
+        for node in &self.nodes {
+            if !self.node_results.contains_key(node) {
+                self.cleanup.insert(node.clone(), self.run);
+            }
+        }
     }
 }
 

@@ -8,8 +8,8 @@ use beowulf_as_user::UserCredentials;
 use beowulf_proto::v1;
 use beowulf_scheduler::{Constraint, Partition};
 use beowulf_types::{
-    DependencySpec, JobId, JobSpec, JobState, NodeName, Resources, SourceError, Timestamp,
-    apply_overrides, line_of_field, parse_job_file,
+    DependencySpec, JobId, JobSpec, JobState, JobTransition, NodeName, Resources, SourceError,
+    Timestamp, apply_overrides, line_of_field, parse_job_file,
 };
 use std::collections::BTreeMap;
 
@@ -144,7 +144,7 @@ impl Head {
             }
             let job = tx.job_mut(id).expect("checked above");
             job.end(
-                JobState::Cancelled,
+                JobTransition::Cancel,
                 now(),
                 format!("cancelled by uid {}", caller.uid),
             );
@@ -168,7 +168,7 @@ impl Head {
                     let limit = job.spec.time_limit_ms / 1000;
                     let job = tx.job_mut(id).expect("exists");
                     job.end(
-                        JobState::Timeout,
+                        JobTransition::TimeOut,
                         now,
                         format!("time limit of {limit} s reached"),
                     );
@@ -229,7 +229,7 @@ pub(super) fn apply_run_report(
     if report.exit_code != 0 {
         job.exit_code = Some(report.exit_code);
         job.end(
-            JobState::Failed,
+            JobTransition::Fail,
             now,
             format!(
                 "a task on {node} exited with code {}{detail}",
@@ -243,7 +243,7 @@ pub(super) fn apply_run_report(
         .all(|i| job.node_results.contains_key(&job.nodes[i]));
     if all_done {
         job.exit_code = Some(0);
-        job.end(JobState::Completed, now, "");
+        job.end(JobTransition::Complete, now, "");
     }
 }
 
@@ -268,24 +268,10 @@ pub(super) fn fail_on_node(tx: &mut Tx<'_>, id: JobId, now: Timestamp, why: &str
         return;
     }
     if job.spec.requeue {
-        requeue(job, now, why);
+        job.requeue(now, why);
     } else {
-        job.end(JobState::NodeFail, now, why.to_string());
+        job.end(JobTransition::NodeFail, now, why.to_string());
     }
-}
-
-/// Puts a running job back in the queue; nodes that have not reported keep a cleanup hold.
-pub(super) fn requeue(job: &mut JobRecord, now: Timestamp, why: &str) {
-    for node in &job.nodes {
-        if !job.node_results.contains_key(node) {
-            job.cleanup.insert(node.clone(), job.run);
-        }
-    }
-    job.state = JobState::Pending;
-    job.start_time = None;
-    job.node_results.clear();
-    job.restarts += 1;
-    job.log(now, format!("requeued: {why}"));
 }
 
 /// The partition a job that names `named` (or none) is queued in: `Ok(None)` when the cluster

@@ -4,13 +4,15 @@
 use super::fabric::{self, IB_FEATURE};
 use super::{Head, HeadError, Inner, now};
 use crate::config::HeadConfig;
-use crate::model::{ArrayElement, JobRecord, RunLaunch, RunPhases};
+use crate::model::{ArrayElement, JobRecord, RunLaunch};
 use beowulf_scheduler::{
     AdvanceReservation, ArrayMember, Association, Constraint, Dependency, Explanation, JobOutcome,
     NodeAvailability, NodeView, PendingJob, PreemptMode, RunningJob, SchedulerInput, fairshare,
     plan, why,
 };
-use beowulf_types::{DependencySpec, Fabric, JobId, JobState, NodeName, Resources, Timestamp};
+use beowulf_types::{
+    DependencySpec, Fabric, JobId, JobState, JobTransition, NodeName, Resources, Timestamp,
+};
 use std::collections::BTreeMap;
 
 impl Head {
@@ -56,10 +58,10 @@ impl Head {
                     let why = format!("preempted by job {}", p.by);
                     match p.mode {
                         PreemptMode::Requeue => {
-                            super::jobs::requeue(victim, now, &why);
+                            victim.requeue(now, &why);
                         }
                         PreemptMode::Cancel | PreemptMode::Off => {
-                            victim.end(JobState::Cancelled, now, why);
+                            victim.end(JobTransition::Cancel, now, why);
                         }
                     }
                 }
@@ -84,13 +86,7 @@ impl Head {
                     }
                     started += 1;
                     let job = tx.job_mut(start.job).expect("planned jobs exist");
-                    job.state = JobState::Running;
-                    job.nodes = start.nodes.clone();
-                    job.run += 1;
-                    job.start_time = Some(now);
-                    job.start_priority = start.priority;
-                    job.node_results.clear();
-                    job.phases = RunPhases::default();
+                    job.start(start.nodes.clone(), now, start.priority);
                     let mpi = job
                         .spec
                         .launches_mpi()
@@ -125,10 +121,8 @@ impl Head {
                         // Started, every run on that node would wait behind a state its agent
                         // cannot take: the job fails, and says why.
                         let job = tx.job_mut(start.job).expect("planned jobs exist");
-                        job.state = JobState::Pending;
                         job.launch = None;
-                        job.end(
-                            JobState::Failed,
+                        job.fail_undelivered(
                             now,
                             format!(
                                 "not started: node {node}'s desired state would be {} MiB with it, over the {} MiB an agent takes; \

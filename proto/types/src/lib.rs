@@ -23,7 +23,7 @@ pub use jobfile::{
 };
 pub use located::{SourceError, line_of_field};
 pub use resources::Resources;
-pub use states::{JobState, NodeState, PendingReason};
+pub use states::{JobState, JobTransition, NodeState, PendingReason};
 pub use time::{Millis, Timestamp};
 
 /// The name agents expect in the head's TLS certificate: they reach the head by address or by

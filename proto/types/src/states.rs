@@ -8,16 +8,18 @@ use std::fmt;
 /// ```text
 ///            submit
 ///              │
-///              ▼            placed by a plan
+///              ▼            placed by a plan (Start)
 ///          PENDING ───────────────────────────▶ RUNNING
-///           ▲  │ cancel                          │  │ every task exited 0 ──▶ COMPLETED
-///           │  ▼                                 │  │ a task exited non-zero ▶ FAILED
-///           │ CANCELLED ◀──────── cancel ────────┘  │ time limit passed ─────▶ TIMEOUT
-///           │                                       │ a node went DOWN:
-///           └────────── requeue = true ─────────────┤
-///                                                   └─ requeue = false ──────▶ NODE_FAIL
+///          ▲ │  │ cancel                         │  │ every task exited 0 ──▶ COMPLETED (Complete)
+///          │ │  ▼                                │  │ a task exited non-zero ▶ FAILED    (Fail)
+///          │ │ CANCELLED ◀──────── cancel ───────┘  │ time limit passed ─────▶ TIMEOUT   (TimeOut)
+///          │ │                                      │ a node went DOWN, or preempted:
+///          │ └─ cannot be delivered (Fail) ─▶ FAILED │
+///          └────────── requeue = true (Requeue) ────┤
+///                                                   └─ requeue = false ──────▶ NODE_FAIL (NodeFail)
 /// ```
-/// The five states on the right and CANCELLED are terminal.
+/// The five states on the right and CANCELLED are terminal. [`JobState::after`] is this diagram
+/// as code: the head moves a job only through it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JobState {
@@ -62,6 +64,56 @@ impl JobState {
         JobState::ALL
             .into_iter()
             .find(|state| state.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+/// What happens to a job: the arrows of the diagram on [`JobState`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum JobTransition {
+    /// A plan placed it.
+    Start,
+    /// Its nodes failed (or a preemptor took them) and it may run again.
+    Requeue,
+    /// Every task exited 0.
+    Complete,
+    /// A task exited non-zero, or the run could not be delivered to its nodes.
+    Fail,
+    /// A user or a preemptor cancelled it.
+    Cancel,
+    /// Its time limit passed.
+    TimeOut,
+    /// A node failed and it may not be requeued.
+    NodeFail,
+}
+
+impl JobTransition {
+    pub const ALL: [JobTransition; 7] = [
+        JobTransition::Start,
+        JobTransition::Requeue,
+        JobTransition::Complete,
+        JobTransition::Fail,
+        JobTransition::Cancel,
+        JobTransition::TimeOut,
+        JobTransition::NodeFail,
+    ];
+}
+
+impl JobState {
+    /// The state a job in this state moves to on `transition`, or `None` when the diagram has no
+    /// such arrow (every transition out of a terminal state, a start of a running job, ...).
+    pub fn after(self, transition: JobTransition) -> Option<JobState> {
+        use JobState as S;
+        use JobTransition as T;
+        match (self, transition) {
+            (S::Pending, T::Start) => Some(S::Running),
+            (S::Pending | S::Running, T::Cancel) => Some(S::Cancelled),
+            (S::Pending | S::Running, T::Fail) => Some(S::Failed),
+            (S::Running, T::Complete) => Some(S::Completed),
+            (S::Running, T::TimeOut) => Some(S::Timeout),
+            (S::Running, T::NodeFail) => Some(S::NodeFail),
+            (S::Running, T::Requeue) => Some(S::Pending),
+            _ => None,
+        }
     }
 }
 
@@ -213,5 +265,34 @@ mod tests {
         }
         assert_eq!(JobState::parse("node_fail"), Some(JobState::NodeFail));
         assert_eq!(JobState::parse("bogus"), None);
+    }
+
+    #[test]
+    fn transitions_follow_the_diagram_and_never_leave_a_terminal_state() {
+        for state in JobState::ALL {
+            for transition in JobTransition::ALL {
+                let next = state.after(transition);
+                if state.is_terminal() {
+                    assert_eq!(next, None, "{state} on {transition:?}");
+                }
+                if let Some(next) = next {
+                    assert_ne!(next, state, "{state} on {transition:?} goes nowhere");
+                }
+            }
+        }
+        // The arrows, counted: 3 out of PENDING, 6 out of RUNNING.
+        let arrows = |state: JobState| {
+            JobTransition::ALL
+                .into_iter()
+                .filter(|t| state.after(*t).is_some())
+                .count()
+        };
+        assert_eq!(arrows(JobState::Pending), 3);
+        assert_eq!(arrows(JobState::Running), 6);
+        assert_eq!(
+            JobState::Running.after(JobTransition::Requeue),
+            Some(JobState::Pending)
+        );
+        assert_eq!(JobState::Pending.after(JobTransition::Complete), None);
     }
 }
