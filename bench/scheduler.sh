@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/scheduler.sh — the scheduler's benchmarks (issue 6, done-when 2 and 3), run through the
-# simulator (headnode/sim, bin beowulf-sim) so they exercise the same scheduler code as the head:
+# simulator (sim/, bin beowulf-sim) so they exercise the same scheduler code as the head:
 #   (a) a 10,000-job synthetic trace on 128 nodes × 2 CPUs, replayed with EASY backfill and with plain
 #       FCFS, printed side by side (utilisation, wait, bounded slowdown, makespan, pass time);
 #   (b) one full scheduling pass over 10,000 nodes and 100,000 pending jobs (backfill considers every

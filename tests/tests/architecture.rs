@@ -134,6 +134,68 @@ fn beowulf_types_depends_on_no_project_crate_and_not_on_tonic_or_prost() {
     );
 }
 
+/// The workspace's crates: name, directory and the project crates each declares a dependency on.
+fn members(meta: &Value) -> Vec<(String, PathBuf, BTreeSet<String>)> {
+    let ids: BTreeSet<&str> = meta["workspace_members"]
+        .as_array()
+        .expect("workspace_members")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let packages: Vec<&Value> = meta["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter(|p| ids.contains(p["id"].as_str().unwrap_or("")))
+        .collect();
+    let names: BTreeSet<&str> = packages.iter().filter_map(|p| p["name"].as_str()).collect();
+    packages
+        .iter()
+        .map(|p| {
+            let dir = Path::new(p["manifest_path"].as_str().expect("manifest_path"))
+                .parent()
+                .expect("a manifest has a directory")
+                .to_path_buf();
+            let deps = p["dependencies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d["name"].as_str())
+                .filter(|n| names.contains(n))
+                .map(str::to_string)
+                .collect();
+            (p["name"].as_str().unwrap_or("").to_string(), dir, deps)
+        })
+        .collect()
+}
+
+/// The tree shows the architecture: a crate sits inside another crate's directory only as a part
+/// of it (the outer crate uses it, as headnoded uses the scheduler). A crate that uses neither
+/// (the CLI, the lab and the simulator once sat under `headnode/` and `hardware/`) is a room of its
+/// own at the top.
+#[test]
+fn a_crate_nested_in_another_is_a_part_the_outer_one_uses() {
+    let crates = members(&metadata());
+    assert!(crates.len() >= 10, "{} workspace crates", crates.len());
+    let mut misplaced = Vec::new();
+    for (inner, inner_dir, _) in &crates {
+        for (outer, outer_dir, outer_deps) in &crates {
+            if inner != outer && inner_dir.starts_with(outer_dir) && !outer_deps.contains(inner) {
+                misplaced.push(format!(
+                    "{inner} ({}) sits inside {outer} ({}), which does not use it",
+                    inner_dir.display(),
+                    outer_dir.display()
+                ));
+            }
+        }
+    }
+    assert!(
+        misplaced.is_empty(),
+        "move these crates to a directory of their own:\n{}",
+        misplaced.join("\n")
+    );
+}
+
 #[test]
 fn no_import_circle_between_the_files_of_a_crate() {
     let meta = metadata();

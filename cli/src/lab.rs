@@ -1,4 +1,4 @@
-//! `cluster lab up|status|ssh|down`: the VM lab (hardware/lab) from the command line.
+//! `cluster lab up|status|ssh|down`: the VM lab (lab/) from the command line.
 
 use anyhow::Context;
 use beowulf_lab::{LabConfig, progress::Progress};

@@ -88,7 +88,7 @@ pub fn generate(config: &SynthConfig) -> Trace {
 
     Trace {
         header: vec![
-            "Beowulf synthetic workload (headnode/sim)".to_string(),
+            "Beowulf synthetic workload (sim/)".to_string(),
             format!("Seed: {}", config.seed),
             format!("MaxJobs: {}", config.jobs),
             format!("MaxNodes: {nodes}"),
