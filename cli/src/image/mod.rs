@@ -11,6 +11,9 @@ mod upload;
 pub use tar_writer::TarWriter;
 pub use upload::{import, list};
 
+use crate::{local, output};
+use clap::Subcommand;
+
 use anyhow::{Context, bail};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -193,6 +196,48 @@ fn is_tar_header(block: &[u8]) -> bool {
             .ok()
             .and_then(|mut entries| entries.next())
             .is_some_and(|entry| entry.is_ok())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Put an image into the cluster's image store, addressed by digest. SOURCE is a rootfs
+    /// tarball (plain or gzip), a rootfs directory, or an OCI image layout directory; it is read
+    /// as you, and re-importing a NAME replaces it.
+    Import { name: String, source: PathBuf },
+    /// The images in the store.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `cluster image import|list`.
+pub async fn run(socket: &Path, command: ImageCommand) -> anyhow::Result<i32> {
+    match command {
+        ImageCommand::Import { name, source } => {
+            let info = import(socket, &name, &source).await?;
+            println!(
+                "imported {} {} ({})",
+                info.name,
+                info.digest,
+                output::mib(info.size_bytes)
+            );
+            Ok(0)
+        }
+        ImageCommand::List { json } => {
+            let images = list(socket).await?;
+            if json {
+                let list: Vec<_> = images.iter().map(output::image_json).collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!(
+                    "{}",
+                    output::printable(&output::images_table(&images, local::now_ms()))
+                );
+            }
+            Ok(0)
+        }
+    }
 }
 
 #[cfg(test)]
