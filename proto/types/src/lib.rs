@@ -11,6 +11,7 @@ mod ids;
 mod inventory;
 pub mod jobfile;
 mod resources;
+mod run;
 mod states;
 mod time;
 
@@ -21,6 +22,7 @@ pub use jobfile::{
     MpiLaunchMode, MpiSpec, Program, RunFabric, apply_overrides, line_of_field, parse_job_file,
 };
 pub use resources::Resources;
+pub use run::{RunKey, TaskKey};
 pub use states::{JobState, NodeState, PendingReason};
 pub use time::{Millis, Timestamp};
 
