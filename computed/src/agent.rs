@@ -23,12 +23,12 @@ pub use wired::{LaunchPeer, LaunchRefusal};
 use crate::config::{AgentConfig, HeadAddressError};
 use crate::container::ImageCache;
 use crate::launcher::{JobLimits, LaunchError, Launcher, TaskExit, TaskLaunch, TaskOutput};
-use crate::ledger::{Ledger, LedgerError, RunEntry, RunKey, TaskEnd};
+use crate::ledger::{Ledger, LedgerError, RunEntry, TaskEnd};
 use crate::pmix::{PmixError, PmixServer};
 use crate::reconcile::{Action, reconcile};
 use crate::tls::TlsError;
 use beowulf_proto::v1::{self, agent_hub_client::AgentHubClient, agent_message::Body};
-use beowulf_types::{Generation, Inventory, JobId};
+use beowulf_types::{Generation, Inventory, RunKey};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -50,9 +50,11 @@ enum SessionError {
     /// The head left out a run's argv and environment as already sent, and this agent does not
     /// have them: a new session carries the whole state.
     #[error(
-        "the head left out the argv and environment of job {job} run {run}, which this agent never received; reconnecting for the whole desired state"
+        "the head left out the argv and environment of job {} run {}, which this agent never received; reconnecting for the whole desired state",
+        run.job,
+        run.run
     )]
-    MissingPayload { job: JobId, run: u32 },
+    MissingPayload { run: RunKey },
 }
 
 /// Why the head could not be reached: routine while it restarts (or a local problem: its address
@@ -134,16 +136,12 @@ fn fill_payloads(
 ) -> Result<(), SessionError> {
     let mut now = BTreeMap::new();
     for a in &mut desired.assignments {
-        let key = RunKey {
-            job: JobId(a.job_id),
-            run: a.run,
-        };
+        let key = a.run_key();
         let payload = if a.payload_omitted {
             // Moved, not copied: what is not carried over is dropped below.
-            let payload = kept.remove(&key).ok_or(SessionError::MissingPayload {
-                job: key.job,
-                run: key.run,
-            })?;
+            let payload = kept
+                .remove(&key)
+                .ok_or(SessionError::MissingPayload { run: key })?;
             a.argv.clone_from(&payload.argv);
             a.env.clone_from(&payload.env);
             a.payload_omitted = false;
@@ -221,11 +219,11 @@ impl<L: Launcher> Agent<L> {
             kill(&launcher, entry.key);
             entry.lost = true;
         }
-        for (job, run) in launcher.leftover_jobs() {
-            if !known.contains(&RunKey { job, run }) {
-                kill(&launcher, RunKey { job, run });
-                if let Err(e) = launcher.release_job(job, run) {
-                    tracing::warn!(%job, run, error = %e, "cannot release a leftover cgroup");
+        for key in launcher.leftover_jobs() {
+            if !known.contains(&key) {
+                kill(&launcher, key);
+                if let Err(e) = launcher.release_job(key) {
+                    tracing::warn!(job = %key.job, run = key.run, error = %e, "cannot release a leftover cgroup");
                 }
             }
         }
@@ -410,13 +408,7 @@ impl<L: Launcher> Agent<L> {
                     body: Some(Body::Heartbeat(v1::Heartbeat {
                         generation,
                         inventory: inventory.as_ref().map(v1::Inventory::from),
-                        runs: runs
-                            .into_iter()
-                            .map(|k| v1::RunRef {
-                                job_id: k.job.0,
-                                run: k.run,
-                            })
-                            .collect(),
+                        runs: runs.into_iter().map(v1::RunRef::from).collect(),
                     })),
                 };
                 if tx.send(beat).is_err() {
@@ -464,7 +456,7 @@ impl<L: Launcher> Agent<L> {
             let killer = self.clone();
             let alive = tokio::task::spawn_blocking(move || {
                 kill(&*killer.launcher, key);
-                killer.launcher.job_alive(key.job, key.run)
+                killer.launcher.job_alive(key)
             })
             .await;
             match alive {
@@ -496,15 +488,7 @@ impl<L: Launcher> Agent<L> {
         state.desired = desired
             .assignments
             .into_iter()
-            .map(|a| {
-                (
-                    RunKey {
-                        job: JobId(a.job_id),
-                        run: a.run,
-                    },
-                    a,
-                )
-            })
+            .map(|a| (a.run_key(), a))
             .collect();
         let keys: BTreeSet<RunKey> = state.desired.keys().copied().collect();
         let actions = reconcile(&keys, &state.ledger.data);
@@ -580,11 +564,9 @@ impl<L: Launcher> Agent<L> {
         }
         tracing::info!(job = %key.job, run = key.run, tasks = a.local_tasks, "starting run");
         let limits = self.job_limits(&a);
-        if let Err(e) = self.launcher.prepare_job(key.job, key.run, &limits) {
+        if let Err(e) = self.launcher.prepare_job(key, &limits) {
             for rank in a.first_rank..a.first_rank + a.local_tasks {
-                let _ = self
-                    .exits
-                    .send(TaskExit::not_started(key.job, key.run, rank, &e));
+                let _ = self.exits.send(TaskExit::not_started(key.task(rank), &e));
             }
             return;
         }
@@ -593,9 +575,7 @@ impl<L: Launcher> Agent<L> {
             let task = self.task_launch(&a, key, rank);
             if let Err(e) = self.start_task(task, forward.as_ref()) {
                 tracing::warn!(job = %key.job, rank, error = %e, "task did not start");
-                let _ = self
-                    .exits
-                    .send(TaskExit::not_started(key.job, key.run, rank, &e));
+                let _ = self.exits.send(TaskExit::not_started(key.task(rank), &e));
             }
         }
     }
@@ -615,9 +595,7 @@ impl<L: Launcher> Agent<L> {
 
     fn task_launch(&self, a: &v1::Assignment, key: RunKey, rank: u32) -> TaskLaunch {
         TaskLaunch {
-            job: key.job,
-            run: key.run,
-            rank,
+            key: key.task(rank),
             argv: a.argv.clone(),
             env: self.task_env(a, rank).into_iter().collect(),
             workdir: PathBuf::from(&a.workdir),
@@ -736,15 +714,12 @@ impl<L: Launcher> Agent<L> {
 
     fn on_task_exit(&self, exit: TaskExit) {
         let mut state = self.lock();
-        let key = RunKey {
-            job: exit.job,
-            run: exit.run,
-        };
+        let key = exit.key.run;
         let Some(entry) = state.ledger.data.runs.get_mut(&key) else {
             return;
         };
         entry.tasks.insert(
-            exit.rank,
+            exit.key.rank,
             Some(TaskEnd {
                 code: exit.code,
                 detail: exit.detail,
@@ -761,8 +736,8 @@ impl<L: Launcher> Agent<L> {
                 .is_some_and(|m| m.direct);
             let entry = state.ledger.data.runs.get_mut(&key).expect("found above");
             if direct && exit.code != 0 && entry.cause.is_none() {
-                entry.cause = Some(exit.rank);
-                tracing::info!(job = %key.job, run = key.run, rank = exit.rank, code = exit.code, "an MPI rank failed: killing the run's other ranks");
+                entry.cause = Some(exit.key.rank);
+                tracing::info!(job = %key.job, run = key.run, rank = exit.key.rank, code = exit.code, "an MPI rank failed: killing the run's other ranks");
                 kill(&*self.launcher, key);
             }
             return;
@@ -775,7 +750,7 @@ impl<L: Launcher> Agent<L> {
         let forwarded = state.forwarding.remove(&key);
         // Whatever the tasks left behind (a daemon started with setsid, a background loop) dies
         // with the run, before the head hears that it ended and gives its CPUs to another job.
-        let leftovers = self.launcher.job_alive(key.job, key.run);
+        let leftovers = self.launcher.job_alive(key);
         let agent = (forwarded.is_some() || leftovers)
             .then(|| self.me.upgrade())
             .flatten();
@@ -823,10 +798,10 @@ impl<L: Launcher> Agent<L> {
 
     fn forget(&self, state: &mut State, key: RunKey) {
         // MPI daemons started on request are not tasks of the ledger: they may still be there.
-        if state.wired.contains_key(&key) && self.launcher.job_alive(key.job, key.run) {
+        if state.wired.contains_key(&key) && self.launcher.job_alive(key) {
             kill(&*self.launcher, key);
         }
-        if let Err(e) = self.launcher.release_job(key.job, key.run) {
+        if let Err(e) = self.launcher.release_job(key) {
             tracing::warn!(job = %key.job, error = %e, "cannot release the job's cgroup yet");
             return;
         }
@@ -859,7 +834,7 @@ impl<L: Launcher> Agent<L> {
 }
 
 fn kill(launcher: &impl Launcher, key: RunKey) {
-    if let Err(e) = launcher.kill_job(key.job, key.run) {
+    if let Err(e) = launcher.kill_job(key) {
         tracing::warn!(job = %key.job, run = key.run, error = %e, "cannot kill the run");
     }
 }
@@ -913,6 +888,7 @@ fn ledger_path(config: &AgentConfig) -> PathBuf {
 mod tests {
     use super::*;
     use crate::launcher::{LauncherCall, RecordingLauncher};
+    use beowulf_types::JobId;
 
     fn config(dir: &std::path::Path) -> AgentConfig {
         AgentConfig::parse(
@@ -1025,10 +1001,14 @@ mod tests {
             run: 1
         }));
 
-        assert!(agent.launcher.finish(JobId(7), 1, 0, 0));
+        let run = RunKey {
+            job: JobId(7),
+            run: 1,
+        };
+        assert!(agent.launcher.finish(run.task(0), 0));
         agent.on_task_exit(exits.try_recv().unwrap());
         assert!(out.try_recv().is_err(), "no report until every task ended");
-        assert!(agent.launcher.finish(JobId(7), 1, 1, 4));
+        assert!(agent.launcher.finish(run.task(1), 4));
         agent.on_task_exit(exits.try_recv().unwrap());
         let Some(Body::Report(report)) = out.try_recv().unwrap().body else {
             panic!("expected a report")
@@ -1090,18 +1070,22 @@ mod tests {
             matches!(
                 error,
                 SessionError::MissingPayload {
-                    job: JobId(9),
-                    run: 1
+                    run: RunKey {
+                        job: JobId(9),
+                        run: 1
+                    }
                 }
             ),
             "{error}"
         );
         assert!(
-            !agent
-                .launcher
-                .calls()
-                .iter()
-                .any(|c| matches!(c, LauncherCall::Prepare { job: JobId(9), .. })),
+            !agent.launcher.calls().iter().any(|c| matches!(
+                c,
+                LauncherCall::Prepare {
+                    run: RunKey { job: JobId(9), .. },
+                    ..
+                }
+            )),
             "a run without its payload was started"
         );
     }
@@ -1248,13 +1232,12 @@ mod tests {
         }
         // A new agent process starts over the same ledger.
         let (agent, _exits, _out) = agent(dir.path(), RecordingLauncher::new());
-        assert!(
-            agent
-                .launcher
-                .calls()
-                .iter()
-                .any(|c| matches!(c, LauncherCall::Kill { job: JobId(2), .. }))
-        );
+        assert!(agent.launcher.calls().iter().any(|c| matches!(
+            c,
+            LauncherCall::Kill {
+                run: RunKey { job: JobId(2), .. }
+            }
+        )));
         let Some(Body::Register(register)) = agent.register_message().body else {
             panic!()
         };

@@ -28,7 +28,7 @@
 //! (`leftover_jobs`). An fsync per change cost 1–3 ms of the agent's loop per job start and end, and
 //! queued behind the head's own store flushes on the same disk (issue 7).
 
-use beowulf_types::{Generation, JobId};
+use beowulf_types::{Generation, RunKey};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -37,13 +37,6 @@ use std::path::{Path, PathBuf};
 
 /// The ledger is the agent's own record of the runs on its node (jobs, ranks, exit codes): root's alone.
 const PRIVATE_FILE_MODE: u32 = 0o600;
-
-/// A job run on this node: `(job, run)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct RunKey {
-    pub job: JobId,
-    pub run: u32,
-}
 
 /// What the agent knows of one run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -339,6 +332,7 @@ fn apply(data: &mut LedgerData, line: JournalLine) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use beowulf_types::JobId;
 
     fn entry(codes: &[Option<i32>]) -> RunEntry {
         RunEntry {

@@ -1,6 +1,7 @@
 //! The reconciler's decisions, as a pure function: desired runs vs. the ledger → actions.
 
-use crate::ledger::{LedgerData, RunKey};
+use crate::ledger::LedgerData;
+use beowulf_types::RunKey;
 use std::collections::BTreeSet;
 
 /// One thing the agent must do to move toward its desired state.

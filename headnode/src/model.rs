@@ -2,7 +2,7 @@
 
 use beowulf_types::{
     Inventory, JobId, JobSpec, JobState, JobTransition, NodeName, NodeState, Program, Resources,
-    RunFabric, Timestamp,
+    RunFabric, RunKey, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -48,8 +48,9 @@ pub struct JobRecord {
     pub run: u32,
     /// Exit codes reported by the nodes of the current run.
     pub node_results: BTreeMap<NodeName, i32>,
-    /// Nodes that may still hold processes of an ended run (run number as value); their resources
-    /// stay allocated until the agent reports the run gone.
+    /// Nodes that may still hold processes of an ended run (run number as value, stored as is;
+    /// [`JobRecord::cleanup_hold`] gives the run); their resources stay allocated until the agent
+    /// reports the run gone.
     pub cleanup: BTreeMap<NodeName, u32>,
     pub restarts: u32,
     pub events: Vec<JobEvent>,
@@ -172,6 +173,21 @@ pub struct ImageRecord {
 }
 
 impl JobRecord {
+    /// The job's current (or last) run.
+    pub fn run_key(&self) -> RunKey {
+        RunKey {
+            job: self.id,
+            run: self.run,
+        }
+    }
+
+    /// The run whose processes `node` may still hold, when the job has a cleanup hold there.
+    pub fn cleanup_hold(&self, node: &NodeName) -> Option<RunKey> {
+        self.cleanup
+            .get(node)
+            .map(|&run| RunKey { job: self.id, run })
+    }
+
     /// The partition name users see: the resolved one, else `all` (the whole cluster).
     pub fn partition_name(&self) -> &str {
         self.partition.as_deref().unwrap_or(DEFAULT_PARTITION)

@@ -2,7 +2,7 @@
 
 use crate::v1;
 use beowulf_types::{
-    IbPort, IbPortState, Inventory, JobState, MpiFlavor, Nic, NodeState, RunFabric,
+    IbPort, IbPortState, Inventory, JobId, JobState, MpiFlavor, Nic, NodeState, RunFabric, RunKey,
 };
 
 impl From<RunFabric> for v1::RunFabric {
@@ -74,6 +74,39 @@ impl v1::MpiLaunch {
     /// The run's MPI implementation as a domain value.
     pub fn mpi_flavor(&self) -> MpiFlavor {
         self.flavor().into()
+    }
+}
+
+/// `run_key()` for the messages that name a job run by `job_id` and `run`.
+macro_rules! run_key_of {
+    ($($message:ident),+) => {$(
+        impl v1::$message {
+            /// The job run this message is about.
+            pub fn run_key(&self) -> RunKey {
+                RunKey {
+                    job: JobId(self.job_id),
+                    run: self.run,
+                }
+            }
+        }
+    )+};
+}
+
+run_key_of!(
+    RunRef,
+    RunReport,
+    Assignment,
+    OutputRequest,
+    FenceRequest,
+    LaunchRequest
+);
+
+impl From<RunKey> for v1::RunRef {
+    fn from(key: RunKey) -> Self {
+        v1::RunRef {
+            job_id: key.job.0,
+            run: key.run,
+        }
     }
 }
 
@@ -180,6 +213,21 @@ mod tests {
             (launch.mpi_flavor(), launch.run_fabric()),
             (MpiFlavor::Mpich, RunFabric::Ib)
         );
+    }
+
+    #[test]
+    fn run_keys_survive_the_wire() {
+        let key = RunKey {
+            job: JobId(17),
+            run: 2,
+        };
+        assert_eq!(v1::RunRef::from(key).run_key(), key);
+        let report = v1::RunReport {
+            job_id: 17,
+            run: 2,
+            ..Default::default()
+        };
+        assert_eq!(report.run_key(), key);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Order: time, then kind (job ends, node changes, submits, the periodic tick), then the sequence
 //! number given at insertion, so equal events are popped in the order they were scheduled.
 
-use beowulf_types::{JobId, NodeName, Timestamp};
+use beowulf_types::{JobId, NodeName, RunKey, Timestamp};
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
@@ -28,12 +28,9 @@ pub struct NodeEvent {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A run of a job reaches its end; `run` tells a stale end (of a run killed by a node failure)
-    /// from the current one.
-    End {
-        job: JobId,
-        run: u32,
-    },
+    /// A run of a job reaches its end; the run number tells a stale end (of a run killed by a
+    /// node failure) from the current one.
+    End(RunKey),
     Node {
         node: NodeName,
         change: NodeChange,
@@ -46,7 +43,7 @@ pub enum Event {
 impl Event {
     fn rank(&self) -> u8 {
         match self {
-            Event::End { .. } => 0,
+            Event::End(_) => 0,
             Event::Node { .. } => 1,
             Event::Submit(_) => 2,
             Event::Tick => 3,
@@ -137,10 +134,10 @@ mod tests {
         queue.push(Timestamp(5), Event::Submit(JobId(2)));
         queue.push(
             Timestamp(5),
-            Event::End {
+            Event::End(RunKey {
                 job: JobId(9),
                 run: 1,
-            },
+            }),
         );
         queue.push(Timestamp(3), Event::Submit(JobId(3)));
         assert_eq!(queue.next_time(), Some(Timestamp(3)));
@@ -150,10 +147,10 @@ mod tests {
         assert_eq!(
             at_five,
             vec![
-                Event::End {
+                Event::End(RunKey {
                     job: JobId(9),
                     run: 1
-                },
+                }),
                 Event::Submit(JobId(1)),
                 Event::Submit(JobId(2)),
                 Event::Tick,

@@ -13,7 +13,7 @@ use crate::event::{Event, EventQueue, NodeChange, NodeEvent};
 use crate::job::{Job, JobOutcome};
 use crate::policy::{PassRunner, PassStats, Placement, Policy};
 use beowulf_scheduler::NodeAvailability;
-use beowulf_types::{JobId, JobState, Millis, NodeName, Timestamp};
+use beowulf_types::{JobId, JobState, Millis, NodeName, RunKey, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How to run a simulation.
@@ -171,7 +171,7 @@ impl Simulation {
                 let record = &self.records[&id];
                 self.pending.insert((record.job.submit, id));
             }
-            Event::End { job, run } => {
+            Event::End(RunKey { job, run }) => {
                 let current = self.records[&job].runs == run && self.running.contains_key(&job);
                 if current {
                     let state = self.records[&job].job.run_end().1;
@@ -270,10 +270,10 @@ impl Simulation {
         let (length, _) = record.job.run_end();
         self.events.push(
             now.plus(length),
-            Event::End {
+            Event::End(RunKey {
                 job: id,
                 run: record.runs,
-            },
+            }),
         );
         self.running.insert(
             id,

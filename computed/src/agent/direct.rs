@@ -15,12 +15,11 @@
 
 use super::wired::DirectError;
 use super::{Agent, LaunchPeer, LaunchRefusal, kill};
-use crate::ledger::RunKey;
 use crate::mpi;
 use crate::pmix::{FenceRequest, JobMap, PmixError, PmixEvent, PmixServer, nspace_of};
 use crate::tls::TlsError;
 use beowulf_proto::v1;
-use beowulf_types::JobId;
+use beowulf_types::{JobId, RunKey};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,11 +43,10 @@ enum FenceError {
     TlsFiles(#[from] TlsError),
     #[error(transparent)]
     Connect(#[from] mpi::ConnectError),
-    #[error("{node} refused fence {sequence} of job {job}.{run}: {message}")]
+    #[error("{node} refused fence {sequence} of job {run}: {message}")]
     Refused {
         node: String,
-        job: JobId,
-        run: u32,
+        run: RunKey,
         sequence: u32,
         message: String,
     },
@@ -169,11 +167,10 @@ impl<L: crate::launcher::Launcher> Agent<L> {
             .position(|(index, _, _)| *index == a.node_index)
             .ok_or_else(|| DirectError::NoRanks {
                 node: self.config.node_name.clone(),
-                job: key.job,
-                run: key.run,
+                run: key,
             })?;
         let map = JobMap {
-            nspace: nspace_of(key.job.0, key.run),
+            nspace: nspace_of(key),
             job_id: key.job.0.to_string(),
             tmpdir,
             nodes: nodes.into_iter().map(|(_, n, t)| (n, t)).collect(),
@@ -186,19 +183,14 @@ impl<L: crate::launcher::Launcher> Agent<L> {
         if mapped != given {
             return Err(DirectError::RankMismatch {
                 node: self.config.node_name.clone(),
-                job: key.job,
-                run: key.run,
+                run: key,
                 given,
                 mapped,
             });
         }
         server
             .register(&map)
-            .map_err(|source| DirectError::Register {
-                job: key.job,
-                run: key.run,
-                source,
-            })?;
+            .map_err(|source| DirectError::Register { run: key, source })?;
         self.lock().wired.entry(key).or_default().pmix_registered = true;
         Ok(())
     }
@@ -213,16 +205,12 @@ impl<L: crate::launcher::Launcher> Agent<L> {
     ) -> Result<Vec<(String, String)>, DirectError> {
         let server = self.pmix_server()?;
         let mut env = mpi::direct_env(launch, self.config.mpi_tcp_include.as_deref(), ib_device);
-        env.extend(
-            server
-                .fork_env(&nspace_of(key.job.0, key.run), rank)
-                .map_err(|source| DirectError::RankEnv {
-                    job: key.job,
-                    run: key.run,
-                    rank,
-                    source,
-                })?,
-        );
+        env.extend(server.fork_env(&nspace_of(key), rank).map_err(|source| {
+            DirectError::RankEnv {
+                task: key.task(rank),
+                source,
+            }
+        })?);
         Ok(env)
     }
 
@@ -234,7 +222,7 @@ impl<L: crate::launcher::Launcher> Agent<L> {
             .forget(key);
         // Deregistration waits on libpmix's thread: not here, under the agent's lock.
         if registered && let Ok(server) = self.pmix_server() {
-            let nspace = nspace_of(key.job.0, key.run);
+            let nspace = nspace_of(key);
             std::thread::spawn(move || server.deregister(&nspace));
         }
     }
@@ -256,7 +244,7 @@ impl<L: crate::launcher::Launcher> Agent<L> {
                 let agent = Arc::clone(&self);
                 tokio::spawn(async move {
                     tokio::time::sleep(ABORT_GRACE).await;
-                    if agent.launcher.job_alive(key.job, key.run) {
+                    if agent.launcher.job_alive(key) {
                         kill(&*agent.launcher, key);
                     }
                 });
@@ -343,8 +331,7 @@ impl<L: crate::launcher::Launcher> Agent<L> {
         let (key, a, launch) = self
             .wait_for_run(|| {
                 self.mpi_run(
-                    request.job_id,
-                    request.run,
+                    request.run_key(),
                     &request.token,
                     peer,
                     Some(request.node_index),
@@ -365,8 +352,8 @@ impl<L: crate::launcher::Launcher> Agent<L> {
             );
         let all = rx.await.map_err(|_| {
             LaunchRefusal::Failed(format!(
-                "job {}.{} ended before fence {} completed",
-                key.job, key.run, request.sequence
+                "job {key} ended before fence {} completed",
+                request.sequence
             ))
         })?;
         Ok(v1::FenceReply {
@@ -397,8 +384,7 @@ async fn send_fence(
             Err(status) => {
                 return Err(FenceError::Refused {
                     node: node.to_string(),
-                    job: JobId(request.job_id),
-                    run: request.run,
+                    run: request.run_key(),
                     sequence: request.sequence,
                     message: status.message().to_string(),
                 });
@@ -438,8 +424,7 @@ mod tests {
     fn a_rank_map_that_disagrees_with_the_head_names_both() {
         let error = DirectError::RankMismatch {
             node: "node2".into(),
-            job: JobId(4),
-            run: 1,
+            run: key(),
             given: 0..2,
             mapped: 2..4,
         };
@@ -451,7 +436,7 @@ mod tests {
 
     #[test]
     fn namespaces_name_their_run() {
-        assert_eq!(run_of(&nspace_of(4, 1)), Some(key()));
+        assert_eq!(run_of(&nspace_of(key())), Some(key()));
         assert_eq!(run_of("other.4.1"), None);
     }
 }

@@ -16,10 +16,9 @@
 use super::wired::same_secret;
 use super::{Agent, LaunchPeer, LaunchRefusal, State};
 use crate::launcher::{Launcher, TaskPipes, open_output_as};
-use crate::ledger::RunKey;
 use crate::mpi;
 use beowulf_proto::v1;
-use beowulf_types::JobId;
+use beowulf_types::{JobId, RunKey};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
@@ -60,11 +59,10 @@ enum OutputError {
     },
     #[error(transparent)]
     Connect(#[from] mpi::ConnectError),
-    #[error("{writer} refused output batch {sequence} of job {job}.{run}: {message}")]
+    #[error("{writer} refused output batch {sequence} of job {run}: {message}")]
     Refused {
         writer: String,
-        job: JobId,
-        run: u32,
+        run: RunKey,
         sequence: u64,
         message: String,
     },
@@ -183,10 +181,7 @@ impl<L: Launcher> Agent<L> {
         peer: &LaunchPeer,
         request: v1::OutputRequest,
     ) -> Result<v1::OutputReply, LaunchRefusal> {
-        let key = RunKey {
-            job: JobId(request.job_id),
-            run: request.run,
-        };
+        let key = request.run_key();
         let run = self
             .wait_for_run(|| self.writer_of(key, &request.token))
             .await?;
@@ -244,22 +239,15 @@ impl<L: Launcher> Agent<L> {
         let (run, desired) = found;
         let Some(run) = run else {
             return Err(if desired {
-                LaunchRefusal::NotWriter(format!(
-                    "{node} does not write the output of job {}.{}",
-                    key.job, key.run
-                ))
+                LaunchRefusal::NotWriter(format!("{node} does not write the output of job {key}"))
             } else {
-                LaunchRefusal::NotHere(format!(
-                    "job {}.{} is not running on {node}",
-                    key.job, key.run
-                ))
+                LaunchRefusal::NotHere(format!("job {key} is not running on {node}"))
             });
         };
         let expected = run.a.output.as_ref().map(|o| o.token.as_str());
         if !same_secret(token, expected.unwrap_or_default()) {
             return Err(LaunchRefusal::BadCredential(format!(
-                "the credential does not match job {}.{} on {node}",
-                key.job, key.run
+                "the credential does not match job {key} on {node}"
             )));
         }
         Ok(run)
@@ -415,8 +403,7 @@ async fn send_batch(
                     );
                     let refused = OutputError::Refused {
                         writer: target.writer.clone(),
-                        job: target.key.job,
-                        run: target.key.run,
+                        run: target.key,
                         sequence: request.sequence,
                         message: status.message().to_string(),
                     };

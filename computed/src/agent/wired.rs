@@ -19,10 +19,9 @@
 use super::{Agent, DEFAULT_PATH, DEFAULT_UMASK, now_ms};
 use crate::container::{ContainerError, TarballSource, bundle, find_runtime};
 use crate::launcher::{ContainerRun, LaunchError, Launcher, TaskExit, TaskLaunch};
-use crate::ledger::RunKey;
 use crate::mpi;
 use beowulf_proto::v1::{self, agent_message::Body};
-use beowulf_types::{JobId, MpiFlavor};
+use beowulf_types::{MpiFlavor, RunKey, TaskKey};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -73,18 +72,13 @@ impl<L: Launcher> Agent<L> {
         let not_started = |detail: String| {
             for rank in ranks.clone() {
                 let _ = self.exits.send(TaskExit {
-                    job: key.job,
-                    run: key.run,
-                    rank,
+                    key: key.task(rank),
                     code: 126,
                     detail: detail.clone(),
                 });
             }
         };
-        if let Err(e) = self
-            .launcher
-            .prepare_job(key.job, key.run, &self.job_limits(&a))
-        {
+        if let Err(e) = self.launcher.prepare_job(key, &self.job_limits(&a)) {
             not_started(e.to_string());
             return;
         }
@@ -113,13 +107,7 @@ impl<L: Launcher> Agent<L> {
                 })
             })
             .await
-            .unwrap_or_else(|source| {
-                Err(WiredError::RegistrationPanicked {
-                    job: key.job,
-                    run: key.run,
-                    source,
-                })
-            });
+            .unwrap_or_else(|source| Err(WiredError::RegistrationPanicked { run: key, source }));
             if let Err(e) = registered {
                 tracing::warn!(job = %key.job, error = %e, "cannot launch the MPI ranks");
                 not_started(e.to_string());
@@ -134,9 +122,7 @@ impl<L: Launcher> Agent<L> {
             if let Err(e) = started {
                 tracing::warn!(job = %key.job, rank, error = %e, "task did not start");
                 let _ = self.exits.send(TaskExit {
-                    job: key.job,
-                    run: key.run,
-                    rank,
+                    key: key.task(rank),
                     code: 126,
                     detail: e.to_string(),
                 });
@@ -169,11 +155,7 @@ impl<L: Launcher> Agent<L> {
                 .rootfs(&image.digest, Path::new(&image.tar_path), source, &user)
         })
         .await
-        .map_err(|source| WiredError::StagingPanicked {
-            job: key.job,
-            run: key.run,
-            source,
-        })??;
+        .map_err(|source| WiredError::StagingPanicked { run: key, source })??;
         self.stamp_phase(key, |run| &mut run.image_staged_ms);
         Ok(Some(rootfs))
     }
@@ -390,8 +372,7 @@ impl<L: Launcher> Agent<L> {
                     });
                 owned.map_err(|source| WiredError::OwnTmpdir {
                     path: dir.clone(),
-                    job: key.job,
-                    run: key.run,
+                    run: key,
                     uid: a.uid,
                     source,
                 })?;
@@ -400,8 +381,7 @@ impl<L: Launcher> Agent<L> {
             Err(source) => {
                 return Err(WiredError::CreateTmpdir {
                     path: dir,
-                    job: key.job,
-                    run: key.run,
+                    run: key,
                     source,
                 });
             }
@@ -453,23 +433,16 @@ impl<L: Launcher> Agent<L> {
     /// its credential.
     pub(super) fn mpi_run(
         &self,
-        job_id: u64,
-        run: u32,
+        key: RunKey,
         token: &str,
         peer: &LaunchPeer,
         claimed_index: Option<u32>,
     ) -> Result<(RunKey, v1::Assignment, v1::MpiLaunch), LaunchRefusal> {
-        let key = RunKey {
-            job: JobId(job_id),
-            run,
-        };
         let node = &self.config.node_name;
-        let a = self.lock().desired.get(&key).cloned().ok_or_else(|| {
-            LaunchRefusal::NotHere(format!(
-                "job {}.{} is not running on {node}",
-                key.job, key.run
-            ))
-        })?;
+        let a =
+            self.lock().desired.get(&key).cloned().ok_or_else(|| {
+                LaunchRefusal::NotHere(format!("job {key} is not running on {node}"))
+            })?;
         let Some(launch) = a.mpi.clone() else {
             return Err(LaunchRefusal::NotMpi(format!(
                 "job {} is not an MPI job",
@@ -478,8 +451,7 @@ impl<L: Launcher> Agent<L> {
         };
         if !same_secret(token, &launch.token) {
             return Err(LaunchRefusal::BadCredential(format!(
-                "the launch credential does not match job {}.{} on {node}",
-                key.job, key.run
+                "the launch credential does not match job {key} on {node}"
             )));
         }
         peer.may_act_for(&a, claimed_index)?;
@@ -496,7 +468,7 @@ impl<L: Launcher> Agent<L> {
     ) -> Result<v1::LaunchReply, LaunchRefusal> {
         let peer = LaunchPeer::Local { uid };
         let (_, a, launch) = self
-            .wait_for_run(|| self.mpi_run(request.job_id, request.run, &request.token, &peer, None))
+            .wait_for_run(|| self.mpi_run(request.run_key(), &request.token, &peer, None))
             .await?;
         let target = request.node.clone();
         if target == self.config.node_name {
@@ -542,10 +514,10 @@ impl<L: Launcher> Agent<L> {
         request: v1::LaunchRequest,
     ) -> Result<v1::LaunchReply, LaunchRefusal> {
         let (key, a, launch) = self
-            .wait_for_run(|| self.mpi_run(request.job_id, request.run, &request.token, peer, None))
+            .wait_for_run(|| self.mpi_run(request.run_key(), &request.token, peer, None))
             .await?;
         self.launcher
-            .prepare_job(key.job, key.run, &self.job_limits(&a))
+            .prepare_job(key, &self.job_limits(&a))
             .map_err(|e| LaunchRefusal::Failed(e.to_string()))?;
         let rootfs = self.stage(key, &a).await?;
         let daemon = {
@@ -661,18 +633,16 @@ pub(crate) enum WiredError {
     Container(#[from] ContainerError),
     #[error(transparent)]
     Bundle(#[from] bundle::BundleError),
-    #[error("staging the image of job {job}.{run} panicked: {source}")]
+    #[error("staging the image of job {run} panicked: {source}")]
     StagingPanicked {
-        job: JobId,
-        run: u32,
+        run: RunKey,
         source: tokio::task::JoinError,
     },
     #[error(transparent)]
     Direct(#[from] DirectError),
-    #[error("the PMIx registration of job {job}.{run} panicked: {source}")]
+    #[error("the PMIx registration of job {run} panicked: {source}")]
     RegistrationPanicked {
-        job: JobId,
-        run: u32,
+        run: RunKey,
         source: tokio::task::JoinError,
     },
     #[error(transparent)]
@@ -681,18 +651,16 @@ pub(crate) enum WiredError {
     CurrentExe { source: std::io::Error },
     #[error("{} is missing: install beowulf-rsh beside computed", path.display())]
     RshMissing { path: PathBuf },
-    #[error("cannot create the TMPDIR {} of job {job}.{run}: {source}", path.display())]
+    #[error("cannot create the TMPDIR {} of job {run}: {source}", path.display())]
     CreateTmpdir {
         path: PathBuf,
-        job: JobId,
-        run: u32,
+        run: RunKey,
         source: std::io::Error,
     },
-    #[error("cannot give the TMPDIR {} of job {job}.{run} to uid {uid}: {source}", path.display())]
+    #[error("cannot give the TMPDIR {} of job {run} to uid {uid}: {source}", path.display())]
     OwnTmpdir {
         path: PathBuf,
-        job: JobId,
-        run: u32,
+        run: RunKey,
         uid: u32,
         source: std::io::Error,
     },
@@ -710,31 +678,31 @@ pub(crate) enum DirectError {
         node: String,
         source: Arc<crate::pmix::PmixError>,
     },
-    #[error("{node} has no ranks of job {job}.{run}")]
-    NoRanks { node: String, job: JobId, run: u32 },
+    #[error("{node} has no ranks of job {run}")]
+    NoRanks { node: String, run: RunKey },
     #[error(
-        "the head gave {node} ranks {}..{} of job {job}.{run}, but the job's rank map puts {mapped:?} here",
+        "the head gave {node} ranks {}..{} of job {run}, but the job's rank map puts {mapped:?} here",
         given.start,
         given.end
     )]
     RankMismatch {
         node: String,
-        job: JobId,
-        run: u32,
+        run: RunKey,
         given: std::ops::Range<u32>,
         mapped: std::ops::Range<u32>,
     },
-    #[error("cannot register job {job}.{run} with the PMIx server: {source}")]
+    #[error("cannot register job {run} with the PMIx server: {source}")]
     Register {
-        job: JobId,
-        run: u32,
+        run: RunKey,
         source: crate::pmix::PmixError,
     },
-    #[error("cannot set rank {rank} of job {job}.{run} up with the PMIx server: {source}")]
+    #[error(
+        "cannot set rank {} of job {} up with the PMIx server: {source}",
+        task.rank,
+        task.run
+    )]
     RankEnv {
-        job: JobId,
-        run: u32,
-        rank: u32,
+        task: TaskKey,
         source: crate::pmix::PmixError,
     },
 }

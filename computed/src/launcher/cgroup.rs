@@ -4,7 +4,7 @@
 use super::cpus::cpu_list;
 use super::cpuset::{self, CpusetError};
 use super::{JobLimits, LaunchError};
-use beowulf_types::JobId;
+use beowulf_types::{JobId, RunKey};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::collections::BTreeSet;
@@ -303,16 +303,19 @@ pub(crate) fn detect_system_layout() -> Result<Layout, LayoutError> {
     detect_layout(&mountinfo, &proc_cgroup)
 }
 
-pub(crate) fn job_dir_name(job: JobId, run: u32) -> String {
-    format!("job_{}.{run}", job.0)
+pub(crate) fn job_dir_name(key: RunKey) -> String {
+    format!("job_{}.{}", key.job.0, key.run)
 }
 
-pub(crate) fn parse_job_dir_name(name: &str) -> Option<(JobId, u32)> {
+pub(crate) fn parse_job_dir_name(name: &str) -> Option<RunKey> {
     let (id, run) = name.strip_prefix("job_")?.split_once('.')?;
     if !id.bytes().all(|b| b.is_ascii_digit()) || !run.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some((JobId(id.parse().ok()?), run.parse().ok()?))
+    Some(RunKey {
+        job: JobId(id.parse().ok()?),
+        run: run.parse().ok()?,
+    })
 }
 
 fn write_file(path: &Path, value: &str) -> io::Result<()> {
@@ -449,8 +452,8 @@ impl Cgroups {
     }
 
     /// The job run's directory in every hierarchy.
-    pub(crate) fn job_dirs(&self, job: JobId, run: u32) -> Vec<PathBuf> {
-        let name = job_dir_name(job, run);
+    pub(crate) fn job_dirs(&self, key: RunKey) -> Vec<PathBuf> {
+        let name = job_dir_name(key);
         match self {
             Cgroups::V1 { hierarchies, .. } => {
                 hierarchies.iter().map(|h| h.base.join(&name)).collect()
@@ -460,8 +463,8 @@ impl Cgroups {
     }
 
     /// The cgroup.procs files a task writes itself into.
-    pub(crate) fn procs_files(&self, job: JobId, run: u32) -> Vec<PathBuf> {
-        self.job_dirs(job, run)
+    pub(crate) fn procs_files(&self, key: RunKey) -> Vec<PathBuf> {
+        self.job_dirs(key)
             .into_iter()
             .map(|d| d.join("cgroup.procs"))
             .collect()
@@ -469,8 +472,8 @@ impl Cgroups {
 
     /// The cgroup.procs files a task of the job run writes itself into: its job's, and on v1 the
     /// node's cpuset when tasks are confined to their CPUs.
-    pub(crate) fn join_files(&self, job: JobId, run: u32) -> Vec<PathBuf> {
-        let mut files = self.procs_files(job, run);
+    pub(crate) fn join_files(&self, key: RunKey) -> Vec<PathBuf> {
+        let mut files = self.procs_files(key);
         if let Cgroups::V1 {
             cpuset: Some(dir), ..
         } = self
@@ -509,21 +512,15 @@ impl Cgroups {
     }
 
     /// True when the job run's cgroup exists in every hierarchy.
-    pub(crate) fn exists(&self, job: JobId, run: u32) -> bool {
-        self.job_dirs(job, run).iter().all(|d| d.is_dir())
+    pub(crate) fn exists(&self, key: RunKey) -> bool {
+        self.job_dirs(key).iter().all(|d| d.is_dir())
     }
 
-    pub(crate) fn prepare(
-        &self,
-        job: JobId,
-        run: u32,
-        limits: &JobLimits,
-    ) -> Result<(), LaunchError> {
-        let name = job_dir_name(job, run);
+    pub(crate) fn prepare(&self, key: RunKey, limits: &JobLimits) -> Result<(), LaunchError> {
+        let name = job_dir_name(key);
         let write = |path: PathBuf, value: String| {
             write_file(&path, &value).map_err(|source| LaunchError::WriteCgroup {
-                job,
-                run,
+                run: key,
                 path,
                 value,
                 source,
@@ -531,8 +528,7 @@ impl Cgroups {
         };
         let create = |path: &Path| {
             create_dir(path).map_err(|source| LaunchError::CreateCgroup {
-                job,
-                run,
+                run: key,
                 path: path.to_path_buf(),
                 source,
             })
@@ -621,34 +617,34 @@ impl Cgroups {
     }
 
     /// The live (not zombie) processes of the job run, over all hierarchies.
-    pub(crate) fn live_pids(&self, job: JobId, run: u32) -> Vec<i32> {
+    pub(crate) fn live_pids(&self, key: RunKey) -> Vec<i32> {
         let mut pids = BTreeSet::new();
-        for file in self.procs_files(job, run) {
+        for file in self.procs_files(key) {
             pids.extend(read_procs(&file));
         }
         pids.into_iter().filter(|p| pid_is_live(*p)).collect()
     }
 
     /// Kills every process of the job run; a missing cgroup is fine.
-    pub(crate) fn kill(&self, job: JobId, run: u32) -> Result<(), LaunchError> {
+    pub(crate) fn kill(&self, key: RunKey) -> Result<(), LaunchError> {
         match self {
             Cgroups::V1 { hierarchies, .. } => {
-                let name = job_dir_name(job, run);
+                let name = job_dir_name(key);
                 let freezer = hierarchies
                     .iter()
                     .find(|h| h.controllers.iter().any(|c| c == "freezer"))
                     .map(|h| h.base.join(&name))
                     .filter(|d| d.is_dir());
                 match freezer {
-                    Some(dir) => self.kill_frozen(job, run, &FreezeV1 { dir: &dir }),
+                    Some(dir) => self.kill_frozen(key, &FreezeV1 { dir: &dir }),
                     None => {
-                        self.kill_loop(job, run);
+                        self.kill_loop(key);
                         Ok(())
                     }
                 }
             }
             Cgroups::V2 { base, .. } => {
-                let dir = base.join(job_dir_name(job, run));
+                let dir = base.join(job_dir_name(key));
                 if !dir.is_dir() {
                     return Ok(());
                 }
@@ -656,17 +652,16 @@ impl Cgroups {
                 match write_file(&kill_file, "1") {
                     Ok(()) => {
                         // cgroup.kill is race-free; just give the processes a moment to die.
-                        self.kill_loop(job, run);
+                        self.kill_loop(key);
                         Ok(())
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound && dir.is_dir() => {
                         // Kernel before 5.14: freeze, kill, thaw.
-                        self.kill_frozen(job, run, &FreezeV2 { dir: &dir })
+                        self.kill_frozen(key, &FreezeV2 { dir: &dir })
                     }
                     Err(_) if !dir.is_dir() => Ok(()),
                     Err(source) => Err(LaunchError::KillCgroup {
-                        job,
-                        run,
+                        run: key,
                         path: kill_file,
                         source,
                     }),
@@ -676,7 +671,7 @@ impl Cgroups {
     }
 
     /// Freeze, SIGKILL everything, thaw; until nothing live is left or the deadline passes.
-    fn kill_frozen(&self, job: JobId, run: u32, freezer: &dyn Freezer) -> Result<(), LaunchError> {
+    fn kill_frozen(&self, key: RunKey, freezer: &dyn Freezer) -> Result<(), LaunchError> {
         let deadline = Instant::now() + KILL_DEADLINE;
         loop {
             let frozen = freezer.freeze();
@@ -685,11 +680,11 @@ impl Cgroups {
                     return Ok(());
                 }
                 tracing::warn!(
-                    job = %job, run, error = %source,
+                    job = %key.job, run = key.run, error = %source,
                     "cannot freeze the job's cgroup; killing without freezing"
                 );
             }
-            let pids = self.live_pids(job, run);
+            let pids = self.live_pids(key);
             for pid in &pids {
                 sigkill(*pid);
             }
@@ -697,8 +692,7 @@ impl Cgroups {
                 && freezer.exists()
             {
                 return Err(LaunchError::KillCgroup {
-                    job,
-                    run,
+                    run: key,
                     path: freezer.path(),
                     source,
                 });
@@ -707,7 +701,7 @@ impl Cgroups {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                tracing::warn!(job = %job, run, pids = ?pids, "job processes survive SIGKILL; giving up for now");
+                tracing::warn!(job = %key.job, run = key.run, pids = ?pids, "job processes survive SIGKILL; giving up for now");
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -715,10 +709,10 @@ impl Cgroups {
     }
 
     /// SIGKILL everything until nothing live is left or the deadline passes.
-    fn kill_loop(&self, job: JobId, run: u32) {
+    fn kill_loop(&self, key: RunKey) {
         let deadline = Instant::now() + KILL_DEADLINE;
         loop {
-            let pids = self.live_pids(job, run);
+            let pids = self.live_pids(key);
             if pids.is_empty() {
                 return;
             }
@@ -726,7 +720,7 @@ impl Cgroups {
                 sigkill(*pid);
             }
             if Instant::now() >= deadline {
-                tracing::warn!(job = %job, run, pids = ?pids, "job processes survive SIGKILL; giving up for now");
+                tracing::warn!(job = %key.job, run = key.run, pids = ?pids, "job processes survive SIGKILL; giving up for now");
                 return;
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -739,21 +733,18 @@ impl Cgroups {
     /// every directory is gone; false leaves the rest for [`Cgroups::remove`] after a look at
     /// what is inside. Reading cgroup.procs and listing every directory first was a third of
     /// the agent's system time in a run of short jobs (issue 7).
-    pub(crate) fn remove_if_empty(&self, job: JobId, run: u32) -> bool {
-        self.job_dirs(job, run)
-            .iter()
-            .all(|dir| remove_dir(dir).is_ok())
+    pub(crate) fn remove_if_empty(&self, key: RunKey) -> bool {
+        self.job_dirs(key).iter().all(|dir| remove_dir(dir).is_ok())
     }
 
-    pub(crate) fn remove(&self, job: JobId, run: u32) -> Result<(), LaunchError> {
+    pub(crate) fn remove(&self, key: RunKey) -> Result<(), LaunchError> {
         let mut result = Ok(());
-        for dir in self.job_dirs(job, run) {
+        for dir in self.job_dirs(key) {
             if let Err(source) = remove_tree(&dir)
                 && result.is_ok()
             {
                 result = Err(LaunchError::RemoveCgroup {
-                    job,
-                    run,
+                    run: key,
                     path: dir,
                     source,
                 });
@@ -763,7 +754,7 @@ impl Cgroups {
     }
 
     /// Job runs that have a directory under our node's base in any hierarchy.
-    pub(crate) fn existing_jobs(&self) -> Vec<(JobId, u32)> {
+    pub(crate) fn existing_jobs(&self) -> Vec<RunKey> {
         let bases: Vec<&Path> = match self {
             Cgroups::V1 { hierarchies, .. } => {
                 hierarchies.iter().map(|h| h.base.as_path()).collect()
@@ -777,9 +768,9 @@ impl Cgroups {
             };
             for entry in entries.flatten() {
                 if entry.file_type().is_ok_and(|t| t.is_dir())
-                    && let Some(job) = entry.file_name().to_str().and_then(parse_job_dir_name)
+                    && let Some(key) = entry.file_name().to_str().and_then(parse_job_dir_name)
                 {
-                    jobs.insert(job);
+                    jobs.insert(key);
                 }
             }
         }
@@ -1060,8 +1051,12 @@ mod tests {
 
     #[test]
     fn job_dir_names_round_trip() {
-        assert_eq!(job_dir_name(JobId(17), 2), "job_17.2");
-        assert_eq!(parse_job_dir_name("job_17.2"), Some((JobId(17), 2)));
+        let key = RunKey {
+            job: JobId(17),
+            run: 2,
+        };
+        assert_eq!(job_dir_name(key), "job_17.2");
+        assert_eq!(parse_job_dir_name("job_17.2"), Some(key));
         for bad in [
             "job_17", "job_.1", "job_1.", "job_a.1", "xjob_1.1", "job_1.+2",
         ] {

@@ -8,7 +8,7 @@
 use super::{
     JobLimits, LaunchError, Launcher, StartedTask, TaskExit, TaskLaunch, TaskOutput, TaskPipes,
 };
-use beowulf_types::JobId;
+use beowulf_types::{RunKey, TaskKey};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::mpsc::UnboundedSender;
@@ -16,20 +16,10 @@ use tokio::sync::mpsc::UnboundedSender;
 /// One call made on a [`RecordingLauncher`], with its arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LauncherCall {
-    Prepare {
-        job: JobId,
-        run: u32,
-        limits: JobLimits,
-    },
+    Prepare { run: RunKey, limits: JobLimits },
     Start(Box<TaskLaunch>),
-    Kill {
-        job: JobId,
-        run: u32,
-    },
-    Release {
-        job: JobId,
-        run: u32,
-    },
+    Kill { run: RunKey },
+    Release { run: RunKey },
     ShutDown,
 }
 
@@ -43,10 +33,9 @@ pub struct RecordingLauncher {
 
 #[derive(Debug, Default)]
 struct FakeState {
-    prepared: BTreeSet<(JobId, u32)>,
-    /// Running tasks by (job, run, rank).
-    running: BTreeMap<(JobId, u32, u32), FakeTask>,
-    leftovers: Vec<(JobId, u32)>,
+    prepared: BTreeSet<RunKey>,
+    running: BTreeMap<TaskKey, FakeTask>,
+    leftovers: Vec<RunKey>,
     start_failures: VecDeque<LaunchError>,
     last_pid: u32,
 }
@@ -69,7 +58,7 @@ impl RecordingLauncher {
     }
 
     /// A launcher that reports these job runs from `leftover_jobs` (until they are released).
-    pub fn with_leftovers(leftovers: Vec<(JobId, u32)>) -> Self {
+    pub fn with_leftovers(leftovers: Vec<RunKey>) -> Self {
         let launcher = Self::default();
         {
             let mut state = lock(&launcher.state);
@@ -94,29 +83,24 @@ impl RecordingLauncher {
         lock(&self.state).start_failures.push_back(error);
     }
 
-    /// The (job, run, rank) of every task still running.
-    pub fn running_tasks(&self) -> Vec<(JobId, u32, u32)> {
+    /// Every task still running.
+    pub fn running_tasks(&self) -> Vec<TaskKey> {
         lock(&self.state).running.keys().copied().collect()
     }
 
     /// Writes into the output pipe of a running task that has one. False if there is none.
-    pub fn write_output(&self, job: JobId, run: u32, rank: u32, bytes: &[u8]) -> bool {
+    pub fn write_output(&self, task: TaskKey, bytes: &[u8]) -> bool {
         use std::io::Write;
         let mut state = lock(&self.state);
-        let Some(pipe) = state
-            .running
-            .get_mut(&(job, run, rank))
-            .and_then(|t| t.output.as_mut())
-        else {
+        let Some(pipe) = state.running.get_mut(&task).and_then(|t| t.output.as_mut()) else {
             return false;
         };
         pipe.write_all(bytes).is_ok()
     }
 
     /// Ends a running task with this exit code, sending its TaskExit. False if no such task runs.
-    pub fn finish(&self, job: JobId, run: u32, rank: u32, code: i32) -> bool {
-        let Some(FakeTask { exits, .. }) = lock(&self.state).running.remove(&(job, run, rank))
-        else {
+    pub fn finish(&self, task: TaskKey, code: i32) -> bool {
+        let Some(FakeTask { exits, .. }) = lock(&self.state).running.remove(&task) else {
             return false;
         };
         let detail = if code > 128 {
@@ -125,9 +109,7 @@ impl RecordingLauncher {
             format!("exited with code {code}")
         };
         let _ = exits.send(TaskExit {
-            job,
-            run,
-            rank,
+            key: task,
             code,
             detail,
         });
@@ -140,13 +122,12 @@ impl RecordingLauncher {
 }
 
 impl Launcher for RecordingLauncher {
-    fn prepare_job(&self, job: JobId, run: u32, limits: &JobLimits) -> Result<(), LaunchError> {
+    fn prepare_job(&self, key: RunKey, limits: &JobLimits) -> Result<(), LaunchError> {
         self.record(LauncherCall::Prepare {
-            job,
-            run,
+            run: key,
             limits: *limits,
         });
-        lock(&self.state).prepared.insert((job, run));
+        lock(&self.state).prepared.insert(key);
         Ok(())
     }
 
@@ -160,18 +141,11 @@ impl Launcher for RecordingLauncher {
         if let Some(error) = state.start_failures.pop_front() {
             return Err(error);
         }
-        if !state.prepared.contains(&(task.job, task.run)) {
-            return Err(LaunchError::NotPrepared {
-                job: task.job,
-                run: task.run,
-            });
+        if !state.prepared.contains(&task.key.run) {
+            return Err(LaunchError::NotPrepared { run: task.key.run });
         }
         if task.argv.is_empty() {
-            return Err(LaunchError::EmptyArgv {
-                job: task.job,
-                run: task.run,
-                rank: task.rank,
-            });
+            return Err(LaunchError::EmptyArgv { task: task.key });
         }
         state.last_pid += 1;
         let pid = 10_000 + state.last_pid;
@@ -179,9 +153,7 @@ impl Launcher for RecordingLauncher {
             TaskOutput::Files => (None, None),
             TaskOutput::Pipes => {
                 let (read, write) = nix::unistd::pipe().map_err(|e| LaunchError::OutputPipe {
-                    job: task.job,
-                    run: task.run,
-                    rank: task.rank,
+                    task: task.key,
                     source: e.into(),
                 })?;
                 let pipes = TaskPipes {
@@ -191,41 +163,35 @@ impl Launcher for RecordingLauncher {
                 (Some(pipes), Some(std::fs::File::from(write)))
             }
         };
-        state
-            .running
-            .insert((task.job, task.run, task.rank), FakeTask { exits, output });
+        state.running.insert(task.key, FakeTask { exits, output });
         Ok(StartedTask { pid, pipes })
     }
 
-    fn kill_job(&self, job: JobId, run: u32) -> Result<(), LaunchError> {
-        self.record(LauncherCall::Kill { job, run });
-        let ranks: Vec<u32> = self
+    fn kill_job(&self, key: RunKey) -> Result<(), LaunchError> {
+        self.record(LauncherCall::Kill { run: key });
+        let tasks: Vec<TaskKey> = self
             .running_tasks()
             .into_iter()
-            .filter(|&(j, r, _)| (j, r) == (job, run))
-            .map(|(_, _, rank)| rank)
+            .filter(|task| task.run == key)
             .collect();
-        for rank in ranks {
-            self.finish(job, run, rank, 128 + 9);
+        for task in tasks {
+            self.finish(task, 128 + 9);
         }
         Ok(())
     }
 
-    fn job_alive(&self, job: JobId, run: u32) -> bool {
-        lock(&self.state)
-            .running
-            .keys()
-            .any(|&(j, r, _)| (j, r) == (job, run))
+    fn job_alive(&self, key: RunKey) -> bool {
+        lock(&self.state).running.keys().any(|task| task.run == key)
     }
 
-    fn release_job(&self, job: JobId, run: u32) -> Result<(), LaunchError> {
-        self.record(LauncherCall::Release { job, run });
-        if self.job_alive(job, run) {
-            return Err(LaunchError::StillRunning { job, run });
+    fn release_job(&self, key: RunKey) -> Result<(), LaunchError> {
+        self.record(LauncherCall::Release { run: key });
+        if self.job_alive(key) {
+            return Err(LaunchError::StillRunning { run: key });
         }
         let mut state = lock(&self.state);
-        state.prepared.remove(&(job, run));
-        state.leftovers.retain(|&l| l != (job, run));
+        state.prepared.remove(&key);
+        state.leftovers.retain(|&l| l != key);
         Ok(())
     }
 
@@ -233,7 +199,7 @@ impl Launcher for RecordingLauncher {
         self.record(LauncherCall::ShutDown);
     }
 
-    fn leftover_jobs(&self) -> Vec<(JobId, u32)> {
+    fn leftover_jobs(&self) -> Vec<RunKey> {
         lock(&self.state).leftovers.clone()
     }
 }
@@ -241,13 +207,18 @@ impl Launcher for RecordingLauncher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use beowulf_types::JobId;
     use std::path::PathBuf;
+
+    /// Run 1 of job 5.
+    const RUN: RunKey = RunKey {
+        job: JobId(5),
+        run: 1,
+    };
 
     fn task(rank: u32) -> TaskLaunch {
         TaskLaunch {
-            job: JobId(5),
-            run: 1,
-            rank,
+            key: RUN.task(rank),
             argv: vec!["hostname".into()],
             env: vec![],
             workdir: PathBuf::from("/tmp"),
@@ -275,60 +246,50 @@ mod tests {
             memory_mb: 100,
             pids_max: None,
         };
-        launcher.prepare_job(JobId(5), 1, &limits).unwrap();
+        launcher.prepare_job(RUN, &limits).unwrap();
         launcher.start_task(task(0), tx.clone()).unwrap();
         launcher.start_task(task(1), tx.clone()).unwrap();
-        assert!(launcher.job_alive(JobId(5), 1));
+        assert!(launcher.job_alive(RUN));
 
-        assert!(launcher.finish(JobId(5), 1, 0, 3));
-        assert!(!launcher.finish(JobId(5), 1, 0, 3));
+        assert!(launcher.finish(RUN.task(0), 3));
+        assert!(!launcher.finish(RUN.task(0), 3));
         let exit = rx.try_recv().unwrap();
-        assert_eq!((exit.rank, exit.code), (0, 3));
+        assert_eq!((exit.key.rank, exit.code), (0, 3));
 
         assert!(matches!(
-            launcher.release_job(JobId(5), 1),
+            launcher.release_job(RUN),
             Err(LaunchError::StillRunning { .. })
         ));
-        launcher.kill_job(JobId(5), 1).unwrap();
+        launcher.kill_job(RUN).unwrap();
         let exit = rx.try_recv().unwrap();
-        assert_eq!((exit.rank, exit.code), (1, 137));
-        assert!(!launcher.job_alive(JobId(5), 1));
-        launcher.release_job(JobId(5), 1).unwrap();
+        assert_eq!((exit.key.rank, exit.code), (1, 137));
+        assert!(!launcher.job_alive(RUN));
+        launcher.release_job(RUN).unwrap();
 
         let calls = launcher.take_calls();
         assert_eq!(calls.len(), 7);
-        assert_eq!(
-            calls[1],
-            LauncherCall::Prepare {
-                job: JobId(5),
-                run: 1,
-                limits
-            }
-        );
+        assert_eq!(calls[1], LauncherCall::Prepare { run: RUN, limits });
         assert_eq!(calls[2], LauncherCall::Start(Box::new(task(0))));
-        assert_eq!(
-            calls[6],
-            LauncherCall::Release {
-                job: JobId(5),
-                run: 1
-            }
-        );
+        assert_eq!(calls[6], LauncherCall::Release { run: RUN });
         assert!(launcher.calls().is_empty());
     }
 
     #[test]
     fn injected_failures_and_leftovers() {
-        let launcher = RecordingLauncher::with_leftovers(vec![(JobId(9), 0)]);
-        assert_eq!(launcher.leftover_jobs(), vec![(JobId(9), 0)]);
-        launcher.kill_job(JobId(9), 0).unwrap();
-        launcher.release_job(JobId(9), 0).unwrap();
+        let leftover = RunKey {
+            job: JobId(9),
+            run: 0,
+        };
+        let launcher = RecordingLauncher::with_leftovers(vec![leftover]);
+        assert_eq!(launcher.leftover_jobs(), vec![leftover]);
+        launcher.kill_job(leftover).unwrap();
+        launcher.release_job(leftover).unwrap();
         assert!(launcher.leftover_jobs().is_empty());
 
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         launcher
             .prepare_job(
-                JobId(5),
-                1,
+                RUN,
                 &JobLimits {
                     cpus: 1,
                     memory_mb: 0,
@@ -339,7 +300,7 @@ mod tests {
         launcher.fail_next_start(LaunchError::Injected("boom".into()));
         let err = launcher.start_task(task(0), tx.clone()).unwrap_err();
         assert_eq!(err.to_string(), "injected failure: boom");
-        assert_eq!(TaskExit::not_started(JobId(5), 1, 0, &err).code, 126);
+        assert_eq!(TaskExit::not_started(RUN.task(0), &err).code, 126);
         assert!(launcher.start_task(task(0), tx).is_ok());
     }
 }

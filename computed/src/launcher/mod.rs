@@ -23,7 +23,7 @@ pub use fake::{LauncherCall, RecordingLauncher};
 pub use process::ProcessLauncher;
 
 use beowulf_as_user::UserCredentials;
-use beowulf_types::JobId;
+use beowulf_types::{RunKey, TaskKey};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -42,9 +42,7 @@ pub struct JobLimits {
 /// One task (rank) to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskLaunch {
-    pub job: JobId,
-    pub run: u32,
-    pub rank: u32,
+    pub key: TaskKey,
     /// `argv[0]` is looked up in the `PATH` of `env` if it has no '/' (a relative `PATH` entry or a
     /// relative `argv[0]` is relative to `workdir`).
     pub argv: Vec<String>,
@@ -111,9 +109,7 @@ pub struct ContainerRun {
 /// How a task ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskExit {
-    pub job: JobId,
-    pub run: u32,
-    pub rank: u32,
+    pub key: TaskKey,
     /// The exit status, or 128 + signal number when the task was killed by a signal; 127 or 126
     /// when it could not be started (see [`LaunchError::exit_code`]).
     pub code: i32,
@@ -123,11 +119,9 @@ pub struct TaskExit {
 
 impl TaskExit {
     /// The exit to report for a task whose [`Launcher::start_task`] failed.
-    pub fn not_started(job: JobId, run: u32, rank: u32, error: &LaunchError) -> TaskExit {
+    pub fn not_started(key: TaskKey, error: &LaunchError) -> TaskExit {
         TaskExit {
-            job,
-            run,
-            rank,
+            key,
             code: error.exit_code(),
             detail: error.to_string(),
         }
@@ -137,7 +131,7 @@ impl TaskExit {
 /// Starts, kills and cleans up a job's tasks on this node.
 pub trait Launcher: Send + Sync + 'static {
     /// Creates the job run's cgroup(s) with these limits; idempotent. Must precede `start_task`.
-    fn prepare_job(&self, job: JobId, run: u32, limits: &JobLimits) -> Result<(), LaunchError>;
+    fn prepare_job(&self, key: RunKey, limits: &JobLimits) -> Result<(), LaunchError>;
     /// Starts one task in the job's cgroup; its TaskExit is sent on `exits` when it ends.
     fn start_task(
         &self,
@@ -145,13 +139,13 @@ pub trait Launcher: Send + Sync + 'static {
         exits: UnboundedSender<TaskExit>,
     ) -> Result<StartedTask, LaunchError>;
     /// Kills every process of the job on this node (whole cgroup, including grandchildren), idempotent.
-    fn kill_job(&self, job: JobId, run: u32) -> Result<(), LaunchError>;
+    fn kill_job(&self, key: RunKey) -> Result<(), LaunchError>;
     /// True while any process of the job is alive on this node.
-    fn job_alive(&self, job: JobId, run: u32) -> bool;
+    fn job_alive(&self, key: RunKey) -> bool;
     /// Removes the job's cgroup(s) once its processes are gone; idempotent.
-    fn release_job(&self, job: JobId, run: u32) -> Result<(), LaunchError>;
+    fn release_job(&self, key: RunKey) -> Result<(), LaunchError>;
     /// Job runs whose cgroups exist from an earlier computed process (found at start-up), so the agent can kill them.
-    fn leftover_jobs(&self) -> Vec<(JobId, u32)>;
+    fn leftover_jobs(&self) -> Vec<RunKey>;
     /// The agent is stopping, its runs killed: releases every run with no process left and
     /// removes what the launcher made on the host (the node's cgroup directories) if empty.
     /// Without it every agent that ever ran left its node's directories behind, and thousands of
@@ -181,162 +175,120 @@ pub enum LaunchError {
     InvalidNodeName { name: String, reason: &'static str },
 
     #[error(
-        "job {job}.{run} is not prepared on this node (prepare_job was not called, or the job was released)"
+        "job {run} is not prepared on this node (prepare_job was not called, or the job was released)"
     )]
-    NotPrepared { job: JobId, run: u32 },
+    NotPrepared { run: RunKey },
 
-    #[error("job {job}.{run} still has live processes on this node")]
-    StillRunning { job: JobId, run: u32 },
+    #[error("job {run} still has live processes on this node")]
+    StillRunning { run: RunKey },
 
-    #[error("task {rank} of job {job}.{run} has an empty argv")]
-    EmptyArgv { job: JobId, run: u32, rank: u32 },
+    #[error("{task} has an empty argv")]
+    EmptyArgv { task: TaskKey },
 
-    #[error(
-        "task {rank} of job {job}.{run}: program {program:?} not found in PATH {search_path:?}"
-    )]
+    #[error("{task}: program {program:?} not found in PATH {search_path:?}")]
     ProgramNotFound {
-        job: JobId,
-        run: u32,
-        rank: u32,
+        task: TaskKey,
         program: String,
         search_path: String,
     },
 
     #[error(
-        "task {rank} of job {job}.{run}: cannot run as uid {uid} gid {gid} because the agent runs as uid {agent_uid}, not root"
+        "{task}: cannot run as uid {uid} gid {gid} because the agent runs as uid {agent_uid}, not root"
     )]
     UserSwitchNotPermitted {
-        job: JobId,
-        run: u32,
-        rank: u32,
+        task: TaskKey,
         uid: u32,
         gid: u32,
         agent_uid: u32,
     },
 
-    #[error("task {rank} of job {job}.{run}: start_task was called outside a tokio runtime")]
-    NoRuntime { job: JobId, run: u32, rank: u32 },
+    #[error("{task}: start_task was called outside a tokio runtime")]
+    NoRuntime { task: TaskKey },
 
-    #[error("task {rank} of job {job}.{run}: cannot create its output pipe: {source}")]
-    OutputPipe {
-        job: JobId,
-        run: u32,
-        rank: u32,
-        source: io::Error,
-    },
+    #[error("{task}: cannot create its output pipe: {source}")]
+    OutputPipe { task: TaskKey, source: io::Error },
 
-    #[error("task {rank} of job {job}.{run}: a path or argument contains a NUL byte: {what}")]
-    NulByte {
-        job: JobId,
-        run: u32,
-        rank: u32,
-        what: String,
-    },
+    #[error("{task}: a path or argument contains a NUL byte: {what}")]
+    NulByte { task: TaskKey, what: String },
 
-    #[error("task {rank} of job {job}.{run}: cannot join cgroup {}: {source}", path.display())]
+    #[error("{task}: cannot join cgroup {}: {source}", path.display())]
     JoinCgroup {
-        job: JobId,
-        run: u32,
-        rank: u32,
+        task: TaskKey,
         path: PathBuf,
         source: io::Error,
     },
 
     #[error(
-        "task {rank} of job {job}.{run}: cannot run it on CPUs {cpus} (the node's reserved_cpus keep the others): {source}"
+        "{task}: cannot run it on CPUs {cpus} (the node's reserved_cpus keep the others): {source}"
     )]
     Affinity {
-        job: JobId,
-        run: u32,
-        rank: u32,
+        task: TaskKey,
         cpus: String,
         source: io::Error,
     },
 
-    #[error("task {rank} of job {job}.{run}: cannot start a new session: {source}")]
-    NewSession {
-        job: JobId,
-        run: u32,
-        rank: u32,
-        source: io::Error,
-    },
+    #[error("{task}: cannot start a new session: {source}")]
+    NewSession { task: TaskKey, source: io::Error },
 
-    #[error("task {rank} of job {job}.{run}: cannot switch to uid {uid} gid {gid}: {source}")]
+    #[error("{task}: cannot switch to uid {uid} gid {gid}: {source}")]
     SwitchUser {
-        job: JobId,
-        run: u32,
-        rank: u32,
+        task: TaskKey,
         uid: u32,
         gid: u32,
         source: io::Error,
     },
 
-    #[error("task {rank} of job {job}.{run}: cannot enter working directory {} as uid {uid}: {source}", path.display())]
+    #[error("{task}: cannot enter working directory {} as uid {uid}: {source}", path.display())]
     Workdir {
-        job: JobId,
-        run: u32,
-        rank: u32,
+        task: TaskKey,
         path: PathBuf,
         uid: u32,
         source: io::Error,
     },
 
-    #[error("task {rank} of job {job}.{run}: cannot open output file {} as uid {uid}: {source}", path.display())]
+    #[error("{task}: cannot open output file {} as uid {uid}: {source}", path.display())]
     OutputFile {
-        job: JobId,
-        run: u32,
-        rank: u32,
+        task: TaskKey,
         path: PathBuf,
         uid: u32,
         source: io::Error,
     },
 
-    #[error("task {rank} of job {job}.{run}: cannot redirect stdout/stderr: {source}")]
-    Redirect {
-        job: JobId,
-        run: u32,
-        rank: u32,
-        source: io::Error,
-    },
+    #[error("{task}: cannot redirect stdout/stderr: {source}")]
+    Redirect { task: TaskKey, source: io::Error },
 
-    #[error("task {rank} of job {job}.{run}: cannot execute {}: {source}", program.display())]
+    #[error("{task}: cannot execute {}: {source}", program.display())]
     Exec {
-        job: JobId,
-        run: u32,
-        rank: u32,
+        task: TaskKey,
         program: PathBuf,
         source: io::Error,
     },
 
-    #[error("job {job}.{run}: cannot create cgroup {}: {source}", path.display())]
+    #[error("job {run}: cannot create cgroup {}: {source}", path.display())]
     CreateCgroup {
-        job: JobId,
-        run: u32,
+        run: RunKey,
         path: PathBuf,
         source: io::Error,
     },
 
-    #[error("job {job}.{run}: cannot write {value:?} to {}: {source}", path.display())]
+    #[error("job {run}: cannot write {value:?} to {}: {source}", path.display())]
     WriteCgroup {
-        job: JobId,
-        run: u32,
+        run: RunKey,
         path: PathBuf,
         value: String,
         source: io::Error,
     },
 
-    #[error("job {job}.{run}: cannot kill the processes of cgroup {}: {source}", path.display())]
+    #[error("job {run}: cannot kill the processes of cgroup {}: {source}", path.display())]
     KillCgroup {
-        job: JobId,
-        run: u32,
+        run: RunKey,
         path: PathBuf,
         source: io::Error,
     },
 
-    #[error("job {job}.{run}: cannot remove cgroup {}: {source}", path.display())]
+    #[error("job {run}: cannot remove cgroup {}: {source}", path.display())]
     RemoveCgroup {
-        job: JobId,
-        run: u32,
+        run: RunKey,
         path: PathBuf,
         source: io::Error,
     },

@@ -7,7 +7,7 @@ use super::spawn::{self, Exec};
 use super::{
     JobLimits, LaunchError, Launcher, StartedTask, TaskExit, TaskLaunch, TaskOutput, TaskPipes,
 };
-use beowulf_types::JobId;
+use beowulf_types::{RunKey, TaskKey};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{Signal, killpg};
@@ -35,8 +35,8 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 pub struct ProcessLauncher {
     node: String,
     pub(super) cgroups: Option<Cgroups>,
-    jobs: Mutex<HashMap<(JobId, u32), JobEntry>>,
-    leftovers: Vec<(JobId, u32)>,
+    jobs: Mutex<HashMap<RunKey, JobEntry>>,
+    leftovers: Vec<RunKey>,
     agent_uid: u32,
     agent_gid: u32,
     /// The CPUs tasks run on, when the node keeps some for itself (`reserved_cpus`).
@@ -154,10 +154,10 @@ impl ProcessLauncher {
     }
 
     /// The job run's cgroup directories (one per v1 hierarchy, one on v2; none without cgroups).
-    pub fn cgroup_dirs(&self, job: JobId, run: u32) -> Vec<PathBuf> {
+    pub fn cgroup_dirs(&self, key: RunKey) -> Vec<PathBuf> {
         self.cgroups
             .as_ref()
-            .map(|c| c.job_dirs(job, run))
+            .map(|c| c.job_dirs(key))
             .unwrap_or_default()
     }
 
@@ -167,14 +167,14 @@ impl ProcessLauncher {
         }
     }
 
-    fn jobs(&self) -> MutexGuard<'_, HashMap<(JobId, u32), JobEntry>> {
+    fn jobs(&self) -> MutexGuard<'_, HashMap<RunKey, JobEntry>> {
         // A panic while holding the lock leaves the map consistent enough: keep going.
         self.jobs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn sessions(&self, job: JobId, run: u32) -> Vec<Session> {
+    fn sessions(&self, key: RunKey) -> Vec<Session> {
         self.jobs()
-            .get(&(job, run))
+            .get(&key)
             .map(|e| e.sessions.clone())
             .unwrap_or_default()
     }
@@ -254,9 +254,7 @@ fn resolve_program_as_user(task: &TaskLaunch, agent_uid: u32) -> Result<PathBuf,
     };
     beowulf_as_user::with_identity(&user, move || Ok(resolve_program(&lookup))).map_err(
         |source| LaunchError::Exec {
-            job: task.job,
-            run: task.run,
-            rank: task.rank,
+            task: task.key,
             program: PathBuf::from(&task.argv[0]),
             source,
         },
@@ -293,9 +291,7 @@ fn resolve_program(task: &TaskLaunch) -> Result<PathBuf, LaunchError> {
         }
     }
     Err(LaunchError::ProgramNotFound {
-        job: task.job,
-        run: task.run,
-        rank: task.rank,
+        task: task.key,
         program: program.clone(),
         search_path: search_path.to_string(),
     })
@@ -303,9 +299,7 @@ fn resolve_program(task: &TaskLaunch) -> Result<PathBuf, LaunchError> {
 
 fn cstring(task: &TaskLaunch, bytes: &[u8], what: &str) -> Result<CString, LaunchError> {
     CString::new(bytes).map_err(|_| LaunchError::NulByte {
-        job: task.job,
-        run: task.run,
-        rank: task.rank,
+        task: task.key,
         what: what.to_string(),
     })
 }
@@ -315,9 +309,7 @@ fn cstring(task: &TaskLaunch, bytes: &[u8], what: &str) -> Result<CString, Launc
 fn output_pipes(task: &TaskLaunch) -> Result<(OwnedFd, Option<OwnedFd>, TaskPipes), LaunchError> {
     let pipe = || {
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::OutputPipe {
-            job: task.job,
-            run: task.run,
-            rank: task.rank,
+            task: task.key,
             source: e.into(),
         })
     };
@@ -346,70 +338,46 @@ fn spawn_error(
     stage: Option<(Stage, usize)>,
     source: io::Error,
 ) -> LaunchError {
-    let (job, run, rank) = (task.job, task.run, task.rank);
+    let key = task.key;
     match stage {
         Some((Stage::JoinCgroup, index)) => LaunchError::JoinCgroup {
-            job,
-            run,
-            rank,
+            task: key,
             path: cgroup_procs.get(index).cloned().unwrap_or_default(),
             source,
         },
         Some((Stage::Affinity, _)) => LaunchError::Affinity {
-            job,
-            run,
-            rank,
+            task: key,
             cpus: task_cpus.map(|c| cpu_list(&c.cpus())).unwrap_or_default(),
             source,
         },
-        Some((Stage::NewSession, _)) => LaunchError::NewSession {
-            job,
-            run,
-            rank,
-            source,
-        },
+        Some((Stage::NewSession, _)) => LaunchError::NewSession { task: key, source },
         Some((Stage::SwitchUser, _)) => LaunchError::SwitchUser {
-            job,
-            run,
-            rank,
+            task: key,
             uid: task.uid,
             gid: task.gid,
             source,
         },
         Some((Stage::Workdir, _)) => LaunchError::Workdir {
-            job,
-            run,
-            rank,
+            task: key,
             path: task.workdir.clone(),
             uid: task.uid,
             source,
         },
         Some((Stage::Stdout, _)) => LaunchError::OutputFile {
-            job,
-            run,
-            rank,
+            task: key,
             path: task.workdir.join(&task.stdout),
             uid: task.uid,
             source,
         },
         Some((Stage::Stderr, _)) => LaunchError::OutputFile {
-            job,
-            run,
-            rank,
+            task: key,
             path: task.workdir.join(&task.stderr),
             uid: task.uid,
             source,
         },
-        Some((Stage::Redirect, _)) => LaunchError::Redirect {
-            job,
-            run,
-            rank,
-            source,
-        },
+        Some((Stage::Redirect, _)) => LaunchError::Redirect { task: key, source },
         None => LaunchError::Exec {
-            job,
-            run,
-            rank,
+            task: key,
             program: program.to_path_buf(),
             source,
         },
@@ -417,7 +385,7 @@ fn spawn_error(
 }
 
 /// The TaskExit for a finished child.
-fn task_exit(job: JobId, run: u32, rank: u32, status: io::Result<ExitStatus>) -> TaskExit {
+fn task_exit(key: TaskKey, status: io::Result<ExitStatus>) -> TaskExit {
     let (code, detail) = match status {
         Ok(status) => match (status.code(), status.signal()) {
             (Some(code), _) => (code, format!("exited with code {code}")),
@@ -434,21 +402,15 @@ fn task_exit(job: JobId, run: u32, rank: u32, status: io::Result<ExitStatus>) ->
         },
         Err(e) => (255, format!("waiting for the task failed: {e}")),
     };
-    TaskExit {
-        job,
-        run,
-        rank,
-        code,
-        detail,
-    }
+    TaskExit { key, code, detail }
 }
 
 impl Launcher for ProcessLauncher {
-    fn prepare_job(&self, job: JobId, run: u32, limits: &JobLimits) -> Result<(), LaunchError> {
+    fn prepare_job(&self, key: RunKey, limits: &JobLimits) -> Result<(), LaunchError> {
         if let Some(cgroups) = &self.cgroups {
-            cgroups.prepare(job, run, limits)?;
+            cgroups.prepare(key, limits)?;
         }
-        self.jobs().entry((job, run)).or_default();
+        self.jobs().entry(key).or_default();
         Ok(())
     }
 
@@ -457,21 +419,20 @@ impl Launcher for ProcessLauncher {
         task: TaskLaunch,
         exits: UnboundedSender<TaskExit>,
     ) -> Result<StartedTask, LaunchError> {
-        let (job, run, rank) = (task.job, task.run, task.rank);
-        if !self.jobs().contains_key(&(job, run)) {
-            return Err(LaunchError::NotPrepared { job, run });
+        let key = task.key;
+        let run = key.run;
+        if !self.jobs().contains_key(&run) {
+            return Err(LaunchError::NotPrepared { run });
         }
         if task.argv.is_empty() {
-            return Err(LaunchError::EmptyArgv { job, run, rank });
+            return Err(LaunchError::EmptyArgv { task: key });
         }
         let in_container = task.container.is_some();
         let other_user = task.uid != self.agent_uid || task.gid != self.agent_gid;
         let switch_user = other_user && !in_container;
         if (other_user || in_container) && self.agent_uid != 0 {
             return Err(LaunchError::UserSwitchNotPermitted {
-                job,
-                run,
-                rank,
+                task: key,
                 uid: task.uid,
                 gid: task.gid,
                 agent_uid: self.agent_uid,
@@ -480,9 +441,7 @@ impl Launcher for ProcessLauncher {
         for (i, arg) in task.argv.iter().enumerate() {
             if arg.contains('\0') {
                 return Err(LaunchError::NulByte {
-                    job,
-                    run,
-                    rank,
+                    task: key,
                     what: format!("argv[{i}]"),
                 });
             }
@@ -490,9 +449,7 @@ impl Launcher for ProcessLauncher {
         for (key, value) in &task.env {
             if key.contains('\0') || value.contains('\0') || key.contains('=') || key.is_empty() {
                 return Err(LaunchError::NulByte {
-                    job,
-                    run,
-                    rank,
+                    task: task.key,
                     what: format!("environment variable {key:?} (NUL byte, '=' or empty name)"),
                 });
             }
@@ -515,23 +472,20 @@ impl Launcher for ProcessLauncher {
                 vec![("PATH".to_string(), DEFAULT_PATH.to_string())],
             ),
         };
-        let handle = tokio::runtime::Handle::try_current().map_err(|_| LaunchError::NoRuntime {
-            job,
-            run,
-            rank,
-        })?;
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| LaunchError::NoRuntime { task: key })?;
 
         // Everything the child needs is allocated here, before the clone.
         let cgroup_procs = self
             .cgroups
             .as_ref()
-            .map(|c| c.join_files(job, run))
+            .map(|c| c.join_files(run))
             .unwrap_or_default();
         if let Some(cgroups) = &self.cgroups
-            && !cgroups.exists(job, run)
+            && !cgroups.exists(run)
         {
             // Released, or removed behind our back: do not run it outside its cgroup.
-            return Err(LaunchError::NotPrepared { job, run });
+            return Err(LaunchError::NotPrepared { run });
         }
         let setup = ChildSetup {
             cgroup_procs: cgroup_procs
@@ -579,9 +533,7 @@ impl Launcher for ProcessLauncher {
                 .collect::<Result<_, _>>()?,
         );
         let dev_null = fs::File::open("/dev/null").map_err(|source| LaunchError::Exec {
-            job,
-            run,
-            rank,
+            task: key,
             program: program.clone(),
             source,
         })?;
@@ -615,7 +567,7 @@ impl Launcher for ProcessLauncher {
         let pid = child.pid;
         let sid = i32::try_from(pid).unwrap_or_default();
         if sid > 0
-            && let Some(entry) = self.jobs().get_mut(&(job, run))
+            && let Some(entry) = self.jobs().get_mut(&run)
         {
             entry.sessions.retain(Session::alive);
             entry.sessions.push(Session {
@@ -623,21 +575,22 @@ impl Launcher for ProcessLauncher {
                 start_time: start_time(sid),
             });
         }
+        let (job, run, rank) = (key.run.job, key.run.run, key.rank);
         tracing::debug!(job = %job, run, rank, pid, program = %program.display(), "task started");
         handle.spawn(async move {
             let status = spawn::wait(child.pidfd).await;
-            let exit = task_exit(job, run, rank, status);
+            let exit = task_exit(key, status);
             tracing::debug!(job = %job, run, rank, pid, code = exit.code, detail = %exit.detail, "task ended");
             let _ = exits.send(exit);
         });
         Ok(StartedTask { pid, pipes })
     }
 
-    fn kill_job(&self, job: JobId, run: u32) -> Result<(), LaunchError> {
+    fn kill_job(&self, key: RunKey) -> Result<(), LaunchError> {
         match &self.cgroups {
-            Some(cgroups) => cgroups.kill(job, run),
+            Some(cgroups) => cgroups.kill(key),
             None => {
-                for session in self.sessions(job, run) {
+                for session in self.sessions(key) {
                     session.kill();
                 }
                 Ok(())
@@ -645,49 +598,49 @@ impl Launcher for ProcessLauncher {
         }
     }
 
-    fn job_alive(&self, job: JobId, run: u32) -> bool {
+    fn job_alive(&self, key: RunKey) -> bool {
         match &self.cgroups {
-            Some(cgroups) => !cgroups.live_pids(job, run).is_empty(),
-            None => self.sessions(job, run).iter().any(Session::alive),
+            Some(cgroups) => !cgroups.live_pids(key).is_empty(),
+            None => self.sessions(key).iter().any(Session::alive),
         }
     }
 
-    fn release_job(&self, job: JobId, run: u32) -> Result<(), LaunchError> {
+    fn release_job(&self, key: RunKey) -> Result<(), LaunchError> {
         if let Some(cgroups) = &self.cgroups
-            && cgroups.remove_if_empty(job, run)
+            && cgroups.remove_if_empty(key)
         {
-            self.jobs().remove(&(job, run));
+            self.jobs().remove(&key);
             return Ok(());
         }
-        if self.job_alive(job, run) {
-            return Err(LaunchError::StillRunning { job, run });
+        if self.job_alive(key) {
+            return Err(LaunchError::StillRunning { run: key });
         }
         if let Some(cgroups) = &self.cgroups {
-            cgroups.remove(job, run)?;
+            cgroups.remove(key)?;
         }
-        self.jobs().remove(&(job, run));
+        self.jobs().remove(&key);
         Ok(())
     }
 
     fn shut_down(&self) {
-        let prepared: Vec<(JobId, u32)> = self.jobs().keys().copied().collect();
-        for (job, run) in prepared.into_iter().chain(self.leftover_jobs()) {
-            if let Err(e) = self.release_job(job, run) {
-                tracing::warn!(%job, run, error = %e, "cannot release a run's cgroups at shutdown");
+        let prepared: Vec<RunKey> = self.jobs().keys().copied().collect();
+        for key in prepared.into_iter().chain(self.leftover_jobs()) {
+            if let Err(e) = self.release_job(key) {
+                tracing::warn!(job = %key.job, run = key.run, error = %e, "cannot release a run's cgroups at shutdown");
             }
         }
         self.remove_node_dirs();
     }
 
-    fn leftover_jobs(&self) -> Vec<(JobId, u32)> {
+    fn leftover_jobs(&self) -> Vec<RunKey> {
         // Those released since start-up are no longer left over.
         self.leftovers
             .iter()
             .copied()
-            .filter(|&(job, run)| {
+            .filter(|&key| {
                 self.cgroups
                     .as_ref()
-                    .is_some_and(|c| c.job_dirs(job, run).iter().any(|d| d.is_dir()))
+                    .is_some_and(|c| c.job_dirs(key).iter().any(|d| d.is_dir()))
             })
             .collect()
     }
@@ -696,12 +649,17 @@ impl Launcher for ProcessLauncher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use beowulf_types::JobId;
 
     fn task(argv: &[&str], env: &[(&str, &str)], workdir: &Path) -> TaskLaunch {
         TaskLaunch {
-            job: JobId(1),
-            run: 0,
-            rank: 0,
+            key: TaskKey {
+                run: RunKey {
+                    job: JobId(1),
+                    run: 0,
+                },
+                rank: 0,
+            },
             argv: argv.iter().map(|s| s.to_string()).collect(),
             env: env
                 .iter()
@@ -764,9 +722,16 @@ mod tests {
 
     #[test]
     fn exit_statuses_map_to_codes() {
-        let exit = task_exit(JobId(1), 0, 0, Ok(ExitStatus::from_raw(7 << 8)));
+        let key = TaskKey {
+            run: RunKey {
+                job: JobId(1),
+                run: 0,
+            },
+            rank: 0,
+        };
+        let exit = task_exit(key, Ok(ExitStatus::from_raw(7 << 8)));
         assert_eq!((exit.code, exit.detail.as_str()), (7, "exited with code 7"));
-        let exit = task_exit(JobId(1), 0, 0, Ok(ExitStatus::from_raw(9)));
+        let exit = task_exit(key, Ok(ExitStatus::from_raw(9)));
         assert_eq!(exit.code, 137);
         assert_eq!(exit.detail, "killed by signal 9 (SIGKILL)");
     }

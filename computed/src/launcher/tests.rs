@@ -3,6 +3,7 @@
 
 use super::cgroup::{self, Layout};
 use super::*;
+use beowulf_types::{JobId, RunKey};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -39,12 +40,18 @@ fn task_user() -> (u32, u32) {
     }
 }
 
+/// Run 0 of `job`.
+fn key(job: u64) -> RunKey {
+    RunKey {
+        job: JobId(job),
+        run: 0,
+    }
+}
+
 fn task(job: u64, rank: u32, script: &str, dir: &Path) -> TaskLaunch {
     let (uid, gid) = task_user();
     TaskLaunch {
-        job: JobId(job),
-        run: 0,
-        rank,
+        key: key(job).task(rank),
         argv: vec!["sh".into(), "-c".into(), script.into()],
         env: vec![
             ("PATH".into(), "/usr/bin:/bin".into()),
@@ -90,11 +97,11 @@ fn limits() -> JobLimits {
 }
 
 /// Kills and releases whatever a test left behind and removes the node's cgroup directories.
-fn cleanup(launcher: &ProcessLauncher, jobs: &[(u64, u32)]) {
-    for &(job, run) in jobs {
-        let _ = launcher.kill_job(JobId(job), run);
+fn cleanup(launcher: &ProcessLauncher, runs: &[RunKey]) {
+    for &key in runs {
+        let _ = launcher.kill_job(key);
         for _ in 0..100 {
-            if launcher.release_job(JobId(job), run).is_ok() {
+            if launcher.release_job(key).is_ok() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -107,7 +114,7 @@ fn cleanup(launcher: &ProcessLauncher, jobs: &[(u64, u32)]) {
 async fn task_runs_as_its_user_and_appends_output() {
     let launcher = ProcessLauncher::new(&node("user")).unwrap();
     let dir = workdir();
-    launcher.prepare_job(JobId(1), 0, &limits()).unwrap();
+    launcher.prepare_job(key(1), &limits()).unwrap();
     let (tx, mut rx) = unbounded_channel();
     let t = task(
         1,
@@ -120,7 +127,7 @@ async fn task_runs_as_its_user_and_appends_output() {
     assert!(pid > 0);
     let exit = next_exit(&mut rx).await;
     assert_eq!(
-        (exit.job, exit.run, exit.rank, exit.code),
+        (exit.key.run.job, exit.key.run.run, exit.key.rank, exit.code),
         (JobId(1), 0, 3, 0),
         "{exit:?}"
     );
@@ -149,7 +156,7 @@ async fn task_runs_as_its_user_and_appends_output() {
         fs::read_to_string(dir.path().join("err.3")).unwrap(),
         "oops\n"
     );
-    cleanup(&launcher, &[(1, 0)]);
+    cleanup(&launcher, &[key(1)]);
 }
 
 /// A task starts clean whatever the agent's own state: no signal ignored or blocked (the agent
@@ -159,7 +166,7 @@ async fn task_runs_as_its_user_and_appends_output() {
 async fn task_starts_with_default_signals_its_own_session_and_no_agent_descriptors() {
     let launcher = ProcessLauncher::new(&node("clean")).unwrap();
     let dir = workdir();
-    launcher.prepare_job(JobId(7), 0, &limits()).unwrap();
+    launcher.prepare_job(key(7), &limits()).unwrap();
     // The agent process ignores SIGPIPE (Rust's runtime does); make sure the test would see it.
     // SAFETY: reading the current disposition only.
     let ignored = unsafe {
@@ -199,7 +206,7 @@ async fn task_starts_with_default_signals_its_own_session_and_no_agent_descripto
     }
     // ls itself has 0-2 and the directory it reads (3); nothing of the agent's.
     assert_eq!(field("fds="), "0 1 2 3", "{text}");
-    cleanup(&launcher, &[(7, 0)]);
+    cleanup(&launcher, &[key(7)]);
 }
 
 /// A stopping agent leaves no cgroup behind: the runs whose tasks ended are released and its
@@ -216,13 +223,13 @@ async fn shutting_down_removes_the_nodes_cgroups() {
         return;
     }
     let dir = workdir();
-    launcher.prepare_job(JobId(8), 0, &limits()).unwrap();
+    launcher.prepare_job(key(8), &limits()).unwrap();
     let (tx, mut rx) = unbounded_channel();
     launcher
         .start_task(task(8, 0, "true", dir.path()), tx)
         .unwrap();
     assert_eq!(next_exit(&mut rx).await.code, 0);
-    let job_dirs = launcher.cgroup_dirs(JobId(8), 0);
+    let job_dirs = launcher.cgroup_dirs(key(8));
     let node_dirs: Vec<_> = job_dirs
         .iter()
         .map(|d| d.parent().unwrap().to_path_buf())
@@ -245,7 +252,7 @@ fn read_all(fd: OwnedFd) -> String {
 async fn piped_output_comes_out_of_the_returned_pipes_and_no_file_is_written() {
     let launcher = ProcessLauncher::new(&node("pipes")).unwrap();
     let dir = workdir();
-    launcher.prepare_job(JobId(12), 0, &limits()).unwrap();
+    launcher.prepare_job(key(12), &limits()).unwrap();
     let (tx, mut rx) = unbounded_channel();
     // One pipe for both when they name one file: the lines keep their order.
     let mut t = task(12, 0, "echo one; echo two >&2; echo three", dir.path());
@@ -271,7 +278,7 @@ async fn piped_output_comes_out_of_the_returned_pipes_and_no_file_is_written() {
     assert_eq!((out.as_str(), err.as_str()), ("out\n", "err\n"));
     assert_eq!(next_exit(&mut rx).await.code, 0);
     assert!(!dir.path().join("out.0").exists() && !dir.path().join("err.1").exists());
-    cleanup(&launcher, &[(12, 0)]);
+    cleanup(&launcher, &[key(12)]);
 }
 
 /// A node that keeps CPUs for itself (`reserved_cpus`) runs its tasks on the others only, and a
@@ -288,7 +295,7 @@ async fn tasks_run_only_on_the_cpus_the_node_does_not_reserve() {
         .unwrap()
         .with_task_cpus(Some(cpus));
     let dir = workdir();
-    launcher.prepare_job(JobId(13), 0, &limits()).unwrap();
+    launcher.prepare_job(key(13), &limits()).unwrap();
     let (tx, mut rx) = unbounded_channel();
     let widen = format!(
         "taskset -cp {first} $$ >/dev/null 2>&1 && echo widened; grep Cpus_allowed_list /proc/self/status"
@@ -303,14 +310,14 @@ async fn tasks_run_only_on_the_cpus_the_node_does_not_reserve() {
         cpu_list(rest),
         "{text}"
     );
-    cleanup(&launcher, &[(13, 0)]);
+    cleanup(&launcher, &[key(13)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_codes_and_signals() {
     let launcher = ProcessLauncher::new(&node("codes")).unwrap();
     let dir = workdir();
-    launcher.prepare_job(JobId(2), 0, &limits()).unwrap();
+    launcher.prepare_job(key(2), &limits()).unwrap();
     let (tx, mut rx) = unbounded_channel();
     launcher
         .start_task(task(2, 0, "exit 7", dir.path()), tx.clone())
@@ -319,7 +326,7 @@ async fn exit_codes_and_signals() {
         .start_task(task(2, 1, "kill -9 $$", dir.path()), tx)
         .unwrap();
     let mut exits = [next_exit(&mut rx).await, next_exit(&mut rx).await];
-    exits.sort_by_key(|e| e.rank);
+    exits.sort_by_key(|e| e.key.rank);
     assert_eq!(exits[0].code, 7);
     assert_eq!(exits[0].detail, "exited with code 7");
     assert_eq!(exits[1].code, 137);
@@ -328,7 +335,7 @@ async fn exit_codes_and_signals() {
         "{}",
         exits[1].detail
     );
-    cleanup(&launcher, &[(2, 0)]);
+    cleanup(&launcher, &[key(2)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,7 +348,7 @@ async fn start_failures_name_their_cause() {
         .start_task(task(3, 0, "true", dir.path()), tx.clone())
         .unwrap_err();
     assert!(matches!(err, LaunchError::NotPrepared { .. }), "{err}");
-    launcher.prepare_job(JobId(3), 0, &limits()).unwrap();
+    launcher.prepare_job(key(3), &limits()).unwrap();
 
     // Missing workdir.
     let missing = dir.path().join("no-such-dir");
@@ -353,7 +360,7 @@ async fn start_failures_name_their_cause() {
         err.to_string().contains(&missing.display().to_string()),
         "{err}"
     );
-    let exit = TaskExit::not_started(JobId(3), 0, 0, &err);
+    let exit = TaskExit::not_started(key(3).task(0), &err);
     assert_eq!(exit.code, 126);
     assert!(exit.detail.contains("no-such-dir"), "{}", exit.detail);
 
@@ -390,7 +397,7 @@ async fn start_failures_name_their_cause() {
     } else {
         eprintln!("skipping the unwritable-output check: not root");
         let other = ProcessLauncher::without_cgroups(&node("fail2")).unwrap();
-        other.prepare_job(JobId(3), 0, &limits()).unwrap();
+        other.prepare_job(key(3), &limits()).unwrap();
         let mut t = task(3, 0, "true", dir.path());
         t.uid = 0;
         let err = other.start_task(t, tx.clone()).unwrap_err();
@@ -400,8 +407,8 @@ async fn start_failures_name_their_cause() {
         );
     }
 
-    assert!(!launcher.job_alive(JobId(3), 0));
-    cleanup(&launcher, &[(3, 0)]);
+    assert!(!launcher.job_alive(key(3)));
+    cleanup(&launcher, &[key(3)]);
 }
 
 /// The live pids of the job, waiting until there are at least `n`.
@@ -411,7 +418,7 @@ async fn job_pids(launcher: &ProcessLauncher, job: u64, n: usize) -> Vec<i32> {
         pids = launcher
             .cgroups
             .as_ref()
-            .map(|c| c.live_pids(JobId(job), 0))
+            .map(|c| c.live_pids(key(job)))
             .unwrap_or_default();
         pids.len() >= n
     })
@@ -426,7 +433,7 @@ async fn job_pids(launcher: &ProcessLauncher, job: u64, n: usize) -> Vec<i32> {
 async fn kill_and_release_with_grandchild(launcher: &ProcessLauncher, job: u64) {
     let dir = workdir();
     launcher
-        .prepare_job(JobId(job), 0, &limits())
+        .prepare_job(key(job), &limits())
         .expect("prepare_job");
     let (tx, mut rx) = unbounded_channel();
     let pid = launcher
@@ -443,7 +450,7 @@ async fn kill_and_release_with_grandchild(launcher: &ProcessLauncher, job: u64) 
         .pid;
     let pids = job_pids(launcher, job, 2).await;
     assert!(pids.contains(&(pid as i32)), "{pid} not in {pids:?}");
-    for d in launcher.cgroup_dirs(JobId(job), 0) {
+    for d in launcher.cgroup_dirs(key(job)) {
         let procs = fs::read_to_string(d.join("cgroup.procs")).unwrap();
         assert!(
             procs.lines().any(|l| l == pid.to_string()),
@@ -451,15 +458,15 @@ async fn kill_and_release_with_grandchild(launcher: &ProcessLauncher, job: u64) 
             d.display()
         );
     }
-    assert!(launcher.job_alive(JobId(job), 0));
+    assert!(launcher.job_alive(key(job)));
     assert!(matches!(
-        launcher.release_job(JobId(job), 0),
+        launcher.release_job(key(job)),
         Err(LaunchError::StillRunning { .. })
     ));
 
-    launcher.kill_job(JobId(job), 0).unwrap();
+    launcher.kill_job(key(job)).unwrap();
     let dead = wait_for(Duration::from_secs(2), || {
-        !launcher.job_alive(JobId(job), 0) && pids.iter().all(|p| !cgroup::pid_is_live(*p))
+        !launcher.job_alive(key(job)) && pids.iter().all(|p| !cgroup::pid_is_live(*p))
     })
     .await;
     assert!(
@@ -468,18 +475,18 @@ async fn kill_and_release_with_grandchild(launcher: &ProcessLauncher, job: u64) 
     );
     let exit = next_exit(&mut rx).await;
     assert_eq!(exit.code, 137, "{exit:?}");
-    launcher.kill_job(JobId(job), 0).unwrap(); // idempotent
+    launcher.kill_job(key(job)).unwrap(); // idempotent
 
     let released = wait_for(Duration::from_secs(2), || {
-        launcher.release_job(JobId(job), 0).is_ok()
+        launcher.release_job(key(job)).is_ok()
     })
     .await;
-    assert!(released, "{:?}", launcher.release_job(JobId(job), 0));
-    for d in launcher.cgroup_dirs(JobId(job), 0) {
+    assert!(released, "{:?}", launcher.release_job(key(job)));
+    for d in launcher.cgroup_dirs(key(job)) {
         assert!(!d.exists(), "{} still exists", d.display());
     }
-    launcher.release_job(JobId(job), 0).unwrap(); // idempotent
-    launcher.kill_job(JobId(job), 0).unwrap(); // of a released job: fine
+    launcher.release_job(key(job)).unwrap(); // idempotent
+    launcher.kill_job(key(job)).unwrap(); // of a released job: fine
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -491,8 +498,8 @@ async fn cgroup_limits_kill_release_and_leftovers() {
     let name = node("cgroup");
     let launcher = ProcessLauncher::new(&name).unwrap();
     assert!(launcher.cgroups_enabled(), "root but no cgroups");
-    launcher.prepare_job(JobId(4), 0, &limits()).unwrap();
-    let dirs = launcher.cgroup_dirs(JobId(4), 0);
+    launcher.prepare_job(key(4), &limits()).unwrap();
+    let dirs = launcher.cgroup_dirs(key(4));
     assert!(!dirs.is_empty());
     for d in &dirs {
         assert!(d.is_dir(), "{}", d.display());
@@ -524,22 +531,26 @@ async fn cgroup_limits_kill_release_and_leftovers() {
         }
     }
     // prepare is idempotent
-    launcher.prepare_job(JobId(4), 0, &limits()).unwrap();
+    launcher.prepare_job(key(4), &limits()).unwrap();
 
     kill_and_release_with_grandchild(&launcher, 4).await;
 
     // Leftovers: a job prepared by one instance is found by the next one (same node name).
-    launcher.prepare_job(JobId(77), 3, &limits()).unwrap();
+    let leftover = RunKey {
+        job: JobId(77),
+        run: 3,
+    };
+    launcher.prepare_job(leftover, &limits()).unwrap();
     let other_node = ProcessLauncher::new(&node("cgroup-other")).unwrap();
     assert!(other_node.leftover_jobs().is_empty());
     let restarted = ProcessLauncher::new(&name).unwrap();
-    assert_eq!(restarted.leftover_jobs(), vec![(JobId(77), 3)]);
-    assert!(!restarted.job_alive(JobId(77), 3));
-    restarted.kill_job(JobId(77), 3).unwrap();
-    restarted.release_job(JobId(77), 3).unwrap();
+    assert_eq!(restarted.leftover_jobs(), vec![leftover]);
+    assert!(!restarted.job_alive(leftover));
+    restarted.kill_job(leftover).unwrap();
+    restarted.release_job(leftover).unwrap();
     assert!(restarted.leftover_jobs().is_empty());
 
-    cleanup(&launcher, &[(4, 0), (77, 3)]);
+    cleanup(&launcher, &[key(4), leftover]);
     other_node.remove_node_dirs();
     restarted.remove_node_dirs();
 }
@@ -574,7 +585,7 @@ async fn cgroup_v2_kill_on_unified_mount() {
         return;
     }
     kill_and_release_with_grandchild(&launcher, 5).await;
-    cleanup(&launcher, &[(5, 0)]);
+    cleanup(&launcher, &[key(5)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -583,7 +594,7 @@ async fn process_group_fallback_kills_the_session() {
     assert!(!launcher.cgroups_enabled());
     assert!(launcher.leftover_jobs().is_empty());
     let dir = workdir();
-    launcher.prepare_job(JobId(6), 0, &limits()).unwrap();
+    launcher.prepare_job(key(6), &limits()).unwrap();
     let (tx, mut rx) = unbounded_channel();
     let t = task(6, 0, "sleep 1000 & echo $! > bgpid; wait", dir.path());
     launcher.start_task(t, tx).unwrap();
@@ -599,15 +610,15 @@ async fn process_group_fallback_kills_the_session() {
         })
         .await
     );
-    assert!(launcher.job_alive(JobId(6), 0));
-    launcher.kill_job(JobId(6), 0).unwrap();
+    assert!(launcher.job_alive(key(6)));
+    launcher.kill_job(key(6)).unwrap();
     assert_eq!(next_exit(&mut rx).await.code, 137);
     let dead = wait_for(Duration::from_secs(2), || {
-        !launcher.job_alive(JobId(6), 0) && !cgroup::pid_is_live(bgpid)
+        !launcher.job_alive(key(6)) && !cgroup::pid_is_live(bgpid)
     })
     .await;
     assert!(dead, "background process {bgpid} survived");
-    launcher.release_job(JobId(6), 0).unwrap();
+    launcher.release_job(key(6)).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -622,7 +633,7 @@ async fn a_fork_loop_stops_at_the_runs_pids_limit() {
         return;
     }
     let dir = workdir();
-    launcher.prepare_job(JobId(14), 0, &limits()).unwrap();
+    launcher.prepare_job(key(14), &limits()).unwrap();
     let (tx, mut rx) = unbounded_channel();
     // 200 sleepers wanted, the run may have 64 processes: the shell's fork fails (dash then
     // gives up), the sleepers it did start stay until the run is killed.
@@ -635,14 +646,14 @@ async fn a_fork_loop_stops_at_the_runs_pids_limit() {
     let exit = next_exit(&mut rx).await;
     assert_ne!(exit.code, 0, "{}", exit.detail);
     let pids_max: Vec<String> = launcher
-        .cgroup_dirs(JobId(14), 0)
+        .cgroup_dirs(key(14))
         .iter()
         .filter_map(|d| fs::read_to_string(d.join("pids.max")).ok())
         .map(|t| t.trim().to_string())
         .collect();
     assert_eq!(pids_max, ["64"]);
     let live: usize = launcher
-        .cgroup_dirs(JobId(14), 0)
+        .cgroup_dirs(key(14))
         .iter()
         .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
         .map(|t| t.lines().count())
@@ -654,9 +665,9 @@ async fn a_fork_loop_stops_at_the_runs_pids_limit() {
     );
     let out = fs::read_to_string(dir.path().join("out.0")).unwrap();
     assert!(out.contains("fork"), "{out}");
-    launcher.kill_job(JobId(14), 0).unwrap();
-    assert!(!launcher.job_alive(JobId(14), 0));
-    cleanup(&launcher, &[(14, 0)]);
+    launcher.kill_job(key(14)).unwrap();
+    assert!(!launcher.job_alive(key(14)));
+    cleanup(&launcher, &[key(14)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -673,14 +684,14 @@ async fn a_program_is_looked_up_with_the_users_own_credentials() {
     let tool = private.path().join("private-tool");
     fs::write(&tool, "#!/bin/sh\necho found\n").unwrap();
     fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
-    launcher.prepare_job(JobId(15), 0, &limits()).unwrap();
+    launcher.prepare_job(key(15), &limits()).unwrap();
     let mut t = task(15, 0, "", dir.path());
     t.argv = vec!["private-tool".into()];
     t.env = vec![("PATH".into(), private.path().display().to_string())];
     let (tx, _rx) = unbounded_channel();
     let err = launcher.start_task(t, tx).unwrap_err();
     assert!(matches!(err, LaunchError::ProgramNotFound { .. }), "{err}");
-    cleanup(&launcher, &[(15, 0)]);
+    cleanup(&launcher, &[key(15)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -691,7 +702,7 @@ async fn output_files_take_the_submitters_umask_and_tasks_all_their_groups() {
     }
     let launcher = ProcessLauncher::without_cgroups(&node("umask")).unwrap();
     let dir = workdir();
-    launcher.prepare_job(JobId(16), 0, &limits()).unwrap();
+    launcher.prepare_job(key(16), &limits()).unwrap();
     let mut t = task(16, 0, "id -G; umask", dir.path());
     t.umask = 0o077;
     t.groups = vec![NOBODY, 4242, 4243];
@@ -707,5 +718,5 @@ async fn output_files_take_the_submitters_umask_and_tasks_all_their_groups() {
     groups.sort_unstable();
     assert_eq!(groups, ["4242", "4243", "65534"], "{text}");
     assert_eq!(lines.next(), Some("0077"), "{text}");
-    cleanup(&launcher, &[(16, 0)]);
+    cleanup(&launcher, &[key(16)]);
 }

@@ -9,6 +9,7 @@
 //! A fence request is answered exactly once: [`FenceRequest::complete`], or a failure when the
 //! request is dropped unanswered, so a rank never waits on a fence the agent forgot.
 
+use beowulf_types::RunKey;
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -271,8 +272,8 @@ pub unsafe fn configure_process() {
 }
 
 /// The namespace of a job run's ranks.
-pub fn nspace_of(job: u64, run: u32) -> String {
-    format!("beowulf.{job}.{run}")
+pub fn nspace_of(key: RunKey) -> String {
+    format!("beowulf.{}.{}", key.job, key.run)
 }
 
 impl PmixServer {
@@ -410,7 +411,10 @@ mod tests {
 
     fn map() -> JobMap {
         JobMap {
-            nspace: nspace_of(7, 0),
+            nspace: nspace_of(RunKey {
+                job: beowulf_types::JobId(7),
+                run: 0,
+            }),
             job_id: "7".into(),
             tmpdir: "/tmp/x".into(),
             nodes: vec![

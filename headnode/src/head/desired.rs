@@ -4,7 +4,7 @@ use super::{Head, Inner};
 use crate::config::HeadConfig;
 use crate::model::{JobRecord, NodeRecord};
 use beowulf_proto::v1;
-use beowulf_types::{JobId, JobState, MpiFlavor, NodeName, Program, hostlist};
+use beowulf_types::{JobState, MpiFlavor, NodeName, Program, RunKey, hostlist};
 use std::collections::{BTreeMap, BTreeSet};
 
 impl Head {
@@ -22,10 +22,10 @@ impl Head {
                 continue;
             };
             let state = desired_state(inner, node, &self.config, &session.payloads_sent);
-            let carried: BTreeSet<(JobId, u32)> = state
+            let carried: BTreeSet<RunKey> = state
                 .assignments
                 .iter()
-                .map(|a| (JobId(a.job_id), a.run))
+                .map(v1::Assignment::run_key)
                 .collect();
             let message = v1::HeadMessage {
                 body: Some(v1::head_message::Body::Desired(state)),
@@ -48,7 +48,7 @@ pub(super) fn desired_state(
     inner: &Inner,
     node: &NodeName,
     config: &HeadConfig,
-    payloads_sent: &BTreeSet<(JobId, u32)>,
+    payloads_sent: &BTreeSet<RunKey>,
 ) -> v1::DesiredState {
     let assignments = inner
         .active
@@ -57,7 +57,7 @@ pub(super) fn desired_state(
         .filter(|job| job.state == JobState::Running)
         .filter_map(|job| {
             let index = job.nodes.iter().position(|n| n == node)?;
-            let payload = !payloads_sent.contains(&(job.id, job.run));
+            let payload = !payloads_sent.contains(&job.run_key());
             Some(assignment(job, index, &inner.nodes, config, payload))
         })
         .collect();

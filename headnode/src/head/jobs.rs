@@ -191,15 +191,16 @@ pub(super) fn apply_run_report(
     report: &v1::RunReport,
     now: Timestamp,
 ) {
-    let id = JobId(report.job_id);
+    let key = report.run_key();
+    let id = key.job;
     let Some(job) = tx.job(id) else { return };
     // A run that is over on this node releases the node's cleanup hold.
-    if report.finished && job.cleanup.get(node) == Some(&report.run) {
+    if report.finished && job.cleanup_hold(node) == Some(key) {
         tx.job_mut(id).expect("exists").cleanup.remove(node);
     }
     let job = tx.job(id).expect("exists");
     let current =
-        job.state == JobState::Running && job.run == report.run && job.nodes.contains(node);
+        job.state == JobState::Running && job.run_key() == key && job.nodes.contains(node);
     if current {
         record_phases(tx.job_mut(id).expect("exists"), report);
     }

@@ -23,7 +23,7 @@ use crate::model::{ImageRecord, JobRecord, NodeRecord, ReservationRecord};
 use crate::store::{EncodedChange, Store, StoreError};
 use beowulf_proto::v1;
 use beowulf_scheduler::Pending;
-use beowulf_types::{Generation, JobId, JobState, NodeName, SourceError, Timestamp};
+use beowulf_types::{Generation, JobId, JobState, NodeName, RunKey, SourceError, Timestamp};
 use commit_queue::{CommitQueue, Seq, Undo};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
@@ -91,7 +91,7 @@ pub struct Session {
     /// Runs whose argv and environment this session has carried: later desired states leave
     /// them out (`Assignment.payload_omitted`). A new session starts empty, so an agent that
     /// reconnects or restarts gets them again.
-    pub payloads_sent: BTreeSet<(JobId, u32)>,
+    pub payloads_sent: BTreeSet<RunKey>,
 }
 
 #[derive(Debug)]

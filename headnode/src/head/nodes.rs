@@ -5,7 +5,7 @@ use super::jobs::{apply_run_report, fail_on_node};
 use super::{Head, HeadError, Session, now};
 use crate::model::NodeRecord;
 use beowulf_proto::v1;
-use beowulf_types::{Generation, Inventory, JobId, JobState, NodeName};
+use beowulf_types::{Generation, Inventory, JobId, JobState, NodeName, RunKey};
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -70,11 +70,11 @@ impl Head {
             // Runs the agent no longer has are gone from that node.
             for id in tx.active_ids() {
                 let job = tx.job(id).expect("active jobs exist");
-                if let Some(&run) = job.cleanup.get(&name) {
+                if let Some(hold) = job.cleanup_hold(&name) {
                     let still_there = register
                         .runs
                         .iter()
-                        .any(|r| r.job_id == id.0 && r.run == run && !r.finished);
+                        .any(|r| r.run_key() == hold && !r.finished);
                     if !still_there {
                         tx.job_mut(id).expect("exists").cleanup.remove(&name);
                     }
@@ -95,7 +95,7 @@ impl Head {
     /// of runs it does not know, given at or before that generation, are released: nothing of
     /// such a run is on the node (it was cancelled before its start reached the agent).
     pub fn heartbeat(&self, node: &NodeName, beat: &v1::Heartbeat) -> Result<(), HeadError> {
-        let unknown: Vec<(JobId, u32)> = {
+        let unknown: Vec<RunKey> = {
             let mut inner = self.lock();
             inner.last_seen.insert(node.clone(), now());
             if inner.hold_generation.is_empty() {
@@ -111,9 +111,9 @@ impl Head {
                 .iter()
                 .filter(|(_, given)| acted_on >= **given)
                 .filter_map(|(id, _)| {
-                    let run = *inner.jobs.get(id)?.cleanup.get(node)?;
-                    let known = beat.runs.iter().any(|r| r.job_id == id.0 && r.run == run);
-                    (!known).then_some((*id, run))
+                    let hold = inner.jobs.get(id)?.cleanup_hold(node)?;
+                    let known = beat.runs.iter().any(|r| r.run_key() == hold);
+                    (!known).then_some(hold)
                 })
                 .collect()
         };
@@ -122,10 +122,11 @@ impl Head {
         }
         let released = self.mutate(|tx| {
             let mut released = 0;
-            for &(id, run) in &unknown {
+            for &key in &unknown {
+                let id = key.job;
                 let Some(job) = tx.job(id) else { continue };
-                if job.cleanup.get(node) == Some(&run) {
-                    tracing::info!(job = %id, run, node = %node, "released: the node's agent never had the run (it ended before its start reached the node)");
+                if job.cleanup_hold(node) == Some(key) {
+                    tracing::info!(job = %id, run = key.run, node = %node, "released: the node's agent never had the run (it ended before its start reached the node)");
                     tx.job_mut(id).expect("exists").cleanup.remove(node);
                     released += 1;
                 }

@@ -510,15 +510,12 @@ fn silence_while_the_head_was_away_is_forgiven_once() {
     );
 }
 
-/// node1's heartbeat: it acted on `generation` and knows `runs` of (job, run).
-fn heartbeat(head: &Head, generation: u64, runs: &[(JobId, u32)]) {
+/// node1's heartbeat: it acted on `generation` and knows `runs`.
+fn heartbeat(head: &Head, generation: u64, runs: &[RunKey]) {
     let beat = v1::Heartbeat {
         generation,
         inventory: None,
-        runs: runs
-            .iter()
-            .map(|&(job, run)| v1::RunRef { job_id: job.0, run })
-            .collect(),
+        runs: runs.iter().copied().map(v1::RunRef::from).collect(),
     };
     head.heartbeat(&NodeName::new("node1"), &beat).unwrap();
 }
@@ -542,7 +539,7 @@ fn a_run_cancelled_before_its_start_reached_the_node_is_released_by_the_next_hea
     heartbeat(&head, started, &[]);
     assert_eq!(allocated(&head), 2);
     // It acted on the cancel and knows the run: its tasks are being killed, it will report.
-    heartbeat(&head, cancelled, &[(id, 1)]);
+    heartbeat(&head, cancelled, &[RunKey { job: id, run: 1 }]);
     assert_eq!(allocated(&head), 2);
     // It acted on the cancel and never had the run: nothing of it is there.
     heartbeat(&head, cancelled, &[]);

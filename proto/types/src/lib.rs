@@ -12,6 +12,7 @@ mod inventory;
 pub mod jobfile;
 pub mod located;
 mod resources;
+mod run;
 mod states;
 mod time;
 
@@ -23,6 +24,7 @@ pub use jobfile::{
 };
 pub use located::{SourceError, line_of_field};
 pub use resources::Resources;
+pub use run::{RunKey, TaskKey};
 pub use states::{JobState, JobTransition, NodeState, PendingReason};
 pub use time::{Millis, Timestamp};
 
