@@ -112,7 +112,7 @@ impl AgentHub for AgentHubService {
             head.disconnect(&node, session);
         });
         Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(Ok),
         )))
     }
 }

@@ -1,6 +1,6 @@
 //! The client API (`cluster`, `submit`): validates requests, calls the head, answers.
 
-use crate::head::{Caller, Head};
+use crate::head::{Caller, Head, HeadError};
 use crate::init::{InitError, Provisioner, RunLog};
 use crate::model::{ImageRecord, ReservationRecord};
 use beowulf_proto::v1::{self, cluster_server::Cluster};
@@ -10,6 +10,25 @@ use std::sync::Arc;
 use tokio_stream::Stream;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status, Streaming};
+
+/// The one place a head error becomes a gRPC status: the head's core knows nothing of the wire.
+impl From<HeadError> for Status {
+    fn from(e: HeadError) -> Status {
+        let message = e.to_string();
+        match e {
+            HeadError::JobFile(_) => Status::invalid_argument(message),
+            HeadError::NoSuchJob(_) | HeadError::NoSuchNode(_) => Status::not_found(message),
+            HeadError::PermissionDenied(_) => Status::permission_denied(message),
+            HeadError::AlreadyEnded { .. } | HeadError::Conflict(_) => {
+                Status::failed_precondition(message)
+            }
+            HeadError::Store(_) => Status::unavailable(message),
+            HeadError::Invalid(_) => Status::invalid_argument(message),
+            HeadError::NoSuchImage(_) => Status::not_found(message),
+            HeadError::ImageIo(_) | HeadError::Entropy(_) => Status::internal(message),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ClusterApi {
@@ -320,7 +339,7 @@ impl Cluster for ClusterApi {
             while let Some(data) = rx.blocking_recv() {
                 upload.write(&data)?;
             }
-            Ok::<_, crate::head::HeadError>(upload)
+            Ok::<_, HeadError>(upload)
         });
         let mut received = Ok(());
         loop {

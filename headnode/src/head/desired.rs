@@ -33,7 +33,7 @@ impl Head {
             let Some(session) = inner.sessions.get_mut(node) else {
                 continue;
             };
-            if session.tx.send(Ok(message)).is_err() {
+            if session.tx.send(message).is_err() {
                 tracing::debug!(node = %node, "agent stream closed while sending desired state");
             }
             // Runs that left the node's state are dropped: a run number is never used twice.

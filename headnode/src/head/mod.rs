@@ -28,7 +28,6 @@ use commit_queue::{CommitQueue, Seq, Undo};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::{Notify, mpsc, watch};
-use tonic::Status;
 
 pub use identity::Caller;
 pub use images::{ImageUpload, ResolvedImage, validate_image_name};
@@ -65,29 +64,11 @@ pub enum HeadError {
     Entropy(String),
 }
 
-impl From<HeadError> for Status {
-    fn from(e: HeadError) -> Status {
-        let message = e.to_string();
-        match e {
-            HeadError::JobFile(_) => Status::invalid_argument(message),
-            HeadError::NoSuchJob(_) | HeadError::NoSuchNode(_) => Status::not_found(message),
-            HeadError::PermissionDenied(_) => Status::permission_denied(message),
-            HeadError::AlreadyEnded { .. } | HeadError::Conflict(_) => {
-                Status::failed_precondition(message)
-            }
-            HeadError::Store(_) => Status::unavailable(message),
-            HeadError::Invalid(_) => Status::invalid_argument(message),
-            HeadError::NoSuchImage(_) => Status::not_found(message),
-            HeadError::ImageIo(_) | HeadError::Entropy(_) => Status::internal(message),
-        }
-    }
-}
-
 /// A connected agent's outgoing stream.
 #[derive(Debug)]
 pub struct Session {
     pub id: u64,
-    pub tx: mpsc::UnboundedSender<Result<v1::HeadMessage, Status>>,
+    pub tx: mpsc::UnboundedSender<v1::HeadMessage>,
     /// Runs whose argv and environment this session has carried: later desired states leave
     /// them out (`Assignment.payload_omitted`). A new session starts empty, so an agent that
     /// reconnects or restarts gets them again.

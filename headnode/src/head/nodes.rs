@@ -7,7 +7,6 @@ use crate::model::NodeRecord;
 use beowulf_proto::v1;
 use beowulf_types::{Generation, Inventory, JobId, JobState, NodeName, RunKey};
 use tokio::sync::mpsc;
-use tonic::Status;
 
 impl Head {
     /// Registers (or re-registers) an agent: records its inventory, brings the node back up,
@@ -15,7 +14,7 @@ impl Head {
     pub fn register(
         &self,
         register: &v1::Register,
-        tx_stream: mpsc::UnboundedSender<Result<v1::HeadMessage, Status>>,
+        tx_stream: mpsc::UnboundedSender<v1::HeadMessage>,
     ) -> Result<u64, HeadError> {
         let name = NodeName::new(register.node.clone());
         let inventory: Inventory = register

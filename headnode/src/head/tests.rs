@@ -33,7 +33,7 @@ fn job_file(text: &str) -> v1::SubmitRequest {
 }
 
 /// Registers `node` with 2 CPUs; returns the stream the head sends its desired state on.
-fn register(head: &Head, node: &str) -> mpsc::UnboundedReceiver<Result<v1::HeadMessage, Status>> {
+fn register(head: &Head, node: &str) -> mpsc::UnboundedReceiver<v1::HeadMessage> {
     let (tx, rx) = mpsc::unbounded_channel();
     let inventory = Inventory {
         cpus: 2,
@@ -52,12 +52,12 @@ fn register(head: &Head, node: &str) -> mpsc::UnboundedReceiver<Result<v1::HeadM
 }
 
 fn last_desired(
-    rx: &mut mpsc::UnboundedReceiver<Result<v1::HeadMessage, Status>>,
+    rx: &mut mpsc::UnboundedReceiver<v1::HeadMessage>,
 ) -> v1::DesiredState {
     let mut last = None;
-    while let Ok(Ok(v1::HeadMessage {
+    while let Ok(v1::HeadMessage {
         body: Some(v1::head_message::Body::Desired(d)),
-    })) = rx.try_recv()
+    }) = rx.try_recv()
     {
         last = Some(d);
     }
@@ -199,7 +199,7 @@ fn one_done_one_queued(
 ) -> (
     JobId,
     JobId,
-    mpsc::UnboundedReceiver<Result<v1::HeadMessage, Status>>,
+    mpsc::UnboundedReceiver<v1::HeadMessage>,
 ) {
     let node1 = register(head, "node1");
     let done = head
