@@ -3,11 +3,13 @@
 //! bytes; sent byte for byte, so its digest is the tarball's), a directory (archived), or an OCI
 //! image layout (its layers flattened).
 
+mod compression;
 mod dir;
 mod oci;
 mod tar_writer;
 mod upload;
 
+pub use compression::{Compression, decompress};
 pub use tar_writer::TarWriter;
 pub use upload::{import, list};
 
@@ -16,45 +18,11 @@ use clap::Subcommand;
 
 use anyhow::{Context, bail};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// What to do when SOURCE is not usable.
 const SOURCE_HINT: &str = "give a rootfs tarball, a directory or an OCI image layout";
-
-/// How a file is compressed, from its first bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-    Xz,
-    Bzip2,
-}
-
-impl Compression {
-    pub fn sniff(magic: &[u8]) -> Compression {
-        match magic {
-            [0x1f, 0x8b, ..] => Compression::Gzip,
-            [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
-            [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => Compression::Xz,
-            [b'B', b'Z', b'h', ..] => Compression::Bzip2,
-            _ => Compression::None,
-        }
-    }
-}
-
-/// The decompressed stream of `reader` when it is gzip, else `reader` itself, with what was seen.
-pub fn decompress<'a, R: BufRead + 'a>(
-    mut reader: R,
-) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
-    let compression = Compression::sniff(reader.fill_buf()?);
-    let stream: Box<dyn Read + 'a> = match compression {
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
-        _ => Box::new(reader),
-    };
-    Ok((compression, stream))
-}
 
 /// An image source, checked and ready to be sent.
 #[derive(Debug)]

@@ -7,8 +7,8 @@
 //! directories (sorted, from memory), then the surviving entries layer by layer, then the hard
 //! links, whose targets are all there by then.
 
+use super::compression::{Compression, decompress};
 use super::tar_writer::{TarWriter, archive_name, new_header};
-use super::{Compression, decompress};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};

@@ -35,6 +35,7 @@
 //!   twice, whatever part of the log it could not read;
 //! - after a failed redb transaction the database is reopened at the next one (`db.rs`, `Db`).
 
+mod change;
 mod db;
 mod envelope;
 mod error;
@@ -44,6 +45,7 @@ mod wal;
 #[cfg(test)]
 mod tests;
 
+pub use change::EncodedChange;
 pub use error::StoreError;
 
 use crate::model::{ImageRecord, JobRecord, NodeRecord, ReservationRecord};
@@ -135,57 +137,6 @@ pub struct Snapshot {
     pub generation: Generation,
     pub reservations: BTreeMap<String, ReservationRecord>,
     pub images: BTreeMap<String, ImageRecord>,
-}
-
-/// One atomic change, encoded: the records to write (sealed, `envelope.rs`) and the counters after
-/// it.
-#[derive(Debug, Default, Clone)]
-pub struct EncodedChange {
-    jobs: Vec<(u64, Vec<u8>)>,
-    nodes: Vec<(String, Vec<u8>)>,
-    next_job_id: u64,
-    generation: Generation,
-}
-
-impl EncodedChange {
-    pub fn new<'a>(
-        jobs: impl IntoIterator<Item = &'a JobRecord>,
-        nodes: impl IntoIterator<Item = &'a NodeRecord>,
-        next_job_id: u64,
-        generation: Generation,
-    ) -> EncodedChange {
-        EncodedChange {
-            jobs: jobs
-                .into_iter()
-                .map(|j| {
-                    let json = serde_json::to_vec(j).expect("job records serialize");
-                    let sealed = envelope::seal(JOBS.name(), &j.id.0.to_string(), &json);
-                    (j.id.0, sealed)
-                })
-                .collect(),
-            nodes: nodes
-                .into_iter()
-                .map(|n| {
-                    let json = serde_json::to_vec(n).expect("node records serialize");
-                    let name = n.name.as_str().to_string();
-                    let sealed = envelope::seal(NODES.name(), &name, &json);
-                    (name, sealed)
-                })
-                .collect(),
-            next_job_id,
-            generation,
-        }
-    }
-
-    /// Seals the records of a log written before checksums existed (its own checksum held).
-    fn seal_old_records(&mut self) {
-        for (id, bytes) in &mut self.jobs {
-            envelope::seal_if_old(JOBS.name(), &id.to_string(), bytes);
-        }
-        for (name, bytes) in &mut self.nodes {
-            envelope::seal_if_old(NODES.name(), name, bytes);
-        }
-    }
 }
 
 #[derive(Debug)]

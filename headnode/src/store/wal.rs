@@ -22,7 +22,7 @@
 //!   hides changes the store lacks follows from the numbers on both sides of it. Opening the
 //!   store refuses to start when it does (`Store::open`).
 
-use super::EncodedChange;
+use super::change::EncodedChange;
 use beowulf_types::Generation;
 use std::ops::Range;
 

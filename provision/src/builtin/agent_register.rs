@@ -1,7 +1,7 @@
 //! `agent-register`: the node's `computed` has registered with the head over mutual TLS. Only the head
 //! daemon knows, so it supplies a [`RegistrationProbe`]; without one the step says so instead of guessing.
 
-use super::{Builtin, BuiltinCx};
+use super::contract::{Builtin, BuiltinCx};
 use crate::check::Check;
 use crate::error::StepError;
 use async_trait::async_trait;

@@ -1,6 +1,6 @@
 //! `clock-skew`: the node's clock agrees with the head's (this machine's) within [`MAX_CLOCK_SKEW`].
 
-use super::{Builtin, BuiltinCx};
+use super::contract::{Builtin, BuiltinCx};
 use crate::check::Check;
 use crate::error::StepError;
 use async_trait::async_trait;

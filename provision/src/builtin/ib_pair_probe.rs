@@ -10,7 +10,7 @@
 //! port is ACTIVE, removed when it passes; the agent reports it in its inventory and the node then
 //! offers only `tcp`. A node whose own port is not ACTIVE needs no marker: the agent sees the port.
 
-use super::{Builtin, BuiltinCx};
+use super::contract::{Builtin, BuiltinCx};
 use crate::check::Check;
 use crate::error::{StepError, tail};
 use crate::inventory::{IbKind, Node};

@@ -3,7 +3,7 @@
 //! It cannot repair a fabric: its apply fails with the reason, and the step's `on_failure = "degrade"`
 //! turns that into the gigabit fallback for the node.
 
-use super::{Builtin, BuiltinCx};
+use super::contract::{Builtin, BuiltinCx};
 use crate::check::Check;
 use crate::error::StepError;
 use async_trait::async_trait;

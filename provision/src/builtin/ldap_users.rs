@@ -3,7 +3,7 @@
 //! on `ldapi:///` as root, so no password is stored anywhere); an entry present with other ids is a
 //! conflict reported before anything is written.
 
-use super::{Builtin, BuiltinCx};
+use super::contract::{Builtin, BuiltinCx};
 use crate::check::Check;
 use crate::error::StepError;
 use crate::inventory::Users;

@@ -4,6 +4,7 @@
 
 mod agent_register;
 mod clock_skew;
+mod contract;
 mod ib_pair_probe;
 mod ib_probe;
 mod ldap_users;
@@ -12,50 +13,16 @@ mod uid_conflicts;
 
 pub use agent_register::{AgentRegister, FixedProbe, RegistrationProbe};
 pub use clock_skew::{ClockSkew, MAX_CLOCK_SKEW};
+pub use contract::{Builtin, BuiltinCx, Peers};
 pub use ib_pair_probe::IbPairProbe;
 pub use ib_probe::IbProbe;
 pub use ldap_users::LdapUsers;
 pub use nfs3_export::Nfs3Export;
 pub use uid_conflicts::UidConflicts;
 
-use crate::check::Check;
 use crate::error::StepError;
-use crate::inventory::ClusterInventory;
-use crate::transport::Transport;
-use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// What a builtin gets to work with on one node.
-#[derive(Debug, Clone)]
-pub struct BuiltinCx<'a> {
-    pub node: &'a str,
-    pub transport: &'a dyn Transport,
-    pub inventory: &'a ClusterInventory,
-    /// The action's `args`, rendered.
-    pub args: BTreeMap<String, String>,
-    /// The run's variables.
-    pub vars: &'a BTreeMap<String, String>,
-    /// The run's other nodes, for steps that drive both ends of something (a pair probe).
-    pub peers: &'a dyn Peers,
-}
-
-/// Reaches other nodes of the run by name, over the run's cached connections.
-#[async_trait]
-pub trait Peers: Send + Sync + std::fmt::Debug {
-    async fn transport(&self, node: &str) -> Result<Arc<dyn Transport>, StepError>;
-}
-
-/// A step implemented in Rust.
-#[async_trait]
-pub trait Builtin: Send + Sync + std::fmt::Debug {
-    /// The name playbooks use (`builtin = "..."`).
-    fn name(&self) -> &'static str;
-    /// Is it already done on this node?
-    async fn check(&self, cx: &BuiltinCx<'_>) -> Result<Check, StepError>;
-    /// Make it so (called only when the check said no).
-    async fn apply(&self, cx: &BuiltinCx<'_>) -> Result<(), StepError>;
-}
 
 /// Builtins by name.
 #[derive(Debug, Clone, Default)]

@@ -7,7 +7,7 @@
 //! Runs inside headnoded (the connection leaves from the head's own network namespace, which in
 //! the lab is the lab's), as root so it may use a privileged source port as NFS servers expect.
 
-use super::{Builtin, BuiltinCx};
+use super::contract::{Builtin, BuiltinCx};
 use crate::check::Check;
 use crate::error::StepError;
 use async_trait::async_trait;

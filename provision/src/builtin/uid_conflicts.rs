@@ -2,7 +2,7 @@
 //! (same name with another id, or same id with another name). Found before anything changes; never
 //! "fixed" automatically, because renumbering someone's account is the admin's decision.
 
-use super::{Builtin, BuiltinCx};
+use super::contract::{Builtin, BuiltinCx};
 use crate::check::Check;
 use crate::error::StepError;
 use async_trait::async_trait;

@@ -9,7 +9,10 @@
 //! - a `mod` declaration, nor a parent publishing its descendants' items (`pub use child::X`): a
 //!   parent declaring its child is fine (a child using an item its parent's file defines is an
 //!   edge, and so is a parent's plain `use child::X`);
-//! - a path in code through a child module's name (`child::f()` in its parent), for the same reason;
+//! - a path in code through a child module's name (`child::f()` in its parent), for the same reason:
+//!   one type's `impl` blocks split across a parent and its children is Rust's way of keeping
+//!   files small, and the children must see the type (docs/decisions.md, "A parent calling into
+//!   its child");
 //! - anything under `#[cfg(test)]`: unit tests reach anywhere for their fixtures.
 
 use std::collections::{BTreeMap, BTreeSet};

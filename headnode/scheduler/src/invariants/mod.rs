@@ -10,7 +10,7 @@ mod reasons;
 mod starts;
 
 use crate::{NodeAvailability, PendingJob, Plan, SchedulerInput};
-use beowulf_types::{JobId, NodeName, PendingReason, Timestamp};
+use beowulf_types::{JobId, PendingReason, Timestamp};
 use load::{fits_free, held_load};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
@@ -131,9 +131,4 @@ fn check_top_job(
         }
     }
     Ok(())
-}
-
-/// Names of nodes held for preemptors.
-fn held_nodes(plan: &Plan) -> BTreeSet<&NodeName> {
-    plan.held_for_preemptors.values().flatten().collect()
 }

@@ -2,11 +2,11 @@
 //! throttles for the held jobs; node counts for the rest.
 
 use super::load::{fits_capacity, fits_free, held_load};
-use super::{held_nodes, policy};
+use super::policy;
 use crate::constraint::Constraint;
 use crate::dependency::Dependency;
 use crate::{NodeAvailability, PendingJob, Plan, SchedulerInput};
-use beowulf_types::{JobId, PendingReason, Resources, Timestamp};
+use beowulf_types::{JobId, NodeName, PendingReason, Resources, Timestamp};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -153,8 +153,8 @@ fn blocked_by_window(
     input: &SchedulerInput,
     job: &PendingJob,
     now: Timestamp,
-    load: &BTreeMap<&beowulf_types::NodeName, super::load::Load>,
-    held: &BTreeSet<&beowulf_types::NodeName>,
+    load: &BTreeMap<&NodeName, super::load::Load>,
+    held: &BTreeSet<&NodeName>,
 ) -> bool {
     let mut blocked_any = false;
     let mut usable = 0;
@@ -171,4 +171,9 @@ fn blocked_by_window(
         }
     }
     blocked_any && usable < job.nodes as usize
+}
+
+/// Names of nodes held for preemptors.
+fn held_nodes(plan: &Plan) -> BTreeSet<&NodeName> {
+    plan.held_for_preemptors.values().flatten().collect()
 }
