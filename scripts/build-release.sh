@@ -27,4 +27,7 @@ done
 for b in cluster submit; do
   install -m 755 "$target/$host/release/$b" "$dist/$b"
 done
+# Slurm's name for submit: the same program answers as sbatch does when called by this name.
+ln -sfn submit "$dist/sbatch"
+
 echo "$dist"

@@ -59,7 +59,7 @@ pub enum Commands {
     /// Stop the daemons `init --local` started.
     Down,
     /// Queue a job described by a job file.
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// Pending and running jobs (like squeue); `--all` adds ended ones.
     Queue {
         #[arg(long)]

@@ -11,8 +11,51 @@ use tokio_stream::StreamExt;
 
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
-    /// The job file (job.toml).
-    pub file: PathBuf,
+    /// The job file (job.toml), or a batch script whose `#SBATCH` lines set the job.
+    #[arg(required_unless_present = "wrap")]
+    pub file: Option<PathBuf>,
+    /// Run this shell command as the job's script (sbatch --wrap), instead of a file.
+    #[arg(long, conflicts_with = "file")]
+    pub wrap: Option<String>,
+    /// Print only the job's ID (sbatch --parsable).
+    #[arg(long)]
+    pub parsable: bool,
+    /// Answer as sbatch does (`Submitted batch job N`); set when the program runs as `sbatch`.
+    #[arg(skip)]
+    pub as_sbatch: bool,
+    /// Nodes: overrides the file's `nodes` (sbatch -N).
+    #[arg(long, short = 'N')]
+    pub nodes: Option<String>,
+    /// Tasks in all (sbatch -n).
+    #[arg(long, short = 'n')]
+    pub ntasks: Option<String>,
+    /// Tasks on each node.
+    #[arg(long)]
+    pub ntasks_per_node: Option<String>,
+    /// CPUs of each task (sbatch -c).
+    #[arg(long, short = 'c')]
+    pub cpus_per_task: Option<String>,
+    /// Memory per node: `512M`, `4G`, or MiB.
+    #[arg(long)]
+    pub mem: Option<String>,
+    /// Time limit: minutes, `MM:SS`, `HH:MM:SS`, `D-HH:MM:SS`.
+    #[arg(long, short = 't')]
+    pub time: Option<String>,
+    /// Standard output file (`%j` job ID, `%x` name, `%u` user, `%A`/`%a` array, `%N` node).
+    #[arg(long, short = 'o')]
+    pub output: Option<String>,
+    /// Standard error file (default: with the output).
+    #[arg(long, short = 'e')]
+    pub error: Option<String>,
+    /// Working directory of the job (default: where you submit from).
+    #[arg(long, short = 'D')]
+    pub chdir: Option<String>,
+    /// Requeue the job when one of its nodes fails.
+    #[arg(long, conflicts_with = "no_requeue")]
+    pub requeue: bool,
+    /// Never requeue the job.
+    #[arg(long)]
+    pub no_requeue: bool,
     /// Follow the job until it ends and exit with its exit code.
     #[arg(long)]
     pub wait: bool,
@@ -20,7 +63,7 @@ pub struct SubmitArgs {
     #[arg(long)]
     pub json: bool,
     /// Run the job as an array: `1-100`, `1,3,5`, `0-15:4`, with `%N` to run at most N at once.
-    #[arg(long)]
+    #[arg(long, short = 'a')]
     pub array: Option<String>,
     /// Start after other jobs: `afterok:12:13`, `afterany:14`, `afternotok:9`, `singleton`.
     #[arg(long, short = 'd')]
@@ -58,21 +101,53 @@ impl SubmitArgs {
             ("constraint", &self.constraint),
             ("gres", &self.gres),
             ("name", &self.job_name),
+            ("nodes", &self.nodes),
+            ("ntasks", &self.ntasks),
+            ("tasks_per_node", &self.ntasks_per_node),
+            ("cpus_per_task", &self.cpus_per_task),
+            ("memory", &self.mem),
+            ("time_limit", &self.time),
+            ("output", &self.output),
+            ("error", &self.error),
+            ("workdir", &self.chdir),
+            ("requeue", &self.requeue_override()),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
         .collect()
+    }
+
+    fn requeue_override(&self) -> Option<String> {
+        match (self.requeue, self.no_requeue) {
+            (true, _) => Some("true".into()),
+            (_, true) => Some("false".into()),
+            _ => None,
+        }
+    }
+
+    /// The file's name and text: the file as written, or the script `--wrap` makes.
+    fn job_text(&self) -> anyhow::Result<(String, String)> {
+        if let Some(command) = &self.wrap {
+            let script = format!("#!/bin/sh\n# This script was created by --wrap.\n\n{command}\n");
+            return Ok(("wrap".into(), script));
+        }
+        let file = self
+            .file
+            .as_ref()
+            .context("give a job file, or a command with --wrap")?;
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the job file {}", file.display()))?;
+        Ok((file.display().to_string(), text))
     }
 }
 
 /// What `submit` sends: the job file's text, where and from what environment it was submitted,
 /// and the options that override the file.
 fn submit_request(args: &SubmitArgs) -> anyhow::Result<v1::SubmitRequest> {
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("cannot read the job file {}", args.file.display()))?;
+    let (file_name, text) = args.job_text()?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     Ok(v1::SubmitRequest {
-        file_name: args.file.display().to_string(),
+        file_name,
         file_text: text,
         cwd: cwd.display().to_string(),
         env: std::env::vars().collect(),
@@ -89,28 +164,41 @@ fn current_umask() -> u32 {
     current.bits()
 }
 
-/// sbatch's answer line.
-fn submitted_line(reply: &v1::SubmitReply) -> String {
+/// The answer line: sbatch's own when run as `sbatch` (tools parse `Submitted batch job N`), ours
+/// (which says how many jobs an array queued) otherwise.
+fn submitted_line(reply: &v1::SubmitReply, args: &SubmitArgs) -> String {
     let id = reply.job_id;
-    if reply.count > 1 {
+    if args.as_sbatch {
+        format!("Submitted batch job {id}")
+    } else if reply.count > 1 {
         format!(
             "Submitted job array {id} ({} jobs: {id}-{})",
             reply.count,
-            id + u64::from(reply.count) - 1
+            id.saturating_add(u64::from(reply.count) - 1)
         )
     } else {
         format!("Submitted job {id}")
     }
 }
 
+/// The head's warnings about the script's directives, on stderr.
+fn print_warnings(reply: &v1::SubmitReply) {
+    for warning in &reply.warnings {
+        eprintln!("warning: {warning}");
+    }
+}
+
 fn print_submitted(reply: &v1::SubmitReply, args: &SubmitArgs) {
-    if args.json {
+    print_warnings(reply);
+    if args.parsable {
+        println!("{}", reply.job_id);
+    } else if args.json {
         println!(
             "{}",
             serde_json::json!({ "id": reply.job_id, "count": reply.count })
         );
     } else {
-        println!("{}", submitted_line(reply));
+        println!("{}", submitted_line(reply, args));
     }
 }
 
@@ -195,15 +283,18 @@ pub async fn submit_over_grpc(socket: &Path, args: &SubmitArgs) -> anyhow::Resul
         })?
         .into_inner();
     let id = reply.job_id;
-    let submitted = submitted_line(&reply);
+    let submitted = submitted_line(&reply, args);
     if !args.wait {
         print_submitted(&reply, args);
         return Ok(0);
     }
+    print_warnings(&reply);
     if reply.count > 1 {
         bail!("{submitted}; --wait follows one job: use `cluster queue` for arrays");
     }
-    if !args.json {
+    if args.parsable {
+        println!("{id}");
+    } else if !args.json {
         println!("{submitted}");
     }
     let mut events = c
@@ -288,6 +379,7 @@ mod tests {
                 result: Some(v1::submit_answer::Result::Reply(v1::SubmitReply {
                     job_id: 41,
                     count: 1,
+                    warnings: Vec::new(),
                 })),
             },
         );

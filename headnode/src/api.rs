@@ -84,12 +84,13 @@ pub(crate) async fn submit_as(
     request: v1::SubmitRequest,
 ) -> Result<v1::SubmitReply, Status> {
     // The commit fsyncs: keep it off the async workers.
-    let (id, count) = tokio::task::spawn_blocking(move || head.submit_jobs(&caller, request))
+    let submitted = tokio::task::spawn_blocking(move || head.submit_jobs(&caller, request))
         .await
         .map_err(|e| Status::internal(format!("submit task failed: {e}")))??;
     Ok(v1::SubmitReply {
-        job_id: id.0,
-        count,
+        job_id: submitted.first.0,
+        count: submitted.count,
+        warnings: submitted.warnings,
     })
 }
 

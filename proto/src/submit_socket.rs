@@ -83,6 +83,7 @@ mod tests {
             result: Some(v1::submit_answer::Result::Reply(v1::SubmitReply {
                 job_id: 7,
                 count: 1,
+                warnings: vec!["job.sh:3: #SBATCH --mail-user is accepted".into()],
             })),
         };
         let bytes = frame(&reply);
@@ -110,6 +111,7 @@ mod tests {
         let mut bytes = frame(&v1::SubmitReply {
             job_id: 1,
             count: 1,
+            warnings: Vec::new(),
         });
         bytes.pop();
         let mut duplex = Duplex {

@@ -119,6 +119,22 @@ impl LocalCluster {
         cmd
     }
 
+    /// Runs `sbatch ARGS`: the `submit` program under the name an install links it as.
+    pub fn sbatch(&self, args: &[&str]) -> Output {
+        let links = self.state.path().join("bin");
+        let link = links.join("sbatch");
+        if !link.exists() {
+            std::fs::create_dir_all(&links).unwrap();
+            std::os::unix::fs::symlink(bin_dir().join("submit"), &link).unwrap();
+        }
+        let mut cmd = Command::new(&link);
+        cmd.args(args)
+            .env("BEOWULF_STATE_DIR", self.state.path())
+            .env_remove("BEOWULF_SOCKET")
+            .current_dir(self.work.path());
+        cmd.output().expect("sbatch runs")
+    }
+
     /// Runs `cluster ARGS` as the current user.
     pub fn cluster(&self, args: &[&str]) -> Output {
         self.command("cluster", args)

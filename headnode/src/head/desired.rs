@@ -209,17 +209,22 @@ fn assignment(
 }
 
 /// The command the run's nodes run: the job's own (under mpirun on the first node, which the
-/// agent adds; ranks launched directly are plain tasks of their nodes), or `sh -c` of its script
-/// (on the first node only).
+/// agent adds; ranks launched directly are plain tasks of their nodes), or its script under its
+/// `#!` shell with `-c` (on the first node only).
 fn assignment_argv(job: &JobRecord) -> Vec<String> {
     match &job.spec.program {
         Program::Command(argv) => argv.clone(),
-        Program::Script(script) => vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            script.clone(),
-            job.spec.name.clone(),
-        ],
+        // Checked at submit; a script that no longer passes runs under /bin/sh, as before `#!`
+        // lines were read.
+        Program::Script(script) => beowulf_types::jobfile::script_argv(script, &job.spec.name)
+            .unwrap_or_else(|_| {
+                vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    script.clone(),
+                    job.spec.name.clone(),
+                ]
+            }),
     }
 }
 
@@ -327,26 +332,19 @@ pub struct JobPaths {
 }
 
 /// Resolves workdir (relative to the submit directory) and output files (relative to the workdir,
-/// `%j` = job ID, `%u` = user, `%x` = job name, `%A` = array ID, `%a` = array index), with Slurm's
-/// default `slurm-%j.out` renamed to ours (`slurm-%A_%a.out` for array elements).
+/// with sbatch's patterns: [`expand_output_pattern`]), with Slurm's default `slurm-%j.out` renamed
+/// to ours (`beowulf-%A_%a.out` for array elements).
 pub fn job_paths(job: &JobRecord) -> JobPaths {
     let cwd = std::path::Path::new(&job.submit_cwd);
     let workdir = match &job.spec.workdir {
         Some(w) => cwd.join(w),
         None => cwd.to_path_buf(),
     };
-    let (array_id, index) = match job.array {
-        Some(a) => (a.array.to_string(), a.index.to_string()),
-        None => (job.id.to_string(), String::new()),
-    };
     let expand = |pattern: &str| {
-        let name = pattern
-            .replace("%A", &array_id)
-            .replace("%a", &index)
-            .replace("%j", &job.id.to_string())
-            .replace("%u", &job.user.name)
-            .replace("%x", &job.spec.name);
-        workdir.join(name).to_string_lossy().into_owned()
+        workdir
+            .join(expand_output_pattern(pattern, job))
+            .to_string_lossy()
+            .into_owned()
     };
     let default = if job.array.is_some() {
         "beowulf-%A_%a.out"
@@ -364,5 +362,139 @@ pub fn job_paths(job: &JobRecord) -> JobPaths {
         workdir: workdir.to_string_lossy().into_owned(),
         stdout,
         stderr,
+    }
+}
+
+/// sbatch's output file name patterns, in one pass: `%j` job ID, `%x` job name, `%u` user, `%A`
+/// array ID (the job's own ID outside an array), `%a` array index, `%N` the first node's name (the
+/// batch script's node; left as is until the job has nodes), `%n` and `%t` 0 (node and task of
+/// the batch script), `%s` `batch`, `%%` a `%`. A number between `%` and the letter pads with
+/// zeros (`%4a` → `0007`). Anything else is kept as written.
+pub fn expand_output_pattern(pattern: &str, job: &JobRecord) -> String {
+    let (array_id, index) = match job.array {
+        Some(a) => (a.array.to_string(), a.index.to_string()),
+        None => (job.id.to_string(), String::new()),
+    };
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.char_indices().peekable();
+    while let Some((start, c)) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let mut width = 0usize;
+        let mut end = start + 1;
+        while let Some(&(i, d)) = chars.peek() {
+            match d.to_digit(10) {
+                // Slurm pads to at most 10 digits; a larger width is kept as a number.
+                Some(digit) if width < 10 => {
+                    width = width * 10 + digit as usize;
+                    end = i + 1;
+                    chars.next();
+                }
+                _ => break,
+            }
+        }
+        let value = match chars.peek().map(|&(_, l)| l) {
+            Some('%') if width == 0 => Some("%".to_string()),
+            Some('j') => Some(job.id.to_string()),
+            Some('x') => Some(job.spec.name.clone()),
+            Some('u') => Some(job.user.name.clone()),
+            Some('A') => Some(array_id.clone()),
+            Some('a') => Some(index.clone()),
+            Some('N') => job.nodes.first().map(|n| n.to_string()),
+            Some('n') | Some('t') => Some("0".to_string()),
+            Some('s') => Some("batch".to_string()),
+            _ => None,
+        };
+        match value {
+            Some(value) => {
+                chars.next();
+                let pad = width.min(10).saturating_sub(value.len());
+                if value.bytes().all(|b| b.is_ascii_digit()) {
+                    out.extend(std::iter::repeat_n('0', pad));
+                }
+                out.push_str(&value);
+            }
+            None => out.push_str(&pattern[start..end]),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ArrayElement, RunPhases, User};
+    use beowulf_types::{JobId, JobState, Timestamp, parse_job_file};
+
+    fn job(name: &str) -> JobRecord {
+        JobRecord {
+            id: JobId(42),
+            spec: parse_job_file(
+                "job.toml",
+                &format!("name = \"{name}\"\ncommand = [\"true\"]\n"),
+            )
+            .unwrap(),
+            user: User {
+                uid: 1000,
+                gid: 1000,
+                name: "ada".into(),
+            },
+            submit_cwd: "/home/ada".into(),
+            submit_env: BTreeMap::new(),
+            state: JobState::Pending,
+            end_reason: String::new(),
+            submit_time: Timestamp(1),
+            start_time: None,
+            end_time: None,
+            exit_code: None,
+            nodes: Vec::new(),
+            run: 0,
+            node_results: BTreeMap::new(),
+            cleanup: BTreeMap::new(),
+            restarts: 0,
+            events: Vec::new(),
+            groups: Vec::new(),
+            gids: Vec::new(),
+            umask: None,
+            partition: None,
+            array: None,
+            start_priority: 0,
+            image: None,
+            launch: None,
+            phases: RunPhases::default(),
+        }
+    }
+
+    #[test]
+    fn output_patterns_expand_as_sbatch_expands_them() {
+        let mut j = job("relax");
+        assert_eq!(
+            expand_output_pattern("%x-%j.%u.out", &j),
+            "relax-42.ada.out"
+        );
+        assert_eq!(expand_output_pattern("100%%-%A_%a", &j), "100%-42_");
+        assert_eq!(
+            expand_output_pattern("on-%N-%n-%t-%s", &j),
+            "on-%N-0-0-batch"
+        );
+        assert_eq!(expand_output_pattern("%q %5 %", &j), "%q %5 %");
+        j.nodes = vec![NodeName::new("node3"), NodeName::new("node4")];
+        j.array = Some(ArrayElement {
+            array: JobId(40),
+            index: 7,
+            count: 10,
+            min_index: 0,
+            max_index: 9,
+            max_running: None,
+        });
+        assert_eq!(
+            expand_output_pattern("%A_%4a-%N.out", &j),
+            "40_0007-node3.out"
+        );
+        // A job name holding a pattern is not expanded again.
+        let j = job("%j");
+        assert_eq!(expand_output_pattern("%x", &j), "%j");
     }
 }

@@ -7,34 +7,44 @@ use crate::model::{ArrayElement, DEFAULT_PARTITION, ImageRef, JobRecord, RunPhas
 use beowulf_as_user::UserCredentials;
 use beowulf_proto::v1;
 use beowulf_scheduler::{Constraint, Partition};
+use beowulf_types::jobfile::{
+    is_batch_script, option_for_field, parse_batch_script, parse_with_overrides,
+};
 use beowulf_types::{
     DependencySpec, JobId, JobSpec, JobState, JobTransition, NodeName, Resources, SourceError,
-    Timestamp, apply_overrides, line_of_field, parse_job_file,
+    Timestamp, line_of_field,
 };
 use std::collections::BTreeMap;
 
 impl Head {
     /// Parses, validates and durably queues a job. Returns only after the job is committed.
     pub fn submit(&self, caller: &Caller, request: v1::SubmitRequest) -> Result<JobId, HeadError> {
-        self.submit_jobs(caller, request).map(|(first, _)| first)
+        self.submit_jobs(caller, request).map(|s| s.first)
     }
 
     /// Like [`Head::submit`]; a job array becomes one job per index, with consecutive IDs, all
-    /// committed together. Returns the first ID and how many jobs were queued.
+    /// committed together. The file is a job file, or a batch script (it starts with `#!`) whose
+    /// `#SBATCH` lines set the job; command-line options override either.
     pub fn submit_jobs(
         &self,
         caller: &Caller,
         request: v1::SubmitRequest,
-    ) -> Result<(JobId, u32), HeadError> {
+    ) -> Result<Submitted, HeadError> {
         let file = request.file_name.as_str();
         let text = request.file_text.as_str();
-        let mut spec = parse_job_file(file, text)?;
         let overrides: BTreeMap<String, String> = request.overrides.into_iter().collect();
-        apply_overrides(&mut spec, &overrides)?;
+        let (spec, warnings, lines) = if is_batch_script(text) {
+            let batch = parse_batch_script(file, text, &overrides)?;
+            (batch.spec, batch.warnings, batch.lines)
+        } else {
+            let spec = parse_with_overrides(file, text, &overrides)?;
+            (spec, Vec::new(), BTreeMap::new())
+        };
         let source = Source {
             file,
             text,
             overrides: &overrides,
+            lines: &lines,
         };
         let Identity { user, groups, gids } = self.identities.of(caller);
         let umask = request.umask.map(|m| m & 0o777);
@@ -123,7 +133,11 @@ impl Head {
             Ok((first.expect("at least one job"), count))
         })?;
         self.wake_scheduler.notify_one();
-        Ok(submitted)
+        Ok(Submitted {
+            first: submitted.0,
+            count: submitted.1,
+            warnings,
+        })
     }
 
     /// Cancels a pending or running job; its tasks are killed on every node.
@@ -371,11 +385,24 @@ fn check_fits_cluster(
     Ok(partition.map(|(name, _)| name))
 }
 
+/// What a submit queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The job's ID; for an array, its first element's (the array's ID).
+    pub first: JobId,
+    /// Jobs queued: 1, or the array's elements.
+    pub count: u32,
+    /// Directives accepted without effect, for the user to see.
+    pub warnings: Vec<String>,
+}
+
 /// Where a submitted job's fields came from: the file, or command-line options that override it.
 struct Source<'a> {
     file: &'a str,
     text: &'a str,
     overrides: &'a BTreeMap<String, String>,
+    /// For a batch script: the line of the directive that set each field.
+    lines: &'a BTreeMap<String, usize>,
 }
 
 impl Source<'_> {
@@ -386,6 +413,14 @@ impl Source<'_> {
                 file: format!("--{}", field.replace('_', "-")),
                 line: 0,
                 field: None,
+                message,
+            });
+        }
+        if let Some(line) = self.lines.get(field.split('.').next().unwrap_or(field)) {
+            return HeadError::JobFile(SourceError {
+                file: self.file.to_string(),
+                line: *line,
+                field: Some(format!("#SBATCH {}", option_for_field(field))),
                 message,
             });
         }

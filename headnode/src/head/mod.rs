@@ -31,6 +31,7 @@ use tokio::sync::{Notify, mpsc, watch};
 
 pub use identity::Caller;
 pub use images::{ImageUpload, ResolvedImage, validate_image_name};
+pub use jobs::Submitted;
 pub use views::DEFAULT_PAGE_JOBS;
 
 /// What went wrong with a request to the head.

@@ -25,11 +25,15 @@ use std::ops::Range;
 use toml::Spanned;
 
 use crate::Millis;
-#[cfg(test)]
-use crate::located::line_of_field;
-use crate::located::{SourceError, from_toml, line_of};
+use crate::located::{SourceError, from_toml, line_of, line_of_field};
 
+mod batch;
 mod limits;
+
+pub use batch::{
+    BatchJob, Effect, SBATCH_OPTIONS, SbatchOption, is_batch_script, option_for_field,
+    parse_batch_script,
+};
 
 use limits::{BadNumber, Text, decimal, environment_problem, is_bidi_control, shown, text_problem};
 pub use limits::{
@@ -179,6 +183,39 @@ pub enum Program {
     Command(Vec<String>),
     /// A shell script run once as task 0 on the first node, like `sbatch`.
     Script(String),
+}
+
+/// Shells that run a script given as `-c SCRIPT NAME`, the way the agent hands a script over.
+const SCRIPT_SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "mksh", "csh", "tcsh"];
+
+/// The argv that runs a job's script: its `#!` interpreter (with the interpreter's own argument,
+/// and through `env` when the line says so) given the script with `-c`, or `/bin/sh` for a script
+/// without a `#!` line. `name` becomes `$0`. Interpreters that do not take `-c` are refused: the
+/// script travels as an argument, not as a file.
+pub fn script_argv(script: &str, name: &str) -> Result<Vec<String>, String> {
+    let mut argv: Vec<String> = match script.lines().next().and_then(|l| l.strip_prefix("#!")) {
+        None => vec!["/bin/sh".into()],
+        Some(line) => {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let shell = match words.as_slice() {
+                [env, shell, ..] if env.ends_with("/env") => shell,
+                [interpreter, ..] => interpreter,
+                [] => return Err("the #! line names no interpreter".into()),
+            };
+            let base = shell.rsplit('/').next().unwrap_or(shell);
+            if !SCRIPT_SHELLS.contains(&base) {
+                return Err(format!(
+                    "`#!{}` scripts are not supported yet: a script runs under a shell ({}); \
+                     run `{base}` from a shell script instead",
+                    shown(line.trim()),
+                    SCRIPT_SHELLS.join(", ")
+                ));
+            }
+            words.into_iter().map(str::to_string).collect()
+        }
+    };
+    argv.extend(["-c".to_string(), script.to_string(), name.to_string()]);
+    Ok(argv)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -521,6 +558,7 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, SourceError> {
             if let Some(problem) = text_problem(s.get_ref(), Text::Exec, MAX_SCRIPT_BYTES) {
                 return Err(err(s.span(), "script", problem));
             }
+            script_argv(s.get_ref(), "job").map_err(|m| err(s.span(), "script", m))?;
             Program::Script(s.into_inner())
         }
         (Some(_), Some(s)) => {
@@ -745,6 +783,65 @@ pub fn validate_submission(
 
 /// Applies command-line overrides (`--array`, `--dependency`, ...) to a parsed job, by job-file
 /// field name, with the same checks as in a file. Errors name the option.
+/// Job-file fields that command-line options may set on a job file as well as on a batch script;
+/// they are checked together with the file's other fields (a `--nodes` must agree with the file's
+/// `ntasks`), so they are merged into the file and parsed again.
+const MERGED_OVERRIDES: &[&str] = &[
+    "nodes",
+    "ntasks",
+    "tasks_per_node",
+    "cpus_per_task",
+    "memory",
+    "time_limit",
+    "output",
+    "error",
+    "workdir",
+    "requeue",
+];
+
+/// Parses a job file and applies command-line `overrides` (job-file field → value) over it: an
+/// error in the file names its line, an error in an option names the option (`--nodes: ...`).
+pub fn parse_with_overrides(
+    file: &str,
+    text: &str,
+    overrides: &BTreeMap<String, String>,
+) -> Result<JobSpec, SourceError> {
+    let mut spec = parse_job_file(file, text)?;
+    let (merged, applied): (BTreeMap<String, String>, BTreeMap<String, String>) = overrides
+        .clone()
+        .into_iter()
+        .partition(|(field, _)| MERGED_OVERRIDES.contains(&field.as_str()));
+    if !merged.is_empty() {
+        let mut table: toml::Table = from_toml(file, text)?;
+        for (field, value) in &merged {
+            table.insert(field.clone(), batch::typed_value(field, value));
+        }
+        let text_with_options = toml::to_string(&table).map_err(|e| SourceError {
+            file: file.to_string(),
+            line: 0,
+            field: None,
+            message: format!("cannot apply the command-line options: {e}"),
+        })?;
+        spec = parse_job_file(file, &text_with_options).map_err(|e| match e.field.as_deref() {
+            Some(field) if merged.contains_key(field) => SourceError {
+                file: option_for_field(field),
+                line: 0,
+                field: None,
+                message: e.message,
+            },
+            Some(field) => SourceError {
+                file: file.to_string(),
+                line: line_of_field(text, field),
+                field: Some(field.to_string()),
+                message: format!("{} (with the command-line options)", e.message),
+            },
+            None => e,
+        })?;
+    }
+    apply_overrides(&mut spec, &applied)?;
+    Ok(spec)
+}
+
 pub fn apply_overrides(
     spec: &mut JobSpec,
     overrides: &BTreeMap<String, String>,

@@ -1,0 +1,200 @@
+//! Batch scripts read as sbatch reads them: directives, overrides, refusals naming the line.
+
+use super::*;
+use crate::Program;
+
+fn parse(text: &str) -> Result<BatchJob, SourceError> {
+    parse_batch_script("job.sh", text, &BTreeMap::new())
+}
+
+const SCRIPT: &str = "#!/bin/bash
+#SBATCH --job-name=relax
+#SBATCH -N 2
+#SBATCH --ntasks-per-node=4 --cpus-per-task 2   # two nodes, eight ranks
+#SBATCH --mem=8G
+#SBATCH -t 1-02:00:00
+#SBATCH -o relax-%j.out
+#SBATCH --requeue
+
+# a comment, then the first command ends the directives
+module load vasp
+#SBATCH --nodes=99
+srun vasp_std
+";
+
+#[test]
+fn directives_set_the_job_until_the_first_command() {
+    let job = parse(SCRIPT).unwrap();
+    let spec = &job.spec;
+    assert_eq!(spec.name, "relax");
+    assert_eq!(
+        spec.nodes, 2,
+        "the #SBATCH after the first command is not read"
+    );
+    assert_eq!(
+        (spec.tasks_per_node, spec.ntasks, spec.cpus_per_task),
+        (4, 8, 2)
+    );
+    assert_eq!(spec.memory_mb, 8 * 1024);
+    assert_eq!(spec.time_limit_ms, (86_400 + 2 * 3600) * 1000);
+    assert_eq!(spec.output.as_deref(), Some("relax-%j.out"));
+    assert!(spec.requeue);
+    assert_eq!(spec.program, Program::Script(SCRIPT.to_string()));
+    assert_eq!(job.lines.get("nodes"), Some(&3));
+    assert!(job.warnings.is_empty(), "{:?}", job.warnings);
+}
+
+#[test]
+fn the_command_line_wins_over_the_script_and_later_directives_over_earlier() {
+    let text = "#!/bin/sh\n#SBATCH -N 2\n#SBATCH --time=10\n#SBATCH --time=20\nhostname\n";
+    let overrides = BTreeMap::from([("nodes".to_string(), "3".to_string())]);
+    let job = parse_batch_script("job.sh", text, &overrides).unwrap();
+    assert_eq!(job.spec.nodes, 3);
+    assert_eq!(job.spec.time_limit_ms, 20 * 60 * 1000);
+    assert_eq!(job.lines.get("time_limit"), Some(&4));
+    assert_eq!(job.lines.get("nodes"), None, "set on the command line");
+}
+
+#[test]
+fn a_bad_value_names_the_line_and_the_directive() {
+    let err = parse("#!/bin/bash\n\n#SBATCH --nodes=0\necho\n").unwrap_err();
+    assert_eq!(err.line, 3, "{err}");
+    assert_eq!(
+        err.to_string(),
+        "job.sh:3: field `#SBATCH --nodes`: must be at least 1, got 0"
+    );
+    let err = parse("#!/bin/bash\n#SBATCH --mem=lots\necho\n").unwrap_err();
+    assert_eq!((err.line, err.field.as_deref()), (2, Some("#SBATCH --mem")));
+    assert!(err.message.contains("lots"), "{err}");
+}
+
+#[test]
+fn a_bad_command_line_value_names_the_option() {
+    let overrides = BTreeMap::from([("time_limit".to_string(), "soon".to_string())]);
+    let err = parse_batch_script("job.sh", "#!/bin/sh\nhostname\n", &overrides).unwrap_err();
+    assert_eq!(err.file, "--time");
+    assert!(err.message.contains("soon"), "{err}");
+}
+
+#[test]
+fn unsupported_directives_are_refused_with_what_to_do() {
+    for (line, option, words) in [
+        ("#SBATCH --exclusive", "--exclusive", "--ntasks-per-node"),
+        ("#SBATCH -w node[1-2]", "-w", "--constraint"),
+        ("#SBATCH --gpus=2", "--gpus", "--gres=gpu:N"),
+        ("#SBATCH --export=NONE", "--export", "--export=ALL"),
+        ("#SBATCH --frobnicate", "--frobnicate", "man sbatch"),
+        ("#SBATCH nodes=2", "nodes=2", "not an option"),
+        ("#SBATCH --nodes", "--nodes", "needs a value"),
+    ] {
+        let text = format!("#!/bin/bash\n#SBATCH -N 1\n{line}\nhostname\n");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.line, 3, "{line}: {err}");
+        assert_eq!(
+            err.field.as_deref(),
+            Some(format!("#SBATCH {option}").as_str()),
+            "{line}: {err}"
+        );
+        assert!(err.message.contains(words), "{line}: {err}");
+    }
+}
+
+#[test]
+fn informational_directives_are_accepted_with_a_warning() {
+    let text = "#!/bin/bash\n#SBATCH --mail-type=END\n#SBATCH --mail-user=a@b\n#SBATCH --export=ALL\nhostname\n";
+    let job = parse(text).unwrap();
+    assert_eq!(job.warnings.len(), 2, "{:?}", job.warnings);
+    assert!(job.warnings[0].starts_with("job.sh:2: #SBATCH --mail-type"));
+    assert!(job.warnings[0].contains("no mail"));
+}
+
+#[test]
+fn switched_off_and_indented_directives_are_comments() {
+    let text = "#!/bin/bash\n##SBATCH --exclusive\n  #SBATCH --exclusive\n# SBATCH --exclusive\n#SBATCHX\nhostname\n";
+    assert_eq!(parse(text).unwrap().spec.nodes, 1);
+}
+
+#[test]
+fn words_are_split_with_quotes_escapes_and_comments() {
+    assert_eq!(
+        split_words(r#"--job-name="my job" -o 'a b'.out --x=a\ b # -N 5"#).unwrap(),
+        vec!["--job-name=my job", "-o", "a b.out", "--x=a b"]
+    );
+    assert!(split_words("--job-name=\"open").is_err());
+    let job = parse("#!/bin/bash\n#SBATCH -J \"two words\"\n#SBATCH -N2\nhostname\n").unwrap();
+    assert_eq!((job.spec.name.as_str(), job.spec.nodes), ("two words", 2));
+}
+
+#[test]
+fn every_option_is_listed_once_and_short_letters_are_unique() {
+    let mut longs = std::collections::BTreeSet::new();
+    let mut shorts = std::collections::BTreeSet::new();
+    for option in SBATCH_OPTIONS {
+        assert!(longs.insert(option.long), "--{} twice", option.long);
+        if let Some(letter) = option.short {
+            assert!(shorts.insert(letter), "-{letter} twice");
+        }
+        if let Effect::Field(field) = option.effect {
+            // The field exists in the job file: a script setting only it parses.
+            let text = format!("#!/bin/sh\n#SBATCH --{}=1\nhostname\n", option.long);
+            if let Err(e) = parse(&text) {
+                assert!(
+                    !e.message.contains("unknown field"),
+                    "--{} maps to `{field}`, which the job file does not have: {e}",
+                    option.long
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn scripts_run_under_their_own_shell() {
+    assert_eq!(
+        crate::jobfile::script_argv("#!/bin/bash -l\necho", "j").unwrap(),
+        vec!["/bin/bash", "-l", "-c", "#!/bin/bash -l\necho", "j"]
+    );
+    assert_eq!(
+        crate::jobfile::script_argv("#!/usr/bin/env zsh\necho", "j").unwrap()[..3],
+        ["/usr/bin/env", "zsh", "-c"]
+    );
+    assert_eq!(
+        crate::jobfile::script_argv("echo hi", "j").unwrap()[0],
+        "/bin/sh"
+    );
+    let err = parse("#!/usr/bin/python3\nprint(1)\n").unwrap_err();
+    assert!(err.message.contains("python3"), "{err}");
+}
+
+#[test]
+fn options_apply_to_a_job_file_too_and_are_checked_with_it() {
+    let file = "command = [\"hostname\"]\nntasks = 4\n";
+    let with = |pairs: &[(&str, &str)]| {
+        let overrides: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        crate::jobfile::parse_with_overrides("job.toml", file, &overrides)
+    };
+    let spec = with(&[("nodes", "2"), ("memory", "1G"), ("time_limit", "10")]).unwrap();
+    assert_eq!((spec.nodes, spec.ntasks, spec.tasks_per_node), (2, 4, 2));
+    assert_eq!(spec.memory_mb, 1024);
+    assert_eq!(spec.time_limit_ms, 10 * 60 * 1000);
+    // An option that disagrees with the file is refused naming the option.
+    let err = with(&[("nodes", "8")]).unwrap_err();
+    assert!(
+        err.message.contains("4 tasks cannot cover 8 nodes"),
+        "{err}"
+    );
+    assert_eq!(err.to_string().split(':').next(), Some("job.toml"), "{err}");
+    let err = with(&[("memory", "-3")]).unwrap_err();
+    assert_eq!(err.file, "--mem", "{err}");
+    // The file's own errors still name its line.
+    let err = crate::jobfile::parse_with_overrides(
+        "job.toml",
+        "command = [\"hostname\"]\nnodes = 0\n",
+        &BTreeMap::from([("memory".to_string(), "1G".to_string())]),
+    )
+    .unwrap_err();
+    assert_eq!((err.line, err.field.as_deref()), (2, Some("nodes")));
+}

@@ -1,0 +1,125 @@
+//! Local tier: Slurm batch scripts submitted as a Slurm user would (issue 20): `#SBATCH` lines set
+//! the job, command-line options override them, unsupported directives are refused naming the
+//! line, and the script runs under its own `#!` shell.
+
+use beowulf_tests::{LocalCluster, text};
+use std::time::Duration;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// The job ID in sbatch's answer, which tools parse: `Submitted batch job N`.
+fn batch_job_id(stdout: &[u8]) -> u64 {
+    let out = text(stdout);
+    let id = out
+        .trim()
+        .strip_prefix("Submitted batch job ")
+        .unwrap_or_else(|| panic!("not sbatch's answer: {out:?}"));
+    id.parse().unwrap()
+}
+
+#[test]
+fn a_batch_script_runs_as_its_directives_say() {
+    let cluster = LocalCluster::start(3, 10);
+    let script = cluster.job_file(
+        "relax.sh",
+        r#"#!/bin/bash
+#SBATCH --job-name=relax
+#SBATCH -N 3                      # overridden on the command line
+#SBATCH --ntasks-per-node=2
+#SBATCH --time=00:05:00
+#SBATCH -o %x-%j-%N.out
+#SBATCH --mail-user=ada@example.org
+
+# bash, not sh: [[ ]] and BASH_VERSION exist only there
+if [[ -n "$BASH_VERSION" ]]; then shell=bash; else shell=other; fi
+echo "$SLURM_JOB_NAME $SLURM_NNODES $SLURM_NTASKS $SLURM_JOB_NODELIST $shell"
+"#,
+    );
+    let out = cluster.sbatch(&["-N", "2", script.to_str().unwrap()]);
+    assert!(out.status.success(), "sbatch: {}", text(&out.stderr));
+    let id = batch_job_id(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("relax.sh:7: #SBATCH --mail-user is accepted but changes nothing"),
+        "the mail directive is reported, not dropped: {stderr}"
+    );
+    let info = cluster.wait_state(id, &["COMPLETED", "FAILED"], MINUTE);
+    assert_eq!(info["state"], "COMPLETED", "{info:#}");
+    let output = cluster.work.path().join(format!("relax-{id}-node1.out"));
+    let written =
+        std::fs::read_to_string(&output).unwrap_or_else(|e| panic!("{}: {e}", output.display()));
+    assert_eq!(written.trim(), "relax 2 4 node[1-2] bash");
+}
+
+#[test]
+fn a_refused_directive_names_its_line_and_nothing_is_queued() {
+    let cluster = LocalCluster::start(1, 10);
+    let script = cluster.job_file(
+        "exclusive.sh",
+        "#!/bin/sh\n#SBATCH -N 1\n#SBATCH --exclusive\nhostname\n",
+    );
+    let out = cluster.sbatch(&[script.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("exclusive.sh:3: field `#SBATCH --exclusive`: not supported yet"),
+        "{stderr}"
+    );
+    assert!(
+        cluster.queue_all().is_empty(),
+        "a refused script queues nothing"
+    );
+}
+
+#[test]
+fn wrap_parsable_and_options_on_a_job_file() {
+    let cluster = LocalCluster::start(2, 10);
+    let out = cluster.sbatch(&[
+        "--parsable",
+        "-o",
+        "wrapped-%j.out",
+        "--wrap",
+        "echo wrapped on $(hostname -s) $SLURM_JOB_NODELIST",
+    ]);
+    assert!(out.status.success(), "sbatch --wrap: {}", text(&out.stderr));
+    let id: u64 = text(&out.stdout)
+        .trim()
+        .parse()
+        .expect("--parsable prints the ID alone");
+    let info = cluster.wait_state(id, &["COMPLETED", "FAILED"], MINUTE);
+    assert_eq!(info["state"], "COMPLETED", "{info:#}");
+    let written =
+        std::fs::read_to_string(cluster.work.path().join(format!("wrapped-{id}.out"))).unwrap();
+    assert!(written.starts_with("wrapped on "), "{written}");
+    assert!(written.trim().ends_with("node1"), "{written}");
+
+    // sbatch's resource options apply to a job file too, checked with its fields.
+    let file = cluster.job_file(
+        "two.toml",
+        "command = [\"sh\", \"-c\", \"echo $SLURM_NNODES $SLURM_NTASKS\"]\noutput = \"two-%j.out\"\n",
+    );
+    let out = cluster.cluster(&[
+        "submit",
+        "--json",
+        "-N",
+        "2",
+        "-n",
+        "4",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "submit -N 2: {}", text(&out.stderr));
+    let id = beowulf_tests::json(&out.stdout)["id"].as_u64().unwrap();
+    let info = cluster.wait_state(id, &["COMPLETED", "FAILED"], MINUTE);
+    assert_eq!(info["state"], "COMPLETED", "{info:#}");
+    let written =
+        std::fs::read_to_string(cluster.work.path().join(format!("two-{id}.out"))).unwrap();
+    assert_eq!(written.lines().next(), Some("2 4"), "{written}");
+    let out = cluster.cluster(&["submit", "-N", "3", file.to_str().unwrap()]);
+    assert!(!out.status.success(), "3 nodes of a 2-node cluster");
+    let out = cluster.cluster(&["submit", "--mem", "lots", file.to_str().unwrap()]);
+    assert!(
+        text(&out.stderr).contains("--mem: `lots` is not a size"),
+        "{}",
+        text(&out.stderr)
+    );
+}
