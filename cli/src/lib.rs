@@ -83,14 +83,14 @@ pub enum Commands {
         #[arg(required = true)]
         jobs: Vec<u64>,
     },
-    /// Stop placing jobs on a node; its running jobs finish.
+    /// Stop placing jobs on nodes (a host list: `node[1-4]`); their running jobs finish.
     Drain {
-        node: String,
+        nodes: String,
         #[arg(long)]
         reason: String,
     },
-    /// Let a drained (or recovered) node take jobs again.
-    Resume { node: String },
+    /// Let drained (or recovered) nodes take jobs again (a host list: `node[1-4]`).
+    Resume { nodes: String },
     /// Why a job waits: what blocks it, and when it should start.
     Why {
         job: u64,
@@ -130,8 +130,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Commands::Cancel { jobs } => jobs::cancel(&socket, jobs).await,
         Commands::Why { job, json } => jobs::why(&socket, job, json).await,
         Commands::Nodes { json } => nodes::list(&socket, json).await,
-        Commands::Drain { node, reason } => nodes::drain(&socket, node, reason).await,
-        Commands::Resume { node } => nodes::resume(&socket, node).await,
+        Commands::Drain { nodes, reason } => nodes::drain(&socket, nodes, reason).await,
+        Commands::Resume { nodes } => nodes::resume(&socket, nodes).await,
         Commands::Reserve(command) => reserve::run(&socket, command).await,
         Commands::Image(command) => image::run(&socket, command).await,
     }

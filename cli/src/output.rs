@@ -1,7 +1,7 @@
 //! How jobs and nodes print: tables for people, JSON for scripts.
 
 use beowulf_proto::v1;
-use beowulf_types::JobState;
+use beowulf_types::{JobState, Timestamp};
 use comfy_table::{Table, presets::NOTHING};
 use serde_json::{Value, json};
 
@@ -100,7 +100,7 @@ pub fn queue_table(jobs: &[v1::JobInfo], now_ms: u64) -> String {
                 .unwrap_or_default();
             format!("({}{est})", job.reason)
         } else {
-            job.nodes.join(",")
+            beowulf_types::hostlist::compress(&job.nodes)
         };
         t.add_row(vec![
             job.id.to_string(),
@@ -269,7 +269,11 @@ pub fn job_details(job: &v1::JobInfo) -> String {
     );
     line(
         "Nodes",
-        format!("{} [{}]", job.num_nodes, job.nodes.join(",")),
+        format!(
+            "{} [{}]",
+            job.num_nodes,
+            beowulf_types::hostlist::compress(&job.nodes)
+        ),
     );
     line(
         "Tasks",
@@ -292,12 +296,24 @@ pub fn job_details(job: &v1::JobInfo) -> String {
         line("Dependency", job.dependencies.join(","));
     }
     line("TimeLimit", duration(job.time_limit_ms));
+    line(
+        "SubmitTime",
+        Timestamp(job.submit_time_ms).utc().to_string(),
+    );
+    for (name, time) in [
+        ("StartTime", job.start_time_ms),
+        ("EndTime", job.end_time_ms),
+    ] {
+        if let Some(t) = time {
+            line(name, Timestamp(t).utc().to_string());
+        }
+    }
     line("Restarts", job.restarts.to_string());
     line("WorkDir", job.workdir.clone());
     line("StdOut", job.stdout_path.clone());
     line("StdErr", job.stderr_path.clone());
     if let Some(t) = job.estimated_start_ms {
-        line("EstStart", format!("{t} (unix ms)"));
+        line("EstStart", Timestamp(t).utc().to_string());
     }
     if !job.image.is_empty() {
         let short = job.image_digest.get(..19).unwrap_or(&job.image_digest);

@@ -1,7 +1,7 @@
 //! `cluster reserve create|list|delete`: advance reservations.
 
 use crate::{client, local, output};
-use anyhow::bail;
+use anyhow::{Context, bail};
 use beowulf_proto::v1;
 use clap::Subcommand;
 use std::path::Path;
@@ -62,7 +62,9 @@ pub async fn run(socket: &Path, command: ReserveCommand) -> anyhow::Result<i32> 
                     name,
                     nodes,
                     start_ms,
-                    end_ms: start_ms + duration_ms,
+                    end_ms: start_ms
+                        .checked_add(duration_ms)
+                        .context("--start and --duration end after the year 584 million")?,
                     users,
                     maintenance,
                     created_by: String::new(),
@@ -102,11 +104,23 @@ pub async fn run(socket: &Path, command: ReserveCommand) -> anyhow::Result<i32> 
     Ok(0)
 }
 
-/// A duration given on the command line: integer minutes or Slurm's time syntax.
+/// A duration given on the command line: integer minutes, Slurm's time syntax (`2:00:00`,
+/// `1-00:00:00`), or a number with a unit (`90s`, `30m`, `2h`, `1d`).
 fn toml_value(text: &str) -> toml::Value {
-    match text.trim().parse::<i64>() {
-        Ok(minutes) => toml::Value::Integer(minutes),
-        Err(_) => toml::Value::String(text.trim().to_string()),
+    let text = text.trim();
+    if let Ok(minutes) = text.parse::<i64>() {
+        return toml::Value::Integer(minutes);
+    }
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    match (number.parse::<u64>(), unit) {
+        (Ok(n), "s") => toml::Value::String(format!("{}:{:02}", n / 60, n % 60)),
+        (Ok(n), "m") => i64::try_from(n).map_or_else(
+            |_| toml::Value::String(text.to_string()),
+            toml::Value::Integer,
+        ),
+        (Ok(n), "h") => toml::Value::String(format!("{n}:00:00")),
+        (Ok(n), "d") => toml::Value::String(format!("{n}-00:00:00")),
+        _ => toml::Value::String(text.to_string()),
     }
 }
 
@@ -129,10 +143,33 @@ fn parse_start(text: &str) -> anyhow::Result<u64> {
             "d" => 86_400_000,
             _ => bail!("--start: unknown unit `{unit}` (use s, m, h or d)"),
         };
-        return Ok(now + n * ms);
+        return n
+            .checked_mul(ms)
+            .and_then(|ms| now.checked_add(ms))
+            .with_context(|| format!("--start: `{text}` is too far in the future"));
     }
     let secs: u64 = text
         .parse()
         .map_err(|_| anyhow::anyhow!("--start: `{text}` is not now, +30m or Unix seconds"))?;
-    Ok(secs * 1000)
+    secs.checked_mul(1000)
+        .with_context(|| format!("--start: `{text}` is too far in the future"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units_as_the_help_shows() {
+        let ms = |text: &str| beowulf_types::jobfile::parse_time_limit(&toml_value(text)).unwrap();
+        assert_eq!(ms("2h"), 2 * 3_600_000);
+        assert_eq!(ms("90s"), 90_000);
+        assert_eq!(ms("30m"), 30 * 60_000);
+        assert_eq!(ms("1d"), 86_400_000);
+        assert_eq!(ms("45"), 45 * 60_000);
+        assert_eq!(ms("1-02:00:00"), 26 * 3_600_000);
+        assert!(beowulf_types::jobfile::parse_time_limit(&toml_value("2x")).is_err());
+        assert!(parse_start("+99999999999999999d").is_err());
+        assert!(parse_start("99999999999999999999").is_err());
+    }
 }

@@ -331,7 +331,7 @@ impl fmt::Display for Explanation {
             if t <= self.now {
                 "now".to_string()
             } else {
-                format!("in {} (at {} ms)", span(t.since(self.now)), t.0)
+                format!("in {} (at {})", span(t.since(self.now)), t.utc())
             }
         };
         if self.starts_now {

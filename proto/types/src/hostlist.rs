@@ -54,6 +54,16 @@ pub fn compress(names: &[String]) -> String {
 /// Expands a host list: `node[1-3,7],head` → `node1 node2 node3 node7 head` (zero padding kept:
 /// `n[08-10]` → `n08 n09 n10`).
 pub fn expand(list: &str) -> Result<Vec<String>, String> {
+    expand_at_most(list, MAX_EXPANDED_NAMES)
+}
+
+/// The most names [`expand`] makes of one list: ten times the 10,000 nodes the largest cluster we
+/// plan for has (issue 25), so a real list always fits, and `node[1-99999999999]` (a typo, or a
+/// request meant to exhaust memory) is refused instead of allocated.
+pub const MAX_EXPANDED_NAMES: usize = 100_000;
+
+/// Like [`expand`], refusing a list of more than `max` names before making them.
+fn expand_at_most(list: &str, max: usize) -> Result<Vec<String>, String> {
     let mut names = Vec::new();
     let mut rest = list.trim();
     while !rest.is_empty() {
@@ -76,6 +86,11 @@ pub fn expand(list: &str) -> Result<Vec<String>, String> {
             continue;
         }
         match item.split_once('[') {
+            None if names.len() >= max => {
+                return Err(format!(
+                    "the list names more than {max} nodes; give a shorter list"
+                ));
+            }
             None => names.push(item.to_string()),
             Some((prefix, ranges)) => {
                 let ranges = ranges
@@ -92,6 +107,12 @@ pub fn expand(list: &str) -> Result<Vec<String>, String> {
                     if last < first {
                         return Err(format!("`{item}`: `{range}` counts down"));
                     }
+                    let count = (last - first).saturating_add(1);
+                    if count > (max - names.len()) as u64 {
+                        return Err(format!(
+                            "`{item}` names more than {max} nodes; give a shorter list"
+                        ));
+                    }
                     let width = a.trim().len();
                     names.extend((first..=last).map(|n| format!("{prefix}{n:0width$}")));
                 }
@@ -104,6 +125,15 @@ pub fn expand(list: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_too_long_is_refused_before_it_is_made() {
+        let err = expand("node[1-18446744073709551615]").unwrap_err();
+        assert!(err.contains("more than 100000 nodes"), "{err}");
+        assert_eq!(expand_at_most("a[1-2],b[1-2]", 4).unwrap().len(), 4);
+        assert!(expand_at_most("a[1-2],b[1-3]", 4).is_err());
+        assert!(expand_at_most("a,b,c", 2).is_err());
+    }
 
     fn owned(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

@@ -21,4 +21,75 @@ impl Timestamp {
     pub fn since(self, earlier: Timestamp) -> Millis {
         self.0.saturating_sub(earlier.0)
     }
+
+    /// The calendar date and time in UTC, for people: `2026-01-31 23:59:59 UTC`.
+    pub fn utc(self) -> UtcTime {
+        UtcTime::from_unix_seconds(self.0 / 1000)
+    }
+}
+
+/// A date and time of day in UTC (whole seconds), computed without a clock or a time zone
+/// database: pure code may print one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UtcTime {
+    pub year: u64,
+    pub month: u64,
+    pub day: u64,
+    pub hour: u64,
+    pub minute: u64,
+    pub second: u64,
+}
+
+impl UtcTime {
+    /// The UTC date and time `unix` seconds after 1970-01-01 00:00:00.
+    pub fn from_unix_seconds(unix: u64) -> UtcTime {
+        let (days, secs) = (unix / 86_400, unix % 86_400);
+        // Howard Hinnant's civil_from_days, for days since 1970-01-01 (never negative here).
+        let z = days + 719_468;
+        let era = z / 146_097;
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + u64::from(month <= 2);
+        UtcTime {
+            year,
+            month,
+            day,
+            hour: secs / 3600,
+            minute: secs / 60 % 60,
+            second: secs % 60,
+        }
+    }
+}
+
+impl std::fmt::Display for UtcTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar_dates_in_utc() {
+        assert_eq!(Timestamp(0).utc().to_string(), "1970-01-01 00:00:00 UTC");
+        // 2024 is a leap year: its 29 February exists, and 1 March follows.
+        assert_eq!(
+            UtcTime::from_unix_seconds(1_709_251_199).to_string(),
+            "2024-02-29 23:59:59 UTC"
+        );
+        assert_eq!(
+            Timestamp(1_796_628_093_958).utc().to_string(),
+            "2026-12-07 07:21:33 UTC"
+        );
+    }
 }
