@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use beowulf_lab::{LabConfig, progress::Progress};
+use beowulf_types::NodeName;
 use clap::{Args, Subcommand};
 use std::io::IsTerminal;
 use std::path::Path;
@@ -31,7 +32,7 @@ pub enum LabCommand {
     Status,
     /// Run a command on a lab node over its verified SSH key (a shell without CMD).
     Ssh {
-        node: String,
+        node: NodeName,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },

@@ -18,11 +18,12 @@
 use crate::config::ProvisionConfig;
 use crate::head::Head;
 use beowulf_proto::v1::{self, init_update::Body};
-use beowulf_provision::builtin::{AgentRegister, RegistrationProbe};
+use beowulf_provision::builtin::{AgentRegister, ProbeError, RegistrationProbe};
 use beowulf_provision::ca::ClusterCa;
 use beowulf_provision::transport::InventoryConnector;
 use beowulf_provision::{
-    BuiltinRegistry, ClusterInventory, Engine, Mode, Playbook, RunOptions, Start, Templates,
+    BuiltinRegistry, ClusterInventory, Engine, Mode, NodeName, Playbook, RunOptions, Start,
+    Templates,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -154,7 +155,7 @@ pub struct HeadRegistrations(pub Arc<Head>);
 
 #[async_trait::async_trait]
 impl RegistrationProbe for HeadRegistrations {
-    async fn registered(&self, node: &str) -> Result<bool, String> {
+    async fn registered(&self, node: &NodeName) -> Result<bool, ProbeError> {
         Ok(self.0.agent_connected(node))
     }
 }
@@ -234,7 +235,7 @@ impl Provisioner {
             let ca =
                 ClusterCa::ensure(Path::new(tls_dir)).map_err(|e| InitError::Tls(e.to_string()))?;
             for node in &inventory.nodes {
-                ca.ensure_identity(&node.name, &[node.gige.address.to_string()])
+                ca.ensure_identity(node.name.as_str(), &[node.gige.address.to_string()])
                     .map_err(|e| InitError::Tls(e.to_string()))?;
             }
         }

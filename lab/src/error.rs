@@ -1,5 +1,6 @@
 //! The lab's error type: every variant says what failed, where, and what to do.
 
+use beowulf_provision::NodeName;
 use std::path::PathBuf;
 
 /// Why a lab operation failed.
@@ -61,7 +62,7 @@ pub enum LabError {
     #[error("no lab is up in {dir}; start one with `cluster lab up --nodes 5`")]
     NotUp { dir: PathBuf },
     #[error("the lab has no node `{node}`; its nodes are {known}")]
-    UnknownNode { node: String, known: String },
+    UnknownNode { node: NodeName, known: String },
     #[error(
         "{node} did not {what} within {seconds} s{detail}; its serial console is logged in {log}; run `cluster lab down` to clean up"
     )]

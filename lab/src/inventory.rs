@@ -1,6 +1,7 @@
 //! The lab's `cluster.toml`: its VMs described in provision's one inventory schema
 //! ([`ClusterInventory`]), so `cluster init` reads the lab's file exactly as it reads an admin's.
 
+use beowulf_provision::NodeName;
 use beowulf_provision::inventory::{
     ClusterInfo, ClusterInventory, GigeNic, Group, Head, IbFabric, IbKind, Nfs, Node, Role,
     SshAccess, User, Users,
@@ -63,7 +64,7 @@ pub fn lab_inventory(network: &LabNetwork, nodes: &[LabNode]) -> ClusterInventor
             netns: Some(network.netns.clone()),
         },
         head: Head {
-            name: "head".into(),
+            name: NodeName::new("head"),
             gige: network.head_gige,
             ib: Some(network.head_ib),
             prefix: network.prefix,
@@ -71,7 +72,7 @@ pub fn lab_inventory(network: &LabNetwork, nodes: &[LabNode]) -> ClusterInventor
         nodes: nodes
             .iter()
             .map(|n| Node {
-                name: n.name.clone(),
+                name: NodeName::new(n.name.clone()),
                 gige: GigeNic {
                     address: n.gige,
                     netdev: crate::addressing::GIGE_NETDEV.into(),

@@ -8,7 +8,7 @@ use crate::progress::Progress;
 use crate::qemu::{self, Accel, VmSpec};
 use crate::state::{LabPaths, LabState, read_pid};
 use crate::{LabError, netns, ssh};
-use beowulf_provision::ClusterInventory;
+use beowulf_provision::{ClusterInventory, NodeName};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -535,7 +535,7 @@ pub fn status(h: &dyn Host, dir: &Path) -> Result<StatusReport, LabError> {
 pub fn ssh_run(
     h: &dyn Host,
     dir: &Path,
-    node: &str,
+    node: &NodeName,
     command: &[String],
     tty: bool,
 ) -> Result<i32, LabError> {
@@ -548,7 +548,7 @@ pub fn ssh_run(
     }
     let inv = ClusterInventory::load(&inv_path)?;
     let entry = inv.node(node).ok_or_else(|| LabError::UnknownNode {
-        node: node.to_string(),
+        node: node.clone(),
         known: inv
             .nodes
             .iter()

@@ -5,6 +5,7 @@
 //! `roles`, `is_head`.
 
 use crate::inventory::{ClusterInventory, IbKind, Node};
+use beowulf_types::NodeName;
 use minijinja::Value;
 use serde_json::{Value as Json, json};
 use std::collections::BTreeMap;
@@ -38,7 +39,7 @@ pub const DEFAULT_VARS: [(&str, &str); 9] = [
 /// The template context for `node` (the head's name or a compute node's).
 pub fn node_context(
     inventory: &ClusterInventory,
-    node: &str,
+    node: &NodeName,
     vars: &BTreeMap<String, String>,
 ) -> Value {
     Value::from(minijinja::value::Serde(node_json(inventory, node, vars)))
@@ -47,11 +48,11 @@ pub fn node_context(
 /// The same context as JSON (for builtins that read it).
 pub fn node_json(
     inventory: &ClusterInventory,
-    node: &str,
+    node: &NodeName,
     vars: &BTreeMap<String, String>,
 ) -> Json {
     let head = head_view(inventory);
-    let this = if node == inventory.head.name {
+    let this = if *node == inventory.head.name {
         head.clone()
     } else {
         inventory.node(node).map_or(Json::Null, node_view)

@@ -15,6 +15,7 @@ use crate::playbook::{OnFailure, Playbook, Scope, Step};
 use crate::state::RunState;
 use crate::template::Templates;
 use crate::transport::{Connector, Transport};
+use beowulf_types::NodeName;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -59,7 +60,7 @@ pub struct RunOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepResult {
     pub step: String,
-    pub node: String,
+    pub node: NodeName,
     pub outcome: Outcome,
 }
 
@@ -92,14 +93,14 @@ pub struct Outline {
     /// `(playbook/step, title, scope)` in run order.
     pub steps: Vec<(String, String, Scope)>,
     /// The head first, then compute nodes in inventory order.
-    pub head: String,
-    pub nodes: Vec<String>,
+    pub head: NodeName,
+    pub nodes: Vec<NodeName>,
 }
 
 impl Outline {
     /// How many steps `node` takes part in.
-    pub fn steps_for(&self, node: &str) -> usize {
-        let scope = if node == self.head {
+    pub fn steps_for(&self, node: &NodeName) -> usize {
+        let scope = if *node == self.head {
             Scope::Head
         } else {
             Scope::Nodes
@@ -122,7 +123,7 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
-type Connections = Arc<Mutex<BTreeMap<String, Arc<dyn Transport>>>>;
+type Connections = Arc<Mutex<BTreeMap<NodeName, Arc<dyn Transport>>>>;
 
 /// Everything one (step, node) task needs, owned.
 struct Job {
@@ -133,7 +134,7 @@ struct Job {
     playbook_when: Option<String>,
     step: Arc<Step>,
     key: String,
-    node: String,
+    node: NodeName,
     mode: Mode,
     events: mpsc::UnboundedSender<ProvisionEvent>,
 }
@@ -270,15 +271,15 @@ impl Engine {
         let inventory = Arc::new(inventory.clone());
         let connections: Connections = Arc::default();
         let semaphore = Arc::new(Semaphore::new(self.inner.parallelism));
-        let mut stopped: BTreeSet<String> = BTreeSet::new();
+        let mut stopped: BTreeSet<NodeName> = BTreeSet::new();
         let mut report = RunReport::default();
         for (index, (key, playbook_when, step)) in steps.iter().enumerate() {
-            let targets: Vec<String> = match step.scope {
+            let targets: Vec<NodeName> = match step.scope {
                 Scope::Head => vec![inventory.head.name.clone()],
                 Scope::Nodes => inventory.nodes.iter().map(|n| n.name.clone()).collect(),
             };
             let mut tasks = tokio::task::JoinSet::new();
-            let mut outcomes: BTreeMap<String, Outcome> = BTreeMap::new();
+            let mut outcomes: BTreeMap<NodeName, Outcome> = BTreeMap::new();
             for node in targets.iter().cloned() {
                 let skip = if index < first {
                     Some(format!("before --from {}", steps[first].0))
@@ -324,7 +325,7 @@ impl Engine {
             while let Some(joined) = tasks.join_next().await {
                 let (node, (outcome, failure)) = joined.unwrap_or_else(|e| {
                     (
-                        String::from("?"),
+                        NodeName::new("?"),
                         (
                             Outcome::Failed {
                                 error: format!("internal error: {e}"),
@@ -399,14 +400,14 @@ fn unix_ms() -> u64 {
 }
 
 fn event(
-    node: &str,
+    node: &NodeName,
     step: &str,
     phase: Phase,
     outcome: Outcome,
     started: Instant,
 ) -> ProvisionEvent {
     ProvisionEvent {
-        node: node.to_string(),
+        node: node.clone(),
         step: step.to_string(),
         phase,
         outcome,
@@ -547,7 +548,7 @@ impl Job {
         self.connect(&self.node).await
     }
 
-    fn cached(&self, node: &str) -> Option<Arc<dyn Transport>> {
+    fn cached(&self, node: &NodeName) -> Option<Arc<dyn Transport>> {
         self.connections
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -555,12 +556,12 @@ impl Job {
             .cloned()
     }
 
-    async fn connect(&self, node: &str) -> Result<Arc<dyn Transport>, StepError> {
+    async fn connect(&self, node: &NodeName) -> Result<Arc<dyn Transport>, StepError> {
         let t = self.connector.connect(node).await?;
         self.connections
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(node.to_string(), t.clone());
+            .insert(node.clone(), t.clone());
         Ok(t)
     }
 }
@@ -576,7 +577,7 @@ impl std::fmt::Debug for Job {
 
 #[async_trait::async_trait]
 impl crate::builtin::Peers for Job {
-    async fn transport(&self, node: &str) -> Result<Arc<dyn Transport>, StepError> {
+    async fn transport(&self, node: &NodeName) -> Result<Arc<dyn Transport>, StepError> {
         match self.cached(node) {
             Some(t) => Ok(t),
             None => self.connect(node).await,

@@ -1,6 +1,7 @@
 //! Errors of running steps: what failed, on which node, the command and its stderr, and what to do.
 
 use crate::transport::TransportError;
+use beowulf_types::NodeName;
 use std::path::PathBuf;
 
 /// How much of a failed command's stderr an error quotes: enough for the real message (apt, mount and
@@ -97,7 +98,7 @@ pub fn tail(text: &str) -> String {
 /// One node's failure of one step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeFailure {
-    pub node: String,
+    pub node: NodeName,
     /// `playbook/step`.
     pub step: String,
     /// `check`, `apply` or `verify`.

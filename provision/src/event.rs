@@ -1,12 +1,13 @@
 //! Progress events: one stream per run, kept by the head daemon and rendered by the CLI.
 
+use beowulf_types::NodeName;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Something that happened to one step on one node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProvisionEvent {
-    pub node: String,
+    pub node: NodeName,
     /// `playbook/step`.
     pub step: String,
     pub phase: Phase,

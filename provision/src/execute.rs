@@ -10,13 +10,14 @@ use crate::error::{StepError, tail};
 use crate::inventory::ClusterInventory;
 use crate::template::Templates;
 use crate::transport::{Transport, shell_quote};
+use beowulf_types::NodeName;
 use minijinja::Value;
 use std::collections::BTreeMap;
 
 /// Everything an action needs on one node.
 #[derive(Debug, Clone, Copy)]
 pub struct ActionCx<'a> {
-    pub node: &'a str,
+    pub node: &'a NodeName,
     pub transport: &'a dyn Transport,
     pub templates: &'a Templates,
     pub context: &'a Value,

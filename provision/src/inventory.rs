@@ -33,6 +33,7 @@
 //! gid = 10000
 //! ```
 
+use beowulf_types::NodeName;
 use beowulf_types::located::{SourceError, from_toml};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -118,7 +119,7 @@ pub struct NodeSsh {
 #[serde(deny_unknown_fields)]
 pub struct Head {
     #[serde(default = "default_head_name")]
-    pub name: String,
+    pub name: NodeName,
     /// Address on the gigabit network, which nodes use to reach the head's services.
     pub gige: Ipv4Addr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,7 +132,7 @@ pub struct Head {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Node {
-    pub name: String,
+    pub name: NodeName,
     /// The gigabit NIC: SSH and TCP jobs go over it.
     pub gige: GigeNic,
     /// The InfiniBand (or soft-RoCE) fabric; absent means `kind = "none"`.
@@ -291,8 +292,8 @@ fn default_domain() -> String {
 fn default_ssh_port() -> u16 {
     22
 }
-fn default_head_name() -> String {
-    "head".into()
+fn default_head_name() -> NodeName {
+    NodeName::new("head")
 }
 fn default_roles() -> Vec<Role> {
     vec![Role::Compute]
@@ -328,8 +329,8 @@ impl ClusterInventory {
     }
 
     /// The compute node called `name`.
-    pub fn node(&self, name: &str) -> Option<&Node> {
-        self.nodes.iter().find(|n| n.name == name)
+    pub fn node(&self, name: &NodeName) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == *name)
     }
 
     fn check(&self, file: &Path, text: &str) -> Result<(), SourceError> {
@@ -357,9 +358,10 @@ impl ClusterInventory {
         addresses.extend(self.head.ib);
         for n in &self.nodes {
             let name_needle = format!("\"{}\"", n.name);
-            if n.name.is_empty()
+            if n.name.as_str().is_empty()
                 || !n
                     .name
+                    .as_str()
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-')
             {

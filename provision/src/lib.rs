@@ -22,7 +22,7 @@ pub mod state;
 pub mod template;
 pub mod transport;
 
-pub use beowulf_types::SourceError;
+pub use beowulf_types::{NodeName, SourceError};
 pub use builtin::BuiltinRegistry;
 pub use engine::{DEFAULT_PARALLELISM, Engine, Mode, Outline, RunOptions, RunReport, Start};
 pub use error::{RunError, StepError};

@@ -4,6 +4,7 @@
 
 use crate::engine::Outline;
 use crate::event::{Outcome, Phase, ProvisionEvent};
+use beowulf_types::NodeName;
 use comfy_table::{Cell, Table};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeMap;
@@ -30,8 +31,8 @@ pub struct NodeProgress {
 #[derive(Debug, Clone)]
 pub struct ProgressModel {
     outline: Outline,
-    nodes: BTreeMap<String, NodeProgress>,
-    results: BTreeMap<(String, String), Outcome>,
+    nodes: BTreeMap<NodeName, NodeProgress>,
+    results: BTreeMap<(String, NodeName), Outcome>,
 }
 
 impl ProgressModel {
@@ -74,22 +75,22 @@ impl ProgressModel {
     }
 
     /// All nodes, head first.
-    pub fn nodes(&self) -> impl Iterator<Item = (&str, &NodeProgress)> {
-        std::iter::once(self.outline.head.as_str())
-            .chain(self.outline.nodes.iter().map(String::as_str))
+    pub fn nodes(&self) -> impl Iterator<Item = (&NodeName, &NodeProgress)> {
+        std::iter::once(&self.outline.head)
+            .chain(self.outline.nodes.iter())
             .filter_map(|n| self.nodes.get(n).map(|p| (n, p)))
     }
 
     /// The final outcome of `step` on `node`, if known.
-    pub fn result(&self, step: &str, node: &str) -> Option<&Outcome> {
-        self.results.get(&(step.to_string(), node.to_string()))
+    pub fn result(&self, step: &str, node: &NodeName) -> Option<&Outcome> {
+        self.results.get(&(step.to_string(), node.clone()))
     }
 
     /// The step × node table (or step × outcome counts for big clusters).
     pub fn summary_table(&self) -> Table {
         let mut table = Table::new();
-        let columns: Vec<&str> = std::iter::once(self.outline.head.as_str())
-            .chain(self.outline.nodes.iter().map(String::as_str))
+        let columns: Vec<&NodeName> = std::iter::once(&self.outline.head)
+            .chain(self.outline.nodes.iter())
             .collect();
         let per_node = columns.len() <= MAX_NODE_COLUMNS;
         let labels = [
@@ -236,7 +237,7 @@ pub fn summarize(outline: Outline, events: &[ProvisionEvent]) -> String {
 pub struct ProgressBars {
     model: ProgressModel,
     _multi: MultiProgress,
-    bars: BTreeMap<String, ProgressBar>,
+    bars: BTreeMap<NodeName, ProgressBar>,
 }
 
 impl ProgressBars {
@@ -253,7 +254,11 @@ impl ProgressBars {
     fn with_target(outline: Outline, target: ProgressDrawTarget) -> Self {
         let model = ProgressModel::new(outline);
         let multi = MultiProgress::with_draw_target(target);
-        let width = model.nodes().map(|(n, _)| n.len()).max().unwrap_or(4);
+        let width = model
+            .nodes()
+            .map(|(n, _)| n.as_str().len())
+            .max()
+            .unwrap_or(4);
         let style = ProgressStyle::with_template(&format!(
             "{{prefix:>{width}}} [{{bar:30}}] {{pos}}/{{len}} {{msg}}"
         ))
@@ -265,7 +270,7 @@ impl ProgressBars {
                 let bar = multi.add(ProgressBar::new(p.total as u64));
                 bar.set_style(style.clone());
                 bar.set_prefix(name.to_string());
-                (name.to_string(), bar)
+                (name.clone(), bar)
             })
             .collect();
         Self {
@@ -313,7 +318,9 @@ mod tests {
                 ("ib/b".into(), "B".into(), Scope::Nodes),
             ],
             head: "head".into(),
-            nodes: (1..=nodes).map(|i| format!("node{i}")).collect(),
+            nodes: (1..=nodes)
+                .map(|i| NodeName::new(format!("node{i}")))
+                .collect(),
         }
     }
 
@@ -408,11 +415,36 @@ mod tests {
         assert!(row.contains("40"), "{text}");
     }
 
+    /// What headnoded sends the CLI: node names as plain strings.
+    #[test]
+    fn outlines_and_events_carry_node_names_as_plain_strings() {
+        let outline_json = serde_json::to_string(&outline(1)).unwrap();
+        assert_eq!(
+            outline_json,
+            r#"{"steps":[["os/a","A","nodes"],["os/h","H","head"],["ib/b","B","nodes"]],"head":"head","nodes":["node1"]}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Outline>(&outline_json).unwrap(),
+            outline(1)
+        );
+        let event = done("node1", "os/a", Outcome::Changed);
+        let event_json = serde_json::to_string(&event).unwrap();
+        assert_eq!(
+            event_json,
+            r#"{"node":"node1","step":"os/a","phase":"done","outcome":{"kind":"changed"},"elapsed":{"secs":0,"nanos":0}}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<ProvisionEvent>(&event_json).unwrap(),
+            event
+        );
+    }
+
     #[test]
     fn bars_follow_events() {
         let mut bars = ProgressBars::hidden(outline(1));
         bars.handle(&done("node1", "os/a", Outcome::Changed));
         let model = bars.finish();
-        assert_eq!(model.result("os/a", "node1"), Some(&Outcome::Changed));
+        let node1 = NodeName::new("node1");
+        assert_eq!(model.result("os/a", &node1), Some(&Outcome::Changed));
     }
 }

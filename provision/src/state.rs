@@ -4,6 +4,7 @@
 
 use crate::error::RunError;
 use crate::event::Outcome;
+use beowulf_types::NodeName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -16,7 +17,7 @@ const STATE_VERSION: u32 = 1;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunState {
     pub version: u32,
-    pub results: BTreeMap<String, BTreeMap<String, StepRecord>>,
+    pub results: BTreeMap<String, BTreeMap<NodeName, StepRecord>>,
 }
 
 /// One (step, node) result.
@@ -72,10 +73,10 @@ impl RunState {
     }
 
     /// Records a result.
-    pub fn record(&mut self, step: &str, node: &str, outcome: Outcome, at_unix_ms: u64) {
+    pub fn record(&mut self, step: &str, node: &NodeName, outcome: Outcome, at_unix_ms: u64) {
         self.version = STATE_VERSION;
         self.results.entry(step.to_string()).or_default().insert(
-            node.to_string(),
+            node.clone(),
             StepRecord {
                 outcome,
                 at_unix_ms,
@@ -84,7 +85,7 @@ impl RunState {
     }
 
     /// Whether `step` ended successfully on `node` in an earlier run.
-    pub fn is_done(&self, step: &str, node: &str) -> bool {
+    pub fn is_done(&self, step: &str, node: &NodeName) -> bool {
         self.results
             .get(step)
             .and_then(|nodes| nodes.get(node))
@@ -100,26 +101,37 @@ mod tests {
     fn round_trips_and_knows_what_is_done() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/state.json");
+        let (node1, node2) = (NodeName::new("node1"), NodeName::new("node2"));
         let mut s = RunState::load(&path).unwrap();
-        s.record("nfs/mount", "node1", Outcome::Changed, 1);
+        s.record("nfs/mount", &node1, Outcome::Changed, 1);
         s.record(
             "nfs/mount",
-            "node2",
+            &node2,
             Outcome::Failed { error: "x".into() },
             2,
         );
         s.save(&path).unwrap();
         let back = RunState::load(&path).unwrap();
         assert_eq!(back, s);
-        assert!(back.is_done("nfs/mount", "node1"));
-        assert!(!back.is_done("nfs/mount", "node2"));
-        assert!(!back.is_done("nfs/other", "node1"));
+        assert!(back.is_done("nfs/mount", &node1));
+        assert!(!back.is_done("nfs/mount", &node2));
+        assert!(!back.is_done("nfs/other", &node1));
         std::fs::write(&path, "nonsense").unwrap();
         assert!(
             RunState::load(&path)
                 .unwrap_err()
                 .to_string()
                 .contains("delete it")
+        );
+    }
+
+    #[test]
+    fn node_names_are_plain_keys_in_the_file() {
+        let mut s = RunState::default();
+        s.record("nfs/mount", &NodeName::new("node1"), Outcome::Changed, 7);
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"{"version":1,"results":{"nfs/mount":{"node1":{"outcome":{"kind":"changed"},"at_unix_ms":7}}}}"#
         );
     }
 }

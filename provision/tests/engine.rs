@@ -587,7 +587,7 @@ check = [{ builtin = "ib-pair-probe", args = { marker = "/var/lib/beowulf-agent/
     for i in 1..=4 {
         lab.connector
             .nodes
-            .insert(format!("node{i}"), fabric_node(i, Some(3)));
+            .insert(format!("node{i}").into(), fabric_node(i, Some(3)));
     }
     let pbs = [playbook(text)];
     let (report, _) = run(&engine(), &pbs, &inv, &lab, Mode::Apply, Start::Fresh, None).await;
@@ -625,7 +625,7 @@ check = [{ builtin = "ib-pair-probe", args = { marker = "/var/lib/beowulf-agent/
         let state = lab.node(&format!("node{i}")).state();
         let fixed = fabric_node(i, None);
         fixed.set_state(|s| *s = state);
-        lab.connector.nodes.insert(format!("node{i}"), fixed);
+        lab.connector.nodes.insert(format!("node{i}").into(), fixed);
     }
     let (report, _) = run(&engine(), &pbs, &inv, &lab, Mode::Apply, Start::Fresh, None).await;
     let report = report.unwrap();

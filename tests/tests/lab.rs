@@ -56,7 +56,7 @@ fn five_vms_come_up_answer_ssh_on_both_fabrics_and_go_away_cleanly() {
         let got = lab.ok(&[
             "lab",
             "ssh",
-            &node.name,
+            node.name.as_str(),
             "hostname; ip -4 -o addr show eth0; ip -4 -o addr show eth1; \
              ping -c 1 -W 10 -I eth1 10.78.0.254 >/dev/null && echo ib-bridge-ok",
         ]);

@@ -235,7 +235,8 @@ fn the_rendered_agent_config_parses_with_and_without_reserved_cpus() {
     let render = |mut vars: BTreeMap<String, String>| {
         // A run variable headnoded always gives the agent playbook.
         vars.insert("agent_port".into(), "7090".into());
-        let context = beowulf_provision::context::node_context(&inv, "node2", &vars);
+        let node2 = beowulf_provision::NodeName::new("node2");
+        let context = beowulf_provision::context::node_context(&inv, &node2, &vars);
         let text = templates
             .render_file("computed.toml", &context)
             .unwrap_or_else(|e| panic!("{e}"));

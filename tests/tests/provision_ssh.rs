@@ -34,7 +34,7 @@ fn inventory(sshd: &Sshd, host_key: Option<&str>, known_hosts: &str) -> ClusterI
 async fn connect(
     inv: ClusterInventory,
 ) -> Result<Arc<dyn beowulf_provision::Transport>, TransportError> {
-    InventoryConnector::new(inv)?.connect("node1").await
+    InventoryConnector::new(inv)?.connect(&"node1".into()).await
 }
 
 #[tokio::test]

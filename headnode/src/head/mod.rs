@@ -362,8 +362,8 @@ impl Head {
 
     /// Whether `node`'s agent has a session with this head (it registered, over mutual TLS when
     /// the agent API requires it).
-    pub fn agent_connected(&self, node: &str) -> bool {
-        self.lock().sessions.contains_key(&NodeName::new(node))
+    pub fn agent_connected(&self, node: &NodeName) -> bool {
+        self.lock().sessions.contains_key(node)
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {

@@ -42,6 +42,38 @@ impl fmt::Display for NodeName {
     }
 }
 
+impl From<&str> for NodeName {
+    fn from(name: &str) -> Self {
+        NodeName(name.to_string())
+    }
+}
+
+impl From<String> for NodeName {
+    fn from(name: String) -> Self {
+        NodeName(name)
+    }
+}
+
+/// Lets maps keyed by `NodeName` be looked up with a `&str` (the derived `Eq`, `Ord` and `Hash`
+/// are the inner string's, as `Borrow` requires).
+impl std::borrow::Borrow<str> for NodeName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for NodeName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for NodeName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 /// Version number of a node's desired state. The head bumps it on every change it commits; an agent
 /// ignores any desired state older than the newest it has acted on.
 #[derive(

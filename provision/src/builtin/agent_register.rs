@@ -5,6 +5,7 @@ use super::contract::{Builtin, BuiltinCx};
 use crate::check::Check;
 use crate::error::StepError;
 use async_trait::async_trait;
+use beowulf_types::NodeName;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,16 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Answers "has this node's agent registered?" (implemented by headnoded's agent hub).
 #[async_trait]
 pub trait RegistrationProbe: Send + Sync + std::fmt::Debug {
-    async fn registered(&self, node: &str) -> Result<bool, String>;
+    async fn registered(&self, node: &NodeName) -> Result<bool, ProbeError>;
+}
+
+/// Why a [`RegistrationProbe`] could not tell.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    /// Whoever keeps the agents' sessions could not be asked (a probe reaching a head daemon that
+    /// stopped or cannot be reached).
+    #[error("the head daemon cannot be asked: {reason}")]
+    Unreachable { reason: String },
 }
 
 /// Waits for the agent's registration.
@@ -34,7 +44,7 @@ impl AgentRegister {
         Self { probe: None }
     }
 
-    async fn registered(&self, node: &str) -> Result<bool, StepError> {
+    async fn registered(&self, node: &NodeName) -> Result<bool, StepError> {
         let Some(probe) = &self.probe else {
             return Err(StepError::failed(
                 format!(
@@ -81,12 +91,12 @@ impl Builtin for AgentRegister {
 /// A probe with fixed answers: these nodes are registered, others are not (tests, dry runs).
 #[derive(Debug, Clone, Default)]
 pub struct FixedProbe {
-    pub registered: std::collections::BTreeSet<String>,
+    pub registered: std::collections::BTreeSet<NodeName>,
 }
 
 #[async_trait]
 impl RegistrationProbe for FixedProbe {
-    async fn registered(&self, node: &str) -> Result<bool, String> {
+    async fn registered(&self, node: &NodeName) -> Result<bool, ProbeError> {
         Ok(self.registered.contains(node))
     }
 }

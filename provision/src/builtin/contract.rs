@@ -6,13 +6,14 @@ use crate::error::StepError;
 use crate::inventory::ClusterInventory;
 use crate::transport::Transport;
 use async_trait::async_trait;
+use beowulf_types::NodeName;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// What a builtin gets to work with on one node.
 #[derive(Debug, Clone)]
 pub struct BuiltinCx<'a> {
-    pub node: &'a str,
+    pub node: &'a NodeName,
     pub transport: &'a dyn Transport,
     pub inventory: &'a ClusterInventory,
     /// The action's `args`, rendered.
@@ -26,7 +27,7 @@ pub struct BuiltinCx<'a> {
 /// Reaches other nodes of the run by name, over the run's cached connections.
 #[async_trait]
 pub trait Peers: Send + Sync + std::fmt::Debug {
-    async fn transport(&self, node: &str) -> Result<Arc<dyn Transport>, StepError>;
+    async fn transport(&self, node: &NodeName) -> Result<Arc<dyn Transport>, StepError>;
 }
 
 /// A step implemented in Rust.

@@ -16,6 +16,7 @@ use crate::error::{StepError, tail};
 use crate::inventory::{IbKind, Node};
 use crate::transport::Transport;
 use async_trait::async_trait;
+use beowulf_types::NodeName;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
@@ -51,7 +52,7 @@ const LOCATE_PORT: &str = r#"for p in /sys/class/infiniband/*/ports/*; do [ "$(c
 #[derive(Debug, Default)]
 pub struct IbPairProbe {
     /// A check's verdict per node, so the apply that follows does not probe again.
-    verdicts: Mutex<BTreeMap<String, Verdict>>,
+    verdicts: Mutex<BTreeMap<NodeName, Verdict>>,
 }
 
 /// What probing one node found.
@@ -132,7 +133,7 @@ impl IbPairProbe {
             .iter()
             .filter(|n| has_fabric(n))
             .collect();
-        let Some(index) = ring.iter().position(|n| n.name == cx.node) else {
+        let Some(index) = ring.iter().position(|n| n.name == *cx.node) else {
             return Ok(Verdict::Passed);
         };
         let tcp_port = PINGPONG_PORT_BASE + index;
@@ -209,14 +210,14 @@ impl IbPairProbe {
         verdict("server", &served)
     }
 
-    fn remember(&self, node: &str, verdict: Verdict) {
+    fn remember(&self, node: &NodeName, verdict: Verdict) {
         self.verdicts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(node.to_string(), verdict);
+            .insert(node.clone(), verdict);
     }
 
-    fn recall(&self, node: &str) -> Option<Verdict> {
+    fn recall(&self, node: &NodeName) -> Option<Verdict> {
         self.verdicts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -11,7 +11,7 @@ mod ldap_users;
 mod nfs3_export;
 mod uid_conflicts;
 
-pub use agent_register::{AgentRegister, FixedProbe, RegistrationProbe};
+pub use agent_register::{AgentRegister, FixedProbe, ProbeError, RegistrationProbe};
 pub use clock_skew::{ClockSkew, MAX_CLOCK_SKEW};
 pub use contract::{Builtin, BuiltinCx, Peers};
 pub use ib_pair_probe::IbPairProbe;

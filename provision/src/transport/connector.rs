@@ -5,13 +5,14 @@ use super::ssh::{SshTarget, SshTransport};
 use super::{LocalTransport, RecordingTransport, Transport, TransportError};
 use crate::inventory::ClusterInventory;
 use async_trait::async_trait;
+use beowulf_types::NodeName;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Opens a transport to a node by name (the head's name or a compute node's).
 #[async_trait]
 pub trait Connector: Send + Sync + std::fmt::Debug {
-    async fn connect(&self, node: &str) -> Result<Arc<dyn Transport>, TransportError>;
+    async fn connect(&self, node: &NodeName) -> Result<Arc<dyn Transport>, TransportError>;
 }
 
 /// The real connector: the head is this machine, compute nodes are reached over SSH as the inventory says.
@@ -32,12 +33,12 @@ impl InventoryConnector {
     }
 
     /// How to reach `node` over SSH.
-    pub fn target(&self, node: &str) -> Result<SshTarget, TransportError> {
+    pub fn target(&self, node: &NodeName) -> Result<SshTarget, TransportError> {
         let n = self
             .inventory
             .node(node)
             .ok_or_else(|| TransportError::Connect {
-                node: node.to_string(),
+                node: node.clone(),
                 address: "?".into(),
                 reason: "the node is not in the inventory".into(),
             })?;
@@ -70,9 +71,9 @@ impl InventoryConnector {
 
 #[async_trait]
 impl Connector for InventoryConnector {
-    async fn connect(&self, node: &str) -> Result<Arc<dyn Transport>, TransportError> {
-        if node == self.inventory.head.name {
-            return Ok(Arc::new(LocalTransport::new(node)));
+    async fn connect(&self, node: &NodeName) -> Result<Arc<dyn Transport>, TransportError> {
+        if *node == self.inventory.head.name {
+            return Ok(Arc::new(LocalTransport::new(node.clone())));
         }
         let target = self.target(node)?;
         Ok(Arc::new(SshTransport::connect(&target).await?))
@@ -82,25 +83,25 @@ impl Connector for InventoryConnector {
 /// A connector over fake nodes, for tests; nodes in `unreachable` fail to connect.
 #[derive(Debug, Default, Clone)]
 pub struct RecordingConnector {
-    pub nodes: BTreeMap<String, RecordingTransport>,
-    pub unreachable: BTreeSet<String>,
+    pub nodes: BTreeMap<NodeName, RecordingTransport>,
+    pub unreachable: BTreeSet<NodeName>,
 }
 
 impl RecordingConnector {
     /// Adds a fake node.
     pub fn with(mut self, transport: RecordingTransport) -> Self {
-        self.nodes.insert(transport.node().to_string(), transport);
+        self.nodes.insert(transport.node().clone(), transport);
         self
     }
 }
 
 #[async_trait]
 impl Connector for RecordingConnector {
-    async fn connect(&self, node: &str) -> Result<Arc<dyn Transport>, TransportError> {
+    async fn connect(&self, node: &NodeName) -> Result<Arc<dyn Transport>, TransportError> {
         match self.nodes.get(node) {
             Some(t) if !self.unreachable.contains(node) => Ok(Arc::new(t.clone())),
             _ => Err(TransportError::Connect {
-                node: node.to_string(),
+                node: node.clone(),
                 address: "fake".into(),
                 reason: "connection refused".into(),
             }),

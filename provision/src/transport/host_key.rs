@@ -2,6 +2,7 @@
 //! known_hosts file. Unknown and changed keys are refused; nothing is ever trusted on first use.
 
 use super::TransportError;
+use beowulf_types::NodeName;
 use russh::keys::PublicKey;
 use std::path::{Path, PathBuf};
 
@@ -64,7 +65,7 @@ impl KnownHosts {
 /// The host keys one node may present.
 #[derive(Debug, Clone)]
 pub struct HostKeyPolicy {
-    pub node: String,
+    pub node: NodeName,
     pub address: String,
     pub expected: Vec<PublicKey>,
     /// Where the keys came from (named in errors).
@@ -74,7 +75,7 @@ pub struct HostKeyPolicy {
 impl HostKeyPolicy {
     /// Keys for a node: its inventory `host_key` (if any) plus known_hosts entries for its name and address.
     pub fn for_node(
-        node: &str,
+        node: &NodeName,
         address: &str,
         port: u16,
         host_key: Option<&str>,
@@ -92,9 +93,9 @@ impl HostKeyPolicy {
             })?);
         }
         expected.extend(known_hosts.keys_for(address, port));
-        expected.extend(known_hosts.keys_for(node, port));
+        expected.extend(known_hosts.keys_for(node.as_str(), port));
         Ok(Self {
-            node: node.to_string(),
+            node: node.clone(),
             address: address.to_string(),
             expected,
             known_hosts: known_hosts.path().to_path_buf(),
@@ -156,14 +157,15 @@ mod tests {
         let a = PublicKey::from_openssh(A).unwrap();
         let b = PublicKey::from_openssh(B).unwrap();
         let empty = KnownHosts::parse(Path::new("/kh"), "");
-        let none = HostKeyPolicy::for_node("node1", "10.0.0.1", 22, None, &empty).unwrap();
+        let node1 = NodeName::new("node1");
+        let none = HostKeyPolicy::for_node(&node1, "10.0.0.1", 22, None, &empty).unwrap();
         let err = none.verify(&a).unwrap_err();
         assert!(
             matches!(err, TransportError::UnknownHostKey { .. }),
             "{err}"
         );
         assert!(err.to_string().contains("node1"), "{err}");
-        let pinned = HostKeyPolicy::for_node("node1", "10.0.0.1", 22, Some(A), &empty).unwrap();
+        let pinned = HostKeyPolicy::for_node(&node1, "10.0.0.1", 22, Some(A), &empty).unwrap();
         pinned.verify(&a).unwrap();
         let err = pinned.verify(&b).unwrap_err();
         assert!(

@@ -2,18 +2,19 @@
 
 use super::{ExecOutput, Transport, TransportError};
 use async_trait::async_trait;
+use beowulf_types::NodeName;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// Commands and files on the machine the engine runs on.
 #[derive(Debug, Clone)]
 pub struct LocalTransport {
-    node: String,
+    node: NodeName,
 }
 
 impl LocalTransport {
     /// A transport for this machine, called `node` in errors and events.
-    pub fn new(node: impl Into<String>) -> Self {
+    pub fn new(node: impl Into<NodeName>) -> Self {
         Self { node: node.into() }
     }
 
@@ -28,7 +29,7 @@ impl LocalTransport {
 
 #[async_trait]
 impl Transport for LocalTransport {
-    fn node(&self) -> &str {
+    fn node(&self) -> &NodeName {
         &self.node
     }
 

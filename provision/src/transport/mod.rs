@@ -17,6 +17,7 @@ pub use recording::{Call, FakeState, RecordingTransport};
 pub use ssh::{SshTarget, SshTransport};
 
 use async_trait::async_trait;
+use beowulf_types::NodeName;
 use std::path::PathBuf;
 
 /// What a command did.
@@ -52,7 +53,7 @@ impl ExecOutput {
 #[async_trait]
 pub trait Transport: Send + Sync + std::fmt::Debug {
     /// The node's name (for errors).
-    fn node(&self) -> &str;
+    fn node(&self) -> &NodeName;
 
     /// Runs `command` with `sh -c` semantics and waits for it.
     async fn exec(&self, command: &str) -> Result<ExecOutput, TransportError>;
@@ -71,7 +72,7 @@ pub enum TransportError {
         "cannot connect to {node} at {address}: {reason}; check that the node is up, reachable from the head and runs sshd"
     )]
     Connect {
-        node: String,
+        node: NodeName,
         address: String,
         reason: String,
     },
@@ -79,7 +80,7 @@ pub enum TransportError {
         "host key of {node} ({address}) is not known: it offered {offered}, and {known_hosts} has no key for it; if this is the right machine, add its key to known_hosts (or `host_key` in cluster.toml)"
     )]
     UnknownHostKey {
-        node: String,
+        node: NodeName,
         address: String,
         offered: String,
         known_hosts: PathBuf,
@@ -88,7 +89,7 @@ pub enum TransportError {
         "host key of {node} ({address}) CHANGED: it offered {offered}, but the recorded key is {expected}; someone may be impersonating the node, or it was reinstalled: check, then update known_hosts (or `host_key` in cluster.toml)"
     )]
     HostKeyChanged {
-        node: String,
+        node: NodeName,
         address: String,
         offered: String,
         expected: String,
@@ -97,7 +98,7 @@ pub enum TransportError {
         "{node} refused the SSH key {key} for user {user}: add its public key to ~{user}/.ssh/authorized_keys on the node"
     )]
     AuthRejected {
-        node: String,
+        node: NodeName,
         user: String,
         key: PathBuf,
     },
@@ -107,7 +108,7 @@ pub enum TransportError {
     KnownHosts { path: PathBuf, reason: String },
     #[error("on {node}: {operation} failed: {reason}")]
     Io {
-        node: String,
+        node: NodeName,
         operation: String,
         reason: String,
     },

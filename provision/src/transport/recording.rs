@@ -3,6 +3,7 @@
 
 use super::{ExecOutput, Transport, TransportError};
 use async_trait::async_trait;
+use beowulf_types::NodeName;
 use regex::Regex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,7 +46,7 @@ struct Inner {
 /// A fake node. Clones share rules, state and the call log.
 #[derive(Clone)]
 pub struct RecordingTransport {
-    node: String,
+    node: NodeName,
     inner: Arc<Mutex<Inner>>,
     latency: Duration,
     in_flight: Arc<AtomicUsize>,
@@ -62,7 +63,7 @@ impl std::fmt::Debug for RecordingTransport {
 
 impl RecordingTransport {
     /// A fake node with no rules: every command exits 127.
-    pub fn new(node: impl Into<String>) -> Self {
+    pub fn new(node: impl Into<NodeName>) -> Self {
         Self {
             node: node.into(),
             inner: Arc::default(),
@@ -153,7 +154,7 @@ impl RecordingTransport {
 
 #[async_trait]
 impl Transport for RecordingTransport {
-    fn node(&self) -> &str {
+    fn node(&self) -> &NodeName {
         &self.node
     }
 

@@ -4,6 +4,7 @@
 use super::host_key::HostKeyPolicy;
 use super::{ExecOutput, Transport, TransportError, shell_quote};
 use async_trait::async_trait;
+use beowulf_types::NodeName;
 use russh::ChannelMsg;
 use russh::client::{self, Handle};
 use russh::keys::{PrivateKeyWithHashAlg, PublicKey, load_secret_key};
@@ -24,7 +25,7 @@ const MISSING_FILE_STATUS: u32 = 44;
 /// Where and how to reach one node.
 #[derive(Debug, Clone)]
 pub struct SshTarget {
-    pub node: String,
+    pub node: NodeName,
     pub address: String,
     pub port: u16,
     pub user: String,
@@ -34,7 +35,7 @@ pub struct SshTarget {
 
 /// A connected node.
 pub struct SshTransport {
-    node: String,
+    node: NodeName,
     handle: Handle<Verifier>,
 }
 
@@ -210,7 +211,7 @@ impl SshTransport {
 
 #[async_trait]
 impl Transport for SshTransport {
-    fn node(&self) -> &str {
+    fn node(&self) -> &NodeName {
         &self.node
     }
 
