@@ -67,6 +67,9 @@ pub struct HeadConfig {
     /// Connection limits of the client sockets (`[api]`).
     #[serde(default)]
     pub api: ApiConfig,
+    /// The policy sections, parsed by [`HeadConfig::parse`].
+    #[serde(skip)]
+    policy: Policy,
 }
 
 /// `[api]`: how many connections the client sockets (the gRPC API's and the submit socket, mode
@@ -182,8 +185,36 @@ pub struct QosConfig {
     #[serde(default)]
     pub preempts: Vec<String>,
     /// What happens to this QOS's jobs when preempted: "off" (never), "requeue" or "cancel".
-    #[serde(default = "default_preempt_mode")]
-    pub preempt_mode: String,
+    #[serde(default)]
+    pub preempt_mode: PreemptModeSetting,
+}
+
+/// `preempt_mode` as written in a `[qos.NAME]` section.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PreemptModeSetting {
+    #[default]
+    Off,
+    Requeue,
+    Cancel,
+}
+
+impl From<PreemptModeSetting> for PreemptMode {
+    fn from(setting: PreemptModeSetting) -> PreemptMode {
+        match setting {
+            PreemptModeSetting::Off => PreemptMode::Off,
+            PreemptModeSetting::Requeue => PreemptMode::Requeue,
+            PreemptModeSetting::Cancel => PreemptMode::Cancel,
+        }
+    }
+}
+
+/// The scheduling policy of the config's sections, parsed and checked once when the config is
+/// read, so every scheduling pass uses it as it is.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub partitions: BTreeMap<String, Partition>,
+    pub qos: BTreeMap<String, Qos>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -250,19 +281,30 @@ impl HeadConfig {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<HeadConfig, ConfigError> {
-        let config: HeadConfig = config::from_toml(path, text)?;
-        // Check the policy sections now, so a bad config fails at start-up, not at the first pass.
-        config
-            .partitions()
-            .map_err(|message| ConfigError::invalid(path, message))?;
-        config
-            .qos_definitions()
-            .map_err(|message| ConfigError::invalid(path, message))?;
+        let mut config: HeadConfig = config::from_toml(path, text)?;
+        // The policy sections, parsed now: a bad config fails at start-up, not at the first pass.
+        config.policy = Policy {
+            partitions: config
+                .parse_partitions()
+                .map_err(|message| ConfigError::invalid(path, message))?,
+            qos: config
+                .parse_qos()
+                .map_err(|message| ConfigError::invalid(path, message))?,
+        };
         Ok(config)
     }
 
-    /// The scheduler's partitions, keyed by name.
-    pub fn partitions(&self) -> Result<BTreeMap<String, Partition>, String> {
+    /// The scheduler's partitions, keyed by name (parsed when the config was read).
+    pub fn partitions(&self) -> &BTreeMap<String, Partition> {
+        &self.policy.partitions
+    }
+
+    /// The scheduler's QOS definitions, keyed by name (parsed when the config was read).
+    pub fn qos_definitions(&self) -> &BTreeMap<String, Qos> {
+        &self.policy.qos
+    }
+
+    fn parse_partitions(&self) -> Result<BTreeMap<String, Partition>, String> {
         let mut out = BTreeMap::new();
         for p in &self.partitions {
             let nodes = match &p.nodes {
@@ -297,20 +339,10 @@ impl HeadConfig {
         Ok(out)
     }
 
-    /// The scheduler's QOS definitions, keyed by name.
-    pub fn qos_definitions(&self) -> Result<BTreeMap<String, Qos>, String> {
+    fn parse_qos(&self) -> Result<BTreeMap<String, Qos>, String> {
         let mut out = BTreeMap::new();
         for (name, q) in &self.qos {
-            let preempt_mode = match q.preempt_mode.as_str() {
-                "off" => PreemptMode::Off,
-                "requeue" => PreemptMode::Requeue,
-                "cancel" => PreemptMode::Cancel,
-                other => {
-                    return Err(format!(
-                        "qos {name}: preempt_mode `{other}` is not off, requeue or cancel"
-                    ));
-                }
-            };
+            let preempt_mode = PreemptMode::from(q.preempt_mode);
             for target in &q.preempts {
                 if !self.qos.contains_key(target) {
                     return Err(format!(
@@ -357,10 +389,6 @@ impl HeadConfig {
     }
 }
 
-fn default_preempt_mode() -> String {
-    "off".into()
-}
-
 fn default_fairshare_half_life() -> Millis {
     DEFAULT_FAIRSHARE_HALF_LIFE_MS
 }
@@ -395,5 +423,28 @@ mod tests {
             config.image_path_on_nodes(Path::new("/srv/other.tar")),
             Path::new("/srv/other.tar")
         );
+    }
+
+    #[test]
+    fn the_policy_is_parsed_once_when_the_config_is_read() {
+        let base = "state_dir = \"/s\"\nsocket = \"/s/sock\"\n";
+        let text = format!(
+            "{base}[[partition]]\nname = \"short\"\nnodes = \"node[1-2]\"\ndefault = true\n\
+             [qos.high]\npriority = 10\npreempts = [\"low\"]\n[qos.low]\npreempt_mode = \"requeue\"\n"
+        );
+        let config = HeadConfig::parse(Path::new("headnoded.toml"), &text).unwrap();
+        assert_eq!(config.partitions()["short"].nodes.len(), 2);
+        assert_eq!(
+            config.qos_definitions()["low"].preempt_mode,
+            PreemptMode::Requeue
+        );
+        assert_eq!(
+            config.qos_definitions()["high"].preempt_mode,
+            PreemptMode::Off
+        );
+        let bad = format!("{base}[qos.low]\npreempt_mode = \"sometimes\"\n");
+        let err = HeadConfig::parse(Path::new("headnoded.toml"), &bad).unwrap_err();
+        assert!(err.to_string().contains("line 4"), "{err}");
+        assert!(err.to_string().contains("sometimes"), "{err}");
     }
 }

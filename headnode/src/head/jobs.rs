@@ -327,8 +327,8 @@ fn check_fits_cluster(
     spec: &JobSpec,
 ) -> Result<Option<String>, HeadError> {
     let refuse = |field: &str, message: String| source.refusal(field, message);
-    let partitions = config.partitions().map_err(HeadError::Invalid)?;
-    let partition = resolve_partition(&partitions, spec.partition.as_deref())
+    let partitions = config.partitions();
+    let partition = resolve_partition(partitions, spec.partition.as_deref())
         .map_err(|message| refuse("partition", message))?;
     let in_partition = |name: &NodeName| {
         partition

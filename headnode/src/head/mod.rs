@@ -201,9 +201,9 @@ impl Tx<'_> {
 /// Gives jobs stored before partitions were resolved at submit the partition they would have
 /// been given then; a name the configuration no longer has is kept, and the scheduler says so.
 fn resolve_stored_partitions(jobs: &mut BTreeMap<JobId, JobRecord>, config: &HeadConfig) {
-    let partitions = config.partitions().unwrap_or_default();
+    let partitions = config.partitions();
     for job in jobs.values_mut().filter(|j| j.partition.is_none()) {
-        job.partition = match jobs::resolve_partition(&partitions, job.spec.partition.as_deref()) {
+        job.partition = match jobs::resolve_partition(partitions, job.spec.partition.as_deref()) {
             Ok(resolved) => resolved.map(|(name, _)| name),
             Err(_) => job.spec.partition.clone(),
         };

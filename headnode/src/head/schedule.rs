@@ -299,8 +299,8 @@ pub(super) fn snapshot(inner: &Inner, config: &HeadConfig, now: Timestamp) -> Sc
         running,
         pending,
         weights: config.priority_weights(),
-        partitions: config.partitions().unwrap_or_default(),
-        qos: config.qos_definitions().unwrap_or_default(),
+        partitions: config.partitions().clone(),
+        qos: config.qos_definitions().clone(),
         reservations,
         usage: if config.priority.fairshare_weight > 0 {
             usage(inner, config, now)
