@@ -1,7 +1,7 @@
 //! A connection to headnoded's unix socket, and how its errors read to a user.
 
 use anyhow::Context;
-use beowulf_proto::v1::cluster_client::ClusterClient;
+use beowulf_proto::v1::{self, cluster_client::ClusterClient};
 use hyper_util::rt::TokioIo;
 use std::path::{Path, PathBuf};
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -26,6 +26,26 @@ pub async fn connect(socket: &Path) -> anyhow::Result<Client> {
             )
         })?;
     Ok(ClusterClient::new(channel))
+}
+
+/// Every job the head lists (`all`: ended ones too), page after page.
+pub async fn list_jobs(c: &mut Client, all: bool) -> anyhow::Result<Vec<v1::JobInfo>> {
+    let mut jobs: Vec<v1::JobInfo> = Vec::new();
+    loop {
+        let page = c
+            .list_jobs(v1::ListJobsRequest {
+                all,
+                after_job_id: jobs.last().map_or(0, |j| j.id),
+                limit: 0,
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        jobs.extend(page.jobs);
+        if !page.more {
+            return Ok(jobs);
+        }
+    }
 }
 
 /// Turns a gRPC status into an error that reads as the head's own message.

@@ -8,22 +8,7 @@ use std::path::Path;
 /// `cluster queue [--all] [--json]`: every page of the job list.
 pub async fn queue(socket: &Path, all: bool, json: bool) -> anyhow::Result<i32> {
     let mut c = client::connect(socket).await?;
-    let mut jobs = Vec::new();
-    loop {
-        let page = c
-            .list_jobs(v1::ListJobsRequest {
-                all,
-                after_job_id: jobs.last().map_or(0, |j: &v1::JobInfo| j.id),
-                limit: 0,
-            })
-            .await
-            .map_err(client::status_error)?
-            .into_inner();
-        jobs.extend(page.jobs);
-        if !page.more {
-            break;
-        }
-    }
+    let jobs = client::list_jobs(&mut c, all).await?;
     if json {
         let list: Vec<_> = jobs.iter().map(output::job_json).collect();
         println!("{}", serde_json::to_string_pretty(&list)?);

@@ -12,6 +12,7 @@ pub mod nodes;
 pub mod output;
 pub mod provision;
 pub mod reserve;
+pub mod slurm;
 pub mod submit;
 
 pub use image::ImageCommand;

@@ -230,6 +230,15 @@ impl Cluster for ClusterApi {
         }))
     }
 
+    async fn list_partitions(
+        &self,
+        _request: Request<v1::ListPartitionsRequest>,
+    ) -> Result<Response<v1::ListPartitionsReply>, Status> {
+        Ok(Response::new(v1::ListPartitionsReply {
+            partitions: self.head.list_partitions(),
+        }))
+    }
+
     async fn drain(
         &self,
         request: Request<v1::DrainRequest>,

@@ -110,6 +110,36 @@ impl Head {
         })
     }
 
+    /// The partitions as configured, or one, `all`, of every node when none is.
+    pub fn list_partitions(&self) -> Vec<v1::PartitionInfo> {
+        let every_node: Vec<String> =
+            self.read(|inner| inner.nodes.keys().map(|n| n.0.clone()).collect());
+        let configured = self.config.partitions();
+        if configured.is_empty() {
+            return vec![v1::PartitionInfo {
+                name: crate::model::DEFAULT_PARTITION.to_string(),
+                nodes: every_node,
+                default: true,
+                max_time_ms: None,
+                max_nodes: None,
+            }];
+        }
+        configured
+            .iter()
+            .map(|(name, p)| v1::PartitionInfo {
+                name: name.clone(),
+                nodes: if p.nodes.is_empty() {
+                    every_node.clone()
+                } else {
+                    p.nodes.iter().map(|n| n.0.clone()).collect()
+                },
+                default: p.default,
+                max_time_ms: p.max_time,
+                max_nodes: p.max_nodes,
+            })
+            .collect()
+    }
+
     pub fn node_info(&self, name: &NodeName) -> Result<v1::NodeInfo, HeadError> {
         self.list_nodes()
             .into_iter()

@@ -65,6 +65,49 @@ impl UtcTime {
     }
 }
 
+impl UtcTime {
+    /// Seconds since 1970-01-01 00:00:00 UTC, or `None` for a date or time that does not exist
+    /// (month 13, 30 February, 24:00) or one before 1970.
+    pub fn to_unix_seconds(self) -> Option<u64> {
+        let leap =
+            |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
+        let days_in_month = match self.month {
+            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+            4 | 6 | 9 | 11 => 30,
+            2 if leap(self.year) => 29,
+            2 => 28,
+            _ => return None,
+        };
+        if self.year < 1970
+            || self.year > 9999
+            || self.day == 0
+            || self.day > days_in_month
+            || self.hour > 23
+            || self.minute > 59
+            || self.second > 59
+        {
+            return None;
+        }
+        // Howard Hinnant's days_from_civil.
+        let y = if self.month <= 2 {
+            self.year - 1
+        } else {
+            self.year
+        };
+        let era = y / 400;
+        let yoe = y - era * 400;
+        let mp = if self.month > 2 {
+            self.month - 3
+        } else {
+            self.month + 9
+        };
+        let doy = (153 * mp + 2) / 5 + self.day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = (era * 146_097 + doe).checked_sub(719_468)?;
+        Some(days * 86_400 + self.hour * 3600 + self.minute * 60 + self.second)
+    }
+}
+
 impl std::fmt::Display for UtcTime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -87,6 +130,17 @@ mod tests {
             UtcTime::from_unix_seconds(1_709_251_199).to_string(),
             "2024-02-29 23:59:59 UTC"
         );
+        for unix in [0, 951_782_400, 1_709_251_199, 1_796_628_093] {
+            assert_eq!(
+                UtcTime::from_unix_seconds(unix).to_unix_seconds(),
+                Some(unix)
+            );
+        }
+        let feb_30 = UtcTime {
+            day: 30,
+            ..UtcTime::from_unix_seconds(951_782_400)
+        };
+        assert_eq!(feb_30.to_unix_seconds(), None);
         assert_eq!(
             Timestamp(1_796_628_093_958).utc().to_string(),
             "2026-12-07 07:21:33 UTC"
