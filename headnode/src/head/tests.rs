@@ -51,9 +51,7 @@ fn register(head: &Head, node: &str) -> mpsc::UnboundedReceiver<v1::HeadMessage>
     rx
 }
 
-fn last_desired(
-    rx: &mut mpsc::UnboundedReceiver<v1::HeadMessage>,
-) -> v1::DesiredState {
+fn last_desired(rx: &mut mpsc::UnboundedReceiver<v1::HeadMessage>) -> v1::DesiredState {
     let mut last = None;
     while let Ok(v1::HeadMessage {
         body: Some(v1::head_message::Body::Desired(d)),
@@ -194,13 +192,7 @@ fn a_failed_rank_ends_the_job_and_holds_the_other_nodes_until_they_report() {
 
 /// On node1 (2 CPUs): one job that ran and completed, one still queued behind it; returns their IDs
 /// and node1's desired-state stream.
-fn one_done_one_queued(
-    head: &Head,
-) -> (
-    JobId,
-    JobId,
-    mpsc::UnboundedReceiver<v1::HeadMessage>,
-) {
+fn one_done_one_queued(head: &Head) -> (JobId, JobId, mpsc::UnboundedReceiver<v1::HeadMessage>) {
     let node1 = register(head, "node1");
     let done = head
         .submit(&ROOT, job_file("command = [\"a\"]\ncpus_per_task = 2\n"))
