@@ -8,6 +8,7 @@
 //!  connect ─▶ Register(inventory, every run in the ledger) ─▶ heartbeats every interval
 //!    ▲            │
 //!    │            ▼ DesiredState(generation) ── older than the ledger's? ignore
+//!    │          assignments off the wire (`assignment`) ── one refused? end the session
 //!    │          reconcile(desired, ledger) ─▶ Start / Kill / Forget   (ledger saved before acting)
 //!    │            │
 //!    │            ▼ task exits ─▶ ledger ─▶ RunReport when a run's last task ended
@@ -20,6 +21,7 @@ mod wired;
 
 pub use wired::{LaunchPeer, LaunchRefusal};
 
+use crate::assignment::{Assignment, AssignmentError};
 use crate::config::{AgentConfig, HeadAddressError};
 use crate::container::ImageCache;
 use crate::launcher::{JobLimits, LaunchError, Launcher, TaskExit, TaskLaunch, TaskOutput};
@@ -55,6 +57,11 @@ enum SessionError {
         run.run
     )]
     MissingPayload { run: RunKey },
+    /// The head sent an assignment the agent cannot carry out as given (see
+    /// [`crate::assignment`]): nothing of that desired state is applied, and a new session
+    /// carries the whole state again.
+    #[error("refusing the head's desired state: {0}; reconnecting for the whole desired state")]
+    BadAssignment(#[from] AssignmentError),
 }
 
 /// Why the head could not be reached: routine while it restarts (or a local problem: its address
@@ -117,9 +124,6 @@ const UNKILLABLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Between two rounds of killing a run's leftovers.
 const LEFTOVER_RETRY: Duration = Duration::from_millis(50);
 
-/// The umask of jobs whose submitter sent none (older clients): the usual login default.
-const DEFAULT_UMASK: u32 = 0o022;
-
 /// The bulky part of an assignment, which the head sends once per session and run.
 #[derive(Debug, Clone)]
 struct RunPayload {
@@ -127,9 +131,10 @@ struct RunPayload {
     env: std::collections::HashMap<String, String>,
 }
 
-/// Fills in the argv and environment of the assignments that leave them out from `kept`, and
-/// keeps those of every run of `desired` (older generations included: they carry payloads the
-/// head will not send again); `Err` names a run whose payload this agent never received.
+/// Fills in the argv and environment of the assignments that leave them out from `kept` (on the
+/// wire, before the assignments are converted: an [`Assignment`] always has them), and keeps
+/// those of every run of `desired` (older generations included: they carry payloads the head
+/// will not send again); `Err` names a run whose payload this agent never received.
 fn fill_payloads(
     desired: &mut v1::DesiredState,
     kept: &mut BTreeMap<RunKey, RunPayload>,
@@ -161,9 +166,9 @@ fn fill_payloads(
 #[derive(Debug)]
 struct State {
     ledger: Ledger,
-    desired: BTreeMap<RunKey, v1::Assignment>,
+    desired: BTreeMap<RunKey, Assignment>,
     /// Each desired run's argv and environment, for desired states that leave them out
-    /// (`Assignment.payload_omitted`); kept for the runs of the last desired state received.
+    /// (`v1::Assignment.payload_omitted`); kept for the runs of the last desired state received.
     payloads: BTreeMap<RunKey, RunPayload>,
     outgoing: Option<mpsc::UnboundedSender<v1::AgentMessage>>,
     /// Container and MPI runs: their containers and phase times (memory only).
@@ -311,7 +316,8 @@ impl<L: Launcher> Agent<L> {
                 Err(
                     e @ (SessionError::Refused(_)
                     | SessionError::Broke(_)
-                    | SessionError::MissingPayload { .. }),
+                    | SessionError::MissingPayload { .. }
+                    | SessionError::BadAssignment(_)),
                 ) => {
                     tracing::warn!(error = %e, "no session with the head");
                 }
@@ -475,7 +481,8 @@ impl<L: Launcher> Agent<L> {
     }
 
     /// Applies a whole desired state (ignored if older than what was already applied); `Err`
-    /// when it leaves out a payload this agent does not have (the session must start again).
+    /// when it leaves out a payload this agent does not have, or carries an assignment the agent
+    /// refuses (the session must start again; nothing of the state is applied).
     fn on_desired(&self, mut desired: v1::DesiredState) -> Result<(), SessionError> {
         let mut state = self.lock();
         fill_payloads(&mut desired, &mut state.payloads)?;
@@ -484,19 +491,33 @@ impl<L: Launcher> Agent<L> {
             tracing::debug!(%generation, "ignoring an older desired state");
             return Ok(());
         }
-        state.ledger.data.generation = generation;
-        state.desired = desired
+        let assignments: BTreeMap<RunKey, Assignment> = desired
             .assignments
             .into_iter()
-            .map(|a| (a.run_key(), a))
-            .collect();
+            .map(|a| Assignment::try_from(a).map(|a| (a.key, a)))
+            .collect::<Result<_, AssignmentError>>()?;
+        self.apply_desired(state, generation, assignments);
+        Ok(())
+    }
+
+    /// Applies the assignments of a desired state of `generation`: starts what is new, kills
+    /// what is no longer desired.
+    fn apply_desired(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        generation: Generation,
+        assignments: BTreeMap<RunKey, Assignment>,
+    ) {
+        state.ledger.data.generation = generation;
+        state.desired = assignments;
         let keys: BTreeSet<RunKey> = state.desired.keys().copied().collect();
         let actions = reconcile(&keys, &state.ledger.data);
         // Durable before acting: record every run about to start.
         for action in &actions {
             if let Action::Start(key) = action {
-                let a = &state.desired[key];
-                let tasks = (a.first_rank..a.first_rank + a.local_tasks)
+                let tasks = state.desired[key]
+                    .ranks
+                    .clone()
                     .map(|r| (r, None))
                     .collect();
                 state.ledger.data.runs.insert(
@@ -512,7 +533,7 @@ impl<L: Launcher> Agent<L> {
         }
         if let Err(e) = state.ledger.save() {
             tracing::error!(error = %e, "cannot save the ledger; not acting on the desired state");
-            return Ok(());
+            return;
         }
         for action in actions {
             match action {
@@ -523,7 +544,6 @@ impl<L: Launcher> Agent<L> {
         }
         drop(state);
         self.runs_changed.notify_waiters();
-        Ok(())
     }
 
     /// Answers a request of another node about a run (`find`): when the run is not here yet,
@@ -559,19 +579,19 @@ impl<L: Launcher> Agent<L> {
             self.start_wired_run(state, key, a);
             return;
         }
-        if a.local_tasks == 0 {
+        if a.ranks.is_empty() {
             return;
         }
-        tracing::info!(job = %key.job, run = key.run, tasks = a.local_tasks, "starting run");
+        tracing::info!(job = %key.job, run = key.run, tasks = a.local_tasks(), "starting run");
         let limits = self.job_limits(&a);
         if let Err(e) = self.launcher.prepare_job(key, &limits) {
-            for rank in a.first_rank..a.first_rank + a.local_tasks {
+            for rank in a.ranks.clone() {
                 let _ = self.exits.send(TaskExit::not_started(key.task(rank), &e));
             }
             return;
         }
         let forward = self.begin_forwarding(state, key, &a);
-        for rank in a.first_rank..a.first_rank + a.local_tasks {
+        for rank in a.ranks.clone() {
             let task = self.task_launch(&a, key, rank);
             if let Err(e) = self.start_task(task, forward.as_ref()) {
                 tracing::warn!(job = %key.job, rank, error = %e, "task did not start");
@@ -593,18 +613,18 @@ impl<L: Launcher> Agent<L> {
         Ok(())
     }
 
-    fn task_launch(&self, a: &v1::Assignment, key: RunKey, rank: u32) -> TaskLaunch {
+    fn task_launch(&self, a: &Assignment, key: RunKey, rank: u32) -> TaskLaunch {
         TaskLaunch {
             key: key.task(rank),
             argv: a.argv.clone(),
             env: self.task_env(a, rank).into_iter().collect(),
-            workdir: PathBuf::from(&a.workdir),
-            stdout: PathBuf::from(&a.stdout_path),
-            stderr: PathBuf::from(&a.stderr_path),
+            workdir: a.workdir.clone(),
+            stdout: a.stdout_path.clone(),
+            stderr: a.stderr_path.clone(),
             uid: a.uid,
             gid: a.gid,
             groups: a.gids.clone(),
-            umask: a.umask.unwrap_or(DEFAULT_UMASK),
+            umask: a.umask,
             container: None,
             output: if output::forwards_output(a) {
                 TaskOutput::Pipes
@@ -615,17 +635,17 @@ impl<L: Launcher> Agent<L> {
     }
 
     /// The environment of task `rank`: the job's, with the per-task Slurm variables.
-    fn task_env(&self, a: &v1::Assignment, rank: u32) -> BTreeMap<String, String> {
-        let mut env: BTreeMap<String, String> = a.env.clone().into_iter().collect();
+    fn task_env(&self, a: &Assignment, rank: u32) -> BTreeMap<String, String> {
+        let mut env = a.env.clone();
         env.entry("PATH".into())
             .or_insert_with(|| DEFAULT_PATH.into());
         let node = &self.config.node_name;
         let per_task = [
             ("SLURM_PROCID", rank.to_string()),
-            ("SLURM_LOCALID", (rank - a.first_rank).to_string()),
+            ("SLURM_LOCALID", (rank - a.ranks.start).to_string()),
             ("SLURM_NODEID", a.node_index.to_string()),
             ("SLURMD_NODENAME", node.clone()),
-            ("SLURM_TASKS_PER_NODE", a.local_tasks.to_string()),
+            ("SLURM_TASKS_PER_NODE", a.local_tasks().to_string()),
             ("BEOWULF_NODE", node.clone()),
         ];
         env.extend(per_task.into_iter().map(|(k, v)| (k.to_string(), v)));
@@ -704,7 +724,7 @@ impl<L: Launcher> Agent<L> {
     }
 
     /// The cgroup limits of a run of `a` on this node.
-    pub(crate) fn job_limits(&self, a: &v1::Assignment) -> JobLimits {
+    pub(crate) fn job_limits(&self, a: &Assignment) -> JobLimits {
         JobLimits {
             cpus: a.cpus,
             memory_mb: a.memory_mb,
@@ -732,8 +752,7 @@ impl<L: Launcher> Agent<L> {
             let direct = state
                 .desired
                 .get(&key)
-                .and_then(|a| a.mpi.as_ref())
-                .is_some_and(|m| m.direct);
+                .is_some_and(|a| a.direct_mpi().is_some());
             let entry = state.ledger.data.runs.get_mut(&key).expect("found above");
             if direct && exit.code != 0 && entry.cause.is_none() {
                 entry.cause = Some(exit.key.rank);
@@ -841,7 +860,7 @@ fn kill(launcher: &impl Launcher, key: RunKey) {
 
 /// Whose filesystem identity the agent takes for a run's files (its image, forwarded output):
 /// the user with every group the head sent, or looked up here for assignments without them.
-pub(crate) fn credentials_of(a: &v1::Assignment) -> beowulf_as_user::UserCredentials {
+pub(crate) fn credentials_of(a: &Assignment) -> beowulf_as_user::UserCredentials {
     if a.gids.is_empty() {
         beowulf_as_user::UserCredentials::of_user(&a.user, a.uid, a.gid)
     } else {
@@ -901,10 +920,13 @@ mod tests {
         .unwrap()
     }
 
+    /// A 1-node run of `tasks` tasks on node1, as the head sends it.
     fn assignment(job: u64, run: u32, tasks: u32) -> v1::Assignment {
         v1::Assignment {
             job_id: job,
             run,
+            nodelist: vec!["node1".into()],
+            ntasks: tasks,
             local_tasks: tasks,
             first_rank: 0,
             argv: vec!["true".into()],
@@ -1088,6 +1110,48 @@ mod tests {
             )),
             "a run without its payload was started"
         );
+    }
+
+    /// A desired state carrying an assignment the agent refuses ends the session and applies
+    /// nothing of it: no run starts, none is killed, the generation stays.
+    #[test]
+    fn a_desired_state_with_a_refused_assignment_is_not_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, _exits, _out) = agent(dir.path(), RecordingLauncher::new());
+        agent
+            .on_desired(desired(5, vec![assignment(1, 1, 1)]))
+            .unwrap();
+        let calls = agent.launcher.calls().len();
+        let outside = v1::Assignment {
+            node_index: 3,
+            ..assignment(2, 1, 1)
+        };
+        let error = agent.on_desired(desired(6, vec![outside])).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                SessionError::BadAssignment(AssignmentError::NodeIndex { .. })
+            ),
+            "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("job 2.1: node_index 3 is outside the nodelist of 1 nodes"),
+            "{error}"
+        );
+        assert_eq!(
+            agent.launcher.calls().len(),
+            calls,
+            "{:?}",
+            agent.launcher.calls()
+        );
+        let state = agent.lock();
+        assert_eq!(state.ledger.data.generation, Generation(5));
+        assert!(state.desired.contains_key(&RunKey {
+            job: JobId(1),
+            run: 1
+        }));
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! computed: the compute-node agent. It keeps a session with the head ([`agent`]), persists what it
-//! was asked to run ([`ledger`]), decides what to do ([`reconcile`]) and does it ([`launcher`]).
+//! computed: the compute-node agent. It keeps a session with the head ([`agent`]), takes each job
+//! run's part on this node off the wire once ([`assignment`]), persists what it was asked to run
+//! ([`ledger`]), decides what to do ([`reconcile`]) and does it ([`launcher`]).
 
 pub mod agent;
+pub mod assignment;
 pub mod config;
 pub mod container;
 pub mod inventory;

@@ -2,8 +2,9 @@
 //! launcher pointed at `beowulf-rsh`), the environment of ranks the agents start directly, and
 //! the transport settings of the fabric the head chose, for both. Pure: tested without MPI.
 
+use crate::assignment::MpiLaunch;
 use beowulf_proto::v1;
-use beowulf_types::{MpiFlavor, RunFabric};
+use beowulf_types::{MpiFlavor, NodeName, RunFabric};
 
 /// Environment variables `beowulf-rsh` reads (set for mpirun, and for the daemons it starts).
 pub const ENV_TOKEN: &str = "BEOWULF_LAUNCH_TOKEN";
@@ -20,8 +21,8 @@ const UCX_IB_ENV: [(&str, &str); 2] =
 /// What the command line is built from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MpirunInput<'a> {
-    pub mpi: &'a v1::MpiLaunch,
-    pub nodelist: &'a [String],
+    pub mpi: &'a MpiLaunch,
+    pub nodelist: &'a [NodeName],
     /// The program and its arguments (the job's `command`).
     pub command: &'a [String],
     /// Path of `beowulf-rsh` as mpirun sees it (inside the container, or on the host).
@@ -35,7 +36,7 @@ pub struct MpirunInput<'a> {
 
 /// `mpirun` and its arguments.
 pub fn mpirun_argv(input: &MpirunInput<'_>) -> Vec<String> {
-    let ntasks: u32 = input.mpi.tasks_per_node.iter().sum();
+    let ntasks = input.mpi.ranks();
     // mpirun runs on the first node: naming it `localhost` makes mpirun start that node's ranks
     // itself instead of launching a daemon there through the agent (one process and one
     // remote launch fewer: ~50 ms of a 5-node start on this machine, issue 7).
@@ -78,7 +79,7 @@ pub fn mpirun_argv(input: &MpirunInput<'_>) -> Vec<String> {
     if let Some(include) = input.tcp_include {
         mca("oob_tcp_if_include", include);
     }
-    let fabric = fabric_settings(input.mpi.run_fabric(), input.tcp_include, input.ib_device);
+    let fabric = fabric_settings(input.mpi.fabric, input.tcp_include, input.ib_device);
     for (name, value) in &fabric.mca {
         mca(name, value);
     }
@@ -138,14 +139,13 @@ pub fn fabric_settings(
 /// MPICH (built by `scripts/build-mpich.sh` for ch4:ofi as a PMIx client): libfabric's provider
 /// and interface, see [`mpich_fabric_env`].
 pub fn direct_env(
-    launch: &v1::MpiLaunch,
+    launch: &MpiLaunch,
     tcp_include: Option<&str>,
     ib_device: Option<&str>,
 ) -> Vec<(String, String)> {
-    let fabric = launch.run_fabric();
-    if launch.mpi_flavor() == MpiFlavor::Mpich {
-        let ranks: u32 = launch.tasks_per_node.iter().sum();
-        return mpich_fabric_env(fabric, ranks, tcp_include, ib_device);
+    let fabric = launch.fabric;
+    if launch.flavor == MpiFlavor::Mpich {
+        return mpich_fabric_env(fabric, launch.ranks(), tcp_include, ib_device);
     }
     let settings = fabric_settings(fabric, tcp_include, ib_device);
     let mut env: Vec<(String, String)> = settings
@@ -276,7 +276,7 @@ pub async fn connect_local_launch(
 }
 
 /// The launch endpoint of `node` in a run's launch, if the node is one of the run's.
-pub fn endpoint_of<'a>(launch: &'a v1::MpiLaunch, node: &str) -> Option<&'a str> {
+pub fn endpoint_of<'a>(launch: &'a MpiLaunch, node: &NodeName) -> Option<&'a str> {
     launch.endpoints.get(node).map(String::as_str)
 }
 
@@ -284,14 +284,14 @@ pub fn endpoint_of<'a>(launch: &'a v1::MpiLaunch, node: &str) -> Option<&'a str>
 mod tests {
     use super::*;
 
-    fn launch(fabric: RunFabric) -> v1::MpiLaunch {
-        v1::MpiLaunch {
-            flavor: v1::MpiFlavor::Openmpi as i32,
-            fabric: v1::RunFabric::from(fabric) as i32,
+    fn launch(fabric: RunFabric) -> MpiLaunch {
+        MpiLaunch {
+            flavor: MpiFlavor::Openmpi,
+            fabric,
             token: "t".into(),
             endpoints: [
-                ("node1".to_string(), "127.0.0.1:1".to_string()),
-                ("node2".to_string(), "127.0.0.1:2".to_string()),
+                (NodeName::new("node1"), "127.0.0.1:1".to_string()),
+                (NodeName::new("node2"), "127.0.0.1:2".to_string()),
             ]
             .into_iter()
             .collect(),
@@ -303,7 +303,7 @@ mod tests {
     #[test]
     fn tcp_runs_pin_open_mpi_to_the_given_network() {
         let mpi = launch(RunFabric::Tcp);
-        let nodes = ["node1".to_string(), "node2".to_string()];
+        let nodes = [NodeName::new("node1"), NodeName::new("node2")];
         let command = ["./hello".to_string()];
         let argv = mpirun_argv(&MpirunInput {
             mpi: &mpi,
@@ -329,7 +329,7 @@ mod tests {
     #[test]
     fn ib_runs_use_ucx_with_the_soft_roce_settings() {
         let mpi = launch(RunFabric::Ib);
-        let nodes = ["node1".to_string(), "node2".to_string()];
+        let nodes = [NodeName::new("node1"), NodeName::new("node2")];
         let line = mpirun_argv(&MpirunInput {
             mpi: &mpi,
             nodelist: &nodes,
@@ -360,8 +360,8 @@ mod tests {
 
     #[test]
     fn mpich_ranks_get_libfabric_providers_and_no_open_mpi_variables() {
-        let mpich = |fabric: RunFabric| v1::MpiLaunch {
-            flavor: v1::MpiFlavor::Mpich as i32,
+        let mpich = |fabric: RunFabric| MpiLaunch {
+            flavor: MpiFlavor::Mpich,
             ..launch(fabric)
         };
         let env = direct_env(&mpich(RunFabric::Tcp), Some("lo"), None);
@@ -396,7 +396,10 @@ mod tests {
     #[test]
     fn endpoints_are_found_by_node() {
         let launch = launch(RunFabric::Tcp);
-        assert_eq!(endpoint_of(&launch, "node2"), Some("127.0.0.1:2"));
-        assert_eq!(endpoint_of(&launch, "node9"), None);
+        assert_eq!(
+            endpoint_of(&launch, &NodeName::new("node2")),
+            Some("127.0.0.1:2")
+        );
+        assert_eq!(endpoint_of(&launch, &NodeName::new("node9")), None);
     }
 }

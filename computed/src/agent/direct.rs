@@ -15,11 +15,12 @@
 
 use super::wired::DirectError;
 use super::{Agent, LaunchPeer, LaunchRefusal, kill};
+use crate::assignment::{Assignment, MpiLaunch};
 use crate::mpi;
 use crate::pmix::{FenceRequest, JobMap, PmixError, PmixEvent, PmixServer, nspace_of};
 use crate::tls::TlsError;
 use beowulf_proto::v1;
-use beowulf_types::{JobId, RunKey};
+use beowulf_types::{JobId, NodeName, RunKey};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,7 +97,7 @@ impl FenceBoard {
 }
 
 /// The nodes of a job that run ranks, with their counts, in nodelist order.
-fn nodes_with_ranks(a: &v1::Assignment, launch: &v1::MpiLaunch) -> Vec<(u32, String, u32)> {
+fn nodes_with_ranks(a: &Assignment, launch: &MpiLaunch) -> Vec<(u32, NodeName, u32)> {
     a.nodelist
         .iter()
         .zip(&launch.tasks_per_node)
@@ -156,8 +157,8 @@ impl<L: crate::launcher::Launcher> Agent<L> {
     pub(super) fn register_direct(
         &self,
         key: RunKey,
-        a: &v1::Assignment,
-        launch: &v1::MpiLaunch,
+        a: &Assignment,
+        launch: &MpiLaunch,
         tmpdir: String,
     ) -> Result<(), DirectError> {
         let server = self.pmix_server()?;
@@ -173,12 +174,12 @@ impl<L: crate::launcher::Launcher> Agent<L> {
             nspace: nspace_of(key),
             job_id: key.job.0.to_string(),
             tmpdir,
-            nodes: nodes.into_iter().map(|(_, n, t)| (n, t)).collect(),
+            nodes: nodes.into_iter().map(|(_, n, t)| (n.0, t)).collect(),
             node_index: node_index as u32,
             uid: a.uid,
             gid: a.gid,
         };
-        let given = a.first_rank..a.first_rank + a.local_tasks;
+        let given = a.ranks.clone();
         let mapped = map.ranks_of(node_index);
         if mapped != given {
             return Err(DirectError::RankMismatch {
@@ -199,7 +200,7 @@ impl<L: crate::launcher::Launcher> Agent<L> {
     pub(super) fn direct_env(
         &self,
         key: RunKey,
-        launch: &v1::MpiLaunch,
+        launch: &MpiLaunch,
         rank: u32,
         ib_device: Option<&str>,
     ) -> Result<Vec<(String, String)>, DirectError> {
@@ -306,7 +307,7 @@ impl<L: crate::launcher::Launcher> Agent<L> {
                 .cloned()
                 .unwrap_or_default();
             match self.launch_client_tls() {
-                Ok(tls) => send_fence(&endpoint, &first_node, tls.as_ref(), fence).await,
+                Ok(tls) => send_fence(&endpoint, first_node.as_str(), tls.as_ref(), fence).await,
                 Err(e) => Err(e.into()),
             }
         };

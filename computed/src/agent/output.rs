@@ -15,10 +15,11 @@
 
 use super::wired::same_secret;
 use super::{Agent, LaunchPeer, LaunchRefusal, State};
+use crate::assignment::Assignment;
 use crate::launcher::{Launcher, TaskPipes, open_output_as};
 use crate::mpi;
 use beowulf_proto::v1;
-use beowulf_types::{JobId, RunKey};
+use beowulf_types::{JobId, NodeName, RunKey};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
@@ -61,7 +62,7 @@ enum OutputError {
     Connect(#[from] mpi::ConnectError),
     #[error("{writer} refused output batch {sequence} of job {run}: {message}")]
     Refused {
-        writer: String,
+        writer: NodeName,
         run: RunKey,
         sequence: u64,
         message: String,
@@ -73,7 +74,7 @@ enum OutputError {
 struct Target {
     key: RunKey,
     node_index: u32,
-    writer: String,
+    writer: NodeName,
     endpoint: String,
     token: String,
     /// TLS to the writer's agent (`None`: plaintext).
@@ -96,7 +97,7 @@ const WRITER_LINGER: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub(super) struct WriterRun {
     /// The run's assignment here: its credential, files and user.
-    a: v1::Assignment,
+    a: Assignment,
     files: tokio::sync::Mutex<WriterFiles>,
 }
 
@@ -110,7 +111,7 @@ struct WriterFiles {
 
 /// True when this node's tasks of the run send their output to the writer instead of writing
 /// the job's files themselves.
-pub(super) fn forwards_output(a: &v1::Assignment) -> bool {
+pub(super) fn forwards_output(a: &Assignment) -> bool {
     a.output
         .as_ref()
         .is_some_and(|o| o.writer_index != a.node_index)
@@ -124,21 +125,16 @@ impl<L: Launcher> Agent<L> {
         &self,
         state: &mut State,
         key: RunKey,
-        a: &v1::Assignment,
+        a: &Assignment,
     ) -> Option<mpsc::Sender<Piece>> {
         if !forwards_output(a) {
             return None;
         }
         let output = a.output.as_ref()?;
-        let writer = a
-            .nodelist
-            .get(output.writer_index as usize)
-            .cloned()
-            .unwrap_or_default();
         let target = Target {
             key,
             node_index: a.node_index,
-            writer,
+            writer: output.writer.clone(),
             endpoint: output.writer_endpoint.clone(),
             token: output.token.clone(),
             tls: self
@@ -157,7 +153,7 @@ impl<L: Launcher> Agent<L> {
     /// Takes the output of the run's other nodes from now on, when this node writes its files
     /// (called as the run starts here). Takes the locked state as proof that it is called under
     /// the state lock, which [`Self::writer_of`] relies on.
-    pub(super) fn begin_writing(&self, _locked: &mut State, key: RunKey, a: &v1::Assignment) {
+    pub(super) fn begin_writing(&self, _locked: &mut State, key: RunKey, a: &Assignment) {
         if a.output
             .as_ref()
             .is_some_and(|o| o.writer_index == a.node_index)
@@ -417,8 +413,12 @@ async fn send_batch(
                 }
             },
             None => {
-                match mpi::connect_launch(&target.endpoint, &target.writer, target.tls.as_ref())
-                    .await
+                match mpi::connect_launch(
+                    &target.endpoint,
+                    target.writer.as_str(),
+                    target.tls.as_ref(),
+                )
+                .await
                 {
                     Ok(c) => {
                         *client = Some(c);
@@ -438,17 +438,15 @@ async fn send_batch(
 }
 
 /// Opens the job's output files as its user (one file when stdout and stderr name the same).
-fn open_files(a: &v1::Assignment) -> Result<(Arc<File>, Option<Arc<File>>), OutputError> {
-    let workdir = Path::new(&a.workdir);
+fn open_files(a: &Assignment) -> Result<(Arc<File>, Option<Arc<File>>), OutputError> {
     let user = super::credentials_of(a);
-    let umask = a.umask.unwrap_or(super::DEFAULT_UMASK);
-    let open = |name: &str| {
-        let path = workdir.join(name);
-        open_output_as(&path, &user, umask)
+    let open = |name: &Path| {
+        let path = a.workdir.join(name);
+        open_output_as(&path, &user, a.umask)
             .map(Arc::new)
             .map_err(|source| OutputError::Open {
                 path,
-                job: JobId(a.job_id),
+                job: a.key.job,
                 uid: a.uid,
                 source,
             })

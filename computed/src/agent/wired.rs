@@ -16,12 +16,13 @@
 //!                    containers started ─▶ progress report ─▶ exits as usual
 //! ```
 
-use super::{Agent, DEFAULT_PATH, DEFAULT_UMASK, now_ms};
+use super::{Agent, DEFAULT_PATH, now_ms};
+use crate::assignment::{Assignment, MpiLaunch};
 use crate::container::{ContainerError, TarballSource, bundle, find_runtime};
 use crate::launcher::{ContainerRun, LaunchError, Launcher, TaskExit, TaskLaunch};
 use crate::mpi;
 use beowulf_proto::v1::{self, agent_message::Body};
-use beowulf_types::{MpiFlavor, RunKey, TaskKey};
+use beowulf_types::{MpiFlavor, NodeName, RunKey, TaskKey};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,23 +53,23 @@ pub(super) struct WiredRun {
 }
 
 /// True for runs that need more than plain processes: an image to stage, or MPI wiring.
-pub(super) fn is_wired(a: &v1::Assignment) -> bool {
+pub(super) fn is_wired(a: &Assignment) -> bool {
     a.image.is_some() || a.mpi.is_some()
 }
 
 impl<L: Launcher> Agent<L> {
     /// Starts a wired run in the background (called with the agent's state locked).
-    pub(super) fn start_wired_run(&self, state: &mut super::State, key: RunKey, a: v1::Assignment) {
+    pub(super) fn start_wired_run(&self, state: &mut super::State, key: RunKey, a: Assignment) {
         state.wired.entry(key).or_default();
         let Some(agent) = self.me.upgrade() else {
             return;
         };
-        tracing::info!(job = %key.job, run = key.run, tasks = a.local_tasks, image = ?a.image.as_ref().map(|i| &i.reference), mpi = a.mpi.is_some(), "starting container/MPI run");
+        tracing::info!(job = %key.job, run = key.run, tasks = a.local_tasks(), image = ?a.image.as_ref().map(|i| &i.reference), mpi = a.mpi.is_some(), "starting container/MPI run");
         tokio::spawn(async move { agent.run_wired(key, a).await });
     }
 
-    async fn run_wired(self: Arc<Self>, key: RunKey, a: v1::Assignment) {
-        let ranks = a.first_rank..a.first_rank + a.local_tasks;
+    async fn run_wired(self: Arc<Self>, key: RunKey, a: Assignment) {
+        let ranks = a.ranks.clone();
         let not_started = |detail: String| {
             for rank in ranks.clone() {
                 let _ = self.exits.send(TaskExit {
@@ -94,10 +95,10 @@ impl<L: Launcher> Agent<L> {
             not_started("the job ended while its image was being staged".into());
             return;
         }
-        if a.local_tasks == 0 {
+        if a.ranks.is_empty() {
             return;
         }
-        if let Some(launch) = a.mpi.clone().filter(|m| m.direct) {
+        if let Some(launch) = a.direct_mpi().cloned() {
             // Registration waits on libpmix's thread: not on one of the runtime's.
             let agent = Arc::clone(&self);
             let assignment = a.clone();
@@ -135,7 +136,7 @@ impl<L: Launcher> Agent<L> {
 
     /// Unpacks the run's image into the node-local cache (once per digest) and returns its rootfs;
     /// `None` for runs without a container.
-    async fn stage(&self, key: RunKey, a: &v1::Assignment) -> Result<Option<PathBuf>, WiredError> {
+    async fn stage(&self, key: RunKey, a: &Assignment) -> Result<Option<PathBuf>, WiredError> {
         let Some(image) = a.image.clone() else {
             return Ok(None);
         };
@@ -152,7 +153,7 @@ impl<L: Launcher> Agent<L> {
         let rootfs = tokio::task::spawn_blocking(move || {
             agent
                 .images
-                .rootfs(&image.digest, Path::new(&image.tar_path), source, &user)
+                .rootfs(&image.digest, &image.tar_path, source, &user)
         })
         .await
         .map_err(|source| WiredError::StagingPanicked { run: key, source })??;
@@ -165,7 +166,7 @@ impl<L: Launcher> Agent<L> {
     fn wired_task(
         &self,
         key: RunKey,
-        a: &v1::Assignment,
+        a: &Assignment,
         rank: u32,
         rootfs: Option<&Path>,
     ) -> Result<TaskLaunch, WiredError> {
@@ -178,11 +179,11 @@ impl<L: Launcher> Agent<L> {
                 .find(|p| p.state == beowulf_types::IbPortState::Active)
                 .map(|p| format!("{}:{}", p.device, p.port))
         };
-        if let Some(launch) = a.mpi.as_ref().filter(|m| m.direct) {
+        if let Some(launch) = a.direct_mpi() {
             env.extend(self.direct_env(key, launch, rank, ib_device().as_deref())?);
             // MPICH's shared-memory segments have unique names, and its ranks yield the CPU
             // in every progress wait (ch4): only Open MPI needs these.
-            if self.config.shares_machine() && launch.mpi_flavor() == MpiFlavor::Openmpi {
+            if self.config.shares_machine() && launch.flavor == MpiFlavor::Openmpi {
                 // Open MPI names its shared-memory segments after the host, the job and the
                 // local rank, in /dev/shm: the nodes' ranks would collide (measured: SIGSEGV in
                 // MPI_Init). Each node's go in its run's own TMPDIR.
@@ -216,8 +217,7 @@ impl<L: Launcher> Agent<L> {
         }
         // MPI runs get a private TMPDIR on the node (mounted into containers of direct runs:
         // the ranks' session files are there, and PMIx removes it with the namespace).
-        let direct = a.mpi.as_ref().is_some_and(|m| m.direct);
-        if a.mpi.is_some() && (direct || rootfs.is_none()) {
+        if a.mpi.is_some() && (a.direct_mpi().is_some() || rootfs.is_none()) {
             env.insert("TMPDIR".into(), self.host_tmpdir(key, a)?);
         }
         match rootfs {
@@ -238,7 +238,7 @@ impl<L: Launcher> Agent<L> {
     fn container(
         &self,
         key: RunKey,
-        a: &v1::Assignment,
+        a: &Assignment,
         name: &str,
         rootfs: &Path,
         args: &[String],
@@ -252,7 +252,7 @@ impl<L: Launcher> Agent<L> {
             .unwrap_or(&self.config.node_name);
         let id = format!("bw-{owner}-{}-{}-{name}", key.job, key.run);
         let dir = self.config.state_dir.join("bundles").join(&id);
-        let workdir = PathBuf::from(&a.workdir);
+        let workdir = a.workdir.clone();
         let mut binds = vec![bundle::Bind {
             source: workdir.clone(),
             destination: workdir.clone(),
@@ -330,7 +330,7 @@ impl<L: Launcher> Agent<L> {
             } else {
                 a.gids.clone()
             },
-            umask: a.umask.unwrap_or(DEFAULT_UMASK),
+            umask: a.umask,
             binds,
             devices: bundle::infiniband_devices(),
             memlock: bundle::memlock_limit(),
@@ -356,7 +356,7 @@ impl<L: Launcher> Agent<L> {
     /// under `$TMPDIR/ompi.<hostname>.<uid>`, and several agents of one machine (a local
     /// cluster) would otherwise race to create the same one. Created for the job's user, removed
     /// when the run is forgotten.
-    fn host_tmpdir(&self, key: RunKey, a: &v1::Assignment) -> Result<String, WiredError> {
+    fn host_tmpdir(&self, key: RunKey, a: &Assignment) -> Result<String, WiredError> {
         let owner = self
             .config
             .cgroup_name
@@ -437,7 +437,7 @@ impl<L: Launcher> Agent<L> {
         token: &str,
         peer: &LaunchPeer,
         claimed_index: Option<u32>,
-    ) -> Result<(RunKey, v1::Assignment, v1::MpiLaunch), LaunchRefusal> {
+    ) -> Result<(RunKey, Assignment, MpiLaunch), LaunchRefusal> {
         let node = &self.config.node_name;
         let a =
             self.lock().desired.get(&key).cloned().ok_or_else(|| {
@@ -470,13 +470,14 @@ impl<L: Launcher> Agent<L> {
         let (_, a, launch) = self
             .wait_for_run(|| self.mpi_run(request.run_key(), &request.token, &peer, None))
             .await?;
-        let target = request.node.clone();
-        if target == self.config.node_name {
+        let target = NodeName::new(request.node.clone());
+        if target.as_str() == self.config.node_name {
             return self.launch(&peer, request).await;
         }
         if !a.nodelist.contains(&target) {
             return Err(LaunchRefusal::NotAllowed(format!(
-                "node {target:?} is not one of job {}'s nodes",
+                "node {:?} is not one of job {}'s nodes",
+                target.as_str(),
                 request.job_id
             )));
         }
@@ -486,7 +487,7 @@ impl<L: Launcher> Agent<L> {
         let tls = self
             .launch_client_tls()
             .map_err(|e| LaunchRefusal::Failed(e.to_string()))?;
-        let mut client = mpi::connect_launch(endpoint, &target, tls.as_ref())
+        let mut client = mpi::connect_launch(endpoint, target.as_str(), tls.as_ref())
             .await
             .map_err(|e| LaunchRefusal::Failed(e.to_string()))?;
         client
@@ -527,7 +528,7 @@ impl<L: Launcher> Agent<L> {
             run.next_daemon - 1
         };
         let rank = DAEMON_RANK_BASE + daemon;
-        let mut env = self.task_env(&a, a.first_rank);
+        let mut env = self.task_env(&a, a.ranks.start);
         let socket = self.launch_socket_seen(rootfs.is_some());
         env.extend(launch_env(&a, &launch, &socket));
         env.extend(request.env);
@@ -725,7 +726,7 @@ impl LaunchPeer {
     /// (or root) on this node.
     pub fn may_act_for(
         &self,
-        a: &v1::Assignment,
+        a: &Assignment,
         claimed_index: Option<u32>,
     ) -> Result<(), LaunchRefusal> {
         match self {
@@ -733,14 +734,17 @@ impl LaunchPeer {
             LaunchPeer::Local { uid } if *uid == a.uid || *uid == 0 => Ok(()),
             LaunchPeer::Local { uid } => Err(LaunchRefusal::NotAllowed(format!(
                 "uid {uid} may not act for job {} of uid {}",
-                a.job_id, a.uid
+                a.key.job, a.uid
             ))),
             LaunchPeer::Node(names) => {
-                let allowed: Vec<&String> = match claimed_index {
+                let allowed: Vec<&NodeName> = match claimed_index {
                     Some(i) => a.nodelist.get(i as usize).into_iter().collect(),
                     None => a.nodelist.iter().collect(),
                 };
-                if names.iter().any(|n| allowed.contains(&n)) {
+                if names
+                    .iter()
+                    .any(|n| allowed.iter().any(|node| node.as_str() == n))
+                {
                     Ok(())
                 } else {
                     Err(LaunchRefusal::NotAllowed(format!(
@@ -749,7 +753,7 @@ impl LaunchPeer {
                             Some(i) => format!("node index {i}"),
                             None => "a node".to_string(),
                         },
-                        a.job_id
+                        a.key.job
                     )))
                 }
             }
@@ -760,12 +764,12 @@ impl LaunchPeer {
 /// What `beowulf-rsh` needs: the job, its credential and where this node's agent takes launch
 /// requests (`socket`, as the process sees it); Open MPI refuses root unless told twice (a
 /// root-submitted job is the admin's explicit choice).
-fn launch_env(a: &v1::Assignment, launch: &v1::MpiLaunch, socket: &str) -> Vec<(String, String)> {
+fn launch_env(a: &Assignment, launch: &MpiLaunch, socket: &str) -> Vec<(String, String)> {
     let mut env = vec![
         (mpi::ENV_TOKEN.to_string(), launch.token.clone()),
         (mpi::ENV_LAUNCH_SOCKET.to_string(), socket.to_string()),
-        (mpi::ENV_JOB.to_string(), a.job_id.to_string()),
-        (mpi::ENV_RUN.to_string(), a.run.to_string()),
+        (mpi::ENV_JOB.to_string(), a.key.job.to_string()),
+        (mpi::ENV_RUN.to_string(), a.key.run.to_string()),
     ];
     if a.uid == 0 {
         env.push(("OMPI_ALLOW_RUN_AS_ROOT".into(), "1".into()));
@@ -775,7 +779,7 @@ fn launch_env(a: &v1::Assignment, launch: &v1::MpiLaunch, socket: &str) -> Vec<(
     env
 }
 
-fn path_of(a: &v1::Assignment) -> String {
+fn path_of(a: &Assignment) -> String {
     a.env
         .get("PATH")
         .cloned()
