@@ -27,7 +27,10 @@ done
 for b in cluster submit; do
   install -m 755 "$target/$host/release/$b" "$dist/$b"
 done
-# Slurm's name for submit: the same program answers as sbatch does when called by this name.
+# Slurm's names: submit answers as sbatch, cluster as the others, when called by these names.
 ln -sfn submit "$dist/sbatch"
+for b in squeue scancel sacct sinfo scontrol; do
+  ln -sfn cluster "$dist/$b"
+done
 
 echo "$dist"

@@ -121,18 +121,29 @@ impl LocalCluster {
 
     /// Runs `sbatch ARGS`: the `submit` program under the name an install links it as.
     pub fn sbatch(&self, args: &[&str]) -> Output {
+        self.slurm("sbatch", args)
+    }
+
+    /// Runs a Slurm command (`sbatch`, `squeue`, `scancel`, `sacct`, `sinfo`, `scontrol`): our
+    /// program under the name an install links it as (`submit` for sbatch, `cluster` for the rest).
+    pub fn slurm(&self, name: &str, args: &[&str]) -> Output {
         let links = self.state.path().join("bin");
-        let link = links.join("sbatch");
+        let link = links.join(name);
         if !link.exists() {
             std::fs::create_dir_all(&links).unwrap();
-            std::os::unix::fs::symlink(bin_dir().join("submit"), &link).unwrap();
+            let program = if name == "sbatch" {
+                "submit"
+            } else {
+                "cluster"
+            };
+            std::os::unix::fs::symlink(bin_dir().join(program), &link).unwrap();
         }
         let mut cmd = Command::new(&link);
         cmd.args(args)
             .env("BEOWULF_STATE_DIR", self.state.path())
             .env_remove("BEOWULF_SOCKET")
             .current_dir(self.work.path());
-        cmd.output().expect("sbatch runs")
+        cmd.output().expect("the Slurm command runs")
     }
 
     /// Runs `cluster ARGS` as the current user.

@@ -123,3 +123,98 @@ fn wrap_parsable_and_options_on_a_job_file() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn squeue_scancel_sacct_sinfo_and_scontrol_answer_as_slurm_does() {
+    let cluster = LocalCluster::start(2, 10);
+    let ok = |name: &str, args: &[&str]| {
+        let out = cluster.slurm(name, args);
+        assert!(
+            out.status.success(),
+            "{name} {args:?}: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    // A running job and a pending array (it waits for the running one).
+    let sleeper = cluster.job_file(
+        "sleeper.sh",
+        "#!/bin/sh\n#SBATCH -N 2 --ntasks-per-node=2 -J sleeper\nsleep 300\n",
+    );
+    let running = batch_job_id(&cluster.sbatch(&[sleeper.to_str().unwrap()]).stdout);
+    cluster.wait_state(running, &["RUNNING"], MINUTE);
+    let array_script = cluster.job_file(
+        "array.sh",
+        "#!/bin/sh\n#SBATCH -N 2 --array=0-2 -J arr\nhostname\n",
+    );
+    let array = batch_job_id(&cluster.sbatch(&[array_script.to_str().unwrap()]).stdout);
+
+    // parsl's call: ID and compact state, no header.
+    let listed = ok("squeue", &["--noheader", "--format=%i %t", "--me"]);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{running} R"),
+            format!("{array}_0 PD"),
+            format!("{array}_1 PD"),
+            format!("{array}_2 PD")
+        ],
+        "{listed}"
+    );
+    let only = ok("squeue", &["-h", "-o", "%i", "-j", &format!("{array}_1")]);
+    assert_eq!(only.trim(), format!("{array}_1"));
+    let header = ok("squeue", &["-t", "R"]);
+    assert!(
+        header.starts_with("             JOBID PARTITION"),
+        "{header}"
+    );
+    assert!(header.contains("node[1-2]"), "{header}");
+
+    // sinfo: the whole cluster in the default partition, both nodes allocated.
+    let info = ok("sinfo", &[]);
+    assert!(info.contains("all*"), "{info}");
+    assert!(info.contains("alloc node[1-2]"), "{info}");
+    let scontrol = ok("scontrol", &["show", "job", &running.to_string()]);
+    assert!(scontrol.contains("JobState=RUNNING"), "{scontrol}");
+    assert!(scontrol.contains("NodeList=node[1-2]"), "{scontrol}");
+
+    // The array's ID cancels every element; then the running job.
+    ok("scancel", &[&array.to_string()]);
+    ok("scancel", &[&running.to_string()]);
+    cluster.wait_state(running, &["CANCELLED"], MINUTE);
+    let left = ok("squeue", &["-h", "--me"]);
+    assert!(left.trim().is_empty(), "nothing left: {left}");
+    let out = cluster.slurm("scancel", &["999"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("job id 999"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // submitit's call: sacct, bar-separated, the array's elements under its ID.
+    let ids = format!("{running},{array}");
+    let acct = ok(
+        "sacct",
+        &["-o", "JobID,State,NodeList", "--parsable2", "-j", &ids],
+    );
+    let rows: Vec<&str> = acct.lines().collect();
+    assert_eq!(rows[0], "JobID|State|NodeList");
+    assert!(
+        rows.contains(&format!("{running}|CANCELLED|node[1-2]").as_str()),
+        "{acct}"
+    );
+    assert!(
+        rows.contains(&format!("{array}_2|CANCELLED|None assigned").as_str()),
+        "{acct}"
+    );
+    assert_eq!(rows.len(), 5, "{acct}");
+    let out = cluster.slurm("sacct", &["-o", "JobID,Bogus"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("\"Bogus\""),
+        "{}",
+        text(&out.stderr)
+    );
+}
