@@ -30,7 +30,7 @@ pub struct SubmitArgs {
     #[arg(long, short = 'n')]
     pub ntasks: Option<String>,
     /// Tasks on each node.
-    #[arg(long)]
+    #[arg(long, alias = "tasks-per-node")]
     pub ntasks_per_node: Option<String>,
     /// CPUs of each task (sbatch -c).
     #[arg(long, short = 'c')]
@@ -48,7 +48,7 @@ pub struct SubmitArgs {
     #[arg(long, short = 'e')]
     pub error: Option<String>,
     /// Working directory of the job (default: where you submit from).
-    #[arg(long, short = 'D')]
+    #[arg(long, short = 'D', alias = "workdir")]
     pub chdir: Option<String>,
     /// Requeue the job when one of its nodes fails.
     #[arg(long, conflicts_with = "no_requeue")]

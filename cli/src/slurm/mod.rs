@@ -14,6 +14,9 @@ mod scontrol;
 mod sinfo;
 mod squeue;
 
+pub use sacct::FIELDS as SACCT_FIELDS;
+pub use squeue::FIELDS as SQUEUE_FIELDS;
+
 use crate::{DEFAULT_STATE_DIR, Global};
 use std::ffi::OsString;
 use std::path::PathBuf;

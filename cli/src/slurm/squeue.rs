@@ -106,36 +106,41 @@ pub async fn run(socket: &Path, args: Vec<OsString>) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// The `%` letters squeue prints here, with their column titles.
+pub const FIELDS: &[(char, &str)] = &[
+    ('i', "JOBID"),
+    ('A', "JOBID"),
+    ('F', "ARRAY_JOB_ID"),
+    ('K', "ARRAY_TASK_ID"),
+    ('j', "NAME"),
+    ('u', "USER"),
+    ('U', "UID"),
+    ('t', "ST"),
+    ('T', "STATE"),
+    ('P', "PARTITION"),
+    ('M', "TIME"),
+    ('l', "TIME_LIMIT"),
+    ('D', "NODES"),
+    ('C', "CPUS"),
+    ('R', "NODELIST(REASON)"),
+    ('r', "REASON"),
+    ('N', "NODELIST"),
+    ('Q', "PRIORITY"),
+    ('q', "QOS"),
+    ('a', "ACCOUNT"),
+    ('S', "START_TIME"),
+    ('V', "SUBMIT_TIME"),
+    ('e', "END_TIME"),
+    ('m', "MIN_MEMORY"),
+    ('Z', "WORK_DIR"),
+    ('o', "COMMAND"),
+];
+
 fn header(letter: char) -> &'static str {
-    match letter {
-        'i' => "JOBID",
-        'A' => "JOBID",
-        'F' => "ARRAY_JOB_ID",
-        'K' => "ARRAY_TASK_ID",
-        'j' => "NAME",
-        'u' => "USER",
-        'U' => "UID",
-        't' => "ST",
-        'T' => "STATE",
-        'P' => "PARTITION",
-        'M' => "TIME",
-        'l' => "TIME_LIMIT",
-        'D' => "NODES",
-        'C' => "CPUS",
-        'R' => "NODELIST(REASON)",
-        'r' => "REASON",
-        'N' => "NODELIST",
-        'Q' => "PRIORITY",
-        'q' => "QOS",
-        'a' => "ACCOUNT",
-        'S' => "START_TIME",
-        'V' => "SUBMIT_TIME",
-        'e' => "END_TIME",
-        'm' => "MIN_MEMORY",
-        'Z' => "WORK_DIR",
-        'o' => "COMMAND",
-        _ => "?",
-    }
+    FIELDS
+        .iter()
+        .find(|(l, _)| *l == letter)
+        .map_or("?", |(_, title)| title)
 }
 
 fn value(letter: char, job: &v1::JobInfo, now: u64) -> String {
