@@ -218,3 +218,44 @@ fn squeue_scancel_sacct_sinfo_and_scontrol_answer_as_slurm_does() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn an_array_s_id_names_the_whole_array_for_dependencies_and_cancel() {
+    let cluster = LocalCluster::start(1, 10);
+    // Three elements, one at a time (%1), each a second long: element 0 ends first, the array last.
+    let array_script = cluster.job_file(
+        "steps.sh",
+        "#!/bin/sh\n#SBATCH --array=0-2%1 -o /dev/null\nsleep 1\n",
+    );
+    let array = batch_job_id(&cluster.sbatch(&[array_script.to_str().unwrap()]).stdout);
+    let after = cluster.job_file("after.sh", "#!/bin/sh\n#SBATCH -o /dev/null\ntrue\n");
+    let dependency = format!("afterok:{array}");
+    let out = cluster.sbatch(&["-d", &dependency, after.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let waiter = batch_job_id(&out.stdout);
+    let waited = cluster.wait_state(waiter, &["COMPLETED", "FAILED", "CANCELLED"], MINUTE);
+    assert_eq!(waited["state"], "COMPLETED", "{waited:#}");
+    let started = waited["start_time_ms"].as_u64().unwrap();
+    for element in array..array + 3 {
+        let info = cluster.show(element);
+        assert_eq!(info["state"], "COMPLETED", "{info:#}");
+        assert!(
+            info["end_time_ms"].as_u64().unwrap() <= started,
+            "job {waiter} started before element {element} of array {array} ended"
+        );
+    }
+
+    // `cluster cancel ARRAY` ends every element, running or pending.
+    let long = cluster.job_file(
+        "long.sh",
+        "#!/bin/sh\n#SBATCH --array=1-4 -o /dev/null\nsleep 300\n",
+    );
+    let array = batch_job_id(&cluster.sbatch(&[long.to_str().unwrap()]).stdout);
+    cluster.wait_state(array, &["RUNNING"], MINUTE);
+    let out = cluster.cluster(&["cancel", &array.to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for element in array..array + 4 {
+        let info = cluster.wait_state(element, &["CANCELLED"], MINUTE);
+        assert_eq!(info["state"], "CANCELLED");
+    }
+}

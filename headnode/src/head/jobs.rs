@@ -140,7 +140,8 @@ impl Head {
         })
     }
 
-    /// Cancels a pending or running job; its tasks are killed on every node.
+    /// Cancels a pending or running job; its tasks are killed on every node. An array's ID (its
+    /// first element's) cancels every element that has not ended, as Slurm's scancel does.
     pub fn cancel(&self, caller: &Caller, id: JobId) -> Result<JobState, HeadError> {
         let state = self.mutate(|tx| {
             let job = tx.job(id).ok_or(HeadError::NoSuchJob(id))?;
@@ -150,19 +151,28 @@ impl Head {
                     job.user.name, job.user.uid, caller.uid
                 )));
             }
-            if job.state.is_terminal() {
+            // The elements of an array share its user: the check above covers them all.
+            let targets: Vec<JobId> = array_elements(job).unwrap_or_else(|| vec![id]);
+            let live: Vec<JobId> = targets
+                .into_iter()
+                .filter(|t| tx.job(*t).is_some_and(|j| !j.state.is_terminal()))
+                .collect();
+            if live.is_empty() {
                 return Err(HeadError::AlreadyEnded {
                     job: id,
                     state: job.state,
                 });
             }
-            let job = tx.job_mut(id).expect("checked above");
-            job.end(
-                JobTransition::Cancel,
-                now(),
-                format!("cancelled by uid {}", caller.uid),
-            );
-            Ok(job.state)
+            let now = now();
+            for target in live {
+                let job = tx.job_mut(target).expect("listed above");
+                job.end(
+                    JobTransition::Cancel,
+                    now,
+                    format!("cancelled by uid {}", caller.uid),
+                );
+            }
+            Ok(JobState::Cancelled)
         })?;
         self.wake_scheduler.notify_one();
         Ok(state)
@@ -383,6 +393,17 @@ fn check_fits_cluster(
         ));
     }
     Ok(partition.map(|(name, _)| name))
+}
+
+/// The job IDs of the array whose ID is `job`'s (its first element's), or `None` when `job` is
+/// not an array's first element. The elements of an array have consecutive IDs from the array's.
+pub(super) fn array_elements(job: &JobRecord) -> Option<Vec<JobId>> {
+    let array = job.array.filter(|a| a.array == job.id)?;
+    Some(
+        (0..u64::from(array.count))
+            .map(|offset| JobId(job.id.0 + offset))
+            .collect(),
+    )
 }
 
 /// What a submit queued.

@@ -244,7 +244,7 @@ pub(super) fn snapshot(inner: &Inner, config: &HeadConfig, now: Timestamp) -> Sc
             });
         }
         if job.state == JobState::Pending {
-            let dependencies = dependencies(job);
+            let dependencies = dependencies(inner, job);
             for d in &dependencies {
                 let target = match d {
                     Dependency::AfterOk(t)
@@ -320,18 +320,32 @@ fn array_member(a: ArrayElement) -> ArrayMember {
     }
 }
 
-fn dependencies(job: &JobRecord) -> Vec<Dependency> {
+/// The job's dependencies, with an array's ID standing for every element of the array (Slurm's
+/// `afterok:ARRAY` waits for all of them).
+fn dependencies(inner: &Inner, job: &JobRecord) -> Vec<Dependency> {
+    let targets = |ids: &[u64]| -> Vec<JobId> {
+        ids.iter()
+            .flat_map(|id| {
+                let id = JobId(*id);
+                inner
+                    .jobs
+                    .get(&id)
+                    .and_then(super::jobs::array_elements)
+                    .unwrap_or_else(|| vec![id])
+            })
+            .collect()
+    };
     let mut out = Vec::new();
     for d in &job.spec.dependencies {
         match d {
             DependencySpec::AfterOk(ids) => {
-                out.extend(ids.iter().map(|i| Dependency::AfterOk(JobId(*i))))
+                out.extend(targets(ids).into_iter().map(Dependency::AfterOk))
             }
             DependencySpec::AfterAny(ids) => {
-                out.extend(ids.iter().map(|i| Dependency::AfterAny(JobId(*i))))
+                out.extend(targets(ids).into_iter().map(Dependency::AfterAny))
             }
             DependencySpec::AfterNotOk(ids) => {
-                out.extend(ids.iter().map(|i| Dependency::AfterNotOk(JobId(*i))))
+                out.extend(targets(ids).into_iter().map(Dependency::AfterNotOk))
             }
             DependencySpec::Singleton => out.push(Dependency::Singleton),
         }
