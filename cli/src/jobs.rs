@@ -45,7 +45,11 @@ pub async fn cancel(socket: &Path, jobs: Vec<u64>) -> anyhow::Result<i32> {
     let mut c = client::connect(socket).await?;
     let mut failed = 0;
     for job in jobs {
-        match c.cancel(v1::CancelRequest { job_id: job }).await {
+        let request = v1::CancelRequest {
+            job_id: job,
+            whole_array: true,
+        };
+        match c.cancel(request).await {
             Ok(_) => println!("cancelled job {job}"),
             Err(status) => {
                 eprintln!("error: {}", status.message());

@@ -41,6 +41,9 @@ pub struct InitArgs {
     /// Seconds without a heartbeat before a node is DOWN.
     #[arg(long, default_value_t = 10)]
     pub heartbeat_timeout: u64,
+    /// Seconds a stopped job has between SIGTERM and SIGKILL (Slurm's KillWait).
+    #[arg(long, default_value_t = 30)]
+    pub kill_wait: u64,
     /// Scheduling policy for headnoded (`[[partition]]`, `[qos.NAME]`, `[priority]`, `[shares]`
     /// sections of headnoded.toml), added to the generated configuration.
     #[arg(long)]
@@ -84,6 +87,10 @@ pub async fn init(state_dir: &Path, socket: &Path, args: InitArgs) -> anyhow::Re
             .heartbeat_timeout
             .checked_mul(1000)
             .context("--heartbeat-timeout is too large; give seconds, such as 10")?,
+        kill_wait_ms: args
+            .kill_wait
+            .checked_mul(1000)
+            .context("--kill-wait is too large; give seconds, such as 30")?,
         policy: match &args.policy {
             Some(path) => Some(
                 std::fs::read_to_string(path)

@@ -30,6 +30,8 @@ pub struct LocalOptions {
     pub cpus_per_node: u32,
     pub memory_per_node_mb: u64,
     pub heartbeat_timeout_ms: u64,
+    /// The agents' `kill_wait_ms`: SIGTERM to SIGKILL when a run is stopped.
+    pub kill_wait_ms: u64,
     /// TOML sections added to headnoded.toml (partitions, QOS, priority weights, shares).
     pub policy: Option<String>,
 }
@@ -103,10 +105,11 @@ pub async fn init(opts: &LocalOptions) -> anyhow::Result<()> {
         std::fs::write(
             &config,
             format!(
-                "# Written by `cluster init --local`.\nnode_name = {name:?}\nhead_addr_file = {:?}\nstate_dir = {node_dir:?}\ncgroup_name = \"local-{:08x}-{name}\"\n# The agents share one machine: one image cache, MPI over loopback.\nimage_cache = {:?}\nlaunch_listen = \"127.0.0.1:0\"\nmpi_tcp_include = \"lo\"\n{}\n[offer]\ncpus = {}\nmemory_mb = {}\n",
+                "# Written by `cluster init --local`.\nnode_name = {name:?}\nhead_addr_file = {:?}\nstate_dir = {node_dir:?}\ncgroup_name = \"local-{:08x}-{name}\"\n# The agents share one machine: one image cache, MPI over loopback.\nimage_cache = {:?}\nlaunch_listen = \"127.0.0.1:0\"\nmpi_tcp_include = \"lo\"\nkill_wait_ms = {}\n{}\n[offer]\ncpus = {}\nmemory_mb = {}\n",
                 dir.join("agent.addr"),
                 path_hash(dir),
                 dir.join(IMAGE_CACHE),
+                opts.kill_wait_ms,
                 reserved_cpus_line(),
                 opts.cpus_per_node,
                 opts.memory_per_node_mb

@@ -175,6 +175,8 @@ struct State {
     wired: BTreeMap<RunKey, wired::WiredRun>,
     /// Runs whose output this node forwards to their writer: true once all of it was written.
     forwarding: BTreeMap<RunKey, tokio::sync::watch::Receiver<bool>>,
+    /// Runs told to stop (SIGTERM) and not yet killed: their `kill_wait_ms` is running.
+    terminating: BTreeSet<RunKey>,
 }
 
 #[derive(Debug)]
@@ -252,6 +254,7 @@ impl<L: Launcher> Agent<L> {
                 outgoing: None,
                 wired: BTreeMap::new(),
                 forwarding: BTreeMap::new(),
+                terminating: BTreeSet::new(),
             }),
             exits,
             images,
@@ -538,7 +541,7 @@ impl<L: Launcher> Agent<L> {
         for action in actions {
             match action {
                 Action::Start(key) => self.start_run(&mut state, key),
-                Action::Kill(key) => kill(&*self.launcher, key),
+                Action::Kill(key) => self.stop_run(&mut state, key),
                 Action::Forget(key) => self.forget(&mut state, key),
             }
         }
@@ -569,6 +572,59 @@ impl<L: Launcher> Agent<L> {
                 found => return found,
             }
         }
+    }
+
+    /// Stops a run the head no longer wants (cancelled, past its time limit, preempted) as Slurm
+    /// does: SIGTERM to every process of the run, then, `kill_wait_ms` later (Slurm's
+    /// `KillWait`), SIGKILL to whatever is left. A job can save its state in between. With no
+    /// wait configured, or outside a runtime, the run is killed at once, and so are container
+    /// and MPI runs for now: a container's first process ignores a SIGTERM it has no handler for
+    /// (it is its PID namespace's init), so the wait would only delay their end.
+    fn stop_run(&self, state: &mut State, key: RunKey) {
+        let wait = if state.wired.contains_key(&key) {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(self.config.kill_wait_ms)
+        };
+        let agent = self.me.upgrade();
+        let runtime = tokio::runtime::Handle::try_current();
+        let (Some(agent), Ok(runtime)) = (agent, runtime) else {
+            kill(&*self.launcher, key);
+            return;
+        };
+        if wait.is_zero() {
+            kill(&*self.launcher, key);
+            return;
+        }
+        if !state.terminating.insert(key) {
+            // Already told to stop; its kill is on its way.
+            return;
+        }
+        tracing::info!(job = %key.job, run = key.run, kill_wait_ms = self.config.kill_wait_ms, "stopping the run: SIGTERM, then SIGKILL to what is left");
+        if let Err(e) = self
+            .launcher
+            .signal_job(key, nix::sys::signal::Signal::SIGTERM)
+        {
+            tracing::warn!(job = %key.job, run = key.run, error = %e, "cannot signal the run");
+        }
+        runtime.spawn(async move {
+            tokio::time::sleep(wait).await;
+            let running = {
+                let mut state = agent.lock();
+                state.terminating.remove(&key);
+                state
+                    .ledger
+                    .data
+                    .runs
+                    .get(&key)
+                    .is_some_and(|entry| !entry.finished())
+            };
+            if running {
+                tracing::info!(job = %key.job, run = key.run, "the run outlived its kill wait: killing it");
+                let killer = agent.clone();
+                let _ = tokio::task::spawn_blocking(move || kill(&*killer.launcher, key)).await;
+            }
+        });
     }
 
     fn start_run(&self, state: &mut State, key: RunKey) {
@@ -1188,6 +1244,88 @@ mod tests {
                 .any(|c| matches!(c, LauncherCall::Release { .. }))
         );
         assert!(agent.lock().ledger.data.runs.is_empty());
+    }
+
+    /// An agent whose stopped runs get `kill_wait_ms` between SIGTERM and SIGKILL.
+    fn agent_with_kill_wait(
+        dir: &std::path::Path,
+        launcher: RecordingLauncher,
+        kill_wait_ms: u64,
+    ) -> (
+        Arc<Agent<RecordingLauncher>>,
+        mpsc::UnboundedReceiver<TaskExit>,
+    ) {
+        let config = AgentConfig::parse(
+            &dir.join("computed.toml"),
+            &format!(
+                "node_name = \"node1\"\nhead = \"127.0.0.1:1\"\nstate_dir = {dir:?}\nkill_wait_ms = {kill_wait_ms}\n"
+            ),
+        )
+        .unwrap();
+        let (agent, exits) = Agent::start(config, Inventory::default(), launcher).unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        agent.lock().outgoing = Some(tx);
+        (agent, exits)
+    }
+
+    fn count(agent: &Agent<RecordingLauncher>, want: fn(&LauncherCall) -> bool) -> usize {
+        agent.launcher.calls().iter().filter(|c| want(c)).count()
+    }
+
+    fn is_term(call: &LauncherCall) -> bool {
+        matches!(
+            call,
+            LauncherCall::Signal {
+                signal: nix::sys::signal::Signal::SIGTERM,
+                ..
+            }
+        )
+    }
+
+    fn is_kill(call: &LauncherCall) -> bool {
+        matches!(call, LauncherCall::Kill { .. })
+    }
+
+    #[tokio::test]
+    async fn a_stopped_run_gets_sigterm_and_sigkill_only_after_its_kill_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let launcher = RecordingLauncher::new();
+        launcher.trap_signals();
+        let (agent, _exits) = agent_with_kill_wait(dir.path(), launcher, 300);
+        agent
+            .on_desired(desired(1, vec![assignment(1, 1, 1)]))
+            .unwrap();
+        agent.on_desired(desired(2, vec![])).unwrap();
+        // Another state without the run while it winds down: no second SIGTERM, no kill yet.
+        agent.on_desired(desired(3, vec![])).unwrap();
+        assert_eq!((count(&agent, is_term), count(&agent, is_kill)), (1, 0));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(count(&agent, is_kill), 0, "killed before its kill wait");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(
+            count(&agent, is_kill),
+            1,
+            "the task trapped SIGTERM: it is killed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_run_that_ends_on_sigterm_is_not_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, mut exits) = agent_with_kill_wait(dir.path(), RecordingLauncher::new(), 100);
+        agent
+            .on_desired(desired(1, vec![assignment(1, 1, 1)]))
+            .unwrap();
+        agent.on_desired(desired(2, vec![])).unwrap();
+        let exit = exits.try_recv().expect("SIGTERM ended the task");
+        assert_eq!(exit.code, 128 + 15);
+        agent.on_task_exit(exit);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(count(&agent, is_kill), 0);
+        assert!(
+            agent.lock().ledger.data.runs.is_empty(),
+            "ended and forgotten"
+        );
     }
 
     #[tokio::test]

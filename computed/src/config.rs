@@ -75,6 +75,10 @@ pub struct AgentConfig {
     /// the kernel's own threads for seconds (once for 45 s; see docs/decisions.md).
     #[serde(default)]
     pub reserved_cpus: Vec<u32>,
+    /// How long a run told to stop (cancelled, past its time limit, preempted) has between
+    /// SIGTERM and SIGKILL, in ms (Slurm's `KillWait`); 0 kills at once.
+    #[serde(default = "default_kill_wait")]
+    pub kill_wait_ms: Millis,
     /// Processes and threads one run may have on this node (the pids cgroup controller): a fork
     /// loop stops there instead of filling the kernel's process table. The default, 8192, is far
     /// above what a node's ranks and their threads need (64 ranks × 64 OpenMP threads is 4096)
@@ -181,4 +185,10 @@ fn default_true() -> bool {
 
 fn default_heartbeat_interval() -> Millis {
     DEFAULT_HEARTBEAT_INTERVAL_MS
+}
+
+/// Slurm's default `KillWait`: 30 s for a job to write a checkpoint after SIGTERM, long enough
+/// for most, short enough that a cancelled job's nodes are free again soon.
+fn default_kill_wait() -> Millis {
+    30_000
 }

@@ -128,7 +128,10 @@ impl Cluster for ClusterApi {
         request: Request<v1::CancelRequest>,
     ) -> Result<Response<v1::CancelReply>, Status> {
         let caller = caller(&request)?;
-        let state = self.head.cancel(&caller, JobId(request.get_ref().job_id))?;
+        let request = request.get_ref();
+        let state = self
+            .head
+            .cancel_jobs(&caller, JobId(request.job_id), request.whole_array)?;
         Ok(Response::new(v1::CancelReply {
             state: state.as_str().to_string(),
         }))

@@ -43,6 +43,10 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Seconds between SIGTERM and SIGKILL on the test clusters' nodes: short, so tests that cancel
+/// jobs which ignore SIGTERM (a fork loop) do not wait Slurm's 30 s, long enough to observe.
+pub const KILL_WAIT_S: &str = "2";
+
 /// A local cluster in a temporary directory, stopped (by PID, through `cluster down`) on drop.
 #[derive(Debug)]
 pub struct LocalCluster {
@@ -103,6 +107,8 @@ impl LocalCluster {
             &nodes,
             "--heartbeat-timeout",
             &timeout,
+            "--kill-wait",
+            KILL_WAIT_S,
         ];
         if policy.exists() {
             args.extend(["--policy", policy.to_str().unwrap()]);

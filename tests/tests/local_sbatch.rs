@@ -259,3 +259,48 @@ fn an_array_s_id_names_the_whole_array_for_dependencies_and_cancel() {
         assert_eq!(info["state"], "CANCELLED");
     }
 }
+
+#[test]
+fn at_its_time_limit_a_job_gets_sigterm_saves_a_checkpoint_and_is_killed_after_the_kill_wait() {
+    let cluster = LocalCluster::start(1, 10);
+    // Traps SIGTERM: saves its checkpoint, then goes on as if nothing happened, until SIGKILL.
+    let script = cluster.job_file(
+        "ckpt.sh",
+        "#!/bin/bash\n#SBATCH -t 0:02 -o /dev/null\n\
+         trap 'echo checkpoint saved > ckpt-$SLURM_JOB_ID.txt' TERM\n\
+         while true; do sleep 0.2; done\n",
+    );
+    let id = batch_job_id(&cluster.sbatch(&[script.to_str().unwrap()]).stdout);
+    let info = cluster.wait_state(id, &["TIMEOUT", "COMPLETED", "FAILED"], MINUTE);
+    assert_eq!(info["state"], "TIMEOUT", "{info:#}");
+    let timed_out = std::time::Instant::now();
+    let checkpoint = cluster.work.path().join(format!("ckpt-{id}.txt"));
+    while !checkpoint.exists() {
+        assert!(
+            timed_out.elapsed() < Duration::from_secs(10),
+            "no checkpoint: the job never got SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&checkpoint).unwrap().trim(),
+        "checkpoint saved"
+    );
+    // The job ignored SIGTERM: its CPU stays held until SIGKILL, the kill wait after it.
+    let held =
+        |cluster: &LocalCluster| cluster.nodes_json()[0]["cpus_allocated"].as_u64() != Some(0);
+    assert!(held(&cluster), "released before the kill wait");
+    while held(&cluster) {
+        assert!(
+            timed_out.elapsed() < Duration::from_secs(30),
+            "never killed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let kill_wait: u64 = beowulf_tests::KILL_WAIT_S.parse().unwrap();
+    assert!(
+        timed_out.elapsed() >= Duration::from_millis(kill_wait * 1000 - 500),
+        "killed {:?} after the time limit, before its {kill_wait} s kill wait",
+        timed_out.elapsed()
+    );
+}

@@ -92,7 +92,12 @@ pub async fn run(socket: &Path, args: Vec<OsString>) -> anyhow::Result<i32> {
         }
     }
     for job in chosen {
-        match c.cancel(v1::CancelRequest { job_id: job.id }).await {
+        // Each element on its own: an array's ID was expanded to its elements above.
+        let request = v1::CancelRequest {
+            job_id: job.id,
+            whole_array: false,
+        };
+        match c.cancel(request).await {
             Ok(_) if args.verbose => eprintln!("scancel: cancelled job {}", job_id_text(job)),
             Ok(_) => {}
             Err(status) => {

@@ -16,10 +16,21 @@ use tokio::sync::mpsc::UnboundedSender;
 /// One call made on a [`RecordingLauncher`], with its arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LauncherCall {
-    Prepare { run: RunKey, limits: JobLimits },
+    Prepare {
+        run: RunKey,
+        limits: JobLimits,
+    },
     Start(Box<TaskLaunch>),
-    Kill { run: RunKey },
-    Release { run: RunKey },
+    Kill {
+        run: RunKey,
+    },
+    Signal {
+        run: RunKey,
+        signal: nix::sys::signal::Signal,
+    },
+    Release {
+        run: RunKey,
+    },
     ShutDown,
 }
 
@@ -38,6 +49,8 @@ struct FakeState {
     leftovers: Vec<RunKey>,
     start_failures: VecDeque<LaunchError>,
     last_pid: u32,
+    /// Tasks trap catchable signals (a job that saves a checkpoint on SIGTERM and goes on).
+    ignore_signals: bool,
 }
 
 #[derive(Debug)]
@@ -66,6 +79,11 @@ impl RecordingLauncher {
             state.leftovers = leftovers;
         }
         launcher
+    }
+
+    /// From now on, tasks trap catchable signals: only a kill ends them.
+    pub fn trap_signals(&self) {
+        lock(&self.state).ignore_signals = true;
     }
 
     /// All calls so far, oldest first.
@@ -176,6 +194,24 @@ impl Launcher for RecordingLauncher {
             .collect();
         for task in tasks {
             self.finish(task, 128 + 9);
+        }
+        Ok(())
+    }
+
+    /// Like a process without a handler for it: a catchable signal ends every running task of
+    /// the run (128 + its number), unless `ignore_signals` says the tasks trap it.
+    fn signal_job(&self, key: RunKey, signal: nix::sys::signal::Signal) -> Result<(), LaunchError> {
+        self.record(LauncherCall::Signal { run: key, signal });
+        if lock(&self.state).ignore_signals {
+            return Ok(());
+        }
+        let tasks: Vec<TaskKey> = self
+            .running_tasks()
+            .into_iter()
+            .filter(|task| task.run == key)
+            .collect();
+        for task in tasks {
+            self.finish(task, 128 + signal as i32);
         }
         Ok(())
     }

@@ -140,6 +140,9 @@ pub trait Launcher: Send + Sync + 'static {
     ) -> Result<StartedTask, LaunchError>;
     /// Kills every process of the job on this node (whole cgroup, including grandchildren), idempotent.
     fn kill_job(&self, key: RunKey) -> Result<(), LaunchError>;
+    /// Sends `signal` to every process of the job on this node (its whole cgroup), as a first,
+    /// catchable request to stop; idempotent, and a job with no process left is fine.
+    fn signal_job(&self, key: RunKey, signal: nix::sys::signal::Signal) -> Result<(), LaunchError>;
     /// True while any process of the job is alive on this node.
     fn job_alive(&self, key: RunKey) -> bool;
     /// Removes the job's cgroup(s) once its processes are gone; idempotent.

@@ -229,8 +229,12 @@ impl Session {
     }
 
     fn kill(&self) {
+        self.signal(Signal::SIGKILL);
+    }
+
+    fn signal(&self, signal: Signal) {
         if self.not_recycled() {
-            let _ = killpg(Pid::from_raw(self.sid), Signal::SIGKILL);
+            let _ = killpg(Pid::from_raw(self.sid), signal);
         }
     }
 }
@@ -596,6 +600,23 @@ impl Launcher for ProcessLauncher {
                 Ok(())
             }
         }
+    }
+
+    fn signal_job(&self, key: RunKey, signal: Signal) -> Result<(), LaunchError> {
+        match &self.cgroups {
+            Some(cgroups) => {
+                for pid in cgroups.live_pids(key) {
+                    // A process that ended since it was listed is fine.
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
+                }
+            }
+            None => {
+                for session in self.sessions(key) {
+                    session.signal(signal);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn job_alive(&self, key: RunKey) -> bool {

@@ -140,9 +140,19 @@ impl Head {
         })
     }
 
-    /// Cancels a pending or running job; its tasks are killed on every node. An array's ID (its
-    /// first element's) cancels every element that has not ended, as Slurm's scancel does.
+    /// Cancels a pending or running job; its tasks are killed on every node.
     pub fn cancel(&self, caller: &Caller, id: JobId) -> Result<JobState, HeadError> {
+        self.cancel_jobs(caller, id, false)
+    }
+
+    /// Like [`Head::cancel`]; with `whole_array`, an array's ID (its first element's) cancels
+    /// every element that has not ended, as Slurm's scancel does.
+    pub fn cancel_jobs(
+        &self,
+        caller: &Caller,
+        id: JobId,
+        whole_array: bool,
+    ) -> Result<JobState, HeadError> {
         let state = self.mutate(|tx| {
             let job = tx.job(id).ok_or(HeadError::NoSuchJob(id))?;
             if !caller.is_root() && caller.uid != job.user.uid {
@@ -152,7 +162,9 @@ impl Head {
                 )));
             }
             // The elements of an array share its user: the check above covers them all.
-            let targets: Vec<JobId> = array_elements(job).unwrap_or_else(|| vec![id]);
+            let targets: Vec<JobId> = array_elements(job)
+                .filter(|_| whole_array)
+                .unwrap_or_else(|| vec![id]);
             let live: Vec<JobId> = targets
                 .into_iter()
                 .filter(|t| tx.job(*t).is_some_and(|j| !j.state.is_terminal()))

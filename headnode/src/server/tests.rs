@@ -228,6 +228,7 @@ async fn the_idle_timeout_spares_a_quiet_stream_and_closes_the_connection_after_
     assert_eq!(limits.open(), 1, "the stream's connection was closed");
     // A request on the same connection, while the stream goes on.
     c.cancel(v1::CancelRequest {
+        whole_array: false,
         job_id: reply.job_id,
     })
     .await
