@@ -530,6 +530,7 @@ impl<L: Launcher> Agent<L> {
                         tasks,
                         lost: false,
                         cause: None,
+                        out_of_memory: false,
                     },
                 );
             }
@@ -817,6 +818,13 @@ impl<L: Launcher> Agent<L> {
             }
             return;
         }
+        // Read before the run's cgroup is released: did the OOM killer end any of its processes?
+        let oom_kills = self.launcher.oom_kills(key);
+        let entry = state.ledger.data.runs.get_mut(&key).expect("found above");
+        if oom_kills > 0 {
+            tracing::info!(job = %key.job, run = key.run, oom_kills, "the run ran out of memory");
+            entry.out_of_memory = true;
+        }
         let report = run_report(entry);
         if let Err(e) = state.ledger.save() {
             tracing::error!(error = %e, "cannot save the ledger");
@@ -952,6 +960,7 @@ fn run_report(entry: &RunEntry) -> v1::RunReport {
         lost: entry.lost,
         image_staged_ms: 0,
         container_started_ms: 0,
+        out_of_memory: entry.out_of_memory,
     }
 }
 
@@ -1307,6 +1316,31 @@ mod tests {
             1,
             "the task trapped SIGTERM: it is killed"
         );
+    }
+
+    #[test]
+    fn a_run_whose_process_the_oom_killer_ended_reports_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, mut exits, mut out) = agent(dir.path(), RecordingLauncher::new());
+        agent
+            .on_desired(desired(1, vec![assignment(1, 1, 1)]))
+            .unwrap();
+        let key = RunKey {
+            job: JobId(1),
+            run: 1,
+        };
+        agent.launcher.oom_kill(key.task(0));
+        agent.on_task_exit(exits.try_recv().unwrap());
+        let mut reports = Vec::new();
+        while let Ok(message) = out.try_recv() {
+            if let Some(Body::Report(report)) = message.body {
+                reports.push(report);
+            }
+        }
+        let last = reports.last().expect("the run's end is reported");
+        assert!(last.finished && last.out_of_memory, "{last:?}");
+        assert_eq!(last.exit_code, 128 + 9);
+        assert!(agent.lock().ledger.data.runs[&key].out_of_memory);
     }
 
     #[tokio::test]

@@ -50,6 +50,9 @@ pub struct RunEntry {
     /// after which the agent killed the others): its end is the run's result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<u32>,
+    /// The OOM killer ended a process of the run here (read from its cgroup when it finished).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub out_of_memory: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -355,6 +358,7 @@ mod tests {
                 .collect(),
             lost: false,
             cause: None,
+            out_of_memory: false,
         }
     }
 

@@ -64,6 +64,7 @@ mod tests {
                     tasks: [(0, end)].into(),
                     lost: false,
                     cause: None,
+                    out_of_memory: false,
                 },
             );
         }

@@ -304,3 +304,35 @@ fn at_its_time_limit_a_job_gets_sigterm_saves_a_checkpoint_and_is_killed_after_t
         timed_out.elapsed()
     );
 }
+
+#[test]
+fn a_job_the_oom_killer_ends_is_out_of_memory() {
+    let cluster = LocalCluster::start(1, 10);
+    // tail keeps its last line in memory: 512 MiB of zeros without a newline is one such line.
+    let script = cluster.job_file(
+        "hog.sh",
+        "#!/bin/sh\n#SBATCH --mem=64M -o /dev/null\nhead -c 512M /dev/zero | tail > /dev/null\necho survived\n",
+    );
+    let id = batch_job_id(&cluster.sbatch(&[script.to_str().unwrap()]).stdout);
+    let info = cluster.wait_state(
+        id,
+        &[
+            "OUT_OF_MEMORY",
+            "COMPLETED",
+            "FAILED",
+            "CANCELLED",
+            "TIMEOUT",
+        ],
+        MINUTE,
+    );
+    assert_eq!(info["state"], "OUT_OF_MEMORY", "{info:#}");
+    assert!(
+        info["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("64 MiB"),
+        "{info:#}"
+    );
+    let listed = cluster.slurm("squeue", &["-h", "-t", "OOM", "-o", "%i %t"]);
+    assert_eq!(text(&listed.stdout).trim(), format!("{id} OOM"));
+}

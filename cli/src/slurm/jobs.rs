@@ -57,6 +57,7 @@ pub fn compact_state(state: JobState) -> &'static str {
         JobState::Cancelled => "CA",
         JobState::Timeout => "TO",
         JobState::NodeFail => "NF",
+        JobState::OutOfMemory => "OOM",
     }
 }
 

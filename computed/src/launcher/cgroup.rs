@@ -303,6 +303,14 @@ pub(crate) fn detect_system_layout() -> Result<Layout, LayoutError> {
     detect_layout(&mountinfo, &proc_cgroup)
 }
 
+/// The `oom_kill N` line of a `memory.events` or `memory.oom_control` file.
+fn oom_kill_count(text: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 pub(crate) fn job_dir_name(key: RunKey) -> String {
     format!("job_{}.{}", key.job.0, key.run)
 }
@@ -460,6 +468,26 @@ impl Cgroups {
             }
             Cgroups::V2 { base, .. } => vec![base.join(name)],
         }
+    }
+
+    /// How many processes of the job run the kernel's OOM killer ended: `oom_kill` of v2's
+    /// `memory.events` (which counts the whole subtree), or of v1's `memory.oom_control` (kernels
+    /// from 4.13). 0 when the files are missing.
+    pub(crate) fn oom_kills(&self, key: RunKey) -> u64 {
+        let name = job_dir_name(key);
+        let files: Vec<PathBuf> = match self {
+            Cgroups::V1 { hierarchies, .. } => hierarchies
+                .iter()
+                .filter(|h| h.controllers.iter().any(|c| c == "memory"))
+                .map(|h| h.base.join(&name).join("memory.oom_control"))
+                .collect(),
+            Cgroups::V2 { base, .. } => vec![base.join(&name).join("memory.events")],
+        };
+        files
+            .iter()
+            .filter_map(|file| fs::read_to_string(file).ok())
+            .map(|text| oom_kill_count(&text))
+            .sum()
     }
 
     /// The cgroup.procs files a task writes itself into.

@@ -51,6 +51,8 @@ struct FakeState {
     last_pid: u32,
     /// Tasks trap catchable signals (a job that saves a checkpoint on SIGTERM and goes on).
     ignore_signals: bool,
+    /// Runs whose processes the OOM killer ended, and how many.
+    oom_kills: BTreeMap<RunKey, u64>,
 }
 
 #[derive(Debug)]
@@ -79,6 +81,12 @@ impl RecordingLauncher {
             state.leftovers = leftovers;
         }
         launcher
+    }
+
+    /// The OOM killer ends task `task` (it exits killed by SIGKILL, and the run counts the kill).
+    pub fn oom_kill(&self, task: TaskKey) {
+        *lock(&self.state).oom_kills.entry(task.run).or_default() += 1;
+        self.finish(task, 128 + 9);
     }
 
     /// From now on, tasks trap catchable signals: only a kill ends them.
@@ -214,6 +222,10 @@ impl Launcher for RecordingLauncher {
             self.finish(task, 128 + signal as i32);
         }
         Ok(())
+    }
+
+    fn oom_kills(&self, key: RunKey) -> u64 {
+        lock(&self.state).oom_kills.get(&key).copied().unwrap_or(0)
     }
 
     fn job_alive(&self, key: RunKey) -> bool {

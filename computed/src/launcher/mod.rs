@@ -143,6 +143,9 @@ pub trait Launcher: Send + Sync + 'static {
     /// Sends `signal` to every process of the job on this node (its whole cgroup), as a first,
     /// catchable request to stop; idempotent, and a job with no process left is fine.
     fn signal_job(&self, key: RunKey, signal: nix::sys::signal::Signal) -> Result<(), LaunchError>;
+    /// How many of the job's processes on this node the kernel's OOM killer ended (0 when the
+    /// node cannot tell).
+    fn oom_kills(&self, key: RunKey) -> u64;
     /// True while any process of the job is alive on this node.
     fn job_alive(&self, key: RunKey) -> bool;
     /// Removes the job's cgroup(s) once its processes are gone; idempotent.

@@ -619,6 +619,10 @@ impl Launcher for ProcessLauncher {
         Ok(())
     }
 
+    fn oom_kills(&self, key: RunKey) -> u64 {
+        self.cgroups.as_ref().map_or(0, |c| c.oom_kills(key))
+    }
+
     fn job_alive(&self, key: RunKey) -> bool {
         match &self.cgroups {
             Some(cgroups) => !cgroups.live_pids(key).is_empty(),

@@ -251,6 +251,18 @@ pub(super) fn apply_run_report(
     }
     let job = tx.job_mut(id).expect("exists");
     job.node_results.insert(node.clone(), report.exit_code);
+    if report.out_of_memory {
+        job.exit_code = Some(report.exit_code);
+        job.end(
+            JobTransition::OutOfMemory,
+            now,
+            format!(
+                "the OOM killer ended a process on {node}: the job used more than its {} MiB of memory per node; ask for more with `memory` (--mem)",
+                job.spec.memory_mb
+            ),
+        );
+        return;
+    }
     let detail = if report.detail.is_empty() {
         String::new()
     } else {

@@ -12,13 +12,14 @@ use std::fmt;
 ///          PENDING ───────────────────────────▶ RUNNING
 ///          ▲ │  │ cancel                         │  │ every task exited 0 ──▶ COMPLETED (Complete)
 ///          │ │  ▼                                │  │ a task exited non-zero ▶ FAILED    (Fail)
+///          │ │                                   │  │ the OOM killer ended one ▶ OUT_OF_MEMORY (OutOfMemory)
 ///          │ │ CANCELLED ◀──────── cancel ───────┘  │ time limit passed ─────▶ TIMEOUT   (TimeOut)
 ///          │ │                                      │ a node went DOWN, or preempted:
 ///          │ └─ cannot be delivered (Fail) ─▶ FAILED │
 ///          └────────── requeue = true (Requeue) ────┤
 ///                                                   └─ requeue = false ──────▶ NODE_FAIL (NodeFail)
 /// ```
-/// The five states on the right and CANCELLED are terminal. [`JobState::after`] is this diagram
+/// The six states on the right and CANCELLED are terminal. [`JobState::after`] is this diagram
 /// as code: the head moves a job only through it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -30,10 +31,11 @@ pub enum JobState {
     Cancelled,
     Timeout,
     NodeFail,
+    OutOfMemory,
 }
 
 impl JobState {
-    pub const ALL: [JobState; 7] = [
+    pub const ALL: [JobState; 8] = [
         JobState::Pending,
         JobState::Running,
         JobState::Completed,
@@ -41,6 +43,7 @@ impl JobState {
         JobState::Cancelled,
         JobState::Timeout,
         JobState::NodeFail,
+        JobState::OutOfMemory,
     ];
 
     pub fn is_terminal(self) -> bool {
@@ -57,6 +60,7 @@ impl JobState {
             JobState::Cancelled => "CANCELLED",
             JobState::Timeout => "TIMEOUT",
             JobState::NodeFail => "NODE_FAIL",
+            JobState::OutOfMemory => "OUT_OF_MEMORY",
         }
     }
 
@@ -84,10 +88,12 @@ pub enum JobTransition {
     TimeOut,
     /// A node failed and it may not be requeued.
     NodeFail,
+    /// The kernel's OOM killer ended a process of the run (its cgroup hit the memory limit).
+    OutOfMemory,
 }
 
 impl JobTransition {
-    pub const ALL: [JobTransition; 7] = [
+    pub const ALL: [JobTransition; 8] = [
         JobTransition::Start,
         JobTransition::Requeue,
         JobTransition::Complete,
@@ -95,6 +101,7 @@ impl JobTransition {
         JobTransition::Cancel,
         JobTransition::TimeOut,
         JobTransition::NodeFail,
+        JobTransition::OutOfMemory,
     ];
 }
 
@@ -111,6 +118,7 @@ impl JobState {
             (S::Running, T::Complete) => Some(S::Completed),
             (S::Running, T::TimeOut) => Some(S::Timeout),
             (S::Running, T::NodeFail) => Some(S::NodeFail),
+            (S::Running, T::OutOfMemory) => Some(S::OutOfMemory),
             (S::Running, T::Requeue) => Some(S::Pending),
             _ => None,
         }
@@ -280,7 +288,7 @@ mod tests {
                 }
             }
         }
-        // The arrows, counted: 3 out of PENDING, 6 out of RUNNING.
+        // The arrows, counted: 3 out of PENDING, 7 out of RUNNING.
         let arrows = |state: JobState| {
             JobTransition::ALL
                 .into_iter()
@@ -288,7 +296,7 @@ mod tests {
                 .count()
         };
         assert_eq!(arrows(JobState::Pending), 3);
-        assert_eq!(arrows(JobState::Running), 6);
+        assert_eq!(arrows(JobState::Running), 7);
         assert_eq!(
             JobState::Running.after(JobTransition::Requeue),
             Some(JobState::Pending)
