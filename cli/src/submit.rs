@@ -12,7 +12,7 @@ use tokio_stream::StreamExt;
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
     /// The job file (job.toml), or a batch script whose `#SBATCH` lines set the job.
-    #[arg(required_unless_present = "wrap")]
+    /// Without a file or --wrap, the script is read from standard input, as sbatch does.
     pub file: Option<PathBuf>,
     /// Run this shell command as the job's script (sbatch --wrap), instead of a file.
     #[arg(long, conflicts_with = "file")]
@@ -131,10 +131,21 @@ impl SubmitArgs {
             let script = format!("#!/bin/sh\n# This script was created by --wrap.\n\n{command}\n");
             return Ok(("wrap".into(), script));
         }
-        let file = self
-            .file
-            .as_ref()
-            .context("give a job file, or a command with --wrap")?;
+        let Some(file) = self.file.as_ref() else {
+            // sbatch reads the script from standard input when it is given no file.
+            use std::io::{IsTerminal, Read};
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                bail!("give a job file, a command with --wrap, or a script on standard input");
+            }
+            let mut text = String::new();
+            stdin
+                .lock()
+                .take(beowulf_types::jobfile::MAX_JOB_FILE_BYTES as u64 + 1)
+                .read_to_string(&mut text)
+                .context("cannot read the job script from standard input")?;
+            return Ok(("stdin".into(), text));
+        };
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read the job file {}", file.display()))?;
         Ok((file.display().to_string(), text))

@@ -93,6 +93,36 @@ fn wrap_parsable_and_options_on_a_job_file() {
     assert!(written.starts_with("wrapped on "), "{written}");
     assert!(written.trim().ends_with("node1"), "{written}");
 
+    // No file and no --wrap: the script comes on standard input, as sbatch reads it.
+    let link = cluster.state.path().join("bin/sbatch");
+    let mut child = std::process::Command::new(&link)
+        .arg("--parsable")
+        .env("BEOWULF_STATE_DIR", cluster.state.path())
+        .env_remove("BEOWULF_SOCKET")
+        .current_dir(cluster.work.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        b"#!/bin/sh\n#SBATCH -o piped-%j.out\necho piped\n",
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "sbatch < script: {}",
+        text(&out.stderr)
+    );
+    let id: u64 = text(&out.stdout).trim().parse().unwrap();
+    let info = cluster.wait_state(id, &["COMPLETED", "FAILED"], MINUTE);
+    assert_eq!(info["state"], "COMPLETED", "{info:#}");
+    let written =
+        std::fs::read_to_string(cluster.work.path().join(format!("piped-{id}.out"))).unwrap();
+    assert_eq!(written.trim(), "piped");
+
     // sbatch's resource options apply to a job file too, checked with its fields.
     let file = cluster.job_file(
         "two.toml",

@@ -267,7 +267,9 @@ pub const SBATCH_OPTIONS: &[SbatchOption] = &[
     opt(
         "wckey",
         None,
-        Effect::Refused("not supported: use --account"),
+        Effect::Informational(
+            "workload characterization keys are not kept; accounts are (--account)",
+        ),
     ),
     opt(
         "clusters",
