@@ -365,7 +365,8 @@ pub fn job_paths(job: &JobRecord) -> JobPaths {
     }
 }
 
-/// sbatch's output file name patterns, in one pass: `%j` job ID, `%x` job name, `%u` user, `%A`
+/// sbatch's output file name patterns, in one pass: `%j` job ID (and `%J`, `jobid.stepid`, which
+/// for the batch script is the job ID alone), `%x` job name, `%u` user, `%A`
 /// array ID (the job's own ID outside an array), `%a` array index, `%N` the first node's name (the
 /// batch script's node; left as is until the job has nodes), `%n` and `%t` 0 (node and task of
 /// the batch script), `%s` `batch`, `%%` a `%`. A number between `%` and the letter pads with
@@ -397,7 +398,7 @@ pub fn expand_output_pattern(pattern: &str, job: &JobRecord) -> String {
         }
         let value = match chars.peek().map(|&(_, l)| l) {
             Some('%') if width == 0 => Some("%".to_string()),
-            Some('j') => Some(job.id.to_string()),
+            Some('j' | 'J') => Some(job.id.to_string()),
             Some('x') => Some(job.spec.name.clone()),
             Some('u') => Some(job.user.name.clone()),
             Some('A') => Some(array_id.clone()),
@@ -473,6 +474,11 @@ mod tests {
         assert_eq!(
             expand_output_pattern("%x-%j.%u.out", &j),
             "relax-42.ada.out"
+        );
+        // dask-jobqueue's pattern.
+        assert_eq!(
+            expand_output_pattern("dask-worker-%J.err", &j),
+            "dask-worker-42.err"
         );
         assert_eq!(expand_output_pattern("100%%-%A_%a", &j), "100%-42_");
         assert_eq!(
