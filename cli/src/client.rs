@@ -48,6 +48,24 @@ pub async fn list_jobs(c: &mut Client, all: bool) -> anyhow::Result<Vec<v1::JobI
     }
 }
 
+/// Every node the head knows.
+pub async fn list_nodes(c: &mut Client) -> anyhow::Result<Vec<v1::NodeInfo>> {
+    let reply = c
+        .list_nodes(v1::ListNodesRequest {})
+        .await
+        .map_err(status_error)?;
+    Ok(reply.into_inner().nodes)
+}
+
+/// The cluster's partitions (one, `all`, when none is configured).
+pub async fn list_partitions(c: &mut Client) -> anyhow::Result<Vec<v1::PartitionInfo>> {
+    let reply = c
+        .list_partitions(v1::ListPartitionsRequest {})
+        .await
+        .map_err(status_error)?;
+    Ok(reply.into_inner().partitions)
+}
+
 /// Turns a gRPC status into an error that reads as the head's own message.
 pub fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", status.message())

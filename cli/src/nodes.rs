@@ -7,12 +7,7 @@ use std::path::Path;
 /// `cluster nodes [--json]`.
 pub async fn list(socket: &Path, json: bool) -> anyhow::Result<i32> {
     let mut c = client::connect(socket).await?;
-    let nodes = c
-        .list_nodes(v1::ListNodesRequest {})
-        .await
-        .map_err(client::status_error)?
-        .into_inner()
-        .nodes;
+    let nodes = client::list_nodes(&mut c).await?;
     if json {
         let list: Vec<_> = nodes.iter().map(output::node_json).collect();
         println!("{}", serde_json::to_string_pretty(&list)?);

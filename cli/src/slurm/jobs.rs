@@ -36,6 +36,11 @@ impl JobSelector {
         }
     }
 
+    /// Every item of a `-j` list.
+    pub fn parse_all(items: &[String]) -> anyhow::Result<Vec<JobSelector>> {
+        items.iter().map(|item| JobSelector::parse(item)).collect()
+    }
+
     /// Whether `job` is this job, or an element of this array.
     pub fn matches(self, job: &v1::JobInfo) -> bool {
         match self {

@@ -271,11 +271,7 @@ pub async fn run(socket: &Path, args: Vec<OsString>) -> anyhow::Result<i32> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mine_only = args.jobs.is_empty() && args.users.is_empty() && !args.allusers;
     let filter = JobFilter {
-        jobs: args
-            .jobs
-            .iter()
-            .map(|j| JobSelector::parse(j))
-            .collect::<Result<_, _>>()?,
+        jobs: JobSelector::parse_all(&args.jobs)?,
         users: args.users.clone(),
         uid: mine_only.then(my_uid),
         partitions: Vec::new(),

@@ -48,11 +48,7 @@ pub async fn run(socket: &Path, args: Vec<OsString>) -> anyhow::Result<i32> {
         );
     }
     let filter = JobFilter {
-        jobs: args
-            .job_ids
-            .iter()
-            .map(|j| JobSelector::parse(j))
-            .collect::<Result<_, _>>()?,
+        jobs: JobSelector::parse_all(&args.job_ids)?,
         users: args.users.clone(),
         uid: args.me.then(my_uid),
         partitions: args.partitions.clone(),

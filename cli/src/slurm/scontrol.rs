@@ -80,12 +80,7 @@ pub async fn run(socket: &Path, args: Vec<OsString>) -> anyhow::Result<i32> {
             chosen.into_iter().map(|j| job_record(j, now)).collect()
         }
         "node" | "nodes" => {
-            let nodes = c
-                .list_nodes(v1::ListNodesRequest {})
-                .await
-                .map_err(client::status_error)?
-                .into_inner()
-                .nodes;
+            let nodes = client::list_nodes(&mut c).await?;
             let chosen: Vec<_> = nodes
                 .iter()
                 .filter(|n| name.as_ref().is_none_or(|x| *x == n.name))
@@ -96,12 +91,7 @@ pub async fn run(socket: &Path, args: Vec<OsString>) -> anyhow::Result<i32> {
             chosen.into_iter().map(node_record).collect()
         }
         "partition" | "partitions" => {
-            let partitions = c
-                .list_partitions(v1::ListPartitionsRequest {})
-                .await
-                .map_err(client::status_error)?
-                .into_inner()
-                .partitions;
+            let partitions = client::list_partitions(&mut c).await?;
             let chosen: Vec<_> = partitions
                 .iter()
                 .filter(|p| name.as_ref().is_none_or(|x| *x == p.name))

@@ -66,18 +66,8 @@ pub async fn run(socket: &Path, args: Vec<OsString>) -> anyhow::Result<i32> {
         .map(|s| parse_node_state(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut c = client::connect(socket).await?;
-    let partitions = c
-        .list_partitions(v1::ListPartitionsRequest {})
-        .await
-        .map_err(client::status_error)?
-        .into_inner()
-        .partitions;
-    let nodes = c
-        .list_nodes(v1::ListNodesRequest {})
-        .await
-        .map_err(client::status_error)?
-        .into_inner()
-        .nodes;
+    let partitions = client::list_partitions(&mut c).await?;
+    let nodes = client::list_nodes(&mut c).await?;
     let by_name: BTreeMap<&str, &v1::NodeInfo> =
         nodes.iter().map(|n| (n.name.as_str(), n)).collect();
     if args.reasons {

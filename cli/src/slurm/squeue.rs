@@ -65,11 +65,7 @@ pub async fn run(socket: &Path, args: Vec<OsString>) -> anyhow::Result<i32> {
     let args = Args::try_parse_from(args).unwrap_or_else(|e| e.exit());
     let _ = (args.all, args.array);
     let mut filter = JobFilter {
-        jobs: args
-            .jobs
-            .iter()
-            .map(|j| JobSelector::parse(j))
-            .collect::<Result<_, _>>()?,
+        jobs: JobSelector::parse_all(&args.jobs)?,
         users: args.users.clone(),
         uid: args.me.then(my_uid),
         partitions: args.partitions.clone(),
