@@ -2,20 +2,14 @@
 
 use anyhow::Context;
 use beowulf_proto::v1::{self, cluster_client::ClusterClient};
-use hyper_util::rt::TokioIo;
-use std::path::{Path, PathBuf};
-use tonic::transport::{Channel, Endpoint, Uri};
+use std::path::Path;
+use tonic::transport::Channel;
 
 pub type Client = ClusterClient<Channel>;
 
 /// Connects to headnoded over its unix socket (the head identifies us by our uid).
 pub async fn connect(socket: &Path) -> anyhow::Result<Client> {
-    let path: PathBuf = socket.to_path_buf();
-    let channel = Endpoint::try_from("http://headnoded")?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-        }))
+    let channel = beowulf_proto::local_socket::connect_unix(socket, "http://headnoded")
         .await
         .with_context(|| {
             format!(

@@ -17,8 +17,10 @@
 
 mod direct;
 mod output;
+mod steps;
 mod wired;
 
+pub use steps::StepEvents;
 pub use wired::{LaunchPeer, LaunchRefusal};
 
 use crate::assignment::{Assignment, AssignmentError};
@@ -26,6 +28,7 @@ use crate::config::{AgentConfig, HeadAddressError};
 use crate::container::ImageCache;
 use crate::launcher::{JobLimits, LaunchError, Launcher, TaskExit, TaskLaunch, TaskOutput};
 use crate::ledger::{Ledger, LedgerError, RunEntry, TaskEnd};
+use crate::mpi;
 use crate::pmix::{PmixError, PmixServer};
 use crate::reconcile::{Action, reconcile};
 use crate::tls::TlsError;
@@ -177,6 +180,10 @@ struct State {
     forwarding: BTreeMap<RunKey, tokio::sync::watch::Receiver<bool>>,
     /// Runs told to stop (SIGTERM) and not yet killed: their `kill_wait_ms` is running.
     terminating: BTreeSet<RunKey>,
+    /// Batch-script runs whose srun asked this node for job steps: the next step's number.
+    next_step: BTreeMap<RunKey, u32>,
+    /// Job step tasks started here so far (they name log lines).
+    step_tasks: u32,
 }
 
 #[derive(Debug)]
@@ -255,6 +262,8 @@ impl<L: Launcher> Agent<L> {
                 wired: BTreeMap::new(),
                 forwarding: BTreeMap::new(),
                 terminating: BTreeSet::new(),
+                next_step: BTreeMap::new(),
+                step_tasks: 0,
             }),
             exits,
             images,
@@ -706,6 +715,20 @@ impl<L: Launcher> Agent<L> {
             ("BEOWULF_NODE", node.clone()),
         ];
         env.extend(per_task.into_iter().map(|(k, v)| (k.to_string(), v)));
+        // A batch script's srun asks this node's agent for job steps (steps.rs); in a container
+        // there is no srun yet.
+        if let Some(steps) = &a.steps
+            && !wired::is_wired(a)
+        {
+            let socket = self.config.launch_socket_path().display().to_string();
+            let launch = [
+                (mpi::ENV_TOKEN, steps.token.clone()),
+                (mpi::ENV_LAUNCH_SOCKET, socket),
+                (mpi::ENV_JOB, a.key.job.to_string()),
+                (mpi::ENV_RUN, a.key.run.to_string()),
+            ];
+            env.extend(launch.into_iter().map(|(k, v)| (k.to_string(), v)));
+        }
         env
     }
 
@@ -890,6 +913,7 @@ impl<L: Launcher> Agent<L> {
         }
         self.cleanup_wired(state, key);
         self.forget_output(state, key);
+        state.next_step.remove(&key);
         // A run without tasks here (a batch script's or MPI job's other nodes) never sent a
         // final report: send one, so the head releases the node.
         let taskless = state

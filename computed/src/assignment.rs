@@ -68,6 +68,8 @@ pub struct Assignment {
     pub mpi: Option<MpiLaunch>,
     /// Where this node's tasks' output goes, when the run's tasks write on several nodes.
     pub output: Option<OutputForward>,
+    /// For batch scripts: what `srun` in the script needs to start job steps.
+    pub steps: Option<StepLaunch>,
 }
 
 impl Assignment {
@@ -116,6 +118,15 @@ impl MpiLaunch {
             .iter()
             .fold(0u32, |sum, n| sum.saturating_add(*n))
     }
+}
+
+/// What the agents of a batch script's nodes need to start its job steps (`srun`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepLaunch {
+    /// The run's credential: steps are started only for requests carrying it.
+    pub token: String,
+    /// Launch endpoint (`host:port` of AgentLaunch) of the run's nodes.
+    pub endpoints: BTreeMap<NodeName, String>,
 }
 
 /// Where the output of a run's tasks goes when they write on several nodes.
@@ -285,6 +296,15 @@ impl TryFrom<v1::Assignment> for Assignment {
             })
             .transpose()?;
         let mpi = a.mpi.map(|m| mpi_launch(run, nodes, m)).transpose()?;
+        let steps = a
+            .steps
+            .map(|s| {
+                Ok::<_, AssignmentError>(StepLaunch {
+                    token: s.token,
+                    endpoints: endpoints(run, "steps.endpoints", s.endpoints)?,
+                })
+            })
+            .transpose()?;
         Ok(Assignment {
             key: run,
             job_name: a.job_name,
@@ -314,8 +334,21 @@ impl TryFrom<v1::Assignment> for Assignment {
             }),
             mpi,
             output,
+            steps,
         })
     }
+}
+
+/// Launch endpoints by node, their names checked.
+fn endpoints(
+    run: RunKey,
+    field: &'static str,
+    endpoints: std::collections::HashMap<String, String>,
+) -> Result<BTreeMap<NodeName, String>, AssignmentError> {
+    endpoints
+        .into_iter()
+        .map(|(node, endpoint)| Ok((node_name(run, field, node)?, endpoint)))
+        .collect()
 }
 
 /// The MPI wiring of run `run` on `nodes` nodes, checked.
@@ -336,11 +369,7 @@ fn mpi_launch(run: RunKey, nodes: usize, m: v1::MpiLaunch) -> Result<MpiLaunch, 
     {
         return Err(AssignmentError::RankCount { run });
     }
-    let endpoints = m
-        .endpoints
-        .into_iter()
-        .map(|(node, endpoint)| Ok((node_name(run, "mpi.endpoints", node)?, endpoint)))
-        .collect::<Result<_, AssignmentError>>()?;
+    let endpoints = endpoints(run, "mpi.endpoints", m.endpoints)?;
     Ok(MpiLaunch {
         flavor,
         fabric,
@@ -410,6 +439,10 @@ mod tests {
             gids: vec![1000, 27],
             umask: Some(0o077),
             payload_omitted: false,
+            steps: Some(v1::StepLaunch {
+                token: "secret".into(),
+                endpoints: [("node2".to_string(), "10.0.0.2:7000".to_string())].into(),
+            }),
         }
     }
 
@@ -460,6 +493,10 @@ mod tests {
                 writer: NodeName::new("node1"),
                 writer_endpoint: "10.0.0.1:7000".into(),
                 token: "secret".into(),
+            }),
+            steps: Some(StepLaunch {
+                token: "secret".into(),
+                endpoints: [(NodeName::new("node2"), "10.0.0.2:7000".to_string())].into(),
             }),
         };
         assert_eq!(a, expected);

@@ -20,7 +20,7 @@
 //! Without `[tls]` in computed.toml (a test cluster) the TCP service is plaintext and checks only
 //! the credential.
 
-use crate::agent::{Agent, LaunchPeer, LaunchRefusal};
+use crate::agent::{Agent, LaunchPeer, LaunchRefusal, StepEvents};
 use crate::launcher::Launcher;
 use crate::tls::TlsError;
 use beowulf_proto::peer::certificate_names;
@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::StreamExt;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 pub struct LaunchService<L: Launcher> {
     agent: Arc<Agent<L>>,
@@ -141,6 +141,20 @@ impl<L: Launcher> AgentLaunch for LaunchService<L> {
         let result = self.agent.output(&peer, request.into_inner()).await;
         self.answer(from, "output", result).await
     }
+
+    type StepStream = StepEvents;
+
+    async fn step(
+        &self,
+        request: Request<Streaming<v1::StepInput>>,
+    ) -> Result<Response<StepEvents>, Status> {
+        let from = request.remote_addr();
+        let peer = self.peer(&request);
+        let mut inputs = request.into_inner();
+        let start = first_step_request(&mut inputs).await?;
+        let result = self.agent.step_for_node(&peer, start, inputs).await;
+        self.answer(from, "step", result).await
+    }
 }
 
 /// The launch service on the node's local socket: `beowulf-rsh` of the node's own jobs.
@@ -161,31 +175,22 @@ impl<L: Launcher> AgentLaunch for LocalLaunchService<L> {
         &self,
         request: Request<v1::LaunchRequest>,
     ) -> Result<Response<v1::LaunchReply>, Status> {
-        let uid = request
-            .extensions()
-            .get::<tonic::transport::server::UdsConnectInfo>()
-            .and_then(|info| info.peer_cred)
-            .map(|cred| cred.uid())
-            .ok_or_else(|| Status::unauthenticated("the caller's uid is unknown"))?;
+        let uid = caller_uid(&request)?;
         let result = self.agent.launch_from_here(uid, request.into_inner()).await;
-        match result {
-            Ok(reply) => Ok(Response::new(reply)),
-            Err(refusal) => {
-                if matches!(
-                    refusal,
-                    LaunchRefusal::BadCredential(_) | LaunchRefusal::NotAllowed(_)
-                ) {
-                    // Local callers are told apart by uid (they share no address).
-                    let peer = IpAddr::from(uid.to_be_bytes());
-                    self.failures
-                        .slow_down_peer(&format!("uid {uid}"), peer, "local launch", &refusal)
-                        .await;
-                } else {
-                    tracing::warn!(uid, %refusal, "local launch refused");
-                }
-                Err(status(refusal))
-            }
-        }
+        self.local_answer(uid, "launch", result).await
+    }
+
+    type StepStream = StepEvents;
+
+    async fn step(
+        &self,
+        request: Request<Streaming<v1::StepInput>>,
+    ) -> Result<Response<StepEvents>, Status> {
+        let uid = caller_uid(&request)?;
+        let mut inputs = request.into_inner();
+        let start = first_step_request(&mut inputs).await?;
+        let result = self.agent.step_from_here(uid, start, inputs).await;
+        self.local_answer(uid, "step", result).await
     }
 
     async fn fence(
@@ -204,6 +209,65 @@ impl<L: Launcher> AgentLaunch for LocalLaunchService<L> {
         Err(Status::unimplemented(
             "output is taken from other nodes' agents only",
         ))
+    }
+}
+
+impl<L: Launcher> LocalLaunchService<L> {
+    /// The answer to a local request: a wrong credential or another user's run is answered only
+    /// after a delay that grows with the caller's failures.
+    async fn local_answer<T>(
+        &self,
+        uid: u32,
+        what: &str,
+        result: Result<T, LaunchRefusal>,
+    ) -> Result<Response<T>, Status> {
+        match result {
+            Ok(reply) => Ok(Response::new(reply)),
+            Err(refusal) => {
+                if matches!(
+                    refusal,
+                    LaunchRefusal::BadCredential(_) | LaunchRefusal::NotAllowed(_)
+                ) {
+                    // Local callers are told apart by uid (they share no address).
+                    let peer = IpAddr::from(uid.to_be_bytes());
+                    self.failures
+                        .slow_down_peer(
+                            &format!("uid {uid}"),
+                            peer,
+                            &format!("local {what}"),
+                            &refusal,
+                        )
+                        .await;
+                } else {
+                    tracing::warn!(uid, %refusal, "local {what} refused");
+                }
+                Err(status(refusal))
+            }
+        }
+    }
+}
+
+/// The uid of the process at the other end of a local-socket request.
+fn caller_uid<T>(request: &Request<T>) -> Result<u32, Status> {
+    request
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+        .and_then(|info| info.peer_cred)
+        .map(|cred| cred.uid())
+        .ok_or_else(|| Status::unauthenticated("the caller's uid is unknown"))
+}
+
+/// The step a Step stream starts with (its first input must be one).
+async fn first_step_request(
+    inputs: &mut Streaming<v1::StepInput>,
+) -> Result<v1::StepRequest, Status> {
+    match inputs.message().await? {
+        Some(v1::StepInput {
+            body: Some(v1::step_input::Body::Start(request)),
+        }) => Ok(request),
+        _ => Err(Status::invalid_argument(
+            "a step stream must start with the step's request",
+        )),
     }
 }
 
@@ -258,6 +322,7 @@ fn status(refusal: LaunchRefusal) -> Status {
         LaunchRefusal::BadCredential(m) | LaunchRefusal::NotAllowed(m) => {
             Status::permission_denied(m)
         }
+        LaunchRefusal::Invalid(m) => Status::invalid_argument(m),
         LaunchRefusal::Failed(m) => Status::internal(m),
     }
 }

@@ -7,11 +7,9 @@ use beowulf_proto::v1;
 use beowulf_types::{MpiFlavor, NodeName, RunFabric};
 
 /// Environment variables `beowulf-rsh` reads (set for mpirun, and for the daemons it starts).
-pub const ENV_TOKEN: &str = "BEOWULF_LAUNCH_TOKEN";
-/// The node agent's local launch socket, as the process sees it (inside its container or not).
-pub const ENV_LAUNCH_SOCKET: &str = "BEOWULF_LAUNCH_SOCKET";
-pub const ENV_JOB: &str = "BEOWULF_JOB_ID";
-pub const ENV_RUN: &str = "BEOWULF_RUN";
+pub use beowulf_proto::local_socket::launch_env::{
+    JOB as ENV_JOB, RUN as ENV_RUN, SOCKET as ENV_LAUNCH_SOCKET, TOKEN as ENV_TOKEN,
+};
 
 /// The settings measured to work on soft-RoCE (docs/design.md §7): UCX over RC verbs, and without
 /// the DGID check UCX's UD wire-up times out on rxe.
@@ -257,16 +255,7 @@ pub async fn connect_launch(
 pub async fn connect_local_launch(
     socket: &std::path::Path,
 ) -> Result<v1::agent_launch_client::AgentLaunchClient<tonic::transport::Channel>, ConnectError> {
-    let path = socket.to_path_buf();
-    let channel = tonic::transport::Endpoint::from_static("http://computed")
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
+    let channel = beowulf_proto::local_socket::connect_unix(socket, "http://computed")
         .await
         .map_err(|source| ConnectError::LocalUnreachable {
             socket: socket.to_path_buf(),

@@ -95,12 +95,12 @@ pub struct ImageRef {
     pub tar_path: std::path::PathBuf,
 }
 
-/// The wiring of a run whose nodes talk to each other (MPI jobs, and jobs whose tasks write on
-/// several nodes): its credential, and for MPI jobs the fabric chosen for it.
+/// The wiring of a run whose nodes talk to each other (MPI jobs, jobs whose tasks write on
+/// several nodes, and batch scripts, whose `srun` starts steps on the job's nodes): its credential, and for MPI jobs the fabric chosen for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunLaunch {
-    /// Random per run; agents start MPI daemons, gather fences and take forwarded output only
-    /// for requests that carry it.
+    /// Random per run; agents start MPI daemons and job steps, gather fences and take forwarded
+    /// output only for requests that carry it.
     pub token: String,
     /// The fabric chosen for an MPI job's run; `None` for jobs that are not MPI jobs. Stored
     /// as `"ib"`/`"tcp"`; records from before it was typed have `""` for none.

@@ -130,26 +130,45 @@ impl LocalCluster {
         self.slurm("sbatch", args)
     }
 
-    /// Runs a Slurm command (`sbatch`, `squeue`, `scancel`, `sacct`, `sinfo`, `scontrol`): our
-    /// program under the name an install links it as (`submit` for sbatch, `cluster` for the rest).
+    /// Runs a Slurm command (`sbatch`, `srun`, `squeue`, `scancel`, `sacct`, `sinfo`,
+    /// `scontrol`): our program under the name an install links it as (`submit` for sbatch,
+    /// `cluster` for the rest), with every such name on the `PATH` it exports to jobs (a batch
+    /// script's `srun` is found there).
     pub fn slurm(&self, name: &str, args: &[&str]) -> Output {
-        let links = self.state.path().join("bin");
-        let link = links.join(name);
-        if !link.exists() {
-            std::fs::create_dir_all(&links).unwrap();
-            let program = if name == "sbatch" {
-                "submit"
-            } else {
-                "cluster"
-            };
-            std::os::unix::fs::symlink(bin_dir().join(program), &link).unwrap();
-        }
-        let mut cmd = Command::new(&link);
+        let links = self.slurm_links();
+        let path = match std::env::var("PATH") {
+            Ok(path) => format!("{}:{path}", links.display()),
+            Err(_) => links.display().to_string(),
+        };
+        let mut cmd = Command::new(links.join(name));
         cmd.args(args)
             .env("BEOWULF_STATE_DIR", self.state.path())
+            .env("PATH", path)
             .env_remove("BEOWULF_SOCKET")
             .current_dir(self.work.path());
         cmd.output().expect("the Slurm command runs")
+    }
+
+    /// The directory of Slurm's command names, linked to our programs as an install links them.
+    pub fn slurm_links(&self) -> PathBuf {
+        let links = self.state.path().join("bin");
+        std::fs::create_dir_all(&links).unwrap();
+        let names = [
+            "sbatch", "srun", "squeue", "scancel", "sacct", "sinfo", "scontrol",
+        ];
+        for name in names {
+            let link = links.join(name);
+            if !link.exists() {
+                let program = if name == "sbatch" {
+                    "submit"
+                } else {
+                    "cluster"
+                };
+                std::os::unix::fs::symlink(bin_dir().join(program), &link).unwrap();
+            }
+        }
+        std::fs::set_permissions(&links, std::fs::Permissions::from_mode(0o755)).unwrap();
+        links
     }
 
     /// Runs `cluster ARGS` as the current user.

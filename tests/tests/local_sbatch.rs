@@ -366,3 +366,123 @@ fn a_job_the_oom_killer_ends_is_out_of_memory() {
     let listed = cluster.slurm("squeue", &["-h", "-t", "OOM", "-o", "%i %t"]);
     assert_eq!(text(&listed.stdout).trim(), format!("{id} OOM"));
 }
+
+/// Lines of a file, sorted (tasks on different nodes write in no fixed order).
+fn sorted_lines(path: &std::path::Path) -> Vec<String> {
+    let written =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines: Vec<String> = written.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn srun_in_a_batch_script_runs_steps_on_the_jobs_nodes() {
+    let cluster = LocalCluster::start(3, 10);
+    let script = cluster.job_file(
+        "steps.sh",
+        r#"#!/bin/bash
+#SBATCH -N 3
+#SBATCH --ntasks-per-node=1
+#SBATCH -o steps-%j.out
+set -u
+# Step 0: one task on every node, labelled.
+srun -l bash -c 'echo "step=$SLURM_STEP_ID rank=$SLURM_PROCID of=$SLURM_NTASKS node=$SLURMD_NODENAME id=$SLURM_NODEID"'
+# Step 1: two nodes, its output in a file per task.
+srun -N2 -o 'step-%s-task-%t.out' bash -c 'echo "$SLURM_STEP_ID $SLURM_PROCID $SLURMD_NODENAME $SLURM_STEP_NODELIST"; echo err >&2'
+# Steps 2 and 3 at once, on chosen nodes.
+srun -w node3 bash -c 'sleep 1; echo "late $SLURM_STEP_ID $SLURMD_NODENAME"' &
+srun -x node1,node3 bash -c 'echo "early $SLURM_STEP_ID $SLURMD_NODENAME"' &
+wait
+# Step 4: a failing task; srun exits with its code.
+srun -n1 bash -c 'exit 3'
+echo "srun exit=$?"
+# Refused before any step: more tasks than the job's CPUs on a node.
+srun -N1 -n8 true 2>/dev/null
+echo "too many exit=$?"
+"#,
+    );
+    let out = cluster.sbatch(&[script.to_str().unwrap()]);
+    assert!(out.status.success(), "sbatch: {}", text(&out.stderr));
+    let id = batch_job_id(&out.stdout);
+    let info = cluster.wait_state(id, &["COMPLETED", "FAILED"], MINUTE);
+    let work = cluster.work.path();
+    let output = work.join(format!("steps-{id}.out"));
+    let written = std::fs::read_to_string(&output).unwrap_or_default();
+    assert_eq!(info["state"], "COMPLETED", "{info:#}\n{written}");
+    let lines = sorted_lines(&output);
+    let expected_step0 = [
+        "0: step=0 rank=0 of=3 node=node1 id=0",
+        "1: step=0 rank=1 of=3 node=node2 id=1",
+        "2: step=0 rank=2 of=3 node=node3 id=2",
+    ];
+    for line in expected_step0 {
+        assert!(lines.iter().any(|l| l == line), "{line:?} in {lines:#?}");
+    }
+    for (task, node) in [(0, "node1"), (1, "node2")] {
+        let file = work.join(format!("step-1-task-{task}.out"));
+        assert_eq!(
+            sorted_lines(&file),
+            [format!("1 {task} {node} node[1-2]"), "err".to_string()]
+        );
+    }
+    assert!(!work.join("step-1-task-2.out").exists());
+    // Steps 2 and 3 ran at the same time: each got its own number, on the nodes it named.
+    let late = lines
+        .iter()
+        .find(|l| l.starts_with("late "))
+        .expect(&written);
+    let early = lines
+        .iter()
+        .find(|l| l.starts_with("early "))
+        .expect(&written);
+    assert!(
+        late.ends_with(" node3") && early.ends_with(" node2"),
+        "{written}"
+    );
+    let mut concurrent: Vec<&str> = [late, early]
+        .iter()
+        .map(|l| l.split(' ').nth(1).unwrap())
+        .collect();
+    concurrent.sort_unstable();
+    assert_eq!(concurrent, ["2", "3"], "{written}");
+    assert!(lines.contains(&"srun exit=3".to_string()), "{written}");
+    assert!(lines.contains(&"too many exit=1".to_string()), "{written}");
+}
+
+#[test]
+fn srun_forwards_signals_and_its_steps_die_with_it() {
+    let cluster = LocalCluster::start(2, 10);
+    let script = cluster.job_file(
+        "signals.sh",
+        r#"#!/bin/bash
+#SBATCH -N 2
+#SBATCH -o signals-%j.out
+# A step on the other node that checkpoints on SIGTERM: srun passes the signal on.
+srun -w node2 bash -c 'trap "echo checkpointed on \$SLURMD_NODENAME; exit 0" TERM; echo ready; sleep 300 & wait' &
+srun_pid=$!
+sleep 2
+kill -TERM $srun_pid
+wait $srun_pid
+echo "term exit=$?"
+# A step whose srun is killed outright: its task on the other node is killed too.
+srun -w node2 sleep 4242 &
+srun_pid=$!
+sleep 2
+kill -KILL $srun_pid
+sleep 1
+echo "left=$(ps -eo args= | grep -c '^sleep 4242$')"
+"#,
+    );
+    let out = cluster.sbatch(&[script.to_str().unwrap()]);
+    assert!(out.status.success(), "sbatch: {}", text(&out.stderr));
+    let id = batch_job_id(&out.stdout);
+    let info = cluster.wait_state(id, &["COMPLETED", "FAILED"], MINUTE);
+    let output = cluster.work.path().join(format!("signals-{id}.out"));
+    let written = std::fs::read_to_string(&output).unwrap_or_default();
+    assert_eq!(info["state"], "COMPLETED", "{info:#}\n{written}");
+    let lines: Vec<&str> = written.lines().collect();
+    assert!(lines.contains(&"checkpointed on node2"), "{written}");
+    assert!(lines.contains(&"term exit=0"), "{written}");
+    assert!(lines.contains(&"left=0"), "{written}");
+}

@@ -1,5 +1,5 @@
 //! Slurm's command names over the same client: `squeue`, `scancel`, `sacct`, `sinfo` and
-//! `scontrol`, with the options and output formats that scripts and tools parse. The `cluster`
+//! `scontrol`, and `srun` for job steps inside a job (through the node's agent), with the options and output formats that scripts and tools parse. The `cluster`
 //! program runs as one of them when it is called by that name (an install links each name to it),
 //! as `submit` runs as `sbatch`.
 //!
@@ -13,9 +13,11 @@ mod scancel;
 mod scontrol;
 mod sinfo;
 mod squeue;
+mod srun;
 
 pub use sacct::FIELDS as SACCT_FIELDS;
 pub use squeue::FIELDS as SQUEUE_FIELDS;
+pub use srun::option_rows as srun_option_rows;
 
 use crate::{DEFAULT_STATE_DIR, Global};
 use std::ffi::OsString;
@@ -29,15 +31,17 @@ pub enum SlurmCommand {
     Sacct,
     Sinfo,
     Scontrol,
+    Srun,
 }
 
 impl SlurmCommand {
-    pub const ALL: [SlurmCommand; 5] = [
+    pub const ALL: [SlurmCommand; 6] = [
         SlurmCommand::Squeue,
         SlurmCommand::Scancel,
         SlurmCommand::Sacct,
         SlurmCommand::Sinfo,
         SlurmCommand::Scontrol,
+        SlurmCommand::Srun,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +51,7 @@ impl SlurmCommand {
             SlurmCommand::Sacct => "sacct",
             SlurmCommand::Sinfo => "sinfo",
             SlurmCommand::Scontrol => "scontrol",
+            SlurmCommand::Srun => "srun",
         }
     }
 
@@ -76,5 +81,7 @@ pub async fn run(command: SlurmCommand, args: Vec<OsString>) -> anyhow::Result<i
         SlurmCommand::Sacct => sacct::run(&socket, args).await,
         SlurmCommand::Sinfo => sinfo::run(&socket, args).await,
         SlurmCommand::Scontrol => scontrol::run(&socket, args).await,
+        // Inside a job: talks to this node's agent, not to the head.
+        SlurmCommand::Srun => srun::run(args).await,
     }
 }

@@ -37,7 +37,7 @@ const MAX_PIECE: usize = 64 * 1024;
 /// gRPC's 4 MiB message limit).
 const MAX_BATCH: usize = 1024 * 1024;
 /// Pieces queued per run before its readers stop reading (and its tasks wait on their writes).
-const QUEUE: usize = 64;
+pub(super) const QUEUE: usize = 64;
 /// How long a node keeps trying the writer: the writer may not know the run yet (the head tells
 /// every node at once, but one acts some milliseconds later) or be restarting.
 const WRITER_RETRY_FOR: Duration = Duration::from_secs(30);
@@ -84,8 +84,8 @@ struct Target {
 /// Some of one task's output: whole lines, or a piece of a long one.
 #[derive(Debug)]
 pub(super) struct Piece {
-    stderr: bool,
-    data: Vec<u8>,
+    pub(super) stderr: bool,
+    pub(super) data: Vec<u8>,
 }
 
 /// How long the writer still takes a run's output after the run ended here: when the job fails,

@@ -615,6 +615,9 @@ pub enum LaunchRefusal {
     /// The caller may not act for this run (another user, a node not in the run).
     #[error("{0}")]
     NotAllowed(String),
+    /// The request cannot be carried out as given (a job step beyond the job's nodes or CPUs).
+    #[error("{0}")]
+    Invalid(String),
     #[error("{0}")]
     Failed(String),
 }

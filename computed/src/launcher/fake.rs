@@ -28,6 +28,10 @@ pub enum LauncherCall {
         run: RunKey,
         signal: nix::sys::signal::Signal,
     },
+    SignalTask {
+        task: TaskKey,
+        signal: nix::sys::signal::Signal,
+    },
     Release {
         run: RunKey,
     },
@@ -177,7 +181,7 @@ impl Launcher for RecordingLauncher {
         let pid = 10_000 + state.last_pid;
         let (pipes, output) = match task.output {
             TaskOutput::Files => (None, None),
-            TaskOutput::Pipes => {
+            TaskOutput::Pipes | TaskOutput::Streams => {
                 let (read, write) = nix::unistd::pipe().map_err(|e| LaunchError::OutputPipe {
                     task: task.key,
                     source: e.into(),
@@ -208,6 +212,13 @@ impl Launcher for RecordingLauncher {
 
     /// Like a process without a handler for it: a catchable signal ends every running task of
     /// the run (128 + its number), unless `ignore_signals` says the tasks trap it.
+    fn signal_task(&self, task: TaskKey, _pid: u32, signal: nix::sys::signal::Signal) {
+        self.record(LauncherCall::SignalTask { task, signal });
+        if !lock(&self.state).ignore_signals && self.running_tasks().contains(&task) {
+            self.finish(task, 128 + signal as i32);
+        }
+    }
+
     fn signal_job(&self, key: RunKey, signal: nix::sys::signal::Signal) -> Result<(), LaunchError> {
         self.record(LauncherCall::Signal { run: key, signal });
         if lock(&self.state).ignore_signals {

@@ -77,6 +77,9 @@ pub enum TaskOutput {
     /// the node that writes the job's files: one pipe when stdout and stderr name the same file
     /// (their lines stay in order, as in the file), else one each.
     Pipes,
+    /// Into two pipes, stdout and stderr apart whatever the paths say: a job step's output,
+    /// which the agent streams back to the step's `srun`.
+    Streams,
 }
 
 /// A task that started.
@@ -143,6 +146,10 @@ pub trait Launcher: Send + Sync + 'static {
     /// Sends `signal` to every process of the job on this node (its whole cgroup), as a first,
     /// catchable request to stop; idempotent, and a job with no process left is fine.
     fn signal_job(&self, key: RunKey, signal: nix::sys::signal::Signal) -> Result<(), LaunchError>;
+    /// Sends `signal` to one task the launcher started (pid `pid`, and every process of its
+    /// session): a job step's task, which ends or is signalled apart from the job's. Nothing
+    /// happens when the task is gone.
+    fn signal_task(&self, task: TaskKey, pid: u32, signal: nix::sys::signal::Signal);
     /// How many of the job's processes on this node the kernel's OOM killer ended (0 when the
     /// node cannot tell).
     fn oom_kills(&self, key: RunKey) -> u64;

@@ -309,8 +309,11 @@ fn cstring(task: &TaskLaunch, bytes: &[u8], what: &str) -> Result<CString, Launc
 }
 
 /// The child's stdout and stderr as pipes (the write ends, to hand to the child), and the read
-/// ends for the agent: one pipe when both name the same file, else one each.
-fn output_pipes(task: &TaskLaunch) -> Result<(OwnedFd, Option<OwnedFd>, TaskPipes), LaunchError> {
+/// ends for the agent: one each when `separate`, else one for both.
+fn output_pipes(
+    task: &TaskLaunch,
+    separate: bool,
+) -> Result<(OwnedFd, Option<OwnedFd>, TaskPipes), LaunchError> {
     let pipe = || {
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::OutputPipe {
             task: task.key,
@@ -318,7 +321,7 @@ fn output_pipes(task: &TaskLaunch) -> Result<(OwnedFd, Option<OwnedFd>, TaskPipe
         })
     };
     let (out_read, out_write) = pipe()?;
-    if task.stderr == task.stdout {
+    if !separate {
         let pipes = TaskPipes {
             stdout: out_read,
             stderr: None,
@@ -515,7 +518,7 @@ impl Launcher for ProcessLauncher {
                     task.stdout.as_os_str().as_bytes(),
                     "stdout path",
                 )?),
-                TaskOutput::Pipes => None,
+                TaskOutput::Pipes | TaskOutput::Streams => None,
             },
             stderr: if task.stderr == task.stdout {
                 None
@@ -545,8 +548,9 @@ impl Launcher for ProcessLauncher {
         // child may hold them, or the reader never sees the end of the output.
         let (out_write, err_write, pipes) = match task.output {
             TaskOutput::Files => (None, None, None),
-            TaskOutput::Pipes => {
-                let (out, err, pipes) = output_pipes(&task)?;
+            TaskOutput::Pipes | TaskOutput::Streams => {
+                let separate = task.output == TaskOutput::Streams || task.stderr != task.stdout;
+                let (out, err, pipes) = output_pipes(&task, separate)?;
                 (Some(out), err, Some(pipes))
             }
         };
@@ -617,6 +621,21 @@ impl Launcher for ProcessLauncher {
             }
         }
         Ok(())
+    }
+
+    fn signal_task(&self, task: TaskKey, pid: u32, signal: Signal) {
+        let Ok(sid) = i32::try_from(pid) else {
+            return;
+        };
+        // Only a session this launcher started for the task's run: a pid the task no longer
+        // has (it ended, the pid was given to another process) is not signalled.
+        let session = self
+            .jobs()
+            .get(&task.run)
+            .and_then(|entry| entry.sessions.iter().find(|s| s.sid == sid).cloned());
+        if let Some(session) = session {
+            session.signal(signal);
+        }
     }
 
     fn oom_kills(&self, key: RunKey) -> u64 {

@@ -202,6 +202,7 @@ fn assignment(
         }),
         mpi: mpi_launch(job, nodes),
         output: output_forward(job, nodes),
+        steps: step_launch(job, nodes),
         gids: job.gids.clone(),
         umask: job.umask,
         payload_omitted: !payload,
@@ -291,6 +292,36 @@ fn output_forward(
     })
 }
 
+/// What `srun` in a batch script needs on every node of the job: the run's credential and
+/// where each node's agent takes step requests.
+fn step_launch(job: &JobRecord, nodes: &BTreeMap<NodeName, NodeRecord>) -> Option<v1::StepLaunch> {
+    if !job.spec.runs_a_script() {
+        return None;
+    }
+    let launch = job.launch.as_ref()?;
+    Some(v1::StepLaunch {
+        token: launch.token.clone(),
+        endpoints: launch_endpoints(job, nodes),
+    })
+}
+
+/// The launch endpoint (`host:port` of AgentLaunch) of each node of the job.
+fn launch_endpoints(
+    job: &JobRecord,
+    nodes: &BTreeMap<NodeName, NodeRecord>,
+) -> std::collections::HashMap<String, String> {
+    job.nodes
+        .iter()
+        .map(|n| {
+            let endpoint = nodes
+                .get(n)
+                .map(|r| r.launch_endpoint.clone())
+                .unwrap_or_default();
+            (n.0.clone(), endpoint)
+        })
+        .collect()
+}
+
 /// The MPI wiring every node of an MPI job gets: flavour, fabric, credential, where each node's
 /// agent takes launch requests, and the ranks per node.
 fn mpi_launch(job: &JobRecord, nodes: &BTreeMap<NodeName, NodeRecord>) -> Option<v1::MpiLaunch> {
@@ -305,17 +336,7 @@ fn mpi_launch(job: &JobRecord, nodes: &BTreeMap<NodeName, NodeRecord>) -> Option
             .fabric
             .map_or(v1::RunFabric::Unspecified, v1::RunFabric::from) as i32,
         token: launch.token.clone(),
-        endpoints: job
-            .nodes
-            .iter()
-            .map(|n| {
-                let endpoint = nodes
-                    .get(n)
-                    .map(|r| r.launch_endpoint.clone())
-                    .unwrap_or_default();
-                (n.0.clone(), endpoint)
-            })
-            .collect(),
+        endpoints: launch_endpoints(job, nodes),
         tasks_per_node: (0..job.nodes.len() as u32)
             .map(|i| job.spec.ranks_on_node(i).len() as u32)
             .collect(),
@@ -376,51 +397,17 @@ pub fn expand_output_pattern(pattern: &str, job: &JobRecord) -> String {
         Some(a) => (a.array.to_string(), a.index.to_string()),
         None => (job.id.to_string(), String::new()),
     };
-    let mut out = String::with_capacity(pattern.len());
-    let mut chars = pattern.char_indices().peekable();
-    while let Some((start, c)) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        let mut width = 0usize;
-        let mut end = start + 1;
-        while let Some(&(i, d)) = chars.peek() {
-            match d.to_digit(10) {
-                // Slurm pads to at most 10 digits; a larger width is kept as a number.
-                Some(digit) if width < 10 => {
-                    width = width * 10 + digit as usize;
-                    end = i + 1;
-                    chars.next();
-                }
-                _ => break,
-            }
-        }
-        let value = match chars.peek().map(|&(_, l)| l) {
-            Some('%') if width == 0 => Some("%".to_string()),
-            Some('j' | 'J') => Some(job.id.to_string()),
-            Some('x') => Some(job.spec.name.clone()),
-            Some('u') => Some(job.user.name.clone()),
-            Some('A') => Some(array_id.clone()),
-            Some('a') => Some(index.clone()),
-            Some('N') => job.nodes.first().map(|n| n.to_string()),
-            Some('n') | Some('t') => Some("0".to_string()),
-            Some('s') => Some("batch".to_string()),
-            _ => None,
-        };
-        match value {
-            Some(value) => {
-                chars.next();
-                let pad = width.min(10).saturating_sub(value.len());
-                if value.bytes().all(|b| b.is_ascii_digit()) {
-                    out.extend(std::iter::repeat_n('0', pad));
-                }
-                out.push_str(&value);
-            }
-            None => out.push_str(&pattern[start..end]),
-        }
-    }
-    out
+    beowulf_types::output_pattern::expand(pattern, |letter| match letter {
+        'j' | 'J' => Some(job.id.to_string()),
+        'x' => Some(job.spec.name.clone()),
+        'u' => Some(job.user.name.clone()),
+        'A' => Some(array_id.clone()),
+        'a' => Some(index.clone()),
+        'N' => job.nodes.first().map(|n| n.to_string()),
+        'n' | 't' => Some("0".to_string()),
+        's' => Some("batch".to_string()),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

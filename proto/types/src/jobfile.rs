@@ -142,6 +142,12 @@ impl JobSpec {
         self.launches_mpi() && !self.launches_mpi_directly()
     }
 
+    /// True for a batch script (it runs on the job's first node; `srun` in it starts job steps
+    /// on the job's nodes).
+    pub fn runs_a_script(&self) -> bool {
+        matches!(self.program, Program::Script(_))
+    }
+
     /// True when tasks of the job run on more than one node, each node writing its own: their
     /// output goes through the first node (see the agents' output forwarding). A script runs on
     /// the first node only, and so does `mpirun`, which forwards its ranks' output itself.

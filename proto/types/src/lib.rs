@@ -11,6 +11,7 @@ mod ids;
 mod inventory;
 pub mod jobfile;
 pub mod located;
+pub mod output_pattern;
 mod resources;
 mod run;
 mod states;
