@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the release binaries into target/dist/ (one directory, as an install would have them):
 # the daemons (headnoded, computed, beowulf-rsh) as cargo builds them, and the user commands
-# (cluster, submit) statically linked.
+# (cluster, submit, and srun, which compute nodes get too) statically linked.
 #
 # Why static commands: a `submit` in a script's loop pays its own start-up every time. Dynamically
 # linked, the loader maps libc and libgcc_s and applies ~40,000 relocations of the position-
@@ -24,12 +24,12 @@ mkdir -p "$dist"
 for b in headnoded computed beowulf-rsh; do
   install -m 755 "$target/release/$b" "$dist/$b"
 done
-for b in cluster submit; do
+for b in cluster submit srun; do
   install -m 755 "$target/$host/release/$b" "$dist/$b"
 done
 # Slurm's names: submit answers as sbatch, cluster as the others, when called by these names.
 ln -sfn submit "$dist/sbatch"
-for b in squeue scancel sacct sinfo scontrol srun; do
+for b in squeue scancel sacct sinfo scontrol; do
   ln -sfn cluster "$dist/$b"
 done
 

@@ -119,13 +119,13 @@ impl LabHead {
         self.root.join("rpcbind-run")
     }
 
-    /// Copies of `computed` and `beowulf-rsh` without debug info, for the agent step to send to
+    /// Copies of `computed`, `beowulf-rsh` and `srun` without debug info, for the agent step to send to
     /// the VMs (a debug build's are ~200 MiB, minutes over SSH under TCG; stripped, a tenth);
     /// returns their directory. Plain copies where `strip` is missing.
     pub fn node_binaries(&self, bin_dir: &Path) -> anyhow::Result<PathBuf> {
         let dir = self.root.join("bin");
         std::fs::create_dir_all(&dir)?;
-        for name in ["computed", "beowulf-rsh"] {
+        for name in ["computed", "beowulf-rsh", "srun"] {
             let (from, to) = (bin_dir.join(name), dir.join(name));
             let stripped = Command::new("strip")
                 .arg("--strip-debug")

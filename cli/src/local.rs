@@ -362,12 +362,13 @@ pub async fn start_lab_head(
              state_dir = {state:?}\nsocket = {socket:?}\nagent_listen = \"{head_address}:{AGENT_PORT}\"\n\
              image_store = {images:?}\nimage_store_on_nodes = {images_on_nodes:?}\n\n\
              {tls_section}\n[provision]\nplaybooks = {playbooks:?}\n\
-             vars = {{ computed_binary = {computed:?}, rsh_binary = {rsh:?}, tls_dir = {tls:?}, agent_port = \"{AGENT_PORT}\"{head_vars} }}\n",
+             vars = {{ computed_binary = {computed:?}, rsh_binary = {rsh:?}, srun_binary = {srun:?}, tls_dir = {tls:?}, agent_port = \"{AGENT_PORT}\"{head_vars} }}\n",
             state = state_dir,
             images = lab_head.shared().join("images"),
             images_on_nodes = Path::new(lab_head::SHARED_ON_NODES).join("images"),
             computed = node_bins.join("computed"),
             rsh = node_bins.join("beowulf-rsh"),
+            srun = node_bins.join("srun"),
             tls = state_dir.join("tls"),
             tls_section = tls_section(&ca, HEAD_TLS_NAME),
         ),
