@@ -211,6 +211,30 @@ fn init_provisions_users_nfs_fabric_and_agents_and_ldap_users_run_mpi_on_nfs_hom
     // 5a. `auto` on five ib nodes runs over ib (soft-RoCE, UCX).
     run_mpi("ib", "mpi-auto-ib.toml", None, "openmpi");
 
+    // 5b. A batch script's srun runs steps on the job's nodes as alice: the agent playbook
+    // installed srun, and the steps go between the agents over mutual TLS.
+    let steps = head_home.join("steps.sh");
+    alice_file(
+        &head_home,
+        "steps.sh",
+        "#!/bin/bash\n#SBATCH -N 3\n#SBATCH -o steps-%j.out\n\
+         srun -l bash -c 'echo \"$(hostname) $(id -un) step $SLURM_STEP_ID\"'\n\
+         srun -N2 -w node3 bash -c 'echo \"task $SLURM_PROCID of $SLURM_NTASKS on $SLURMD_NODENAME\"'\n",
+    );
+    let (info, stderr) = submit_as_alice(steps.to_str().unwrap());
+    let out = head_home.join(format!("steps-{}.out", info["id"]));
+    let output = std::fs::read_to_string(&out).unwrap_or_default();
+    assert_eq!(info["state"], "COMPLETED", "{info:#}\n{stderr}\n{output}");
+    for rank in 0..3 {
+        let line = format!("{rank}: node{} alice step 0", rank + 1);
+        assert!(output.contains(&line), "no {line:?} in {output}");
+    }
+    // -w node3 with -N2: node3 and the job's first other node, in the job's order.
+    for (task, node) in [(0, 1), (1, 3)] {
+        let line = format!("task {task} of 2 on node{node}");
+        assert!(output.contains(&line), "no {line:?} in {output}");
+    }
+
     // 6. init again changes nothing and says so; so does --plan.
     let out = lab.ok(&["init", "--nodes", "5"]);
     assert!(

@@ -255,7 +255,9 @@ fn step_layout(
         ));
         nodes = tasks;
     }
-    let chosen: Vec<String> = candidates.into_iter().take(nodes as usize).collect();
+    let mut chosen: Vec<String> = candidates.into_iter().take(nodes as usize).collect();
+    // Tasks are numbered in the job's node order, whichever nodes were named first.
+    chosen.sort_by_key(|n| job_nodes.iter().position(|j| j == n));
     let tasks_per_node: Vec<u32> = match args.ntasks_per_node {
         Some(per_node) if args.ntasks.is_none() => vec![per_node; chosen.len()],
         _ => {
@@ -859,6 +861,8 @@ mod tests {
         let env = job_env("node[1-3]", 3, 3);
         let only = layout(&["-w", "node3"], &env).unwrap();
         assert_eq!(only.nodes, ["node3"]);
+        let named_first = layout(&["-w", "node3", "-N2"], &env).unwrap();
+        assert_eq!(named_first.nodes, ["node1", "node3"]);
         let without = layout(&["-x", "node1", "-N2"], &env).unwrap();
         assert_eq!(without.nodes, ["node2", "node3"]);
         let excluded = layout(&["-x", "node[1,3]"], &env).unwrap();
