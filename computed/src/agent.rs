@@ -18,6 +18,7 @@
 mod direct;
 mod output;
 mod steps;
+mod warning;
 mod wired;
 
 pub use steps::StepEvents;
@@ -33,7 +34,7 @@ use crate::pmix::{PmixError, PmixServer};
 use crate::reconcile::{Action, reconcile};
 use crate::tls::TlsError;
 use beowulf_proto::v1::{self, agent_hub_client::AgentHubClient, agent_message::Body};
-use beowulf_types::{Generation, Inventory, RunKey};
+use beowulf_types::{Generation, Inventory, RunKey, TaskKey};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -184,6 +185,10 @@ struct State {
     next_step: BTreeMap<RunKey, u32>,
     /// Job step tasks started here so far (they name log lines).
     step_tasks: u32,
+    /// The running tasks of job steps here, by run (for `--signal`).
+    step_tasks_running: BTreeMap<RunKey, BTreeMap<TaskKey, u32>>,
+    /// The batch shell of each batch-script run whose script runs here (for `--signal=B:`).
+    batch_tasks: BTreeMap<RunKey, (TaskKey, u32)>,
 }
 
 #[derive(Debug)]
@@ -264,6 +269,8 @@ impl<L: Launcher> Agent<L> {
                 terminating: BTreeSet::new(),
                 next_step: BTreeMap::new(),
                 step_tasks: 0,
+                step_tasks_running: BTreeMap::new(),
+                batch_tasks: BTreeMap::new(),
             }),
             exits,
             images,
@@ -641,6 +648,7 @@ impl<L: Launcher> Agent<L> {
         let a = state.desired[&key].clone();
         // Before anything that takes time (staging an image): other nodes may be faster.
         self.begin_writing(state, key, &a);
+        self.arm_warning(key, &a);
         if wired::is_wired(&a) {
             self.start_wired_run(state, key, a);
             return;
@@ -659,24 +667,31 @@ impl<L: Launcher> Agent<L> {
         let forward = self.begin_forwarding(state, key, &a);
         for rank in a.ranks.clone() {
             let task = self.task_launch(&a, key, rank);
-            if let Err(e) = self.start_task(task, forward.as_ref()) {
-                tracing::warn!(job = %key.job, rank, error = %e, "task did not start");
-                let _ = self.exits.send(TaskExit::not_started(key.task(rank), &e));
+            match self.start_task(task, forward.as_ref()) {
+                Ok(pid) if a.steps.is_some() => {
+                    state.batch_tasks.insert(key, (key.task(rank), pid));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(job = %key.job, rank, error = %e, "task did not start");
+                    let _ = self.exits.send(TaskExit::not_started(key.task(rank), &e));
+                }
             }
         }
     }
 
-    /// Starts a task of a run, forwarding its output when the run's output goes to another node.
+    /// Starts a task of a run, forwarding its output when the run's output goes to another node;
+    /// returns its pid.
     fn start_task(
         &self,
         task: TaskLaunch,
         forward: Option<&mpsc::Sender<output::Piece>>,
-    ) -> Result<(), LaunchError> {
+    ) -> Result<u32, LaunchError> {
         let started = self.launcher.start_task(task, self.exits.clone())?;
         if let (Some(pipes), Some(queue)) = (started.pipes, forward) {
             output::attach_output(pipes, queue);
         }
-        Ok(())
+        Ok(started.pid)
     }
 
     fn task_launch(&self, a: &Assignment, key: RunKey, rank: u32) -> TaskLaunch {
@@ -914,6 +929,8 @@ impl<L: Launcher> Agent<L> {
         self.cleanup_wired(state, key);
         self.forget_output(state, key);
         state.next_step.remove(&key);
+        state.step_tasks_running.remove(&key);
+        state.batch_tasks.remove(&key);
         // A run without tasks here (a batch script's or MPI job's other nodes) never sent a
         // final report: send one, so the head releases the node.
         let taskless = state

@@ -70,6 +70,18 @@ pub struct Assignment {
     pub output: Option<OutputForward>,
     /// For batch scripts: what `srun` in the script needs to start job steps.
     pub steps: Option<StepLaunch>,
+    /// The signal the job asked for before its time limit (`--signal`).
+    pub warn_signal: Option<WarnSignal>,
+}
+
+/// A signal a job asked for before its time limit (sbatch's `--signal=[B:]SIG@TIME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WarnSignal {
+    pub signal: nix::sys::signal::Signal,
+    /// Sent this long before the run's deadline.
+    pub before_ms: u64,
+    /// Only the batch script's own shell; else the job's steps' tasks.
+    pub batch_only: bool,
 }
 
 impl Assignment {
@@ -201,6 +213,8 @@ pub enum AssignmentError {
     },
     #[error("job {run}: mpi.tasks_per_node adds up to more ranks than a u32 holds")]
     RankCount { run: RunKey },
+    #[error("job {run}: warn_signal.signal {signal} is not a signal of this system")]
+    WarnSignal { run: RunKey, signal: i32 },
 }
 
 /// `name` as a node name, or why it is none: a node name is used as a file name, in mpirun's
@@ -305,6 +319,22 @@ impl TryFrom<v1::Assignment> for Assignment {
                 })
             })
             .transpose()?;
+        let warn_signal = a
+            .warn_signal
+            .map(|w| {
+                let signal = nix::sys::signal::Signal::try_from(w.signal).map_err(|_| {
+                    AssignmentError::WarnSignal {
+                        run,
+                        signal: w.signal,
+                    }
+                })?;
+                Ok::<_, AssignmentError>(WarnSignal {
+                    signal,
+                    before_ms: w.before_ms,
+                    batch_only: w.batch_only,
+                })
+            })
+            .transpose()?;
         Ok(Assignment {
             key: run,
             job_name: a.job_name,
@@ -335,6 +365,7 @@ impl TryFrom<v1::Assignment> for Assignment {
             mpi,
             output,
             steps,
+            warn_signal,
         })
     }
 }
@@ -443,6 +474,11 @@ mod tests {
                 token: "secret".into(),
                 endpoints: [("node2".to_string(), "10.0.0.2:7000".to_string())].into(),
             }),
+            warn_signal: Some(v1::WarnSignal {
+                signal: 10,
+                before_ms: 60_000,
+                batch_only: true,
+            }),
         }
     }
 
@@ -497,6 +533,11 @@ mod tests {
             steps: Some(StepLaunch {
                 token: "secret".into(),
                 endpoints: [(NodeName::new("node2"), "10.0.0.2:7000".to_string())].into(),
+            }),
+            warn_signal: Some(WarnSignal {
+                signal: nix::sys::signal::Signal::SIGUSR1,
+                before_ms: 60_000,
+                batch_only: true,
             }),
         };
         assert_eq!(a, expected);

@@ -266,6 +266,11 @@ impl<L: Launcher> Agent<L> {
                         }
                         None => tokio::spawn(async {}),
                     };
+                    self.lock()
+                        .step_tasks_running
+                        .entry(key)
+                        .or_default()
+                        .insert(task_key, started.pid);
                     running.insert(task_key, (rank, started.pid, forwarder));
                 }
                 Err(e) => {
@@ -284,6 +289,9 @@ impl<L: Launcher> Agent<L> {
                 exit = exit_rx.recv() => {
                     let Some(exit) = exit else { break };
                     let Some((rank, _, forwarder)) = running.remove(&exit.key) else { continue };
+                    if let Some(tasks) = self.lock().step_tasks_running.get_mut(&key) {
+                        tasks.remove(&exit.key);
+                    }
                     // Its output first, then its end; a process it left holding the pipe does
                     // not hold the end back for long.
                     let _ = tokio::time::timeout(output::DRAIN_FOR, forwarder).await;
@@ -294,7 +302,7 @@ impl<L: Launcher> Agent<L> {
                     Ok(number) => match Signal::try_from(number) {
                         Ok(signal) => {
                             for (task, (_, pid, _)) in &running {
-                                self.launcher.signal_task(*task, *pid, signal);
+                                self.launcher.signal_task(*task, *pid, signal, true);
                             }
                         }
                         Err(_) => tracing::debug!(job = %key.job, step, number, "srun sent no signal"),
@@ -325,7 +333,8 @@ impl<L: Launcher> Agent<L> {
         }
         tracing::info!(job = %key.job, step, tasks = running.len(), "srun of the step is gone: killing its tasks here");
         for (task, (_, pid, _)) in running {
-            self.launcher.signal_task(*task, *pid, Signal::SIGKILL);
+            self.launcher
+                .signal_task(*task, *pid, Signal::SIGKILL, true);
         }
     }
 

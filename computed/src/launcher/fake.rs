@@ -212,7 +212,13 @@ impl Launcher for RecordingLauncher {
 
     /// Like a process without a handler for it: a catchable signal ends every running task of
     /// the run (128 + its number), unless `ignore_signals` says the tasks trap it.
-    fn signal_task(&self, task: TaskKey, _pid: u32, signal: nix::sys::signal::Signal) {
+    fn signal_task(
+        &self,
+        task: TaskKey,
+        _pid: u32,
+        signal: nix::sys::signal::Signal,
+        _session: bool,
+    ) {
         self.record(LauncherCall::SignalTask { task, signal });
         if !lock(&self.state).ignore_signals && self.running_tasks().contains(&task) {
             self.finish(task, 128 + signal as i32);

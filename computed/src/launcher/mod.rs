@@ -146,10 +146,10 @@ pub trait Launcher: Send + Sync + 'static {
     /// Sends `signal` to every process of the job on this node (its whole cgroup), as a first,
     /// catchable request to stop; idempotent, and a job with no process left is fine.
     fn signal_job(&self, key: RunKey, signal: nix::sys::signal::Signal) -> Result<(), LaunchError>;
-    /// Sends `signal` to one task the launcher started (pid `pid`, and every process of its
-    /// session): a job step's task, which ends or is signalled apart from the job's. Nothing
-    /// happens when the task is gone.
-    fn signal_task(&self, task: TaskKey, pid: u32, signal: nix::sys::signal::Signal);
+    /// Sends `signal` to one task the launcher started (pid `pid`; with `session`, every process
+    /// of its session too): a job step's task, or a batch script's shell alone (`--signal=B:`).
+    /// Nothing happens when the task is gone.
+    fn signal_task(&self, task: TaskKey, pid: u32, signal: nix::sys::signal::Signal, session: bool);
     /// How many of the job's processes on this node the kernel's OOM killer ended (0 when the
     /// node cannot tell).
     fn oom_kills(&self, key: RunKey) -> u64;

@@ -623,18 +623,22 @@ impl Launcher for ProcessLauncher {
         Ok(())
     }
 
-    fn signal_task(&self, task: TaskKey, pid: u32, signal: Signal) {
+    fn signal_task(&self, task: TaskKey, pid: u32, signal: Signal, session: bool) {
         let Ok(sid) = i32::try_from(pid) else {
             return;
         };
         // Only a session this launcher started for the task's run: a pid the task no longer
         // has (it ended, the pid was given to another process) is not signalled.
-        let session = self
+        let found = self
             .jobs()
             .get(&task.run)
-            .and_then(|entry| entry.sessions.iter().find(|s| s.sid == sid).cloned());
-        if let Some(session) = session {
-            session.signal(signal);
+            .and_then(|entry| entry.sessions.iter().find(|s| s.sid == sid).copied());
+        match found {
+            Some(found) if session => found.signal(signal),
+            Some(found) if found.not_recycled() => {
+                let _ = nix::sys::signal::kill(Pid::from_raw(found.sid), signal);
+            }
+            _ => {}
         }
     }
 
