@@ -465,6 +465,7 @@ mod tests {
             image: None,
             launch: None,
             phases: RunPhases::default(),
+            hold: None,
         }
     }
 
