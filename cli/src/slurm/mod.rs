@@ -15,6 +15,7 @@ mod sinfo;
 mod squeue;
 
 pub use sacct::FIELDS as SACCT_FIELDS;
+pub use scontrol::{SUBCOMMANDS as SCONTROL_SUBCOMMANDS, UPDATE_FIELDS as SCONTROL_UPDATE_FIELDS};
 pub use squeue::FIELDS as SQUEUE_FIELDS;
 
 use crate::{DEFAULT_STATE_DIR, Global};
