@@ -133,6 +133,18 @@ impl LocalCluster {
     /// Runs a Slurm command (`sbatch`, `squeue`, `scancel`, `sacct`, `sinfo`, `scontrol`): our
     /// program under the name an install links it as (`submit` for sbatch, `cluster` for the rest).
     pub fn slurm(&self, name: &str, args: &[&str]) -> Output {
+        let link = self.slurm_link(name);
+        let mut cmd = Command::new(&link);
+        cmd.args(args)
+            .env("BEOWULF_STATE_DIR", self.state.path())
+            .env_remove("BEOWULF_SOCKET")
+            .current_dir(self.work.path());
+        cmd.output().expect("the Slurm command runs")
+    }
+
+    /// The Slurm command `name` as an install links it (`submit` for sbatch, `cluster` for the
+    /// rest), in the directory `bin` of the state directory, which tools may take on their PATH.
+    pub fn slurm_link(&self, name: &str) -> PathBuf {
         let links = self.state.path().join("bin");
         let link = links.join(name);
         if !link.exists() {
@@ -144,12 +156,7 @@ impl LocalCluster {
             };
             std::os::unix::fs::symlink(bin_dir().join(program), &link).unwrap();
         }
-        let mut cmd = Command::new(&link);
-        cmd.args(args)
-            .env("BEOWULF_STATE_DIR", self.state.path())
-            .env_remove("BEOWULF_SOCKET")
-            .current_dir(self.work.path());
-        cmd.output().expect("the Slurm command runs")
+        link
     }
 
     /// Runs `cluster ARGS` as the current user.
