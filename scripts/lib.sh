@@ -63,4 +63,6 @@ require_root() {
 # Packages a build and the local tier need: a C compiler for ring, procps for ps in tests.
 # runc runs job containers (crun 1.8 refuses this machine's hybrid cgroups); mmdebstrap and the
 # Open MPI compiler build the example MPI image (scripts/build-mpi-image.sh) for the local tier.
-BUILD_PACKAGES=(gcc libc6-dev pkg-config procps openssh-server runc mmdebstrap libopenmpi-dev openmpi-bin)
+# python3-venv makes the virtual environment the Slurm tools (dask-jobqueue, from PyPI) run from
+# in tests/tests/local_slurm_tools.rs.
+BUILD_PACKAGES=(gcc libc6-dev pkg-config procps openssh-server runc mmdebstrap libopenmpi-dev openmpi-bin python3-venv)

@@ -1,4 +1,5 @@
-//! `cluster queue|show|cancel|why`: what users ask about their jobs.
+//! `cluster queue|show|cancel|why|hold|release|requeue|update`: what users ask about, and do
+//! to, their jobs.
 
 use crate::{client, local, output};
 use beowulf_proto::v1;
@@ -58,6 +59,96 @@ pub async fn cancel(socket: &Path, jobs: Vec<u64>) -> anyhow::Result<i32> {
         }
     }
     Ok(if failed > 0 { 1 } else { 0 })
+}
+
+/// What `cluster hold|release|requeue` and scontrol's do to jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// `user`: a user hold even when root holds (`scontrol uhold`).
+    Hold {
+        user: bool,
+    },
+    Release,
+    Requeue,
+}
+
+impl Control {
+    /// What became of a job, for messages: `held job 12`.
+    pub fn done(self) -> &'static str {
+        match self {
+            Control::Hold { .. } => "held",
+            Control::Release => "released",
+            Control::Requeue => "requeued",
+        }
+    }
+
+    /// Asks the head; `whole_array`: an array's ID acts on every element. The jobs it changed.
+    pub async fn send(
+        self,
+        c: &mut client::Client,
+        job_id: u64,
+        whole_array: bool,
+    ) -> Result<Vec<u64>, tonic::Status> {
+        let request = v1::JobControlRequest {
+            job_id,
+            whole_array,
+            user_hold: matches!(self, Control::Hold { user: true }),
+        };
+        let reply = match self {
+            Control::Hold { .. } => c.hold(request).await?,
+            Control::Release => c.release(request).await?,
+            Control::Requeue => c.requeue(request).await?,
+        };
+        Ok(reply.into_inner().job_ids)
+    }
+}
+
+/// `cluster hold|release|requeue JOB...`: each job in turn (an array's ID: every element); the
+/// exit code is 1 when any was refused.
+pub async fn control(socket: &Path, action: Control, jobs: Vec<u64>) -> anyhow::Result<i32> {
+    let mut c = client::connect(socket).await?;
+    let mut failed = 0;
+    for job in jobs {
+        match action.send(&mut c, job, true).await {
+            Ok(changed) => {
+                for id in changed {
+                    println!("{} job {id}", action.done());
+                }
+            }
+            Err(status) => {
+                eprintln!("error: {}", status.message());
+                failed += 1;
+            }
+        }
+    }
+    Ok(i32::from(failed > 0))
+}
+
+/// `cluster update JOB --time ... --partition ... --name ... --nodes ... --ntasks ...`.
+pub async fn update(socket: &Path, request: v1::UpdateJobRequest) -> anyhow::Result<i32> {
+    let mut c = client::connect(socket).await?;
+    let job = request.job_id;
+    let info = c
+        .update_job(request)
+        .await
+        .map_err(client::status_error)?
+        .into_inner();
+    println!(
+        "updated job {job}: {} nodes, {} tasks, time limit {}, partition {}, name {}",
+        info.num_nodes,
+        info.ntasks,
+        output::duration(info.time_limit_ms),
+        info.partition,
+        info.name
+    );
+    Ok(0)
+}
+
+/// A time limit as `--time` and `TimeLimit=` take it (minutes, `MM:SS`, `HH:MM:SS`,
+/// `D-HH:MM:SS`), in milliseconds.
+pub fn parse_time_limit(text: &str) -> anyhow::Result<u64> {
+    beowulf_types::jobfile::parse_time_limit(&toml::Value::String(text.to_string()))
+        .map_err(|e| anyhow::anyhow!("time limit {e}"))
 }
 
 /// `cluster why JOB [--json]`.

@@ -84,6 +84,24 @@ pub enum Commands {
         #[arg(required = true)]
         jobs: Vec<u64>,
     },
+    /// Hold pending jobs: they wait (JobHeldUser; JobHeldAdmin when root holds) until released.
+    Hold {
+        #[arg(required = true)]
+        jobs: Vec<u64>,
+    },
+    /// Release held jobs: they are considered again.
+    Release {
+        #[arg(required = true)]
+        jobs: Vec<u64>,
+    },
+    /// Stop running jobs and queue them again (jobs submitted with --requeue); their restart
+    /// count goes up.
+    Requeue {
+        #[arg(required = true)]
+        jobs: Vec<u64>,
+    },
+    /// Change a job: its time limit and name; while it is pending, its partition, nodes, tasks.
+    Update(UpdateArgs),
     /// Stop placing jobs on nodes (a host list: `node[1-4]`); their running jobs finish.
     Drain {
         nodes: String,
@@ -108,6 +126,41 @@ pub enum Commands {
     Lab(lab::LabArgs),
 }
 
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    pub job: u64,
+    /// Time limit: minutes, `MM:SS`, `HH:MM:SS`, `D-HH:MM:SS` (a user may only lower a running
+    /// job's).
+    #[arg(long, short = 't')]
+    pub time: Option<String>,
+    #[arg(long, short = 'p')]
+    pub partition: Option<String>,
+    /// The job's name.
+    #[arg(long, short = 'J')]
+    pub name: Option<String>,
+    #[arg(long, short = 'N')]
+    pub nodes: Option<u32>,
+    #[arg(long, short = 'n')]
+    pub ntasks: Option<u32>,
+}
+
+impl UpdateArgs {
+    fn request(self) -> anyhow::Result<beowulf_proto::v1::UpdateJobRequest> {
+        Ok(beowulf_proto::v1::UpdateJobRequest {
+            job_id: self.job,
+            time_limit_ms: self
+                .time
+                .as_deref()
+                .map(jobs::parse_time_limit)
+                .transpose()?,
+            partition: self.partition,
+            name: self.name,
+            num_nodes: self.nodes,
+            num_tasks: self.ntasks,
+        })
+    }
+}
+
 /// Writing to a closed pipe (`cluster queue --all | head`) ends the command quietly, as it
 /// does every Unix tool, instead of a panic in `println!`.
 pub fn die_quietly_on_closed_pipes() {
@@ -130,6 +183,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Commands::Show { job, json } => jobs::show(&socket, job, json).await,
         Commands::Cancel { jobs } => jobs::cancel(&socket, jobs).await,
         Commands::Why { job, json } => jobs::why(&socket, job, json).await,
+        Commands::Hold { jobs } => {
+            jobs::control(&socket, jobs::Control::Hold { user: false }, jobs).await
+        }
+        Commands::Release { jobs } => jobs::control(&socket, jobs::Control::Release, jobs).await,
+        Commands::Requeue { jobs } => jobs::control(&socket, jobs::Control::Requeue, jobs).await,
+        Commands::Update(args) => jobs::update(&socket, args.request()?).await,
         Commands::Nodes { json } => nodes::list(&socket, json).await,
         Commands::Drain { nodes, reason } => nodes::drain(&socket, nodes, reason).await,
         Commands::Resume { nodes } => nodes::resume(&socket, nodes).await,

@@ -56,6 +56,9 @@ pub struct SubmitArgs {
     /// Never requeue the job.
     #[arg(long)]
     pub no_requeue: bool,
+    /// Queue the job held: it waits until `cluster release` (scontrol release).
+    #[arg(long, short = 'H')]
+    pub hold: bool,
     /// Follow the job until it ends and exit with its exit code.
     #[arg(long)]
     pub wait: bool,
@@ -111,6 +114,7 @@ impl SubmitArgs {
             ("error", &self.error),
             ("workdir", &self.chdir),
             ("requeue", &self.requeue_override()),
+            ("hold", &self.hold.then(|| "true".to_string())),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))

@@ -1,6 +1,6 @@
 //! The client API (`cluster`, `submit`): validates requests, calls the head, answers.
 
-use crate::head::{Caller, Head, HeadError};
+use crate::head::{Caller, Head, HeadError, JobUpdate};
 use crate::init::{InitError, Provisioner, RunLog};
 use crate::model::{ImageRecord, ReservationRecord};
 use beowulf_proto::v1::{self, cluster_server::Cluster};
@@ -110,6 +110,12 @@ fn image_info(image: ImageRecord) -> v1::ImageInfo {
     }
 }
 
+fn control_reply(jobs: Vec<JobId>) -> v1::JobControlReply {
+    v1::JobControlReply {
+        job_ids: jobs.into_iter().map(|j| j.0).collect(),
+    }
+}
+
 type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::JobInfo, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -135,6 +141,56 @@ impl Cluster for ClusterApi {
         Ok(Response::new(v1::CancelReply {
             state: state.as_str().to_string(),
         }))
+    }
+
+    async fn hold(
+        &self,
+        request: Request<v1::JobControlRequest>,
+    ) -> Result<Response<v1::JobControlReply>, Status> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let held = self
+            .head
+            .hold(&caller, JobId(r.job_id), r.whole_array, r.user_hold)?;
+        Ok(Response::new(control_reply(held)))
+    }
+
+    async fn release(
+        &self,
+        request: Request<v1::JobControlRequest>,
+    ) -> Result<Response<v1::JobControlReply>, Status> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let released = self.head.release(&caller, JobId(r.job_id), r.whole_array)?;
+        Ok(Response::new(control_reply(released)))
+    }
+
+    async fn requeue(
+        &self,
+        request: Request<v1::JobControlRequest>,
+    ) -> Result<Response<v1::JobControlReply>, Status> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let requeued = self.head.requeue(&caller, JobId(r.job_id), r.whole_array)?;
+        Ok(Response::new(control_reply(requeued)))
+    }
+
+    async fn update_job(
+        &self,
+        request: Request<v1::UpdateJobRequest>,
+    ) -> Result<Response<v1::JobInfo>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let id = JobId(r.job_id);
+        let update = JobUpdate {
+            time_limit: r.time_limit_ms,
+            partition: r.partition,
+            name: r.name,
+            nodes: r.num_nodes,
+            ntasks: r.num_tasks,
+        };
+        self.head.update_job(&caller, id, &update)?;
+        Ok(Response::new(self.head.show_job(id)?))
     }
 
     async fn list_jobs(

@@ -1,8 +1,8 @@
 //! The head's records: jobs and nodes as stored, and what is derived from them (node state, usage).
 
 use beowulf_types::{
-    Inventory, JobId, JobSpec, JobState, JobTransition, NodeName, NodeState, Program, Resources,
-    RunFabric, RunKey, Timestamp,
+    Inventory, JobHold, JobId, JobSpec, JobState, JobTransition, NodeName, NodeState, Program,
+    Resources, RunFabric, RunKey, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -85,6 +85,10 @@ pub struct JobRecord {
     /// Phase times of the current run reported by the agents.
     #[serde(default)]
     pub phases: RunPhases,
+    /// Set while a pending job is held (`scontrol hold`, `sbatch --hold`), and by whom; records
+    /// from before holds load as not held.
+    #[serde(default)]
+    pub hold: Option<JobHold>,
 }
 
 /// A container image as a job uses it.

@@ -149,6 +149,12 @@ impl LocalCluster {
         cmd.output().expect("the Slurm command runs")
     }
 
+    /// The Slurm command `name` as an install links it (`submit` for sbatch, `cluster` for the
+    /// rest), in the directory `bin` of the state directory, which tools may take on their PATH.
+    pub fn slurm_link(&self, name: &str) -> PathBuf {
+        self.slurm_links().join(name)
+    }
+
     /// The directory of Slurm's command names, linked to our programs as an install links them.
     pub fn slurm_links(&self) -> PathBuf {
         let links = self.state.path().join("bin");

@@ -485,4 +485,114 @@ echo "left=$(ps -eo args= | grep -c '^sleep 4242$')"
     assert!(lines.contains(&"checkpointed on node2"), "{written}");
     assert!(lines.contains(&"term exit=0"), "{written}");
     assert!(lines.contains(&"left=0"), "{written}");
+
+#[test]
+fn scontrol_holds_releases_updates_and_requeues_jobs_as_slurm_does() {
+    let cluster = LocalCluster::start(1, 10);
+    let ok = |name: &str, args: &[&str]| {
+        let out = cluster.slurm(name, args);
+        assert!(
+            out.status.success(),
+            "{name} {args:?}: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    let reason = |id: u64| ok("squeue", &["-h", "-o", "%t %r", "-j", &id.to_string()]);
+
+    // Submitted held: it waits, as its owner's hold, whatever else happens.
+    let quick = cluster.job_file("quick.sh", "#!/bin/sh\n#SBATCH -o /dev/null\ntrue\n");
+    let held = batch_job_id(&cluster.sbatch(&["-H", quick.to_str().unwrap()]).stdout);
+    assert_eq!(reason(held).trim(), "PD JobHeldUser");
+
+    // A pending job (it waits for a sleeper) held by root: an admin hold.
+    let sleeper = cluster.job_file("sleeper.sh", "#!/bin/sh\n#SBATCH -o /dev/null\nsleep 300\n");
+    let blocker = batch_job_id(&cluster.sbatch(&[sleeper.to_str().unwrap()]).stdout);
+    let after = format!("afterany:{blocker}");
+    let waiting = batch_job_id(
+        &cluster
+            .sbatch(&["-d", &after, quick.to_str().unwrap()])
+            .stdout,
+    );
+    ok("scontrol", &["hold", &waiting.to_string()]);
+    assert_eq!(reason(waiting).trim(), "PD JobHeldAdmin");
+    // Its time limit changes while it waits, and scontrol shows it.
+    ok(
+        "scontrol",
+        &["update", &format!("JobId={waiting}"), "TimeLimit=10"],
+    );
+    let shown = ok("scontrol", &["show", "job", &waiting.to_string()]);
+    assert!(shown.contains("TimeLimit=10:00"), "{shown}");
+    let out = cluster.slurm(
+        "scontrol",
+        &["update", &format!("JobId={waiting}"), "Nice=5"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("Update of Nice is not supported"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Its dependency is satisfied, but the hold keeps it pending until released.
+    ok("scancel", &[&blocker.to_string()]);
+    cluster.wait_state(blocker, &["CANCELLED"], MINUTE);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(reason(waiting).trim(), "PD JobHeldAdmin");
+    ok("scontrol", &["release", &format!("{waiting},{held}")]);
+    for id in [waiting, held] {
+        let info = cluster.wait_state(id, &["COMPLETED", "FAILED"], MINUTE);
+        assert_eq!(info["state"], "COMPLETED", "{info:#}");
+    }
+    // A job that has ended can be neither held nor released.
+    let out = cluster.slurm("scontrol", &["hold", &held.to_string()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("has already ended"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Requeued, a running job stops and runs again, its restart count one higher.
+    let again = cluster.job_file(
+        "again.sh",
+        "#!/bin/sh\n#SBATCH --requeue -o again-%j.out\necho \"run $SLURM_RESTART_COUNT\"\nsleep 300\n",
+    );
+    let id = batch_job_id(&cluster.sbatch(&[again.to_str().unwrap()]).stdout);
+    cluster.wait_state(id, &["RUNNING"], MINUTE);
+    let output = cluster.work.path().join(format!("again-{id}.out"));
+    let wait_for = |line: &str| {
+        let deadline = std::time::Instant::now() + MINUTE;
+        loop {
+            let written = std::fs::read_to_string(&output).unwrap_or_default();
+            if written.lines().any(|l| l == line) {
+                return written;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {line:?} in {}: {written:?}",
+                output.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("run 0");
+    ok("scontrol", &["requeue", &id.to_string()]);
+    let written = wait_for("run 1");
+    assert_eq!(written.lines().collect::<Vec<_>>(), ["run 0", "run 1"]);
+    let shown = ok("scontrol", &["show", "job", &id.to_string()]);
+    assert!(shown.contains("JobState=RUNNING"), "{shown}");
+    assert!(shown.contains("Restarts=1"), "{shown}");
+    ok("scancel", &[&id.to_string()]);
+
+    // A job submitted without --requeue may not be requeued, as in Slurm.
+    let plain = batch_job_id(&cluster.sbatch(&[sleeper.to_str().unwrap()]).stdout);
+    cluster.wait_state(plain, &["RUNNING"], MINUTE);
+    let out = cluster.slurm("scontrol", &["requeue", &plain.to_string()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--requeue"),
+        "{}",
+        text(&out.stderr)
+    );
+    ok("scancel", &[&plain.to_string()]);
 }

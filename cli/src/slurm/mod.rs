@@ -16,6 +16,7 @@ mod squeue;
 mod srun;
 
 pub use sacct::FIELDS as SACCT_FIELDS;
+pub use scontrol::{SUBCOMMANDS as SCONTROL_SUBCOMMANDS, UPDATE_FIELDS as SCONTROL_UPDATE_FIELDS};
 pub use squeue::FIELDS as SQUEUE_FIELDS;
 pub use srun::option_rows as srun_option_rows;
 

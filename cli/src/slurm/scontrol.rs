@@ -1,8 +1,9 @@
 //! `scontrol show job|node|partition`: Slurm's `Key=Value` records, which tools read with
-//! regular expressions (`JobState=(\w+)`). The changing subcommands (`hold`, `release`, `update`,
-//! `requeue`) are refused with what to do instead until the head has them.
+//! regular expressions (`JobState=(\w+)`); and `hold`, `uhold`, `release`, `requeue` of a job
+//! list and `update JobId=... Field=Value...`, which print nothing when they succeed, as Slurm's.
 
 use super::jobs::{JobSelector, elapsed_ms, slurm_time};
+use crate::jobs::{Control, parse_time_limit};
 use crate::{client, local, output};
 use beowulf_proto::v1;
 use beowulf_types::hostlist;
@@ -31,20 +32,29 @@ enum Command {
         entity: String,
         name: Option<String>,
     },
+    /// `hold JOBLIST`: pending jobs wait until released (root's hold: JobHeldAdmin).
     Hold {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        rest: Vec<String>,
+        #[arg(required = true)]
+        jobs: Vec<String>,
     },
+    /// `uhold JOBLIST`: a user hold (JobHeldUser), whoever holds.
+    Uhold {
+        #[arg(required = true)]
+        jobs: Vec<String>,
+    },
+    /// `release JOBLIST`.
     Release {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        rest: Vec<String>,
+        #[arg(required = true)]
+        jobs: Vec<String>,
     },
-    Update {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        rest: Vec<String>,
-    },
+    /// `requeue JOBLIST`: running jobs stop and are queued again.
     Requeue {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        #[arg(required = true)]
+        jobs: Vec<String>,
+    },
+    /// `update JobId=JOBLIST Field=Value...`.
+    Update {
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         rest: Vec<String>,
     },
 }
@@ -53,16 +63,15 @@ pub async fn run(socket: &Path, args: Vec<OsString>) -> anyhow::Result<i32> {
     let args = Args::try_parse_from(args).unwrap_or_else(|e| e.exit());
     let (entity, name) = match args.command {
         Command::Show { entity, name } => (entity.to_ascii_lowercase(), name),
-        Command::Hold { .. } | Command::Release { .. } => anyhow::bail!(
-            "hold and release are not supported yet: cancel the job and submit it again when it \
-             should run, or make it wait with --dependency"
-        ),
-        Command::Update { .. } => anyhow::bail!(
-            "update is not supported yet: cancel the job and submit it again with the new values"
-        ),
-        Command::Requeue { .. } => anyhow::bail!(
-            "requeue is not supported yet: a job with requeue = true is requeued when its node fails"
-        ),
+        Command::Hold { jobs } => {
+            return control(socket, Control::Hold { user: false }, &jobs).await;
+        }
+        Command::Uhold { jobs } => {
+            return control(socket, Control::Hold { user: true }, &jobs).await;
+        }
+        Command::Release { jobs } => return control(socket, Control::Release, &jobs).await,
+        Command::Requeue { jobs } => return control(socket, Control::Requeue, &jobs).await,
+        Command::Update { rest } => return update(socket, &rest).await,
     };
     let mut c = client::connect(socket).await?;
     let records: Vec<Vec<(String, String)>> = match entity.as_str() {
@@ -109,6 +118,158 @@ pub async fn run(socket: &Path, args: Vec<OsString>) -> anyhow::Result<i32> {
     }
     print!("{}", output::printable(&out));
     Ok(0)
+}
+
+/// A job list as scontrol takes it: IDs and `ARRAY_INDEX` elements, separated by commas or
+/// given as several arguments.
+fn job_list(items: &[String]) -> anyhow::Result<Vec<JobSelector>> {
+    items
+        .iter()
+        .flat_map(|item| item.split(','))
+        .filter(|item| !item.trim().is_empty())
+        .map(JobSelector::parse)
+        .collect()
+}
+
+/// The job IDs the head knows `selectors` by: an ID as it is (the head expands an array's),
+/// an element looked up among the live jobs. `Err` names an element that is not there.
+async fn resolve(
+    c: &mut client::Client,
+    selectors: &[JobSelector],
+) -> anyhow::Result<Vec<(String, Result<u64, String>)>> {
+    let elements = selectors
+        .iter()
+        .any(|s| matches!(s, JobSelector::Element { .. }));
+    let live = if elements {
+        client::list_jobs(c, false).await?
+    } else {
+        Vec::new()
+    };
+    Ok(selectors
+        .iter()
+        .map(|selector| match *selector {
+            JobSelector::Job(id) => (id.to_string(), Ok(id)),
+            JobSelector::Element { array, index } => {
+                let shown = format!("{array}_{index}");
+                let found = live.iter().find(|j| selector.matches(j)).map(|j| j.id);
+                let id = found.ok_or_else(|| format!("Invalid job id specified: {shown}"));
+                (shown, id)
+            }
+        })
+        .collect())
+}
+
+/// `scontrol hold|uhold|release|requeue JOBLIST`: silent on success, as Slurm's; each refusal
+/// on stderr, and exit code 1 when there was any.
+async fn control(socket: &Path, action: Control, items: &[String]) -> anyhow::Result<i32> {
+    let selectors = job_list(items)?;
+    let mut c = client::connect(socket).await?;
+    let mut failed = 0;
+    for (shown, id) in resolve(&mut c, &selectors).await? {
+        // An element named `ARRAY_INDEX` is that element only; an array's ID is every element.
+        let whole_array = !shown.contains('_');
+        let result = match id {
+            Ok(id) => action
+                .send(&mut c, id, whole_array)
+                .await
+                .map_err(|status| status.message().to_string()),
+            Err(message) => Err(message),
+        };
+        if let Err(message) = result {
+            eprintln!("scontrol: error: {message} (job {shown})");
+            failed += 1;
+        }
+    }
+    Ok(i32::from(failed > 0))
+}
+
+/// The subcommands `scontrol` has here (for the docs' table).
+pub const SUBCOMMANDS: &[&str] = &[
+    "show job|node|partition",
+    "hold",
+    "uhold",
+    "release",
+    "requeue",
+    "update",
+];
+
+/// The fields `scontrol update` changes here, as Slurm names them; any other is refused.
+pub const UPDATE_FIELDS: &[&str] = &["TimeLimit", "Partition", "JobName", "NumNodes", "NumTasks"];
+
+fn update_fields() -> String {
+    UPDATE_FIELDS.join(", ")
+}
+
+/// `scontrol update`'s words: the jobs (`JobId=`) and the change, keys in any case. Fields
+/// this cluster cannot change are refused, naming the ones it can.
+fn parse_update(words: &[String]) -> anyhow::Result<(Vec<JobSelector>, v1::UpdateJobRequest)> {
+    let mut jobs = None;
+    let mut change = v1::UpdateJobRequest::default();
+    for word in words {
+        let Some((key, value)) = word.split_once('=') else {
+            anyhow::bail!(
+                "`{word}` is not Field=Value; give JobId=N and the fields to change ({})",
+                update_fields()
+            );
+        };
+        let count = || -> anyhow::Result<u32> {
+            value
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{key}={value}: give a whole number"))
+        };
+        match key.to_ascii_lowercase().as_str() {
+            "jobid" | "job" => jobs = Some(job_list(&[value.to_string()])?),
+            "timelimit" => change.time_limit_ms = Some(parse_time_limit(value)?),
+            "partition" => change.partition = Some(value.to_string()),
+            "jobname" | "name" => change.name = Some(value.to_string()),
+            "numnodes" | "reqnodes" => change.num_nodes = Some(count()?),
+            "numtasks" => change.num_tasks = Some(count()?),
+            _ => anyhow::bail!(
+                "Update of {key} is not supported here; the fields that can be updated are {}",
+                update_fields()
+            ),
+        }
+    }
+    match jobs.filter(|j| !j.is_empty()) {
+        Some(jobs) => Ok((jobs, change)),
+        None => anyhow::bail!("no job to update: give JobId=N"),
+    }
+}
+
+/// `scontrol update JobId=JOBLIST Field=Value...`: every job of the list (an array's ID: every
+/// live element) gets the same change.
+async fn update(socket: &Path, words: &[String]) -> anyhow::Result<i32> {
+    let (selectors, change) = parse_update(words)?;
+    let mut c = client::connect(socket).await?;
+    let live = client::list_jobs(&mut c, false).await?;
+    let mut failed = 0;
+    for selector in selectors {
+        let mut ids: Vec<u64> = live
+            .iter()
+            .filter(|j| selector.matches(j))
+            .map(|j| j.id)
+            .collect();
+        if let (true, JobSelector::Job(id)) = (ids.is_empty(), selector) {
+            // Not live: the head says why (no such job, or it has ended).
+            ids.push(id);
+        }
+        if let (true, JobSelector::Element { array, index }) = (ids.is_empty(), selector) {
+            eprintln!("scontrol: error: Invalid job id specified: {array}_{index}");
+            failed += 1;
+        }
+        for job_id in ids {
+            let request = v1::UpdateJobRequest {
+                job_id,
+                ..change.clone()
+            };
+            if let Err(status) = c.update_job(request).await {
+                eprintln!("scontrol: error: {}", status.message());
+                failed += 1;
+            }
+        }
+    }
+    Ok(i32::from(failed > 0))
 }
 
 /// A record as scontrol prints it: a few `Key=Value` pairs per indented line (or all on one
@@ -277,5 +438,44 @@ mod tests {
         assert!(text.ends_with("\n\n"));
         let one = render(&job_record(&job, 0), true);
         assert_eq!(one.lines().count(), 1);
+    }
+
+    fn words(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn updates_read_slurms_fields_in_any_case_and_refuse_others_naming_what_can_change() {
+        let (jobs, change) = parse_update(&words(
+            "JobId=12,13_2 timelimit=1:30:00 Partition=short NumNodes=2",
+        ))
+        .unwrap();
+        assert_eq!(
+            jobs,
+            [
+                JobSelector::Job(12),
+                JobSelector::Element {
+                    array: 13,
+                    index: 2
+                }
+            ]
+        );
+        assert_eq!(change.time_limit_ms, Some(90 * 60_000));
+        assert_eq!(change.partition.as_deref(), Some("short"));
+        assert_eq!(change.num_nodes, Some(2));
+        let e = parse_update(&words("JobId=12 Nice=10"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Update of Nice is not supported"), "{e}");
+        assert!(e.contains("TimeLimit, Partition, JobName"), "{e}");
+        assert!(parse_update(&words("TimeLimit=10")).is_err(), "no job");
+        assert!(parse_update(&words("JobId=12 NumTasks=x")).is_err());
+    }
+
+    #[test]
+    fn job_lists_take_commas_and_several_arguments() {
+        let list = job_list(&words("12,13 14_1")).unwrap();
+        assert_eq!(list.len(), 3);
+        assert!(job_list(&words("12,x")).is_err());
     }
 }

@@ -1,17 +1,20 @@
-//! What keeps a job from being considered for nodes at all, checked before placement: its partition
-//! (unknown, access, limits), the reservation it names, its dependencies, its array's throttle.
+//! What keeps a job from being considered for nodes at all, checked before placement: a hold, its
+//! partition (unknown, access, limits), the reservation it names, its dependencies, its array's
+//! throttle.
 
 use crate::advance::{self, ReservationProblem};
 use crate::array::ArrayCounts;
 use crate::dependency::{self, Dependency, JobOutcome, Verdict};
 use crate::partition::{self, PartitionProblem};
 use crate::{PendingJob, SchedulerInput};
-use beowulf_types::{JobId, PendingReason, Timestamp};
+use beowulf_types::{JobHold, JobId, PendingReason, Timestamp};
 use std::collections::BTreeMap;
 
 /// Why a job is held before placement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hold {
+    /// Held by its owner or by root: nothing else is checked until it is released.
+    Held(JobHold),
     Partition(PartitionProblem),
     Reservation {
         name: String,
@@ -37,6 +40,7 @@ pub enum Hold {
 impl Hold {
     pub fn reason(&self) -> PendingReason {
         match self {
+            Hold::Held(hold) => hold.reason(),
             Hold::Partition(problem) => problem.reason(),
             Hold::Reservation { .. } => PendingReason::Reservation,
             Hold::Dependency { never: true, .. } => PendingReason::DependencyNeverSatisfied,
@@ -153,14 +157,17 @@ impl<'a> JobStates<'a> {
     }
 }
 
-/// Partition, named reservation and dependencies, in that order. `Ok` carries the job's partition
-/// (`None`: the implicit whole-cluster partition).
+/// Hold, partition, named reservation and dependencies, in that order. `Ok` carries the job's
+/// partition (`None`: the implicit whole-cluster partition).
 pub(crate) fn admit<'a>(
     input: &'a SchedulerInput,
     job: &'a PendingJob,
     states: &mut JobStates<'a>,
     now: Timestamp,
 ) -> Result<Option<&'a str>, Hold> {
+    if let Some(hold) = job.held {
+        return Err(Hold::Held(hold));
+    }
     let partition = partition::of_job(input, job).map_err(Hold::Partition)?;
     if let Some((name, limits)) = partition {
         partition::check_limits(name, limits, job).map_err(Hold::Partition)?;

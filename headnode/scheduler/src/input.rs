@@ -11,7 +11,7 @@ use crate::dependency::{Dependency, JobOutcome};
 use crate::fairshare::Association;
 use crate::partition::Partition;
 use crate::qos::Qos;
-use beowulf_types::{JobId, Millis, NodeName, Resources, Timestamp};
+use beowulf_types::{JobHold, JobId, Millis, NodeName, Resources, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Everything one scheduling pass may look at.
@@ -136,6 +136,9 @@ pub struct PendingJob {
     pub reservation: Option<String>,
     /// Set when the job is an element of a job array.
     pub array: Option<ArrayMember>,
+    /// Set while the job is held (`scontrol hold`, `sbatch --hold`): it is not considered, and
+    /// waits with the hold's reason.
+    pub held: Option<JobHold>,
 }
 
 impl Default for PendingJob {
@@ -157,6 +160,7 @@ impl Default for PendingJob {
             gres_per_node: BTreeMap::new(),
             reservation: None,
             array: None,
+            held: None,
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::cluster::Cluster;
 use crate::eligibility::Eligibility;
 use crate::pass::job::JobContext;
 use crate::{NodeAvailability, PendingJob, RunningJob, SchedulerInput, plan};
-use beowulf_types::{JobId, NodeName, PendingReason, Timestamp};
+use beowulf_types::{JobHold, JobId, NodeName, PendingReason, Timestamp};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::collections::BTreeMap;
@@ -423,6 +423,14 @@ impl fmt::Display for HoldText<'_> {
             Hold::Partition(P::UserNotAllowed { partition }) => {
                 write!(f, "Its user and groups may not use partition {partition}.")
             }
+            Hold::Held(JobHold::User) => write!(
+                f,
+                "Held by its owner: it is not considered until released (scontrol release, cluster release)."
+            ),
+            Hold::Held(JobHold::Admin) => write!(
+                f,
+                "Held by root: it is not considered until root releases it."
+            ),
             Hold::Reservation { name, problem } => write!(f, "Reservation {name} {problem}."),
             Hold::Dependency {
                 dependency,

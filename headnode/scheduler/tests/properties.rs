@@ -7,7 +7,7 @@ use beowulf_scheduler::{
     NodeAvailability, NodeView, Partition, PendingJob, Plan, PreemptMode, PriorityWeights, Qos,
     RunningJob, SchedulerInput, invariants, plan,
 };
-use beowulf_types::{JobId, NodeName, PendingReason, Resources, Timestamp};
+use beowulf_types::{JobHold, JobId, NodeName, PendingReason, Resources, Timestamp};
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -350,6 +350,12 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                                 array: ARRAY,
                                 index: id as u32,
                                 max_running: Some(ARRAY_MAX),
+                            }),
+                            // A few held jobs, of both kinds: never started, never blocking.
+                            held: id.is_multiple_of(7).then_some(if id.is_multiple_of(2) {
+                                JobHold::Admin
+                            } else {
+                                JobHold::User
                             }),
                         }
                     },

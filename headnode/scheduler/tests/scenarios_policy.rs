@@ -8,7 +8,7 @@ use beowulf_scheduler::{
     AdvanceReservation, ArrayMember, Association, Blocker, Constraint, Dependency, JobOutcome,
     NodeLack, Partition, PreemptMode, Preemption, Qos, why,
 };
-use beowulf_types::{JobId, PendingReason, Timestamp};
+use beowulf_types::{JobHold, JobId, PendingReason, Timestamp};
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -431,4 +431,31 @@ fn why_names_the_blocking_nodes_the_top_job_and_an_estimated_start() {
         top.to_string().contains("have too few free CPUs: n1"),
         "{top}"
     );
+}
+
+#[test]
+fn held_jobs_never_start_nor_reserve_and_say_who_held_them() {
+    let mut input = input(&[("n1", 4, Up), ("n2", 4, Up)]);
+    input.running = vec![running(100, &["n1"], 4, NOW + HOUR)];
+    // The oldest job would be the top job and reserve both nodes; held, it blocks nobody.
+    let mut by_owner = pending(1, 0, 2, 4, HOUR);
+    by_owner.held = Some(JobHold::User);
+    let mut by_root = pending(2, 10, 1, 4, 1000);
+    by_root.held = Some(JobHold::Admin);
+    input.pending = vec![by_owner, by_root, pending(3, 20, 1, 4, 2 * HOUR)];
+    let plan = checked_plan(&input, NOW);
+    assert_eq!(started(&plan), [3]);
+    assert_eq!(waiting(&plan, 1).reason, PendingReason::JobHeldUser);
+    assert_eq!(waiting(&plan, 2).reason, PendingReason::JobHeldAdmin);
+    assert_eq!(waiting(&plan, 1).estimated_start, None);
+    assert!(plan.top_job.is_none(), "{:?}", plan.top_job);
+
+    let explanation = why(&input, Timestamp(NOW), JobId(1));
+    assert_eq!(explanation.reason, Some(PendingReason::JobHeldUser));
+    assert!(
+        explanation.to_string().contains("Held by its owner"),
+        "{explanation}"
+    );
+    let explanation = why(&input, Timestamp(NOW), JobId(2)).to_string();
+    assert!(explanation.contains("Held by root"), "{explanation}");
 }

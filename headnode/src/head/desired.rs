@@ -203,6 +203,7 @@ fn assignment(
         mpi: mpi_launch(job, nodes),
         output: output_forward(job, nodes),
         steps: step_launch(job, nodes),
+        warn_signal: None,
         gids: job.gids.clone(),
         umask: job.umask,
         payload_omitted: !payload,
@@ -452,6 +453,7 @@ mod tests {
             image: None,
             launch: None,
             phases: RunPhases::default(),
+            hold: None,
         }
     }
 

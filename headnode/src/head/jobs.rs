@@ -11,8 +11,8 @@ use beowulf_types::jobfile::{
     is_batch_script, option_for_field, parse_batch_script, parse_with_overrides,
 };
 use beowulf_types::{
-    DependencySpec, JobId, JobSpec, JobState, JobTransition, NodeName, Resources, SourceError,
-    Timestamp, line_of_field,
+    DependencySpec, JobHold, JobId, JobSpec, JobState, JobTransition, NodeName, Resources,
+    SourceError, Timestamp, line_of_field,
 };
 use std::collections::BTreeMap;
 
@@ -116,15 +116,17 @@ impl Head {
                     image: image.clone(),
                     launch: None,
                     phases: RunPhases::default(),
+                    hold: spec.hold.then_some(JobHold::User),
                 };
                 let of_array = match array {
                     Some(a) => format!(" as element {} of array {}", a.index, a.array),
                     None => String::new(),
                 };
+                let held = if job.hold.is_some() { ", held" } else { "" };
                 job.log(
                     now,
                     format!(
-                        "submitted by {} (uid {}){of_array}",
+                        "submitted by {} (uid {}){of_array}{held}",
                         job.user.name, job.user.uid
                     ),
                 );
@@ -155,12 +157,7 @@ impl Head {
     ) -> Result<JobState, HeadError> {
         let state = self.mutate(|tx| {
             let job = tx.job(id).ok_or(HeadError::NoSuchJob(id))?;
-            if !caller.is_root() && caller.uid != job.user.uid {
-                return Err(HeadError::PermissionDenied(format!(
-                    "job {id} belongs to {} (uid {}); you (uid {}) may cancel only your own jobs",
-                    job.user.name, job.user.uid, caller.uid
-                )));
-            }
+            authorize(caller, job, "cancel")?;
             // The elements of an array share its user: the check above covers them all.
             let targets: Vec<JobId> = array_elements(job)
                 .filter(|_| whole_array)
@@ -417,6 +414,37 @@ fn check_fits_cluster(
         ));
     }
     Ok(partition.map(|(name, _)| name))
+}
+
+/// Only the job's owner and root may act on it (`verb` it): the caller is the unix socket peer.
+pub(super) fn authorize(caller: &Caller, job: &JobRecord, verb: &str) -> Result<(), HeadError> {
+    if caller.is_root() || caller.uid == job.user.uid {
+        return Ok(());
+    }
+    Err(HeadError::PermissionDenied(format!(
+        "job {} belongs to {} (uid {}); you (uid {}) may {verb} only your own jobs",
+        job.id, job.user.name, job.user.uid, caller.uid
+    )))
+}
+
+/// Whether `spec` fits the cluster as a submit requires ([`check_fits_cluster`]), for a job
+/// changed after submit; returns its partition, or what does not fit.
+pub(super) fn fits_cluster(
+    tx: &Tx<'_>,
+    config: &HeadConfig,
+    spec: &JobSpec,
+) -> Result<Option<String>, String> {
+    let (no_overrides, no_lines) = (BTreeMap::new(), BTreeMap::new());
+    let source = Source {
+        file: "",
+        text: "",
+        overrides: &no_overrides,
+        lines: &no_lines,
+    };
+    check_fits_cluster(tx, config, &source, spec).map_err(|e| match e {
+        HeadError::JobFile(e) => e.message,
+        other => other.to_string(),
+    })
 }
 
 /// The job IDs of the array whose ID is `job`'s (its first element's), or `None` when `job` is

@@ -7,6 +7,7 @@
 
 mod commit;
 mod commit_queue;
+mod control;
 mod credential;
 mod desired;
 mod fabric;
@@ -29,6 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::{Notify, mpsc, watch};
 
+pub use control::JobUpdate;
 pub use identity::Caller;
 pub use images::{ImageUpload, ResolvedImage, validate_image_name};
 pub use jobs::Submitted;

@@ -243,7 +243,11 @@ pub(super) fn snapshot(inner: &Inner, config: &HeadConfig, now: Timestamp) -> Sc
                 array: job.array.map(array_member),
             });
         }
-        if job.state == JobState::Pending {
+        // A requeued job runs again only once every process of its last run is gone (its nodes
+        // reported the run over, or went DOWN), as Slurm starts a requeued job only once it has
+        // completed: two runs of one job never overlap (a run stopped by `scontrol requeue`
+        // may be writing its checkpoint until SIGKILL). Meanwhile it shows as `Requeued`.
+        if job.state == JobState::Pending && job.cleanup.is_empty() {
             let dependencies = dependencies(inner, job);
             for d in &dependencies {
                 let target = match d {
@@ -276,6 +280,7 @@ pub(super) fn snapshot(inner: &Inner, config: &HeadConfig, now: Timestamp) -> Sc
                 gres_per_node: job.spec.gres.clone(),
                 reservation: job.spec.reservation.clone(),
                 array: job.array.map(array_member),
+                held: job.hold,
             });
         }
     }

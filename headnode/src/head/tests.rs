@@ -4,12 +4,12 @@ use super::*;
 use beowulf_types::Inventory;
 use rand::SeedableRng;
 
-fn config(dir: &std::path::Path) -> HeadConfig {
+pub(super) fn config(dir: &std::path::Path) -> HeadConfig {
     config_with(dir, "")
 }
 
 /// headnoded.toml for `dir`, followed by `sections`.
-fn config_with(dir: &std::path::Path, sections: &str) -> HeadConfig {
+pub(super) fn config_with(dir: &std::path::Path, sections: &str) -> HeadConfig {
     HeadConfig::parse(
         &dir.join("headnoded.toml"),
         &format!(
@@ -21,9 +21,9 @@ fn config_with(dir: &std::path::Path, sections: &str) -> HeadConfig {
     .unwrap()
 }
 
-const ROOT: Caller = Caller { uid: 0, gid: 0 };
+pub(super) const ROOT: Caller = Caller { uid: 0, gid: 0 };
 
-fn job_file(text: &str) -> v1::SubmitRequest {
+pub(super) fn job_file(text: &str) -> v1::SubmitRequest {
     v1::SubmitRequest {
         file_name: "job.toml".into(),
         file_text: text.into(),
@@ -33,7 +33,7 @@ fn job_file(text: &str) -> v1::SubmitRequest {
 }
 
 /// Registers `node` with 2 CPUs; returns the stream the head sends its desired state on.
-fn register(head: &Head, node: &str) -> mpsc::UnboundedReceiver<v1::HeadMessage> {
+pub(super) fn register(head: &Head, node: &str) -> mpsc::UnboundedReceiver<v1::HeadMessage> {
     let (tx, rx) = mpsc::unbounded_channel();
     let inventory = Inventory {
         cpus: 2,
@@ -51,7 +51,7 @@ fn register(head: &Head, node: &str) -> mpsc::UnboundedReceiver<v1::HeadMessage>
     rx
 }
 
-fn last_desired(rx: &mut mpsc::UnboundedReceiver<v1::HeadMessage>) -> v1::DesiredState {
+pub(super) fn last_desired(rx: &mut mpsc::UnboundedReceiver<v1::HeadMessage>) -> v1::DesiredState {
     let mut last = None;
     while let Ok(v1::HeadMessage {
         body: Some(v1::head_message::Body::Desired(d)),
@@ -62,12 +62,12 @@ fn last_desired(rx: &mut mpsc::UnboundedReceiver<v1::HeadMessage>) -> v1::Desire
     last.expect("a desired state was sent")
 }
 
-fn pass(head: &Head) -> usize {
+pub(super) fn pass(head: &Head) -> usize {
     head.schedule_pass(&mut rand::rngs::StdRng::seed_from_u64(1))
         .unwrap()
 }
 
-fn finished(job: u64, run: u32, code: i32) -> v1::RunReport {
+pub(super) fn finished(job: u64, run: u32, code: i32) -> v1::RunReport {
     v1::RunReport {
         job_id: job,
         run,

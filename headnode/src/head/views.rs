@@ -165,10 +165,12 @@ fn usage(inner: &Inner) -> BTreeMap<NodeName, (Resources, Vec<JobId>)> {
 fn job_info(inner: &Inner, job: &JobRecord, with_events: bool) -> v1::JobInfo {
     let pending = inner.pending.get(&job.id);
     let reason = match job.state {
-        JobState::Pending => match pending {
-            Some(p) => p.reason.as_str().to_string(),
-            None if job.restarts > 0 => PendingReason::Requeued.as_str().to_string(),
-            None => PendingReason::None.as_str().to_string(),
+        // A hold's reason shows at once, before the next pass gives it.
+        JobState::Pending => match (job.hold, pending) {
+            (Some(hold), _) => hold.reason().as_str().to_string(),
+            (None, Some(p)) => p.reason.as_str().to_string(),
+            (None, None) if job.restarts > 0 => PendingReason::Requeued.as_str().to_string(),
+            (None, None) => PendingReason::None.as_str().to_string(),
         },
         JobState::Running => "None".to_string(),
         _ => job.end_reason.clone(),

@@ -55,6 +55,7 @@ fn job(id: u64, owner: &str) -> JobRecord {
         image: None,
         launch: None,
         phases: RunPhases::default(),
+        hold: None,
     }
 }
 

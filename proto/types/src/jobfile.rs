@@ -91,6 +91,9 @@ pub struct JobSpec {
     pub account: Option<String>,
     #[serde(default)]
     pub reservation: Option<String>,
+    /// `hold = true` (sbatch `--hold`): the job is queued held, and waits until released.
+    #[serde(default)]
+    pub hold: bool,
 }
 
 /// A job array: which indices, and how many may run at once (`%N`).
@@ -162,6 +165,50 @@ impl JobSpec {
     /// (or to 0, which the agents read as "no CPU limit").
     pub fn cpus_per_node(&self) -> u32 {
         self.tasks_per_node.saturating_mul(self.cpus_per_task)
+    }
+
+    /// Changes the node count, the task count or both (`scontrol update NumNodes= NumTasks=`)
+    /// under the job file's rules: tasks spread over the nodes block-wise, every node runs at
+    /// least one, and no node needs more than [`MAX_CPUS_PER_NODE`] CPUs. When only the node
+    /// count changes, a job whose every node ran `tasks_per_node` tasks keeps that many per node
+    /// (as the file's `tasks_per_node` would); otherwise the task count stays. Nothing changes
+    /// when the result breaks a rule, and the error says which.
+    pub fn set_layout(&mut self, nodes: Option<u32>, ntasks: Option<u32>) -> Result<(), String> {
+        let new_nodes = nodes.unwrap_or(self.nodes);
+        if !(1..=MAX_NODES).contains(&new_nodes) {
+            return Err(format!(
+                "nodes must be from 1 to {MAX_NODES}, got {new_nodes}"
+            ));
+        }
+        let full = u64::from(self.ntasks) == u64::from(self.nodes) * u64::from(self.tasks_per_node);
+        let new_ntasks = match ntasks {
+            Some(n) => u64::from(n),
+            None if full => u64::from(new_nodes) * u64::from(self.tasks_per_node),
+            None => u64::from(self.ntasks),
+        };
+        if new_ntasks == 0 || new_ntasks > u64::from(MAX_NTASKS) {
+            return Err(format!(
+                "ntasks must be from 1 to {MAX_NTASKS}, got {new_ntasks}"
+            ));
+        }
+        if new_ntasks < u64::from(new_nodes) {
+            return Err(format!(
+                "{new_ntasks} tasks cannot cover {new_nodes} nodes: every node runs at least one task"
+            ));
+        }
+        // Both at most MAX_NTASKS, a u32: the casts cannot truncate.
+        let new_ntasks = new_ntasks as u32;
+        let tasks_per_node = new_ntasks.div_ceil(new_nodes);
+        let cpus = u64::from(tasks_per_node) * u64::from(self.cpus_per_task);
+        if tasks_per_node > MAX_TASKS_PER_NODE || cpus > u64::from(MAX_CPUS_PER_NODE) {
+            return Err(format!(
+                "{new_ntasks} tasks on {new_nodes} nodes need {cpus} CPUs on a node, more than the limit of {MAX_CPUS_PER_NODE}"
+            ));
+        }
+        self.nodes = new_nodes;
+        self.ntasks = new_ntasks;
+        self.tasks_per_node = tasks_per_node;
+        Ok(())
     }
 
     /// The ranks that run on the `node_index`-th node of the allocation: block distribution, with
@@ -334,6 +381,7 @@ struct RawJob {
     qos: Option<Spanned<String>>,
     account: Option<Spanned<String>>,
     reservation: Option<Spanned<String>>,
+    hold: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -723,6 +771,7 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, SourceError> {
         qos,
         account,
         reservation,
+        hold: raw.hold.unwrap_or(false),
     })
 }
 
@@ -803,6 +852,7 @@ const MERGED_OVERRIDES: &[&str] = &[
     "error",
     "workdir",
     "requeue",
+    "hold",
 ];
 
 /// Parses a job file and applies command-line `overrides` (job-file field → value) over it: an
@@ -1251,6 +1301,31 @@ mod tests {
 
     fn parse(text: &str) -> Result<JobSpec, SourceError> {
         parse_job_file("job.toml", text)
+    }
+
+    #[test]
+    fn a_job_may_be_queued_held() {
+        assert!(parse("command = [\"a\"]\nhold = true\n").unwrap().hold);
+        assert!(!parse("command = [\"a\"]\n").unwrap().hold);
+    }
+
+    #[test]
+    fn a_new_layout_follows_the_job_file_rules_or_changes_nothing() {
+        let mut spec = parse("command = [\"a\"]\nnodes = 2\ntasks_per_node = 2\n").unwrap();
+        // Full nodes keep their tasks per node when only the node count changes.
+        spec.set_layout(Some(3), None).unwrap();
+        assert_eq!((spec.nodes, spec.ntasks, spec.tasks_per_node), (3, 6, 2));
+        spec.set_layout(None, Some(7)).unwrap();
+        assert_eq!((spec.nodes, spec.ntasks, spec.tasks_per_node), (3, 7, 3));
+        // Not full any more: the task count stays.
+        spec.set_layout(Some(4), None).unwrap();
+        assert_eq!((spec.nodes, spec.ntasks, spec.tasks_per_node), (4, 7, 2));
+        let before = spec.clone();
+        let e = spec.set_layout(Some(4), Some(3)).unwrap_err();
+        assert!(e.contains("3 tasks cannot cover 4 nodes"), "{e}");
+        assert!(spec.set_layout(Some(0), None).is_err());
+        assert!(spec.set_layout(None, Some(MAX_NTASKS + 1)).is_err());
+        assert_eq!(spec, before);
     }
 
     #[test]

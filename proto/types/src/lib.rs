@@ -26,7 +26,7 @@ pub use jobfile::{
 pub use located::{SourceError, line_of_field};
 pub use resources::Resources;
 pub use run::{RunKey, TaskKey};
-pub use states::{JobState, JobTransition, NodeState, PendingReason};
+pub use states::{JobHold, JobState, JobTransition, NodeState, PendingReason};
 pub use time::{Millis, Timestamp, UtcTime};
 
 /// The name agents expect in the head's TLS certificate: they reach the head by address or by

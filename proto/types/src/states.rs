@@ -16,11 +16,14 @@ use std::fmt;
 ///          │ │ CANCELLED ◀──────── cancel ───────┘  │ time limit passed ─────▶ TIMEOUT   (TimeOut)
 ///          │ │                                      │ a node went DOWN, or preempted:
 ///          │ └─ cannot be delivered (Fail) ─▶ FAILED │
-///          └────────── requeue = true (Requeue) ────┤
-///                                                   └─ requeue = false ──────▶ NODE_FAIL (NodeFail)
+///          ├────────── requeue = true (Requeue) ────┤
+///          │                                        └─ requeue = false ──────▶ NODE_FAIL (NodeFail)
+///          └── scontrol requeue of a job with requeue = true (Requeue) ◀── RUNNING
 /// ```
 /// The six states on the right and CANCELLED are terminal. [`JobState::after`] is this diagram
-/// as code: the head moves a job only through it.
+/// as code: the head moves a job only through it. A hold (`scontrol hold`, `sbatch --hold`) is
+/// no state: a held job stays PENDING, with reason [`PendingReason::JobHeldUser`] or
+/// [`PendingReason::JobHeldAdmin`], until it is released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JobState {
@@ -76,7 +79,8 @@ impl JobState {
 pub enum JobTransition {
     /// A plan placed it.
     Start,
-    /// Its nodes failed (or a preemptor took them) and it may run again.
+    /// Its nodes failed (or a preemptor took them, or its owner or root requeued it with
+    /// `scontrol requeue`) and it may run again.
     Requeue,
     /// Every task exited 0.
     Complete,
@@ -227,6 +231,10 @@ pub enum PendingReason {
     Reservation,
     /// Running jobs of a lower QOS are being preempted for this job; it starts at a later pass.
     Preempting,
+    /// Its owner held it (`scontrol hold`, `sbatch --hold`): it is not considered until released.
+    JobHeldUser,
+    /// Root held it: it is not considered until root releases it.
+    JobHeldAdmin,
 }
 
 impl PendingReason {
@@ -248,6 +256,8 @@ impl PendingReason {
             PendingReason::BadConstraints => "BadConstraints",
             PendingReason::Reservation => "Reservation",
             PendingReason::Preempting => "Preempting",
+            PendingReason::JobHeldUser => "JobHeldUser",
+            PendingReason::JobHeldAdmin => "JobHeldAdmin",
         }
     }
 }
@@ -255,6 +265,28 @@ impl PendingReason {
 impl fmt::Display for PendingReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Who held a pending job, as Slurm tells the two apart: a user hold its owner may release, an
+/// admin hold only root may. Ordered by strength (`User < Admin`): a second hold never weakens
+/// the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobHold {
+    /// Held by its owner (or submitted held, or held by root with `scontrol uhold`).
+    User,
+    /// Held by root with `scontrol hold`.
+    Admin,
+}
+
+impl JobHold {
+    /// The reason a job held this way waits with.
+    pub fn reason(self) -> PendingReason {
+        match self {
+            JobHold::User => PendingReason::JobHeldUser,
+            JobHold::Admin => PendingReason::JobHeldAdmin,
+        }
     }
 }
 
@@ -302,5 +334,11 @@ mod tests {
             Some(JobState::Pending)
         );
         assert_eq!(JobState::Pending.after(JobTransition::Complete), None);
+    }
+
+    #[test]
+    fn a_hold_says_who_held_the_job() {
+        assert_eq!(JobHold::User.reason().as_str(), "JobHeldUser");
+        assert_eq!(JobHold::Admin.reason().as_str(), "JobHeldAdmin");
     }
 }

@@ -21,11 +21,13 @@ use std::collections::{BTreeMap, BTreeSet};
 ///   allocations plus starts: CPUs, memory, GRES);
 /// - every start respects site policy: its partition's nodes, access and limits, its constraint,
 ///   advance reservations (its own window and nodes; others' nodes only if it ends before they
-///   begin), satisfied dependencies, its array's throttle, and no node held for a preemptor;
+///   begin), satisfied dependencies, its array's throttle, no hold, and no node held for a
+///   preemptor;
 /// - preemptions name running jobs of a QOS the preemptor's QOS preempts (never mode `Off`), each
 ///   once, by a job waiting with `Preempting` that then fits its held nodes;
 /// - every pending job is either started or in `plan.pending`, never both, and nothing else is there;
-/// - reasons are consistent with the input (see `reasons`), `Priority` only behind a top job;
+/// - reasons are consistent with the input (see `reasons`), `Priority` only behind a top job, and
+///   a held job waits with its hold's reason;
 /// - the top job (the highest-priority job waiting with `Resources`, or with `Reservation` and an
 ///   estimate) has an `estimated_start`, and that is exactly its earliest start once the plan's
 ///   starts are added as running jobs ending at `now + time_limit`: not later (backfill did not delay

@@ -1,12 +1,12 @@
-//! Checks that every pending reason is true of the input: limits, reservations, dependencies and
-//! throttles for the held jobs; node counts for the rest.
+//! Checks that every pending reason is true of the input: holds, limits, reservations,
+//! dependencies and throttles for the jobs held back; node counts for the rest.
 
 use super::load::{fits_capacity, fits_free, held_load};
 use super::policy;
 use crate::constraint::Constraint;
 use crate::dependency::Dependency;
 use crate::{NodeAvailability, PendingJob, Plan, SchedulerInput};
-use beowulf_types::{JobId, NodeName, PendingReason, Resources, Timestamp};
+use beowulf_types::{JobHold, JobId, NodeName, PendingReason, Resources, Timestamp};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -92,7 +92,17 @@ pub(super) fn check(
         let (waits, never) = policy::dependency_state(input, job);
         let fits_eventually = want > 0 && up >= want;
         let has_constraints = job.constraint.is_some() || !job.gres_per_node.is_empty();
+        if let Some(hold) = job.held
+            && pending.reason != hold.reason()
+        {
+            return Err(format!(
+                "job {id} is held but waits with reason {}",
+                pending.reason
+            ));
+        }
         let ok = match pending.reason {
+            PendingReason::JobHeldUser => job.held == Some(JobHold::User),
+            PendingReason::JobHeldAdmin => job.held == Some(JobHold::Admin),
             PendingReason::PartitionConfig => {
                 partition.is_err() || want == 0 || (all < want && plain < want)
             }

@@ -151,9 +151,12 @@ pub(super) fn check(
     Ok(started)
 }
 
-/// Partition access and limits, the named reservation, dependencies.
+/// No hold, partition access and limits, the named reservation, dependencies.
 fn check_policy(input: &SchedulerInput, now: Timestamp, job: &PendingJob) -> Result<(), String> {
     let id = job.id;
+    if let Some(hold) = job.held {
+        return Err(format!("job {id} starts while held ({})", hold.reason()));
+    }
     let partition = policy::partition(input, job)
         .map_err(|()| format!("job {id} starts without a partition to run in"))?;
     if let Some(p) = partition {

@@ -99,6 +99,7 @@ pub const SBATCH_OPTIONS: &[SbatchOption] = &[
     opt("reservation", None, Effect::Field("reservation")),
     flag("requeue", None, Effect::Flag("requeue", true)),
     flag("no-requeue", None, Effect::Flag("requeue", false)),
+    flag("hold", Some('H'), Effect::Flag("hold", true)),
     // Accepted: what they ask for is what happens anyway.
     opt(
         "export",
@@ -216,11 +217,6 @@ pub const SBATCH_OPTIONS: &[SbatchOption] = &[
         Effect::Refused(
             "not supported yet: a job is killed at its time limit; save checkpoints on a timer inside the job",
         ),
-    ),
-    flag(
-        "hold",
-        Some('H'),
-        Effect::Refused("not supported yet: submit the job when it should become eligible"),
     ),
     flag(
         "wait",
@@ -676,7 +672,7 @@ pub(super) fn typed_value(field: &str, value: &str) -> toml::Value {
             .parse::<i64>()
             .map(toml::Value::Integer)
             .unwrap_or_else(|_| toml::Value::String(value.to_string())),
-        "requeue" => match value {
+        "requeue" | "hold" => match value {
             "true" => toml::Value::Boolean(true),
             "false" => toml::Value::Boolean(false),
             other => toml::Value::String(other.to_string()),

@@ -198,3 +198,12 @@ fn options_apply_to_a_job_file_too_and_are_checked_with_it() {
     .unwrap_err();
     assert_eq!((err.line, err.field.as_deref()), (2, Some("nodes")));
 }
+
+#[test]
+fn hold_queues_the_job_held() {
+    for line in ["#SBATCH --hold", "#SBATCH -H"] {
+        let text = format!("#!/bin/bash\n{line}\nhostname\n");
+        assert!(parse(&text).unwrap().spec.hold, "{line}");
+    }
+    assert!(!parse("#!/bin/bash\nhostname\n").unwrap().spec.hold);
+}
