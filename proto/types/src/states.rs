@@ -227,6 +227,8 @@ pub enum PendingReason {
     Reservation,
     /// Running jobs of a lower QOS are being preempted for this job; it starts at a later pass.
     Preempting,
+    /// The job's begin time (`--begin`) has not come yet.
+    BeginTime,
 }
 
 impl PendingReason {
@@ -248,6 +250,7 @@ impl PendingReason {
             PendingReason::BadConstraints => "BadConstraints",
             PendingReason::Reservation => "Reservation",
             PendingReason::Preempting => "Preempting",
+            PendingReason::BeginTime => "BeginTime",
         }
     }
 }
