@@ -241,6 +241,7 @@ pub(super) fn snapshot(inner: &Inner, config: &HeadConfig, now: Timestamp) -> Sc
                     .flatten(),
                 priority: job.start_priority,
                 array: job.array.map(array_member),
+                exclusive: job.spec.exclusive,
             });
         }
         if job.state == JobState::Pending {
@@ -276,6 +277,10 @@ pub(super) fn snapshot(inner: &Inner, config: &HeadConfig, now: Timestamp) -> Sc
                 gres_per_node: job.spec.gres.clone(),
                 reservation: job.spec.reservation.clone(),
                 array: job.array.map(array_member),
+                required_nodes: job.spec.nodelist.iter().cloned().collect(),
+                excluded_nodes: job.spec.exclude.iter().cloned().collect(),
+                exclusive: job.spec.exclusive,
+                begin: job.spec.begin.map(|b| b.resolve(job.submit_time)),
             });
         }
     }
