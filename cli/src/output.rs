@@ -35,6 +35,10 @@ pub fn job_json(job: &v1::JobInfo) -> Value {
         "qos": job.qos,
         "account": job.account,
         "dependencies": job.dependencies,
+        "required_nodes": job.required_nodes,
+        "excluded_nodes": job.excluded_nodes,
+        "exclusive": job.exclusive,
+        "eligible_time_ms": job.eligible_time_ms,
         "fabric": (!job.fabric.is_empty()).then_some(&job.fabric),
         "fabric_reason": (!job.fabric_reason.is_empty()).then_some(&job.fabric_reason),
         "image": (!job.image.is_empty()).then_some(&job.image),
@@ -283,6 +287,21 @@ pub fn job_details(job: &v1::JobInfo) -> String {
         ),
     );
     line("Partition", job.partition.clone());
+    if !job.required_nodes.is_empty() {
+        line(
+            "ReqNodeList",
+            beowulf_types::hostlist::compress(&job.required_nodes),
+        );
+    }
+    if !job.excluded_nodes.is_empty() {
+        line(
+            "ExcNodeList",
+            beowulf_types::hostlist::compress(&job.excluded_nodes),
+        );
+    }
+    if job.exclusive {
+        line("Exclusive", "yes: no other job shares its nodes".into());
+    }
     if let (Some(a), Some(i)) = (job.array_job_id, job.array_task_id) {
         line("Array", format!("element {i} of job array {a}"));
     }
@@ -300,6 +319,12 @@ pub fn job_details(job: &v1::JobInfo) -> String {
         "SubmitTime",
         Timestamp(job.submit_time_ms).utc().to_string(),
     );
+    if job.eligible_time_ms > job.submit_time_ms {
+        line(
+            "EligibleTime",
+            Timestamp(job.eligible_time_ms).utc().to_string(),
+        );
+    }
     for (name, time) in [
         ("StartTime", job.start_time_ms),
         ("EndTime", job.end_time_ms),

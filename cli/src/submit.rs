@@ -89,6 +89,19 @@ pub struct SubmitArgs {
     /// The job's name.
     #[arg(long, short = 'J')]
     pub job_name: Option<String>,
+    /// Nodes the job must get, every one of them: a host list like `node[1-3],node7`.
+    #[arg(long, short = 'w')]
+    pub nodelist: Option<String>,
+    /// Nodes the job never runs on: a host list.
+    #[arg(long, short = 'x')]
+    pub exclude: Option<String>,
+    /// Have the job's nodes alone: no other job runs on them while it does.
+    #[arg(long)]
+    pub exclusive: bool,
+    /// Not eligible before this time (UTC): `now+60`, `now+10minutes`, `16:00`,
+    /// `2026-05-01T12:00`, `midnight`, `noon`, `teatime`, `tomorrow`.
+    #[arg(long, short = 'b')]
+    pub begin: Option<String>,
 }
 
 impl SubmitArgs {
@@ -115,6 +128,10 @@ impl SubmitArgs {
             ("workdir", &self.chdir),
             ("requeue", &self.requeue_override()),
             ("hold", &self.hold.then(|| "true".to_string())),
+            ("nodelist", &self.nodelist),
+            ("exclude", &self.exclude),
+            ("exclusive", &self.exclusive.then(|| "true".to_string())),
+            ("begin", &self.begin),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
@@ -427,6 +444,27 @@ mod tests {
             "job.toml:1: field `cpus`: must be a number"
         );
         server.join().unwrap();
+    }
+
+    #[test]
+    fn placement_options_go_to_the_head_as_job_file_fields() {
+        let overrides = args(&[
+            "job.sh",
+            "-w",
+            "node[1-2]",
+            "--exclude=node3",
+            "--exclusive",
+            "-b",
+            "now+1hour",
+        ])
+        .overrides();
+        let field = |name: &str| overrides.get(name).map(String::as_str);
+        assert_eq!(field("nodelist"), Some("node[1-2]"));
+        assert_eq!(field("exclude"), Some("node3"));
+        assert_eq!(field("exclusive"), Some("true"));
+        assert_eq!(field("begin"), Some("now+1hour"));
+        let none = args(&["job.sh"]).overrides();
+        assert!(!none.contains_key("exclusive"), "{none:?}");
     }
 
     #[test]

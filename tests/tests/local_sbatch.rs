@@ -55,14 +55,14 @@ echo "$SLURM_JOB_NAME $SLURM_NNODES $SLURM_NTASKS $SLURM_JOB_NODELIST $shell"
 fn a_refused_directive_names_its_line_and_nothing_is_queued() {
     let cluster = LocalCluster::start(1, 10);
     let script = cluster.job_file(
-        "exclusive.sh",
-        "#!/bin/sh\n#SBATCH -N 1\n#SBATCH --exclusive\nhostname\n",
+        "per-cpu.sh",
+        "#!/bin/sh\n#SBATCH -N 1\n#SBATCH --mem-per-cpu=1G\nhostname\n",
     );
     let out = cluster.sbatch(&[script.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("exclusive.sh:3: field `#SBATCH --exclusive`: not supported yet"),
+        stderr.contains("per-cpu.sh:3: field `#SBATCH --mem-per-cpu`: not supported yet"),
         "{stderr}"
     );
     assert!(
@@ -485,6 +485,7 @@ echo "left=$(ps -eo args= | grep -c '^sleep 4242$')"
     assert!(lines.contains(&"checkpointed on node2"), "{written}");
     assert!(lines.contains(&"term exit=0"), "{written}");
     assert!(lines.contains(&"left=0"), "{written}");
+}
 
 #[test]
 fn scontrol_holds_releases_updates_and_requeues_jobs_as_slurm_does() {
@@ -595,4 +596,125 @@ fn scontrol_holds_releases_updates_and_requeues_jobs_as_slurm_does() {
         text(&out.stderr)
     );
     ok("scancel", &[&plain.to_string()]);
+}
+
+/// Submits `script` with `args` through sbatch and returns the job ID.
+fn sbatch_ok(cluster: &LocalCluster, args: &[&str]) -> u64 {
+    let out = cluster.sbatch(args);
+    assert!(
+        out.status.success(),
+        "sbatch {args:?}: {}",
+        text(&out.stderr)
+    );
+    batch_job_id(&out.stdout)
+}
+
+/// The nodes a completed job wrote as its SLURM_JOB_NODELIST to `where-JOBID.out`.
+fn nodelist_written(cluster: &LocalCluster, id: u64) -> String {
+    let info = cluster.wait_state(id, &["COMPLETED", "FAILED", "CANCELLED"], MINUTE);
+    assert_eq!(info["state"], "COMPLETED", "{info:#}");
+    let path = cluster.work.path().join(format!("where-{id}.out"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn nodelist_exclude_exclusive_and_begin_are_observed_in_placement() {
+    let cluster = LocalCluster::start(3, 10);
+    let where_script = cluster.job_file(
+        "where.sh",
+        "#!/bin/sh\n#SBATCH -o where-%j.out\necho $SLURM_JOB_NODELIST\n",
+    );
+    let script = where_script.to_str().unwrap();
+
+    // On an idle cluster best fit takes node1: the list and the exclusion move the job.
+    let listed = sbatch_ok(&cluster, &["-w", "node3", script]);
+    assert_eq!(nodelist_written(&cluster, listed), "node3");
+    let two = sbatch_ok(&cluster, &["--nodelist=node[2-3]", script]);
+    assert_eq!(
+        nodelist_written(&cluster, two),
+        "node[2-3]",
+        "a list alone sets the node count"
+    );
+    let excluded = sbatch_ok(&cluster, &["-x", "node[1-2]", script]);
+    assert_eq!(nodelist_written(&cluster, excluded), "node3");
+    let out = cluster.sbatch(&["-w", "node9", script]);
+    assert!(!out.status.success(), "a node the cluster does not have");
+    assert!(
+        text(&out.stderr).contains("invalid node name specified: `node9`"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A one-CPU job on node1; an exclusive job goes to an empty node, though best fit (the
+    // partly used node1) would take node1 for a job that shares.
+    let sleeper = cluster.job_file("sleeper.sh", "#!/bin/sh\nsleep 300\n");
+    let busy = sbatch_ok(&cluster, &["-w", "node1", sleeper.to_str().unwrap()]);
+    cluster.wait_state(busy, &["RUNNING"], MINUTE);
+    let alone = sbatch_ok(&cluster, &["--exclusive", sleeper.to_str().unwrap()]);
+    let info = cluster.wait_state(alone, &["RUNNING"], MINUTE);
+    assert_eq!(info["nodes"], serde_json::json!(["node2"]), "{info:#}");
+    assert_eq!(info["exclusive"], true);
+    // Nothing joins it there, while node2 has a free CPU.
+    let beside = sbatch_ok(&cluster, &["-w", "node2", script]);
+    std::thread::sleep(Duration::from_secs(3));
+    let info = cluster.show(beside);
+    assert_eq!(
+        (&info["state"], &info["reason"]),
+        (
+            &serde_json::json!("PENDING"),
+            &serde_json::json!("Resources")
+        ),
+        "{info:#}"
+    );
+    let shown = cluster.slurm("scontrol", &["show", "job", &beside.to_string()]);
+    let shown = text(&shown.stdout);
+    assert!(shown.contains("ReqNodeList=node2"), "{shown}");
+    assert!(shown.contains("ExcNodeList=(null)"), "{shown}");
+    let shown = text(
+        &cluster
+            .slurm("scontrol", &["show", "job", &alone.to_string()])
+            .stdout,
+    );
+    assert!(shown.contains("OverSubscribe=NO"), "{shown}");
+    assert!(
+        cluster
+            .cluster(&["cancel", &alone.to_string()])
+            .status
+            .success()
+    );
+    assert_eq!(nodelist_written(&cluster, beside), "node2");
+    assert!(
+        cluster
+            .cluster(&["cancel", &busy.to_string()])
+            .status
+            .success()
+    );
+
+    // Not eligible before its begin time: it waits with BeginTime, then runs.
+    let later = sbatch_ok(&cluster, &["--begin=now+3", script]);
+    // The reason is the next scheduling pass's (each second): wait for it.
+    let mut info = cluster.show(later);
+    for _ in 0..20 {
+        if info["reason"] != "None" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        info = cluster.show(later);
+    }
+    assert_eq!(info["reason"], "BeginTime", "{info:#}");
+    let submitted = info["submit_time_ms"].as_u64().unwrap();
+    let eligible = info["eligible_time_ms"].as_u64().unwrap();
+    assert!(
+        (submitted + 3000..submitted + 4000).contains(&eligible),
+        "{info:#}"
+    );
+    assert_eq!(nodelist_written(&cluster, later), "node1");
+    let started = cluster.show(later)["start_time_ms"].as_u64().unwrap();
+    assert!(
+        started >= eligible,
+        "started {started}, eligible {eligible}"
+    );
 }

@@ -306,6 +306,15 @@ fn or_none(text: &str) -> String {
     }
 }
 
+/// A node list as Slurm prints one: compressed, `(null)` when empty.
+fn node_list(nodes: &[String]) -> String {
+    if nodes.is_empty() {
+        "(null)".into()
+    } else {
+        hostlist::compress(nodes)
+    }
+}
+
 fn job_record(job: &v1::JobInfo, now: u64) -> Vec<(String, String)> {
     let (array, index) = match (job.array_job_id, job.array_task_id) {
         (Some(a), Some(i)) => (a.to_string(), i.to_string()),
@@ -336,11 +345,21 @@ fn job_record(job: &v1::JobInfo, now: u64) -> Vec<(String, String)> {
             slurm_time(Some(job.submit_time_ms), "Unknown"),
         ),
         (
+            "EligibleTime",
+            slurm_time(Some(job.eligible_time_ms), "Unknown"),
+        ),
+        (
             "StartTime",
             slurm_time(job.start_time_ms.or(job.estimated_start_ms), "Unknown"),
         ),
         ("EndTime", slurm_time(job.end_time_ms, "Unknown")),
         ("Partition", job.partition.clone()),
+        (
+            "OverSubscribe",
+            if job.exclusive { "NO" } else { "OK" }.into(),
+        ),
+        ("ReqNodeList", node_list(&job.required_nodes)),
+        ("ExcNodeList", node_list(&job.excluded_nodes)),
         (
             "NodeList",
             if job.nodes.is_empty() {

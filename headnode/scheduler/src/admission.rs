@@ -35,6 +35,10 @@ pub enum Hold {
         running: u32,
         max_running: u32,
     },
+    /// `--begin`: not eligible before `at`.
+    BeginTime {
+        at: Timestamp,
+    },
 }
 
 impl Hold {
@@ -46,6 +50,15 @@ impl Hold {
             Hold::Dependency { never: true, .. } => PendingReason::DependencyNeverSatisfied,
             Hold::Dependency { .. } | Hold::Singleton { .. } => PendingReason::Dependency,
             Hold::ArrayLimit { .. } => PendingReason::JobArrayTaskLimit,
+            Hold::BeginTime { .. } => PendingReason::BeginTime,
+        }
+    }
+
+    /// When the hold ends by itself, if a time says so: the begin time.
+    pub fn eligible(&self) -> Option<Timestamp> {
+        match self {
+            Hold::BeginTime { at } => Some(*at),
+            _ => None,
         }
     }
 }
@@ -157,8 +170,9 @@ impl<'a> JobStates<'a> {
     }
 }
 
-/// Hold, partition, named reservation and dependencies, in that order. `Ok` carries the job's
-/// partition (`None`: the implicit whole-cluster partition).
+/// Hold, partition, begin time, named reservation and dependencies, in that order (Slurm, too,
+/// shows `BeginTime` before dependencies). `Ok` carries the job's partition (`None`: the implicit
+/// whole-cluster partition).
 pub(crate) fn admit<'a>(
     input: &'a SchedulerInput,
     job: &'a PendingJob,
@@ -171,6 +185,11 @@ pub(crate) fn admit<'a>(
     let partition = partition::of_job(input, job).map_err(Hold::Partition)?;
     if let Some((name, limits)) = partition {
         partition::check_limits(name, limits, job).map_err(Hold::Partition)?;
+    }
+    if let Some(at) = job.begin
+        && at > now
+    {
+        return Err(Hold::BeginTime { at });
     }
     if let Some(name) = &job.reservation {
         advance::check(input.reservations.get(name), &job.user, job.time_limit, now).map_err(

@@ -4,23 +4,52 @@ use crate::gres::{self, GresKinds, Need};
 use crate::{NodeAvailability, SchedulerInput};
 use beowulf_types::{NodeName, Resources, Timestamp};
 
-/// Resources in use on one node. Summed in `u64` so that many allocations cannot overflow a node's
-/// `u32` CPU count; sums saturate (no real node comes near `u64::MAX`).
+/// Resources in use on one node, and how many jobs hold them. Summed in `u64` so that many
+/// allocations cannot overflow a node's `u32` CPU count; sums saturate (no real node comes near
+/// `u64::MAX`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Usage {
     pub cpus: u64,
     pub memory_mb: u64,
+    /// Allocations on the node.
+    pub jobs: u64,
+    /// Those of them that want the node alone (`--exclusive`).
+    pub exclusive: u64,
 }
 
 impl Usage {
-    pub fn add(&mut self, amount: &Resources) {
+    /// Adds one job's allocation.
+    pub fn add(&mut self, amount: &Resources, exclusive: bool) {
         self.cpus = self.cpus.saturating_add(u64::from(amount.cpus));
         self.memory_mb = self.memory_mb.saturating_add(amount.memory_mb);
+        self.jobs = self.jobs.saturating_add(1);
+        self.exclusive = self.exclusive.saturating_add(u64::from(exclusive));
     }
 
-    pub fn sub(&mut self, amount: &Resources) {
+    /// Removes one job's allocation.
+    pub fn sub(&mut self, amount: &Resources, exclusive: bool) {
         self.cpus = self.cpus.saturating_sub(u64::from(amount.cpus));
         self.memory_mb = self.memory_mb.saturating_sub(amount.memory_mb);
+        self.jobs = self.jobs.saturating_sub(1);
+        self.exclusive = self.exclusive.saturating_sub(u64::from(exclusive));
+    }
+
+    /// Whether a job needing `need` may share the node with what holds it now: an exclusive job
+    /// only a node nobody holds, any other job only a node no exclusive job holds.
+    #[inline]
+    pub fn admits(&self, need: &Need) -> bool {
+        if need.exclusive {
+            self.jobs == 0
+        } else {
+            self.exclusive == 0
+        }
+    }
+
+    /// Whether `need` fits what is free of `capacity` and may share the node (see [`Usage::admits`]);
+    /// GRES are checked apart.
+    #[inline]
+    pub fn holds(&self, capacity: &Resources, need: &Need) -> bool {
+        self.admits(need) && self.free_of(capacity).fits(&need.per_node)
     }
 
     /// What is left of `capacity` with this usage; zero, never negative, on an oversubscribed node.
@@ -41,6 +70,8 @@ pub(crate) struct Release {
     pub amount: Resources,
     /// GRES released, as (kind, count).
     pub gres: Vec<(usize, u32)>,
+    /// The allocation was an exclusive job's.
+    pub exclusive: bool,
 }
 
 /// Nodes by index; index order is `NodeName` order (the input is a `BTreeMap`), so sorting indices
@@ -108,7 +139,7 @@ impl<'a> Cluster<'a> {
                 let Ok(node) = names.binary_search(&name) else {
                     continue;
                 };
-                used[node].add(amount);
+                used[node].add(amount, job.exclusive);
                 add_gres(&mut gres_used[node], &gres);
                 if availability[node] == NodeAvailability::Up {
                     releases.push(Release {
@@ -116,6 +147,7 @@ impl<'a> Cluster<'a> {
                         node,
                         amount: *amount,
                         gres: gres.clone(),
+                        exclusive: job.exclusive,
                     });
                 }
             }
@@ -156,10 +188,12 @@ impl<'a> Cluster<'a> {
     }
 
     /// Whether a start now may use `node` for `need` beyond CPUs and memory: not held for a
-    /// preemptor, and its free GRES hold `need`'s.
+    /// preemptor, shareable as `need` asks (exclusive jobs), and its free GRES hold `need`'s.
     #[inline]
     pub fn open_for(&self, node: usize, need: &Need) -> bool {
-        (!self.any_claimed || !self.claimed[node]) && self.gres_fit(&self.gres_used, node, need)
+        (!self.any_claimed || !self.claimed[node])
+            && self.used[node].admits(need)
+            && self.gres_fit(&self.gres_used, node, need)
     }
 
     /// Whether `need` fits the node's whole capacity.
@@ -173,7 +207,7 @@ impl<'a> Cluster<'a> {
         for &node in nodes {
             debug_assert_eq!(self.availability[node], NodeAvailability::Up);
             let before = self.free[node].cpus;
-            self.used[node].add(&need.per_node);
+            self.used[node].add(&need.per_node, need.exclusive);
             add_gres(&mut self.gres_used[node], &need.gres);
             self.free[node] = self.used[node].free_of(&self.capacity[node]);
             self.free_up_cpus -= u64::from(before - self.free[node].cpus);
@@ -182,6 +216,7 @@ impl<'a> Cluster<'a> {
                 node,
                 amount: need.per_node,
                 gres: need.gres.clone(),
+                exclusive: need.exclusive,
             });
         }
     }

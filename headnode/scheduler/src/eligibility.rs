@@ -9,8 +9,8 @@ use crate::cluster::Cluster;
 use crate::constraint::Constraint;
 use crate::partition::{self, Partition};
 use crate::{NodeAvailability, SchedulerInput};
-use beowulf_types::{Millis, Timestamp};
-use std::collections::BTreeMap;
+use beowulf_types::{Millis, NodeName, Timestamp};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A set of nodes: membership by index, and its Up members ascending.
 #[derive(Debug)]
@@ -21,8 +21,14 @@ pub(crate) struct NodeSet {
     pub all: Vec<usize>,
 }
 
-/// The static part of a job's eligibility: partition index, constraint, named reservation index.
-type StaticKey<'a> = (Option<usize>, Option<&'a Constraint>, Option<usize>);
+/// The static part of a job's eligibility: partition index, constraint, named reservation index,
+/// excluded nodes.
+type StaticKey<'a> = (
+    Option<usize>,
+    Option<&'a Constraint>,
+    Option<usize>,
+    Option<&'a BTreeSet<NodeName>>,
+);
 
 /// Set ID of the empty set: a job in a reservation before or after its window.
 pub(crate) const EMPTY: usize = 0;
@@ -45,6 +51,8 @@ pub(crate) struct Place<'a> {
     pub partition: Option<usize>,
     pub constraint: Option<&'a Constraint>,
     pub reservation: Option<usize>,
+    /// Nodes the job never runs on (`--exclude`); `None`: none.
+    pub excluded: Option<&'a BTreeSet<NodeName>>,
     pub time_limit: Millis,
 }
 
@@ -93,9 +101,15 @@ impl<'a> Eligibility<'a> {
         &self.sets[id]
     }
 
-    /// The job's nodes before time is considered: partition, constraint, named reservation.
+    /// The job's nodes before time is considered: partition, constraint, named reservation,
+    /// exclusions.
     pub fn static_set(&mut self, cluster: &Cluster<'_>, place: &Place<'a>) -> usize {
-        let key = (place.partition, place.constraint, place.reservation);
+        let key = (
+            place.partition,
+            place.constraint,
+            place.reservation,
+            place.excluded,
+        );
         if let Some(&id) = self.static_ids.get(&key) {
             return id;
         }
@@ -108,6 +122,9 @@ impl<'a> Eligibility<'a> {
                 && place
                     .constraint
                     .is_none_or(|c| c.matches(&self.input.nodes[name].features))
+                && place
+                    .excluded
+                    .is_none_or(|excluded| !excluded.contains(name))
         };
         let mask: Vec<bool> = (0..cluster.names.len()).map(member).collect();
         let id = self.push(cluster, mask);

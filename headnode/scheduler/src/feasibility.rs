@@ -5,6 +5,7 @@
 
 use crate::NodeAvailability;
 use crate::cluster::Cluster;
+use crate::eligibility::NodeSet;
 use crate::gres::Need;
 use beowulf_types::PendingReason;
 use std::collections::BTreeMap;
@@ -84,7 +85,7 @@ pub(crate) fn never_fits<'s>(
     };
     let plain = Need {
         per_node: need.per_node,
-        gres: Vec::new(),
+        ..Need::default()
     };
     if count(sets.partition, &plain) < nodes {
         Some(PendingReason::PartitionConfig)
@@ -95,4 +96,33 @@ pub(crate) fn never_fits<'s>(
     } else {
         Some(PendingReason::PartitionConfig)
     }
+}
+
+/// Why a job with required nodes (`--nodelist`) cannot start whatever runs now, if it cannot:
+/// `BadConstraints` when a required node does not exist (`unknown`), is outside the nodes the job
+/// may use (`set`: partition, constraint, reservation, exclusions) or too small for it, or when it
+/// requires more nodes than it asks for; `ReqNodeNotAvail` when a required node is drained or down.
+pub(crate) fn required_problem(
+    cluster: &Cluster<'_>,
+    set: &NodeSet,
+    required: &[usize],
+    unknown: bool,
+    nodes: u32,
+    need: &Need,
+) -> Option<PendingReason> {
+    if required.is_empty() && !unknown {
+        return None;
+    }
+    if unknown
+        || required.len() > nodes as usize
+        || required
+            .iter()
+            .any(|&node| !set.mask[node] || !cluster.capacity_fits(node, need))
+    {
+        return Some(PendingReason::BadConstraints);
+    }
+    required
+        .iter()
+        .any(|&node| cluster.availability[node] != NodeAvailability::Up)
+        .then_some(PendingReason::ReqNodeNotAvail)
 }

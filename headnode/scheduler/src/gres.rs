@@ -3,11 +3,13 @@
 
 use std::collections::BTreeMap;
 
-/// What a job needs on each node: CPUs and memory, plus GRES as (kind index, count), sorted by kind.
+/// What a job needs on each node: CPUs and memory, plus GRES as (kind index, count), sorted by kind,
+/// and whether it needs the node alone (`--exclusive`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Need {
     pub per_node: beowulf_types::Resources,
     pub gres: Vec<(usize, u32)>,
+    pub exclusive: bool,
 }
 
 /// GRES names seen on the nodes, by index.

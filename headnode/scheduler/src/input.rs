@@ -85,6 +85,8 @@ pub struct RunningJob {
     pub priority: u64,
     /// Set when the job is an element of a job array, so the array's throttle counts it.
     pub array: Option<ArrayMember>,
+    /// The job has its nodes alone (`--exclusive`): nothing else starts there while it holds them.
+    pub exclusive: bool,
 }
 
 impl Default for RunningJob {
@@ -99,6 +101,7 @@ impl Default for RunningJob {
             qos: None,
             priority: 0,
             array: None,
+            exclusive: false,
         }
     }
 }
@@ -139,6 +142,16 @@ pub struct PendingJob {
     /// Set while the job is held (`scontrol hold`, `sbatch --hold`): it is not considered, and
     /// waits with the hold's reason.
     pub held: Option<JobHold>,
+    /// Nodes the job must get, every one of them (`--nodelist`); it may get others beside them when
+    /// it asks for more nodes. Empty: any.
+    pub required_nodes: BTreeSet<NodeName>,
+    /// Nodes the job never runs on (`--exclude`).
+    pub excluded_nodes: BTreeSet<NodeName>,
+    /// The job wants its nodes alone (`--exclusive`): it starts only on nodes that run nothing,
+    /// and nothing else starts there while it runs.
+    pub exclusive: bool,
+    /// The job is not eligible before this time (`--begin`); `None`: at once.
+    pub begin: Option<Timestamp>,
 }
 
 impl Default for PendingJob {
@@ -161,6 +174,10 @@ impl Default for PendingJob {
             reservation: None,
             array: None,
             held: None,
+            required_nodes: BTreeSet::new(),
+            excluded_nodes: BTreeSet::new(),
+            exclusive: false,
+            begin: None,
         }
     }
 }

@@ -42,6 +42,41 @@ pub(crate) fn best_fit(
     Some(chosen)
 }
 
+/// Like [`best_fit`], but the choice holds every node of `required` (indices, ascending; at most
+/// `count`), and the rest best fit: `None` when a required node is not among the candidates that can
+/// hold `need`, or too few others are. A job asking for exactly its required nodes gets them.
+pub(crate) fn best_fit_including(
+    candidates: impl Iterator<Item = (usize, Resources)>,
+    need: &Resources,
+    count: usize,
+    required: &[usize],
+) -> Option<Vec<usize>> {
+    if required.is_empty() {
+        return best_fit(candidates, need, count);
+    }
+    if required.len() > count {
+        return None;
+    }
+    let candidates: Vec<(usize, Resources)> = candidates.collect();
+    let required_fitting = candidates
+        .iter()
+        .filter(|(node, free)| required.binary_search(node).is_ok() && free.fits(need))
+        .count();
+    if required_fitting < required.len() {
+        return None;
+    }
+    let mut chosen = required.to_vec();
+    let more = count - required.len();
+    if more > 0 {
+        let others = candidates
+            .into_iter()
+            .filter(|(node, _)| required.binary_search(node).is_err());
+        chosen.extend(best_fit(others, need, more)?);
+        chosen.sort_unstable();
+    }
+    Some(chosen)
+}
+
 /// How many of `candidates` can hold `need`.
 pub(crate) fn count_fitting(
     candidates: impl Iterator<Item = (usize, Resources)>,
@@ -119,6 +154,45 @@ mod tests {
     }
 
     #[test]
+    fn required_nodes_are_always_chosen_and_the_rest_best_fit() {
+        let free = [r(8, 100), r(2, 100), r(4, 50), r(2, 10), r(1, 100)];
+        let candidates = free.iter().copied().enumerate();
+        // Node 0 is the loosest fit, but required; the other one is the tightest (3).
+        assert_eq!(
+            best_fit_including(candidates.clone(), &r(2, 10), 2, &[0]),
+            Some(vec![0, 3])
+        );
+        assert_eq!(
+            best_fit_including(candidates.clone(), &r(2, 10), 2, &[0, 2]),
+            Some(vec![0, 2])
+        );
+        // A required node too small, or missing from the candidates, fails the choice.
+        assert_eq!(
+            best_fit_including(candidates.clone(), &r(2, 10), 2, &[4]),
+            None
+        );
+        assert_eq!(
+            best_fit_including(
+                candidates.clone().filter(|(n, _)| *n != 0),
+                &r(2, 10),
+                1,
+                &[0]
+            ),
+            None
+        );
+        assert_eq!(
+            best_fit_including(candidates.clone(), &r(2, 10), 1, &[0, 1]),
+            None,
+            "more required nodes than the job asks for"
+        );
+        assert_eq!(
+            best_fit_including(candidates, &r(2, 10), 5, &[0]),
+            None,
+            "too few others"
+        );
+    }
+
+    #[test]
     fn exact_ties_go_to_the_lowest_index() {
         let free = [r(4, 0), r(4, 0), r(4, 0)];
         assert_eq!(
@@ -132,7 +206,7 @@ mod tests {
             set,
             Need {
                 per_node: r(cpus, 0),
-                gres: Vec::new(),
+                ..Need::default()
             },
         )
     }

@@ -4,7 +4,7 @@
 use crate::cluster::{Cluster, sub_gres};
 use crate::eligibility::NodeSet;
 use crate::gres::Need;
-use crate::placement::best_fit;
+use crate::placement::best_fit_including;
 use crate::qos::PreemptMode;
 use crate::{PendingJob, SchedulerInput};
 use beowulf_types::JobId;
@@ -38,14 +38,16 @@ pub fn mode(
 /// when even preempting every eligible job would not make room.
 ///
 /// Victims are taken lowest QOS priority first, then lowest job priority, then youngest (highest
-/// ID), until the job fits on `set`'s Up, unclaimed nodes; then, latest taken first, each victim the
-/// job fits without is given back, so every victim left is needed.
+/// ID), until the job fits on `set`'s Up, unclaimed nodes (all of its `required` ones among them);
+/// then, latest taken first, each victim the job fits without is given back, so every victim left
+/// is needed.
 pub(crate) fn choose(
     input: &SchedulerInput,
     cluster: &Cluster<'_>,
     set: &NodeSet,
     job: &PendingJob,
     need: &Need,
+    required: &[usize],
     excluded: &BTreeSet<JobId>,
 ) -> Option<(Vec<usize>, Vec<usize>)> {
     let count = job.nodes as usize;
@@ -78,10 +80,14 @@ pub(crate) fn choose(
     let mut gres_used = cluster.gres_used.clone();
     let fits = |used: &[crate::cluster::Usage], gres_used: &[Vec<u32>], node: usize| {
         !cluster.claimed[node]
-            && used[node]
-                .free_of(&cluster.capacity[node])
-                .fits(&need.per_node)
+            && used[node].holds(&cluster.capacity[node], need)
             && cluster.gres_fit(gres_used, node, need)
+    };
+    let satisfied = |fitting: usize, used: &[crate::cluster::Usage], gres_used: &[Vec<u32>]| {
+        fitting >= count
+            && required
+                .iter()
+                .all(|&node| usable(node) && fits(used, gres_used, node))
     };
     let mut fitting = set
         .up
@@ -108,10 +114,10 @@ pub(crate) fn choose(
             let amount = victim.allocation[cluster.names[node]];
             let before = fits(used, gres_used, node);
             if release {
-                used[node].sub(&amount);
+                used[node].sub(&amount, victim.exclusive);
                 sub_gres(&mut gres_used[node], &gres);
             } else {
-                used[node].add(&amount);
+                used[node].add(&amount, victim.exclusive);
                 crate::cluster::add_gres(&mut gres_used[node], &gres);
             }
             let after = fits(used, gres_used, node);
@@ -124,7 +130,7 @@ pub(crate) fn choose(
     };
     let mut taken = Vec::new();
     for &candidate in &candidates {
-        if fitting >= count {
+        if satisfied(fitting, &used, &gres_used) {
             break;
         }
         if entries(candidate).is_empty() {
@@ -133,25 +139,26 @@ pub(crate) fn choose(
         apply(candidate, true, &mut used, &mut gres_used, &mut fitting);
         taken.push(candidate);
     }
-    if fitting < count || taken.is_empty() {
+    if !satisfied(fitting, &used, &gres_used) || taken.is_empty() {
         return None;
     }
     let mut victims = Vec::new();
     for &victim in taken.iter().rev() {
         apply(victim, false, &mut used, &mut gres_used, &mut fitting);
-        if fitting < count {
+        if !satisfied(fitting, &used, &gres_used) {
             apply(victim, true, &mut used, &mut gres_used, &mut fitting);
             victims.push(victim);
         }
     }
     victims.reverse();
-    let nodes = best_fit(
+    let nodes = best_fit_including(
         set.up
             .iter()
             .filter(|&&node| fits(&used, &gres_used, node))
             .map(|&node| (node, used[node].free_of(&cluster.capacity[node]))),
         &need.per_node,
         count,
+        required,
     )?;
     Some((victims, nodes))
 }

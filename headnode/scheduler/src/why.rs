@@ -56,6 +56,8 @@ pub enum Blocker {
 pub enum NodeLack {
     /// Not a node of the reservation the job names.
     OutsideReservation(String),
+    /// One of the nodes the job excludes (`--exclude`).
+    Excluded,
     /// Does not have the features its constraint asks for.
     Features(String),
     /// Too small: its capacity (CPUs, memory or GRES) cannot hold the job's per-node request.
@@ -65,6 +67,10 @@ pub enum NodeLack {
     Reserved(String),
     /// Held for a job that preempts.
     HeldForPreemptor,
+    /// Runs other jobs, and the job wants its nodes alone (`--exclusive`).
+    NotAlone,
+    /// Runs a job that has it alone (`--exclusive`).
+    HeldExclusively,
     /// Busy: not enough free CPUs, memory or GRES now.
     Cpus,
     Memory,
@@ -202,6 +208,7 @@ fn estimate(
         place: &context.place,
         need: &context.need,
         count: job.nodes as usize,
+        required: &context.required,
     };
     earliest_start(&cluster, &mut eligibility, target, now).map(|r| r.start)
 }
@@ -217,6 +224,7 @@ fn as_running(job: &PendingJob, nodes: &[NodeName], end: Timestamp) -> RunningJo
         qos: job.qos.clone(),
         priority: 0,
         array: job.array,
+        exclusive: job.exclusive,
     }
 }
 
@@ -248,6 +256,8 @@ fn node_blockers(
                 .is_some_and(|res| res.covers(name))
         {
             Some(NodeLack::OutsideReservation(r.clone()))
+        } else if job.excluded_nodes.contains(name) {
+            Some(NodeLack::Excluded)
         } else if let Some(c) = &job.constraint
             && !c.matches(&view.features)
         {
@@ -263,6 +273,12 @@ fn node_blockers(
             Some(NodeLack::Reserved(r.to_string()))
         } else if held.contains(&name) {
             Some(NodeLack::HeldForPreemptor)
+        } else if !cluster.used[node].admits(&context.need) {
+            Some(if job.exclusive {
+                NodeLack::NotAlone
+            } else {
+                NodeLack::HeldExclusively
+            })
         } else if cluster.free[node].cpus < job.per_node.cpus {
             Some(NodeLack::Cpus)
         } else if cluster.free[node].memory_mb < job.per_node.memory_mb {
@@ -356,6 +372,11 @@ impl fmt::Display for Explanation {
                 Blocker::Nodes { lack, nodes } => {
                     let what = match lack {
                         NodeLack::OutsideReservation(r) => format!("not in reservation {r}"),
+                        NodeLack::Excluded => "are excluded by the job".to_string(),
+                        NodeLack::NotAlone => {
+                            "run other jobs (it wants its nodes alone)".to_string()
+                        }
+                        NodeLack::HeldExclusively => "run a job that has them alone".to_string(),
                         NodeLack::Features(c) => format!("lack features {c}"),
                         NodeLack::Capacity => "are too small for it".to_string(),
                         NodeLack::Unavailable(NodeAvailability::Drain) => "are drained".to_string(),
@@ -465,6 +486,9 @@ impl fmt::Display for HoldText<'_> {
                 f,
                 "Array {array} already runs {running} element(s), its limit is {max_running}."
             ),
+            Hold::BeginTime { at } => {
+                write!(f, "Not eligible before its begin time, {}.", at.utc())
+            }
         }
     }
 }

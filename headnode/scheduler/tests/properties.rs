@@ -109,6 +109,19 @@ fn job_policy() -> impl Strategy<Value = JobPolicy> {
     )
 }
 
+/// Per pending job: (required nodes mask, bit 15 an unknown node; excluded nodes mask; exclusive;
+/// begin time).
+type Placement = (u16, u16, bool, Option<u64>);
+
+fn placement() -> impl Strategy<Value = Placement> {
+    (
+        prop_oneof![10 => Just(0u16), 2 => (0u16..12).prop_map(|b| 1 << b), 1 => any::<u16>()],
+        prop_oneof![10 => Just(0u16), 1 => any::<u16>()],
+        prop::bool::weighted(0.15),
+        prop_oneof![10 => Just(None), 1 => Just(Some(NOW + 1000)), 1 => Just(Some(NOW - 10))],
+    )
+}
+
 fn scenario() -> impl Strategy<Value = Scenario> {
     // (CPUs, memory units, availability, feature bits, GPUs)
     let nodes = prop::collection::vec(
@@ -147,6 +160,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 span(),
             ),
             job_policy(),
+            placement(),
         ),
         0..30,
     );
@@ -239,6 +253,9 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                             index: id as u32,
                             max_running: Some(ARRAY_MAX),
                         }),
+                        // Some running jobs have their nodes alone (here even where the generator
+                        // packed others beside them: nothing new may join either way).
+                        exclusive: index % 4 == 0,
                     });
                 }
             }
@@ -294,7 +311,12 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 .into_iter()
                 .enumerate()
                 .map(
-                    |(index, ((age, nodes, cpus, memory, time_limit), policy))| {
+                    |(index, ((age, nodes, cpus, memory, time_limit), policy, placement))| {
+                        let (required, excluded, exclusive, begin) = placement;
+                        let mut required_nodes = mask_set(required & 0x7fff, &names);
+                        if required & 0x8000 != 0 {
+                            required_nodes.insert(NodeName::new("ghost"));
+                        }
                         let (
                             partition,
                             user,
@@ -357,6 +379,10 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                             } else {
                                 JobHold::User
                             }),
+                            required_nodes,
+                            excluded_nodes: mask_set(excluded, &names),
+                            exclusive,
+                            begin: begin.map(Timestamp),
                         }
                     },
                 )
@@ -509,6 +535,7 @@ proptest! {
                 allocation: start.nodes.iter().map(|n| (n.clone(), start.per_node)).collect(),
                 expected_end: Timestamp(NOW).plus(jobs[&start.job].time_limit),
                 gres_per_node: jobs[&start.job].gres_per_node.clone(),
+                exclusive: jobs[&start.job].exclusive,
                 ..Default::default()
             });
         }

@@ -366,9 +366,28 @@ fn check_fits_cluster(
             .as_ref()
             .is_none_or(|(_, p)| p.nodes.is_empty() || p.nodes.contains(name))
     };
+    // Slurm refuses a node list or exclusion naming a node it does not have ("Invalid node name
+    // specified"), and a listed node outside the job's partition.
+    let known: std::collections::BTreeSet<&NodeName> = tx.nodes().map(|n| &n.name).collect();
+    for (field, names) in [("nodelist", &spec.nodelist), ("exclude", &spec.exclude)] {
+        if let Some(unknown) = names.iter().find(|n| !known.contains(n)) {
+            return Err(refuse(
+                field,
+                format!("invalid node name specified: `{unknown}` is not a node of this cluster"),
+            ));
+        }
+    }
+    if let (Some((name, _)), Some(outside)) =
+        (&partition, spec.nodelist.iter().find(|n| !in_partition(n)))
+    {
+        return Err(refuse(
+            "nodelist",
+            format!("`{outside}` is not a node of partition `{name}`, where the job runs"),
+        ));
+    }
     let capacities: Vec<Resources> = tx
         .nodes()
-        .filter(|n| in_partition(&n.name))
+        .filter(|n| in_partition(&n.name) && !spec.exclude.contains(&n.name))
         .map(|n| n.capacity())
         .collect();
     let total = capacities.len() as u32;

@@ -241,6 +241,7 @@ pub(super) fn snapshot(inner: &Inner, config: &HeadConfig, now: Timestamp) -> Sc
                     .flatten(),
                 priority: job.start_priority,
                 array: job.array.map(array_member),
+                exclusive: job.spec.exclusive,
             });
         }
         // A requeued job runs again only once every process of its last run is gone (its nodes
@@ -281,6 +282,10 @@ pub(super) fn snapshot(inner: &Inner, config: &HeadConfig, now: Timestamp) -> Sc
                 reservation: job.spec.reservation.clone(),
                 array: job.array.map(array_member),
                 held: job.hold,
+                required_nodes: job.spec.nodelist.iter().cloned().collect(),
+                excluded_nodes: job.spec.exclude.iter().cloned().collect(),
+                exclusive: job.spec.exclusive,
+                begin: job.spec.begin.map(|b| b.resolve(job.submit_time)),
             });
         }
     }

@@ -190,6 +190,14 @@ fn job_info(inner: &Inner, job: &JobRecord, with_events: bool) -> v1::JobInfo {
         end_time_ms: job.end_time.map(|t| t.0),
         time_limit_ms: job.spec.time_limit_ms,
         num_nodes: job.spec.nodes,
+        required_nodes: job.spec.nodelist.iter().map(|n| n.0.clone()).collect(),
+        excluded_nodes: job.spec.exclude.iter().map(|n| n.0.clone()).collect(),
+        exclusive: job.spec.exclusive,
+        eligible_time_ms: job
+            .spec
+            .begin
+            .map_or(job.submit_time, |b| b.resolve(job.submit_time))
+            .0,
         ntasks: job.spec.ntasks,
         cpus_per_task: job.spec.cpus_per_task,
         memory_mb: job.spec.memory_mb,

@@ -11,6 +11,10 @@
 //! # script = "..."            # ... or a batch script run once, on the first node (sbatch semantics)
 //! output = "hello-%j.out"     # %j = job ID; relative to workdir
 //! requeue = true
+//! nodelist = "node[1-2]"      # the job gets all of these nodes (sbatch --nodelist)
+//! exclude = "node7"           # and never these (sbatch --exclude)
+//! exclusive = true            # no other job shares its nodes (sbatch --exclusive)
+//! begin = "now+10minutes"     # not eligible before (sbatch --begin; times in UTC)
 //! [env]
 //! GREETING = "hi"
 //! ```
@@ -24,11 +28,15 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use toml::Spanned;
 
-use crate::Millis;
+use crate::hostlist;
 use crate::located::{SourceError, from_toml, line_of, line_of_field};
+use crate::{Millis, NodeName};
 
 mod batch;
+mod begin;
 mod limits;
+
+pub use begin::{BeginTime, MAX_BEGIN_DELAY_SECONDS, parse_begin};
 
 pub use batch::{
     BatchJob, Effect, SBATCH_OPTIONS, SbatchOption, is_batch_script, option_for_field,
@@ -39,8 +47,8 @@ use limits::{BadNumber, Text, decimal, environment_problem, is_bidi_control, sho
 pub use limits::{
     MAX_ARGV_BYTES, MAX_ARGV_ELEMENTS, MAX_ARRAY_ELEMENTS, MAX_CPUS_PER_NODE, MAX_CPUS_PER_TASK,
     MAX_ENV_BYTES, MAX_ENV_VARS, MAX_EXEC_STRING_BYTES, MAX_EXPRESSION_BYTES, MAX_GRES_COUNT,
-    MAX_IDENTIFIER_BYTES, MAX_JOB_FILE_BYTES, MAX_MEMORY_MB, MAX_NAME_BYTES, MAX_NODES, MAX_NTASKS,
-    MAX_PATH_BYTES, MAX_SCRIPT_BYTES, MAX_TASKS_PER_NODE, MAX_TIME_LIMIT_MS,
+    MAX_IDENTIFIER_BYTES, MAX_JOB_FILE_BYTES, MAX_MEMORY_MB, MAX_NAME_BYTES, MAX_NODE_NAME_BYTES,
+    MAX_NODES, MAX_NTASKS, MAX_PATH_BYTES, MAX_SCRIPT_BYTES, MAX_TASKS_PER_NODE, MAX_TIME_LIMIT_MS,
 };
 
 /// Memory a job gets per CPU when it names none. Slurm's default is "the whole node"; a modest default
@@ -94,6 +102,21 @@ pub struct JobSpec {
     /// `hold = true` (sbatch `--hold`): the job is queued held, and waits until released.
     #[serde(default)]
     pub hold: bool,
+    /// `nodelist = "node[1-3]"` (sbatch `--nodelist`): nodes the job must have, every one of them
+    /// (more when `nodes` asks for more); expanded, sorted, without duplicates.
+    #[serde(default)]
+    pub nodelist: Vec<NodeName>,
+    /// `exclude = "node[4-5]"` (sbatch `--exclude`): nodes the job never runs on; expanded, sorted.
+    #[serde(default)]
+    pub exclude: Vec<NodeName>,
+    /// `exclusive = true` (sbatch `--exclusive`): no other job runs on the job's nodes while it
+    /// does, and it starts only on nodes that run nothing.
+    #[serde(default)]
+    pub exclusive: bool,
+    /// `begin = "now+1hour"` (sbatch `--begin`): the job is not eligible before this time,
+    /// resolved against its submit time.
+    #[serde(default)]
+    pub begin: Option<BeginTime>,
 }
 
 /// A job array: which indices, and how many may run at once (`%N`).
@@ -382,6 +405,10 @@ struct RawJob {
     account: Option<Spanned<String>>,
     reservation: Option<Spanned<String>>,
     hold: Option<bool>,
+    nodelist: Option<Spanned<String>>,
+    exclude: Option<Spanned<String>>,
+    exclusive: Option<bool>,
+    begin: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -440,7 +467,46 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, SourceError> {
             }
         };
 
-    let nodes = positive(&raw.nodes, "nodes", MAX_NODES)?.unwrap_or(1);
+    let node_list = |v: &Option<Spanned<String>>, field: &str| match v {
+        None => Ok(Vec::new()),
+        Some(v) => parse_node_list(v.get_ref()).map_err(|m| err(v.span(), field, m)),
+    };
+    let nodelist = node_list(&raw.nodelist, "nodelist")?;
+    let exclude = node_list(&raw.exclude, "exclude")?;
+    if let (Some(v), Some(both)) = (
+        &raw.exclude,
+        exclude.iter().find(|n| nodelist.binary_search(n).is_ok()),
+    ) {
+        return Err(err(
+            v.span(),
+            "exclude",
+            format!(
+                "excludes `{}`, which `nodelist` asks for; a node cannot be both",
+                shown(both.as_str())
+            ),
+        ));
+    }
+    // As in Slurm, a node list alone sets the node count: the job gets the nodes it names.
+    // `nodelist.len()` is at most MAX_NODES (parse_node_list), so the cast is lossless.
+    let nodes = positive(&raw.nodes, "nodes", MAX_NODES)?.unwrap_or((nodelist.len() as u32).max(1));
+    if let Some(v) = &raw.nodelist
+        && nodelist.len() > nodes as usize
+    {
+        return Err(err(
+            v.span(),
+            "nodelist",
+            format!(
+                "names {} nodes but the job asks for {nodes} (`nodes`); a job gets every node of \
+                 its list: ask for at least {} nodes, or name fewer",
+                nodelist.len(),
+                nodelist.len()
+            ),
+        ));
+    }
+    let begin = match &raw.begin {
+        None => None,
+        Some(v) => Some(parse_begin(v.get_ref()).map_err(|m| err(v.span(), "begin", m))?),
+    };
     let ntasks = positive(&raw.ntasks, "ntasks", MAX_NTASKS)?;
     let tasks_per_node = positive(&raw.tasks_per_node, "tasks_per_node", MAX_TASKS_PER_NODE)?;
     let cpus_per_task =
@@ -772,7 +838,46 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, SourceError> {
         account,
         reservation,
         hold: raw.hold.unwrap_or(false),
+        nodelist,
+        exclude,
+        exclusive: raw.exclusive.unwrap_or(false),
+        begin,
     })
+}
+
+/// A host list (`node[1-3],gpu7`): expanded with the bounded [`hostlist::expand`], at most
+/// [`MAX_NODES`] names (a job can have no more nodes, and no cluster has more), each a host name
+/// (letters, digits, `-`, `_`, `.`; at most [`MAX_NODE_NAME_BYTES`]); sorted, without duplicates.
+pub fn parse_node_list(text: &str) -> Result<Vec<NodeName>, String> {
+    check_expression_length(text, "use ranges like node[1-100]")?;
+    if let Some(problem) = text_problem(text, Text::Shown, MAX_EXPRESSION_BYTES) {
+        return Err(problem);
+    }
+    let mut names = hostlist::expand(text)?;
+    if names.is_empty() {
+        return Err("names no node; write a list like node[1-3],node7".into());
+    }
+    if names.len() > MAX_NODES as usize {
+        return Err(format!(
+            "names {} nodes, more than the limit of {MAX_NODES}; give a shorter list",
+            names.len()
+        ));
+    }
+    if let Some(bad) = names.iter().find(|name| {
+        name.len() > MAX_NODE_NAME_BYTES
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    }) {
+        return Err(format!(
+            "`{}` is not a node name: node names are host names (letters, digits, `-`, `_`, \
+             `.`; at most {MAX_NODE_NAME_BYTES} bytes)",
+            shown(bad)
+        ));
+    }
+    names.sort_unstable();
+    names.dedup();
+    Ok(names.into_iter().map(NodeName).collect())
 }
 
 /// Checks an environment a job would run with: every `NAME=value` must survive `execve` (a name not
@@ -853,6 +958,11 @@ const MERGED_OVERRIDES: &[&str] = &[
     "workdir",
     "requeue",
     "hold",
+    // `nodelist` sets the node count when `nodes` is not given, and must not exceed it.
+    "nodelist",
+    "exclude",
+    "exclusive",
+    "begin",
 ];
 
 /// Parses a job file and applies command-line `overrides` (job-file field → value) over it: an
@@ -1495,6 +1605,79 @@ mod tests {
         let g = parse_gres("gpu:2, nvme, gpu:1").unwrap();
         assert_eq!((g["gpu"], g["nvme"]), (3, 1));
         assert!(parse_gres("gpu:many").is_err());
+    }
+
+    #[test]
+    fn placement_fields_parse_and_are_checked_naming_line_and_field() {
+        let spec = parse(
+            "command = [\"a\"]\nnodelist = \"n[01-03],n02\"\nexclude = \"m1\"\nexclusive = true\n\
+             begin = \"2026-05-01T12:00\"\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = spec.nodelist.iter().map(NodeName::as_str).collect();
+        assert_eq!(
+            names,
+            ["n01", "n02", "n03"],
+            "expanded, sorted, deduplicated"
+        );
+        assert_eq!((spec.nodes, spec.ntasks), (3, 3));
+        assert_eq!(spec.exclude, [NodeName::new("m1")]);
+        assert!(spec.exclusive);
+        assert_eq!(
+            spec.begin
+                .map(|b| b.resolve(crate::Timestamp(0)).utc().to_string()),
+            Some("2026-05-01 12:00:00 UTC".to_string())
+        );
+        for (text, line, field, words) in [
+            (
+                "nodes = 1\nnodelist = \"a,b\"\n",
+                2,
+                "nodelist",
+                "names 2 nodes but the job asks for 1",
+            ),
+            ("nodelist = \"a[1-x]\"\n", 1, "nodelist", "is not a number"),
+            (
+                "\nexclude = \"a\\u001b\"\n",
+                2,
+                "exclude",
+                "control character",
+            ),
+            (
+                "nodelist = \"a\"\nexclude = \"a,b\"\n",
+                2,
+                "exclude",
+                "excludes `a`",
+            ),
+            (
+                "begin = \"2026-02-30\"\n",
+                1,
+                "begin",
+                "not a date and time that exists",
+            ),
+            ("exclusive = \"yes\"\n", 1, "exclusive", "boolean"),
+        ] {
+            let e = parse(&format!("{text}command = [\"a\"]\n")).unwrap_err();
+            assert_eq!(
+                (e.line, e.field.as_deref()),
+                (line, Some(field)),
+                "{text}: {e}"
+            );
+            assert!(e.message.contains(words), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn records_stored_before_the_placement_fields_still_load() {
+        let spec = parse("command = [\"a\"]\n").unwrap();
+        let mut json: serde_json::Value = serde_json::to_value(&spec).unwrap();
+        for field in ["nodelist", "exclude", "exclusive", "begin"] {
+            assert!(
+                json.as_object_mut().unwrap().remove(field).is_some(),
+                "{field}"
+            );
+        }
+        let old: JobSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(old, spec);
     }
 
     #[test]

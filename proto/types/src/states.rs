@@ -235,6 +235,8 @@ pub enum PendingReason {
     JobHeldUser,
     /// Root held it: it is not considered until root releases it.
     JobHeldAdmin,
+    /// The job's begin time (`--begin`) has not come yet.
+    BeginTime,
 }
 
 impl PendingReason {
@@ -258,6 +260,7 @@ impl PendingReason {
             PendingReason::Preempting => "Preempting",
             PendingReason::JobHeldUser => "JobHeldUser",
             PendingReason::JobHeldAdmin => "JobHeldAdmin",
+            PendingReason::BeginTime => "BeginTime",
         }
     }
 }

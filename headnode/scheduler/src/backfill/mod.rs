@@ -13,6 +13,8 @@ pub(crate) struct Spare {
     pub resources: Resources,
     /// By GRES kind.
     pub gres: Vec<u32>,
+    /// Whether the top job shares the node at all: false when it runs exclusive.
+    pub shared: bool,
 }
 
 /// The top job's reservation: where and when it will start (the shadow time), and, per reserved node,
@@ -45,11 +47,15 @@ impl Reservation {
     }
 
     /// Whether a job that is still running at the shadow time may hold `need` on `node`: always on an
-    /// unreserved node (the "extra nodes" of EASY), and on a reserved node only out of its spare.
+    /// unreserved node (the "extra nodes" of EASY), and on a reserved node only out of its spare,
+    /// and never when either job wants the node alone.
     #[inline]
     pub fn allows(&self, node: usize, need: &Need) -> bool {
         self.spare[node].as_ref().is_none_or(|spare| {
-            spare.resources.fits(&need.per_node) && gres::fits(&spare.gres, &need.gres)
+            spare.shared
+                && !need.exclusive
+                && spare.resources.fits(&need.per_node)
+                && gres::fits(&spare.gres, &need.gres)
         })
     }
 

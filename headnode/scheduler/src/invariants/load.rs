@@ -9,10 +9,15 @@ pub(super) struct Load {
     pub cpus: u64,
     pub memory_mb: u64,
     pub gres: BTreeMap<String, u64>,
+    /// Jobs holding the node, and how many of them want it alone.
+    pub jobs: u64,
+    pub exclusive: u64,
 }
 
 impl Load {
-    fn add(&mut self, amount: &Resources, gres: &BTreeMap<String, u32>) {
+    fn add(&mut self, amount: &Resources, gres: &BTreeMap<String, u32>, exclusive: bool) {
+        self.jobs += 1;
+        self.exclusive += u64::from(exclusive);
         self.cpus = self.cpus.saturating_add(u64::from(amount.cpus));
         self.memory_mb = self.memory_mb.saturating_add(amount.memory_mb);
         for (name, count) in gres {
@@ -35,9 +40,11 @@ pub(super) fn held_load<'a>(
     for running in &input.running {
         if !skip.contains(&running.id) && held(running.expected_end.max(now)) {
             for (name, amount) in &running.allocation {
-                load.entry(name)
-                    .or_default()
-                    .add(amount, &running.gres_per_node);
+                load.entry(name).or_default().add(
+                    amount,
+                    &running.gres_per_node,
+                    running.exclusive,
+                );
             }
         }
     }
@@ -47,16 +54,20 @@ pub(super) fn held_load<'a>(
         };
         if held(now.plus(job.time_limit)) {
             for name in &start.nodes {
-                load.entry(name)
-                    .or_default()
-                    .add(&start.per_node, &job.gres_per_node);
+                load.entry(name).or_default().add(
+                    &start.per_node,
+                    &job.gres_per_node,
+                    job.exclusive,
+                );
             }
         }
     }
     load
 }
 
-/// Whether `job`'s per-node request fits what `load` leaves of the node `name`.
+/// Whether `job`'s per-node request fits what `load` leaves of the node `name`, and the node may
+/// be shared as it must (an exclusive job on a node nobody holds, others where no exclusive job
+/// runs).
 pub(super) fn fits_free(
     input: &SchedulerInput,
     load: &BTreeMap<&NodeName, Load>,
@@ -66,7 +77,13 @@ pub(super) fn fits_free(
     let view = &input.nodes[name];
     let empty = Load::default();
     let used = load.get(name).unwrap_or(&empty);
-    u64::from(view.capacity.cpus).saturating_sub(used.cpus) >= u64::from(job.per_node.cpus)
+    let shareable = if job.exclusive {
+        used.jobs == 0
+    } else {
+        used.exclusive == 0
+    };
+    shareable
+        && u64::from(view.capacity.cpus).saturating_sub(used.cpus) >= u64::from(job.per_node.cpus)
         && view.capacity.memory_mb.saturating_sub(used.memory_mb) >= job.per_node.memory_mb
         && job.gres_per_node.iter().all(|(kind, need)| {
             let have = u64::from(view.gres.get(kind).copied().unwrap_or(0));

@@ -10,7 +10,7 @@ mod reasons;
 mod starts;
 
 use crate::{NodeAvailability, PendingJob, Plan, SchedulerInput};
-use beowulf_types::{JobId, PendingReason, Timestamp};
+use beowulf_types::{JobId, NodeName, PendingReason, Timestamp};
 use load::{fits_free, held_load};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
@@ -98,7 +98,7 @@ fn check_top_job(
     let nothing = BTreeSet::new();
     let fits_at = |at: Timestamp| {
         let load = held_load(input, now, plan, jobs, &nothing, |end| end > at);
-        let usable = input
+        let usable: BTreeSet<&NodeName> = input
             .nodes
             .iter()
             .filter(|(name, view)| {
@@ -107,8 +107,9 @@ fn check_top_job(
                     && !policy::window_blocks(input, job, name, at)
                     && fits_free(input, &load, name, job)
             })
-            .count();
-        usable >= job.nodes as usize
+            .map(|(name, _)| name)
+            .collect();
+        usable.len() >= job.nodes as usize && job.required_nodes.iter().all(|n| usable.contains(n))
     };
     if !fits_at(estimate) {
         return Err(format!(

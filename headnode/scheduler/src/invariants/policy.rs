@@ -58,7 +58,8 @@ pub(super) fn named_reservation_usable(
         && r.start.max(now).0.saturating_add(job.time_limit) <= r.end.0
 }
 
-/// Node membership before time: partition, constraint, named reservation's nodes.
+/// Node membership before time: partition, constraint and exclusions (`with_constraint`), named
+/// reservation's nodes.
 pub(super) fn static_member(
     input: &SchedulerInput,
     job: &PendingJob,
@@ -73,7 +74,8 @@ pub(super) fn static_member(
             || job
                 .constraint
                 .as_ref()
-                .is_none_or(|c| c.matches(&view.features)))
+                .is_none_or(|c| c.matches(&view.features))
+                && !job.excluded_nodes.contains(name))
         && (!with_reservation
             || job.reservation.as_ref().is_none_or(|r| {
                 input

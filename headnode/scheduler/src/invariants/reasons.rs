@@ -24,6 +24,8 @@ type CountKey<'a> = (
     Option<&'a str>,
     Resources,
     &'a BTreeMap<String, u32>,
+    &'a BTreeSet<NodeName>,
+    bool,
 );
 
 pub(super) fn check(
@@ -60,6 +62,8 @@ pub(super) fn check(
             job.reservation.as_deref(),
             job.per_node,
             &job.gres_per_node,
+            &job.excluded_nodes,
+            job.exclusive,
         );
         let (up, all, plain, unreserved, free) = *by_shape.entry(key).or_insert_with(|| {
             let mut counts = (0, 0, 0, 0, 0);
@@ -90,8 +94,26 @@ pub(super) fn check(
         let partition = policy::partition(input, job);
         let limits = partition.ok().flatten();
         let (waits, never) = policy::dependency_state(input, job);
-        let fits_eventually = want > 0 && up >= want;
-        let has_constraints = job.constraint.is_some() || !job.gres_per_node.is_empty();
+        // Required nodes (`--nodelist`): whether one can never take the job (missing, outside its
+        // nodes, too small, or more of them than it asks for), one is unavailable, one is busy.
+        let required = |ok: &dyn Fn(&NodeName, &crate::NodeView) -> bool| {
+            job.required_nodes
+                .iter()
+                .all(|name| input.nodes.get(name).is_some_and(|view| ok(name, view)))
+        };
+        let required_never = job.required_nodes.len() > want
+            || !required(&|name, view| {
+                policy::static_member(input, job, name, view, true, true)
+                    && fits_capacity(input, name, job, true)
+            });
+        let required_down = !required(&|_, view| view.availability == NodeAvailability::Up);
+        let required_busy =
+            !required(&|name, _| !held.contains(name) && fits_free(input, &load, name, job));
+        let fits_eventually = want > 0 && up >= want && !required_never && !required_down;
+        let has_constraints = job.constraint.is_some()
+            || !job.gres_per_node.is_empty()
+            || !job.excluded_nodes.is_empty()
+            || !job.required_nodes.is_empty();
         if let Some(hold) = job.held
             && pending.reason != hold.reason()
         {
@@ -129,20 +151,27 @@ pub(super) fn check(
                     array_running.get(&member.array).copied().unwrap_or(0) >= u64::from(max)
                 })
             }),
-            PendingReason::BadConstraints => has_constraints && all < want && plain >= want,
+            PendingReason::BadConstraints => {
+                has_constraints && ((all < want && plain >= want) || required_never)
+            }
             PendingReason::Reservation => {
                 !policy::named_reservation_usable(input, job, now)
                     || (job.reservation.is_some() && all < want && unreserved >= want)
                     || blocked_by_window(input, job, now, &load, &held)
                     || (job.reservation.is_some() && pending.estimated_start.is_none())
             }
-            PendingReason::ReqNodeNotAvail => want > 0 && up < want && all >= want,
-            PendingReason::Resources => fits_eventually && free < want,
+            PendingReason::ReqNodeNotAvail => {
+                want > 0 && ((up < want && all >= want) || (!required_never && required_down))
+            }
+            PendingReason::Resources => fits_eventually && (free < want || required_busy),
             PendingReason::Priority => {
                 fits_eventually && top.is_some_and(|top| top < order_key(id))
             }
             // Checked with the preemptions.
             PendingReason::Preempting => true,
+            PendingReason::BeginTime => {
+                job.begin.is_some_and(|at| at > now) && pending.estimated_start == job.begin
+            }
             PendingReason::None | PendingReason::Requeued => false,
         };
         if !ok {
@@ -158,7 +187,7 @@ pub(super) fn check(
 
 /// Whether advance reservations keep the job from nodes where it would otherwise fit now: some
 /// reservation blocks a static node of the job for a start now, and the job does not fit the
-/// static nodes left.
+/// static nodes left (or a node it requires is one of those blocked).
 fn blocked_by_window(
     input: &SchedulerInput,
     job: &PendingJob,
@@ -167,6 +196,7 @@ fn blocked_by_window(
     held: &BTreeSet<&NodeName>,
 ) -> bool {
     let mut blocked_any = false;
+    let mut blocked_required = false;
     let mut usable = 0;
     for (name, view) in &input.nodes {
         if view.availability != NodeAvailability::Up
@@ -176,11 +206,12 @@ fn blocked_by_window(
         }
         if policy::window_blocks(input, job, name, now) {
             blocked_any = true;
+            blocked_required |= job.required_nodes.contains(name);
         } else if !held.contains(name) && fits_free(input, load, name, job) {
             usable += 1;
         }
     }
-    blocked_any && usable < job.nodes as usize
+    blocked_any && (usable < job.nodes as usize || blocked_required)
 }
 
 /// Names of nodes held for preemptors.

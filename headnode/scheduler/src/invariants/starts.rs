@@ -63,6 +63,12 @@ pub(super) fn check(
             ));
         }
         check_policy(input, now, job)?;
+        if let Some(missing) = job.required_nodes.iter().find(|n| !distinct.contains(n)) {
+            return Err(format!(
+                "job {} starts on {:?} without its required node {missing}",
+                start.job, start.nodes
+            ));
+        }
         for name in &start.nodes {
             let view = match input.nodes.get(name) {
                 Some(view) if view.availability == NodeAvailability::Up => view,
@@ -138,6 +144,12 @@ pub(super) fn check(
             .gres
             .iter()
             .any(|(kind, count)| *count > u64::from(view.gres.get(kind).copied().unwrap_or(0)));
+        if used.exclusive > 0 && used.jobs > 1 {
+            return Err(format!(
+                "{name} runs {} jobs, {} of them exclusive",
+                used.jobs, used.exclusive
+            ));
+        }
         if used.cpus > u64::from(view.capacity.cpus)
             || used.memory_mb > view.capacity.memory_mb
             || over_gres
@@ -156,6 +168,9 @@ fn check_policy(input: &SchedulerInput, now: Timestamp, job: &PendingJob) -> Res
     let id = job.id;
     if let Some(hold) = job.held {
         return Err(format!("job {id} starts while held ({})", hold.reason()));
+    }
+    if job.begin.is_some_and(|at| at > now) {
+        return Err(format!("job {id} starts before its begin time"));
     }
     let partition = policy::partition(input, job)
         .map_err(|()| format!("job {id} starts without a partition to run in"))?;

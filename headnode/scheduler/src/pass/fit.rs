@@ -3,10 +3,11 @@
 
 use super::Pass;
 use super::job::JobContext;
-use crate::placement::{Shape, best_fit, count_fitting};
+use crate::placement::{Shape, best_fit, best_fit_including, count_fitting};
 
 impl<'a> Pass<'a> {
-    /// Best-fit nodes for a job among the free resources of the Up, unclaimed nodes it may use now.
+    /// Best-fit nodes for a job among the free resources of the Up, unclaimed nodes it may use now
+    /// (with every node it requires).
     pub(super) fn place_now(&mut self, context: &JobContext<'a>) -> Option<Vec<usize>> {
         let count = context.job.nodes as usize;
         let shape: Shape = (context.now_set, context.need.clone());
@@ -15,6 +16,10 @@ impl<'a> Pass<'a> {
         }
         let cluster = &self.cluster;
         let need = &context.need;
+        if !context.required.is_empty() {
+            // Not memoized: the shape does not say which nodes the job requires.
+            return self.with_required(context, context.now_set, |_| true);
+        }
         let nodes = best_fit(
             self.eligibility
                 .set(context.now_set)
@@ -45,6 +50,11 @@ impl<'a> Pass<'a> {
         let reservation = self.reservation.as_ref()?;
         let cluster = &self.cluster;
         let need = &context.need;
+        if !context.required.is_empty() {
+            return self.with_required(context, context.now_set, |node| {
+                reservation.allows(node, need)
+            });
+        }
         let nodes = best_fit(
             self.eligibility
                 .set(context.now_set)
@@ -69,6 +79,9 @@ impl<'a> Pass<'a> {
         if self.cannot_fit_now(context, &shape) {
             return false;
         }
+        if !context.required.is_empty() {
+            return self.with_required(context, set, |_| true).is_some();
+        }
         let cluster = &self.cluster;
         let eligibility = &self.eligibility;
         let need = &context.need;
@@ -89,11 +102,36 @@ impl<'a> Pass<'a> {
         fitting >= count
     }
 
-    /// Cheap early answers: no Up node has a free CPU, or this shape already failed.
+    /// Best-fit nodes of `set` for a job that requires nodes: the Up, unclaimed nodes open to it
+    /// now that `also` allows, all of its required nodes among them.
+    fn with_required(
+        &self,
+        context: &JobContext<'a>,
+        set: usize,
+        also: impl Fn(usize) -> bool,
+    ) -> Option<Vec<usize>> {
+        let cluster = &self.cluster;
+        let need = &context.need;
+        best_fit_including(
+            self.eligibility
+                .set(set)
+                .up
+                .iter()
+                .filter(|&&node| cluster.open_for(node, need) && also(node))
+                .map(|&node| (node, cluster.free[node])),
+            &need.per_node,
+            context.job.nodes as usize,
+            &context.required,
+        )
+    }
+
+    /// Cheap early answers: no Up node has a free CPU, or this shape already failed (the memo
+    /// holds only jobs that require no node).
     fn cannot_fit_now(&self, context: &JobContext<'a>, shape: &Shape) -> bool {
         (context.need.per_node.cpus > 0 && self.cluster.no_free_cpu())
-            || self
-                .no_fit_now
-                .known_to_fail(shape, context.job.nodes as usize)
+            || (context.required.is_empty()
+                && self
+                    .no_fit_now
+                    .known_to_fail(shape, context.job.nodes as usize))
     }
 }

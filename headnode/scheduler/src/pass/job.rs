@@ -17,6 +17,10 @@ pub(crate) struct JobContext<'a> {
     pub static_set: usize,
     /// The static set minus nodes advance reservations keep from a start now.
     pub now_set: usize,
+    /// Indices of the nodes it requires (`--nodelist`) that exist, ascending.
+    pub required: Vec<usize>,
+    /// Whether it requires a node the cluster does not have.
+    pub required_unknown: bool,
 }
 
 impl<'a> JobContext<'a> {
@@ -34,12 +38,21 @@ impl<'a> JobContext<'a> {
                 .reservation
                 .as_deref()
                 .and_then(|name| eligibility.reservation_index(name)),
+            excluded: (!job.excluded_nodes.is_empty()).then_some(&job.excluded_nodes),
             time_limit: job.time_limit,
         };
         let need = Need {
             per_node: job.per_node,
             gres: cluster.gres_kinds.need(&job.gres_per_node),
+            exclusive: job.exclusive,
         };
+        // Names ascend and index order is name order, so the indices ascend too.
+        let required: Vec<usize> = job
+            .required_nodes
+            .iter()
+            .filter_map(|name| cluster.names.binary_search(&name).ok())
+            .collect();
+        let required_unknown = required.len() < job.required_nodes.len();
         let static_set = eligibility.static_set(cluster, &place);
         let now_set = eligibility.window_set(cluster, static_set, &place, now);
         JobContext {
@@ -48,6 +61,8 @@ impl<'a> JobContext<'a> {
             need,
             static_set,
             now_set,
+            required,
+            required_unknown,
         }
     }
 
@@ -61,7 +76,9 @@ impl<'a> JobContext<'a> {
             partition: &eligibility.set(partition).all,
             without_reservation: &eligibility.set(without_reservation).all,
             names_reservation: self.job.reservation.is_some(),
-            has_constraints: self.place.constraint.is_some() || !self.need.gres.is_empty(),
+            has_constraints: self.place.constraint.is_some()
+                || !self.need.gres.is_empty()
+                || self.place.excluded.is_some(),
         }
     }
 
@@ -74,6 +91,7 @@ impl<'a> JobContext<'a> {
         let partition_only = Place {
             constraint: None,
             reservation: None,
+            excluded: None,
             ..self.place
         };
         let without_reservation = Place {

@@ -12,7 +12,7 @@ use crate::backfill::timeline::{Target, earliest_start};
 use crate::cluster::Cluster;
 use crate::eligibility::Eligibility;
 use crate::fairshare::FairShare;
-use crate::feasibility::{Feasibility, never_fits};
+use crate::feasibility::{Feasibility, never_fits, required_problem};
 use crate::placement::{FitCounts, NoFitMemo};
 use crate::preemption::{self, Preemption};
 use crate::priority::{PolicyFactors, multifactor, queue_order};
@@ -145,8 +145,8 @@ impl<'a> Pass<'a> {
     fn consider(&mut self, job: &'a PendingJob, priority: u64) {
         let context = match self.admit(job) {
             Ok(context) => context,
-            Err(reason) => {
-                self.wait(job.id, reason, priority, None);
+            Err((reason, eligible)) => {
+                self.wait(job.id, reason, priority, eligible);
                 return;
             }
         };
@@ -167,6 +167,7 @@ impl<'a> Pass<'a> {
                     place: &context.place,
                     need: &context.need,
                     count: job.nodes as usize,
+                    required: &context.required,
                 };
                 match earliest_start(&self.cluster, &mut self.eligibility, target, self.now) {
                     Some(reservation) => {
@@ -247,6 +248,7 @@ impl<'a> Pass<'a> {
             set,
             job,
             &context.need,
+            &context.required,
             &self.victims,
         ) else {
             return false;
@@ -318,10 +320,13 @@ impl<'a> Pass<'a> {
     }
 
     /// Admission, feasibility and the array throttle; `Err` is the reason the job waits without
-    /// being placed.
-    fn admit(&mut self, job: &'a PendingJob) -> Result<JobContext<'a>, PendingReason> {
+    /// being placed, and when it becomes eligible if that is known (its begin time).
+    fn admit(
+        &mut self,
+        job: &'a PendingJob,
+    ) -> Result<JobContext<'a>, (PendingReason, Option<Timestamp>)> {
         let partition = admission::admit(self.input, job, &mut self.states, self.now)
-            .map_err(|hold| hold.reason())?;
+            .map_err(|hold| (hold.reason(), hold.eligible()))?;
         let context = JobContext::new(
             job,
             partition,
@@ -343,10 +348,20 @@ impl<'a> Pass<'a> {
                     context.feasibility_sets(eligibility, ids)
                 })
             {
-                return Err(reason);
+                return Err((reason, None));
             }
         }
-        admission::array_limit(job, &self.arrays).map_err(|hold| hold.reason())?;
+        if let Some(reason) = required_problem(
+            &self.cluster,
+            self.eligibility.set(context.static_set),
+            &context.required,
+            context.required_unknown,
+            job.nodes,
+            &context.need,
+        ) {
+            return Err((reason, None));
+        }
+        admission::array_limit(job, &self.arrays).map_err(|hold| (hold.reason(), None))?;
         Ok(context)
     }
 }

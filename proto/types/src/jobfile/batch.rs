@@ -100,6 +100,10 @@ pub const SBATCH_OPTIONS: &[SbatchOption] = &[
     flag("requeue", None, Effect::Flag("requeue", true)),
     flag("no-requeue", None, Effect::Flag("requeue", false)),
     flag("hold", Some('H'), Effect::Flag("hold", true)),
+    opt("nodelist", Some('w'), Effect::Field("nodelist")),
+    opt("exclude", Some('x'), Effect::Field("exclude")),
+    flag("exclusive", None, Effect::Flag("exclusive", true)),
+    opt("begin", Some('b'), Effect::Field("begin")),
     // Accepted: what they ask for is what happens anyway.
     opt(
         "export",
@@ -165,32 +169,6 @@ pub const SBATCH_OPTIONS: &[SbatchOption] = &[
         Effect::Informational("no profiling plugin is installed"),
     ),
     // Refused, with what to do instead.
-    flag(
-        "exclusive",
-        None,
-        Effect::Refused(
-            "not supported yet: jobs share nodes by their free CPUs and memory; ask for all of a node's CPUs (--ntasks-per-node, --cpus-per-task) to have it alone",
-        ),
-    ),
-    opt(
-        "nodelist",
-        Some('w'),
-        Effect::Refused("not supported yet: choose nodes by a feature with --constraint"),
-    ),
-    opt(
-        "exclude",
-        Some('x'),
-        Effect::Refused(
-            "not supported yet: drain the node (`cluster drain`), or choose nodes by a feature with --constraint",
-        ),
-    ),
-    opt(
-        "begin",
-        Some('b'),
-        Effect::Refused(
-            "not supported yet: submit the job when it should start, or make it wait with --dependency",
-        ),
-    ),
     opt(
         "mem-per-cpu",
         None,
@@ -672,7 +650,7 @@ pub(super) fn typed_value(field: &str, value: &str) -> toml::Value {
             .parse::<i64>()
             .map(toml::Value::Integer)
             .unwrap_or_else(|_| toml::Value::String(value.to_string())),
-        "requeue" | "hold" => match value {
+        "requeue" | "hold" | "exclusive" => match value {
             "true" => toml::Value::Boolean(true),
             "false" => toml::Value::Boolean(false),
             other => toml::Value::String(other.to_string()),

@@ -62,6 +62,10 @@ pub const MAX_ENV_VARS: usize = 4096;
 /// the 8-byte pointer to each string stay under half of it.
 pub const MAX_ENV_BYTES: usize = 512 << 10;
 
+/// Longest node name in `nodelist` and `exclude`: node names are host names, and a DNS name is at
+/// most 253 bytes.
+pub const MAX_NODE_NAME_BYTES: usize = 253;
+
 /// Upper bound on `nodes`: catches typos (`nodes = 1000000`) before the cluster sees them; larger
 /// than any cluster this tool is meant for.
 pub const MAX_NODES: u32 = 100_000;

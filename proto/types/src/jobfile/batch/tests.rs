@@ -79,8 +79,8 @@ fn a_bad_command_line_value_names_the_option() {
 #[test]
 fn unsupported_directives_are_refused_with_what_to_do() {
     for (line, option, words) in [
-        ("#SBATCH --exclusive", "--exclusive", "--ntasks-per-node"),
-        ("#SBATCH -w node[1-2]", "-w", "--constraint"),
+        ("#SBATCH --mem-per-cpu=1G", "--mem-per-cpu", "give --mem"),
+        ("#SBATCH --exclusive=user", "--exclusive", "takes no value"),
         ("#SBATCH --gpus=2", "--gpus", "--gres=gpu:N"),
         ("#SBATCH --export=NONE", "--export", "--export=ALL"),
         ("#SBATCH --frobnicate", "--frobnicate", "man sbatch"),
@@ -206,4 +206,87 @@ fn hold_queues_the_job_held() {
         assert!(parse(&text).unwrap().spec.hold, "{line}");
     }
     assert!(!parse("#!/bin/bash\nhostname\n").unwrap().spec.hold);
+}
+
+#[test]
+fn placement_options_set_the_job_from_directives_and_the_command_line() {
+    let text = "#!/bin/bash\n#SBATCH -w node[2-3]\n#SBATCH --exclude=node7,node[8-9]\n\
+                #SBATCH --exclusive\n#SBATCH --begin=now+10minutes\nhostname\n";
+    let job = parse(text).unwrap();
+    let names = |list: &[crate::NodeName]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    assert_eq!(names(&job.spec.nodelist), ["node2", "node3"]);
+    assert_eq!(
+        job.spec.nodes, 2,
+        "a node list alone sets the node count, as in Slurm"
+    );
+    assert_eq!(names(&job.spec.exclude), ["node7", "node8", "node9"]);
+    assert!(job.spec.exclusive);
+    assert_eq!(
+        job.spec.begin,
+        Some(crate::jobfile::BeginTime::AfterSubmit(600))
+    );
+    assert_eq!(job.lines.get("nodelist"), Some(&2));
+    // The command line wins, and sets the same fields.
+    let overrides = BTreeMap::from([
+        ("nodelist".to_string(), "node1".to_string()),
+        ("begin".to_string(), "tomorrow".to_string()),
+        ("nodes".to_string(), "3".to_string()),
+    ]);
+    let job = parse_batch_script("job.sh", text, &overrides).unwrap();
+    assert_eq!(names(&job.spec.nodelist), ["node1"]);
+    assert_eq!(
+        job.spec.nodes, 3,
+        "more nodes than listed: the list is a minimum"
+    );
+    assert_eq!(job.spec.begin, Some(crate::jobfile::BeginTime::DayStart(1)));
+    // Without them, nothing is restricted.
+    let plain = parse("#!/bin/sh\nhostname\n").unwrap().spec;
+    assert!(plain.nodelist.is_empty() && plain.exclude.is_empty());
+    assert!(!plain.exclusive && plain.begin.is_none());
+}
+
+#[test]
+fn bad_placement_options_name_the_line_or_the_option() {
+    for (line, words) in [
+        (
+            "#SBATCH -w node[1-3] -N 2",
+            "names 3 nodes but the job asks for 2",
+        ),
+        ("#SBATCH --nodelist=node[3-1]", "counts down"),
+        (
+            "#SBATCH --nodelist=node[1-200000]",
+            "more than 100000 nodes",
+        ),
+        ("#SBATCH -x 'node 1'", "is not a node name"),
+        ("#SBATCH -x ,", "names no node"),
+        ("#SBATCH --begin=later", "is not a time"),
+        ("#SBATCH -b now+2fortnights", "unknown unit"),
+    ] {
+        let text = format!("#!/bin/bash\n{line}\nhostname\n");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.line, 2, "{line}: {err}");
+        assert!(
+            err.field
+                .as_deref()
+                .is_some_and(|f| f.starts_with("#SBATCH ")),
+            "{line}: {err}"
+        );
+        assert!(err.message.contains(words), "{line}: {err}");
+    }
+    let overrides = BTreeMap::from([("begin".to_string(), "yesterday-ish".to_string())]);
+    let err = parse_batch_script("job.sh", "#!/bin/sh\nhostname\n", &overrides).unwrap_err();
+    assert_eq!(err.file, "--begin", "{err}");
+    assert!(err.message.contains("is not a time"), "{err}");
+    let overrides = BTreeMap::from([("exclude".to_string(), "node2".to_string())]);
+    let err = parse_batch_script(
+        "job.sh",
+        "#!/bin/sh\n#SBATCH -w node[1-2]\nhostname\n",
+        &overrides,
+    )
+    .unwrap_err();
+    assert!(
+        err.message
+            .contains("excludes `node2`, which `nodelist` asks for"),
+        "{err}"
+    );
 }
