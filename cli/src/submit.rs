@@ -102,6 +102,10 @@ pub struct SubmitArgs {
     /// `2026-05-01T12:00`, `midnight`, `noon`, `teatime`, `tomorrow`.
     #[arg(long, short = 'b')]
     pub begin: Option<String>,
+    /// A signal before the time limit: `[B:]SIG[@SECONDS]` (`B:USR1@90`: USR1 to the batch
+    /// shell 90 s before the end; without `B:` to the job's steps' tasks; 60 s by default).
+    #[arg(long)]
+    pub signal: Option<String>,
 }
 
 impl SubmitArgs {
@@ -132,6 +136,7 @@ impl SubmitArgs {
             ("exclude", &self.exclude),
             ("exclusive", &self.exclusive.then(|| "true".to_string())),
             ("begin", &self.begin),
+            ("signal", &self.signal),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))

@@ -718,3 +718,47 @@ fn nodelist_exclude_exclusive_and_begin_are_observed_in_placement() {
         "started {started}, eligible {eligible}"
     );
 }
+
+#[test]
+fn signal_before_the_time_limit_reaches_the_batch_shell_or_the_steps() {
+    let cluster = LocalCluster::start(2, 10);
+    // B: the batch shell alone gets USR1, 15 s before its 20 s limit.
+    let batch = cluster.job_file(
+        "warn-batch.sh",
+        r#"#!/bin/bash
+#SBATCH -t 00:00:20
+#SBATCH --signal=B:USR1@15
+#SBATCH -o warn-batch-%j.out
+trap 'echo "batch got USR1 after ${SECONDS}s"; exit 0' USR1
+sleep 100 &
+wait
+"#,
+    );
+    // Without B: the steps' tasks get it, not the batch shell (which has no trap and would die).
+    let steps = cluster.job_file(
+        "warn-steps.sh",
+        r#"#!/bin/bash
+#SBATCH -t 00:00:20
+#SBATCH --signal=USR2@15
+#SBATCH -o warn-steps-%j.out
+srun bash -c 'trap "echo step got USR2; exit 0" USR2; sleep 100 & wait'
+echo "batch shell still here"
+"#,
+    );
+    let batch_id = batch_job_id(&cluster.sbatch(&[batch.to_str().unwrap()]).stdout);
+    let steps_id = batch_job_id(&cluster.sbatch(&[steps.to_str().unwrap()]).stdout);
+    for (id, name, wanted) in [
+        (batch_id, "warn-batch", "batch got USR1 after"),
+        (
+            steps_id,
+            "warn-steps",
+            "step got USR2\nbatch shell still here",
+        ),
+    ] {
+        let info = cluster.wait_state(id, &["COMPLETED", "FAILED", "TIMEOUT"], MINUTE);
+        let output = cluster.work.path().join(format!("{name}-{id}.out"));
+        let written = std::fs::read_to_string(&output).unwrap_or_default();
+        assert_eq!(info["state"], "COMPLETED", "{info:#}\n{written}");
+        assert!(written.contains(wanted), "{written}");
+    }
+}

@@ -203,7 +203,11 @@ fn assignment(
         mpi: mpi_launch(job, nodes),
         output: output_forward(job, nodes),
         steps: step_launch(job, nodes),
-        warn_signal: None,
+        warn_signal: spec.signal.map(|w| v1::WarnSignal {
+            signal: w.signal,
+            before_ms: u64::from(w.seconds_before) * 1000,
+            batch_only: w.batch_only,
+        }),
         gids: job.gids.clone(),
         umask: job.umask,
         payload_omitted: !payload,

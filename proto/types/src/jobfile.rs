@@ -15,6 +15,7 @@
 //! exclude = "node7"           # and never these (sbatch --exclude)
 //! exclusive = true            # no other job shares its nodes (sbatch --exclusive)
 //! begin = "now+10minutes"     # not eligible before (sbatch --begin; times in UTC)
+//! signal = "B:USR1@90"        # USR1 to the batch shell 90 s before the time limit (sbatch --signal)
 //! [env]
 //! GREETING = "hi"
 //! ```
@@ -35,8 +36,10 @@ use crate::{Millis, NodeName};
 mod batch;
 mod begin;
 mod limits;
+mod warn_signal;
 
 pub use begin::{BeginTime, MAX_BEGIN_DELAY_SECONDS, parse_begin};
+pub use warn_signal::{WarnSignal, parse_warn_signal, signal_number};
 
 pub use batch::{
     BatchJob, Effect, SBATCH_OPTIONS, SbatchOption, is_batch_script, option_for_field,
@@ -117,6 +120,9 @@ pub struct JobSpec {
     /// resolved against its submit time.
     #[serde(default)]
     pub begin: Option<BeginTime>,
+    /// `signal = "B:USR1@90"` (sbatch `--signal`): a signal before the time limit.
+    #[serde(default)]
+    pub signal: Option<WarnSignal>,
 }
 
 /// A job array: which indices, and how many may run at once (`%N`).
@@ -409,6 +415,7 @@ struct RawJob {
     exclude: Option<Spanned<String>>,
     exclusive: Option<bool>,
     begin: Option<Spanned<String>>,
+    signal: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -506,6 +513,10 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, SourceError> {
     let begin = match &raw.begin {
         None => None,
         Some(v) => Some(parse_begin(v.get_ref()).map_err(|m| err(v.span(), "begin", m))?),
+    };
+    let signal = match &raw.signal {
+        None => None,
+        Some(v) => Some(parse_warn_signal(v.get_ref()).map_err(|m| err(v.span(), "signal", m))?),
     };
     let ntasks = positive(&raw.ntasks, "ntasks", MAX_NTASKS)?;
     let tasks_per_node = positive(&raw.tasks_per_node, "tasks_per_node", MAX_TASKS_PER_NODE)?;
@@ -842,6 +853,7 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, SourceError> {
         exclude,
         exclusive: raw.exclusive.unwrap_or(false),
         begin,
+        signal,
     })
 }
 
@@ -963,6 +975,7 @@ const MERGED_OVERRIDES: &[&str] = &[
     "exclude",
     "exclusive",
     "begin",
+    "signal",
 ];
 
 /// Parses a job file and applies command-line `overrides` (job-file field → value) over it: an

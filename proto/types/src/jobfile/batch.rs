@@ -189,13 +189,7 @@ pub const SBATCH_OPTIONS: &[SbatchOption] = &[
     opt("ntasks-per-gpu", None, Effect::Refused(GRES_HINT)),
     opt("gpu-bind", None, Effect::Refused(GRES_HINT)),
     opt("gpu-freq", None, Effect::Refused(GRES_HINT)),
-    opt(
-        "signal",
-        None,
-        Effect::Refused(
-            "not supported yet: a job is killed at its time limit; save checkpoints on a timer inside the job",
-        ),
-    ),
+    opt("signal", None, Effect::Field("signal")),
     flag(
         "wait",
         Some('W'),

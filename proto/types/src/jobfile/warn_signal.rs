@@ -59,7 +59,11 @@ pub fn parse_warn_signal(text: &str) -> Result<WarnSignal, String> {
                 "{text:?}: R: (signal when a reservation ends) is not supported; {usage}"
             ));
         }
-        Some(_) => return Err(format!("{text:?}: only B: may come before the signal; {usage}")),
+        Some(_) => {
+            return Err(format!(
+                "{text:?}: only B: may come before the signal; {usage}"
+            ));
+        }
         None => (false, text),
     };
     let (name, seconds) = match rest.split_once('@') {
@@ -119,7 +123,16 @@ mod tests {
 
     #[test]
     fn bad_forms_say_what_to_write() {
-        for bad in ["R:USR1", "X:USR1", "USR9", "USR1@70000", "USR1@-1", "0", "32", "B:"] {
+        for bad in [
+            "R:USR1",
+            "X:USR1",
+            "USR9",
+            "USR1@70000",
+            "USR1@-1",
+            "0",
+            "32",
+            "B:",
+        ] {
             let e = parse_warn_signal(bad).unwrap_err();
             assert!(e.contains(&format!("{bad:?}")), "{e}");
         }
