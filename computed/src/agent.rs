@@ -17,8 +17,8 @@
 
 mod direct;
 mod output;
+mod signals;
 mod steps;
-mod warning;
 mod wired;
 
 pub use steps::StepEvents;
@@ -189,6 +189,8 @@ struct State {
     step_tasks_running: BTreeMap<RunKey, BTreeMap<TaskKey, u32>>,
     /// The batch shell of each batch-script run whose script runs here (for `--signal=B:`).
     batch_tasks: BTreeMap<RunKey, (TaskKey, u32)>,
+    /// Per run, the last user signal (`scancel --signal`) delivered here.
+    signals_delivered: BTreeMap<RunKey, u32>,
 }
 
 #[derive(Debug)]
@@ -271,6 +273,7 @@ impl<L: Launcher> Agent<L> {
                 step_tasks: 0,
                 step_tasks_running: BTreeMap::new(),
                 batch_tasks: BTreeMap::new(),
+                signals_delivered: BTreeMap::new(),
             }),
             exits,
             images,
@@ -562,6 +565,7 @@ impl<L: Launcher> Agent<L> {
                 Action::Forget(key) => self.forget(&mut state, key),
             }
         }
+        self.deliver_user_signals(&mut state);
         drop(state);
         self.runs_changed.notify_waiters();
     }
@@ -931,6 +935,7 @@ impl<L: Launcher> Agent<L> {
         state.next_step.remove(&key);
         state.step_tasks_running.remove(&key);
         state.batch_tasks.remove(&key);
+        state.signals_delivered.remove(&key);
         // A run without tasks here (a batch script's or MPI job's other nodes) never sent a
         // final report: send one, so the head releases the node.
         let taskless = state

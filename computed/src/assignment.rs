@@ -17,7 +17,7 @@
 //! default applied) and never a wire string or a bare number of the wire again.
 
 use beowulf_proto::v1;
-use beowulf_types::{MpiFlavor, NodeName, RunFabric, RunKey, Timestamp};
+use beowulf_types::{JobSignal, MpiFlavor, NodeName, RunFabric, RunKey, SignalScope, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::PathBuf;
@@ -72,6 +72,17 @@ pub struct Assignment {
     pub steps: Option<StepLaunch>,
     /// The signal the job asked for before its time limit (`--signal`).
     pub warn_signal: Option<WarnSignal>,
+    /// Signals users sent to the run (`scancel --signal`), numbered from 1.
+    pub signals: Vec<RunSignal>,
+}
+
+/// A signal a user sent to a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunSignal {
+    /// From 1 per run: each is delivered once.
+    pub seq: u32,
+    pub signal: nix::sys::signal::Signal,
+    pub scope: SignalScope,
 }
 
 /// A signal a job asked for before its time limit (sbatch's `--signal=[B:]SIG@TIME`).
@@ -213,7 +224,7 @@ pub enum AssignmentError {
     },
     #[error("job {run}: mpi.tasks_per_node adds up to more ranks than a u32 holds")]
     RankCount { run: RunKey },
-    #[error("job {run}: warn_signal.signal {signal} is not a signal of this system")]
+    #[error("job {run}: signal {signal} is not a signal of this system")]
     WarnSignal { run: RunKey, signal: i32 },
 }
 
@@ -335,6 +346,24 @@ impl TryFrom<v1::Assignment> for Assignment {
                 })
             })
             .transpose()?;
+        let signals = a
+            .signals
+            .iter()
+            .map(|s| {
+                let signal = nix::sys::signal::Signal::try_from(s.signal).map_err(|_| {
+                    AssignmentError::WarnSignal {
+                        run,
+                        signal: s.signal,
+                    }
+                })?;
+                let s = JobSignal::from(s);
+                Ok(RunSignal {
+                    seq: s.seq,
+                    signal,
+                    scope: s.scope,
+                })
+            })
+            .collect::<Result<_, AssignmentError>>()?;
         Ok(Assignment {
             key: run,
             job_name: a.job_name,
@@ -366,6 +395,7 @@ impl TryFrom<v1::Assignment> for Assignment {
             output,
             steps,
             warn_signal,
+            signals,
         })
     }
 }
@@ -479,6 +509,11 @@ mod tests {
                 before_ms: 60_000,
                 batch_only: true,
             }),
+            signals: vec![v1::JobSignal {
+                seq: 1,
+                signal: 12,
+                scope: v1::SignalScope::Batch as i32,
+            }],
         }
     }
 
@@ -539,6 +574,11 @@ mod tests {
                 before_ms: 60_000,
                 batch_only: true,
             }),
+            signals: vec![RunSignal {
+                seq: 1,
+                signal: nix::sys::signal::Signal::SIGUSR2,
+                scope: SignalScope::Batch,
+            }],
         };
         assert_eq!(a, expected);
         assert_eq!(a.local_tasks(), 1);

@@ -175,6 +175,22 @@ impl Cluster for ClusterApi {
         Ok(Response::new(control_reply(requeued)))
     }
 
+    async fn signal_job(
+        &self,
+        request: Request<v1::SignalJobRequest>,
+    ) -> Result<Response<v1::JobControlReply>, Status> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let signalled = self.head.signal_jobs(
+            &caller,
+            JobId(r.job_id),
+            r.whole_array,
+            r.signal,
+            r.scope().into(),
+        )?;
+        Ok(Response::new(control_reply(signalled)))
+    }
+
     async fn update_job(
         &self,
         request: Request<v1::UpdateJobRequest>,

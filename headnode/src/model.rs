@@ -1,8 +1,8 @@
 //! The head's records: jobs and nodes as stored, and what is derived from them (node state, usage).
 
 use beowulf_types::{
-    Inventory, JobHold, JobId, JobSpec, JobState, JobTransition, NodeName, NodeState, Program,
-    Resources, RunFabric, RunKey, Timestamp,
+    Inventory, JobHold, JobId, JobSignal, JobSpec, JobState, JobTransition, NodeName, NodeState,
+    Program, Resources, RunFabric, RunKey, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -89,6 +89,10 @@ pub struct JobRecord {
     /// from before holds load as not held.
     #[serde(default)]
     pub hold: Option<JobHold>,
+    /// Signals users sent to the current run (`scancel --signal`), the last
+    /// [`beowulf_types::MAX_KEPT_SIGNALS`]; a new run starts with none.
+    #[serde(default)]
+    pub signals: Vec<JobSignal>,
 }
 
 /// A container image as a job uses it.
@@ -262,6 +266,7 @@ impl JobRecord {
         self.start_priority = priority;
         self.node_results.clear();
         self.phases = RunPhases::default();
+        self.signals.clear();
         true
     }
 

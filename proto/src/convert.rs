@@ -2,7 +2,8 @@
 
 use crate::v1;
 use beowulf_types::{
-    IbPort, IbPortState, Inventory, JobId, JobState, MpiFlavor, Nic, NodeState, RunFabric, RunKey,
+    IbPort, IbPortState, Inventory, JobId, JobSignal, JobState, MpiFlavor, Nic, NodeState,
+    RunFabric, RunKey, SignalScope,
 };
 
 impl From<RunFabric> for v1::RunFabric {
@@ -40,6 +41,47 @@ impl From<v1::MpiFlavor> for MpiFlavor {
             v1::MpiFlavor::Openmpi => MpiFlavor::Openmpi,
             v1::MpiFlavor::Mpich => MpiFlavor::Mpich,
             v1::MpiFlavor::Unspecified => MpiFlavor::None,
+        }
+    }
+}
+
+impl From<SignalScope> for v1::SignalScope {
+    fn from(scope: SignalScope) -> Self {
+        match scope {
+            SignalScope::Steps => v1::SignalScope::Steps,
+            SignalScope::Batch => v1::SignalScope::Batch,
+            SignalScope::Full => v1::SignalScope::Full,
+        }
+    }
+}
+
+impl From<v1::SignalScope> for SignalScope {
+    fn from(scope: v1::SignalScope) -> Self {
+        match scope {
+            v1::SignalScope::Steps => SignalScope::Steps,
+            v1::SignalScope::Batch => SignalScope::Batch,
+            v1::SignalScope::Full => SignalScope::Full,
+        }
+    }
+}
+
+impl From<JobSignal> for v1::JobSignal {
+    fn from(s: JobSignal) -> Self {
+        v1::JobSignal {
+            seq: s.seq,
+            signal: s.signal,
+            scope: v1::SignalScope::from(s.scope) as i32,
+        }
+    }
+}
+
+impl From<&v1::JobSignal> for JobSignal {
+    /// An unknown scope (a newer head) reads as the default, the steps' tasks.
+    fn from(s: &v1::JobSignal) -> Self {
+        JobSignal {
+            seq: s.seq,
+            signal: s.signal,
+            scope: s.scope().into(),
         }
     }
 }

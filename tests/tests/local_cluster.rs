@@ -120,7 +120,16 @@ fn headnoded_killed_repeatedly_during_a_submit_loop_loses_and_repeats_no_job() {
         "command = [\"sh\", \"-c\", \"echo $SLURM_JOB_ID >> ran.log\"]\noutput = \"/dev/null\"\n",
     );
     let stop = std::sync::atomic::AtomicBool::new(false);
+    /// Stops the submit loop however the main thread leaves the scope: a failed restart must
+    /// fail the test, not leave the scope waiting for the loop forever.
+    struct StopOnExit<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnExit<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
     let (acknowledged, refused) = std::thread::scope(|s| {
+        let stopper = StopOnExit(&stop);
         let submitter = s.spawn(|| {
             let (mut acknowledged, mut refused) = (Vec::new(), Vec::new());
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -139,7 +148,7 @@ fn headnoded_killed_repeatedly_during_a_submit_loop_loses_and_repeats_no_job() {
             cluster.init(10);
         }
         std::thread::sleep(Duration::from_millis(500));
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(stopper);
         submitter.join().unwrap()
     });
     assert!(

@@ -55,14 +55,14 @@ echo "$SLURM_JOB_NAME $SLURM_NNODES $SLURM_NTASKS $SLURM_JOB_NODELIST $shell"
 fn a_refused_directive_names_its_line_and_nothing_is_queued() {
     let cluster = LocalCluster::start(1, 10);
     let script = cluster.job_file(
-        "per-cpu.sh",
-        "#!/bin/sh\n#SBATCH -N 1\n#SBATCH --mem-per-cpu=1G\nhostname\n",
+        "per-gpu.sh",
+        "#!/bin/sh\n#SBATCH -N 1\n#SBATCH --mem-per-gpu=1G\nhostname\n",
     );
     let out = cluster.sbatch(&[script.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("per-cpu.sh:3: field `#SBATCH --mem-per-cpu`: not supported yet"),
+        stderr.contains("per-gpu.sh:3: field `#SBATCH --mem-per-gpu`: not supported yet"),
         "{stderr}"
     );
     assert!(
@@ -761,4 +761,59 @@ echo "batch shell still here"
         assert_eq!(info["state"], "COMPLETED", "{info:#}\n{written}");
         assert!(written.contains(wanted), "{written}");
     }
+}
+
+#[test]
+fn scancel_signal_reaches_the_batch_shell_or_the_steps_and_the_job_runs_on() {
+    let cluster = LocalCluster::start(2, 10);
+    let script = cluster.job_file(
+        "signalled.sh",
+        r#"#!/bin/bash
+#SBATCH -N 2
+#SBATCH -o signalled-%j.out
+trap 'echo "batch got USR1"' USR1
+srun -N2 bash -c 'trap "echo step \$SLURM_PROCID got USR2; exit 0" USR2; echo ready; sleep 100 & wait' &
+wait
+wait
+echo "batch done"
+"#,
+    );
+    let id = batch_job_id(&cluster.sbatch(&[script.to_str().unwrap()]).stdout);
+    let output = cluster.work.path().join(format!("signalled-{id}.out"));
+    let read = || std::fs::read_to_string(&output).unwrap_or_default();
+    let until = |what: &str, count: usize| {
+        let start = std::time::Instant::now();
+        while read().matches(what).count() < count {
+            assert!(start.elapsed() < MINUTE, "no {what:?} in {}", read());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    until("ready", 2);
+    let job = id.to_string();
+    let out = cluster.slurm("scancel", &["--signal=USR1", "--batch", &job]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    until("batch got USR1", 1);
+    assert_eq!(
+        cluster.show(id)["state"],
+        "RUNNING",
+        "a signal does not end the job"
+    );
+    let out = cluster.slurm("scancel", &["-s", "SIGUSR2", &job]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let info = cluster.wait_state(id, &["COMPLETED", "FAILED", "CANCELLED"], MINUTE);
+    let written = read();
+    assert_eq!(info["state"], "COMPLETED", "{info:#}\n{written}");
+    for line in ["step 0 got USR2", "step 1 got USR2", "batch done"] {
+        assert!(written.contains(line), "no {line:?} in {written}");
+    }
+    assert_eq!(written.matches("batch got USR1").count(), 1, "{written}");
+    // A signal for a job that is not running is refused.
+    let out = cluster.slurm("scancel", &["-s", "USR1", &job]);
+    assert!(!out.status.success());
+    let out = cluster.slurm("scancel", &["-s", "NOPE", &job]);
+    assert!(
+        text(&out.stderr).contains("not a signal name"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 /// The tools' versions, pinned so a new release cannot change what the test checks.
 const DASK_JOBQUEUE: &str = "dask-jobqueue==0.9.0";
+const SUBMITIT: &str = "submitit==1.5.4";
 
 /// Where the virtual environment lives: beside the build, so `cargo clean` removes it.
 fn venv_dir() -> PathBuf {
@@ -89,25 +90,30 @@ client.close()
 cluster.close()
 "#;
 
-#[test]
-fn dask_jobqueue_runs_its_workers_as_jobs_through_sbatch_and_scancel() {
-    let Some(python) = python_with("dask_jobqueue", DASK_JOBQUEUE) else {
-        return;
-    };
-    let cluster = LocalCluster::start(2, 10);
+/// The cluster's Slurm-named commands first on a `PATH`.
+fn path_with_slurm(cluster: &LocalCluster) -> String {
     for name in std::iter::once("sbatch").chain(SlurmCommand::ALL.map(SlurmCommand::name)) {
         cluster.slurm_link(name);
     }
     let links = cluster.state.path().join("bin");
-    let path = format!(
+    format!(
         "{}:{}",
         links.display(),
         std::env::var("PATH").unwrap_or_default()
-    );
-    let script = cluster.job_file("dask_example.py", DASK_EXAMPLE);
-    let mut child = Command::new(&python)
-        .arg(&script)
-        .env("PATH", path)
+    )
+}
+
+/// Runs `script` with the venv's `python` in the cluster's work directory, the Slurm names on
+/// its PATH; fails the test after `limit`. Its stdout and stderr.
+fn run_python(
+    cluster: &LocalCluster,
+    python: &Path,
+    script: &Path,
+    limit: Duration,
+) -> (bool, String, String) {
+    let mut child = Command::new(python)
+        .arg(script)
+        .env("PATH", path_with_slurm(cluster))
         .env("BEOWULF_STATE_DIR", cluster.state.path())
         .env_remove("BEOWULF_SOCKET")
         .current_dir(cluster.work.path())
@@ -115,8 +121,8 @@ fn dask_jobqueue_runs_its_workers_as_jobs_through_sbatch_and_scancel() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("python runs");
-    // Bounded: a worker that never comes up must fail the test, not hang it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    // Bounded: a job that never comes up must fail the test, not hang it.
+    let deadline = std::time::Instant::now() + limit;
     while child.try_wait().unwrap().is_none() {
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
@@ -125,11 +131,86 @@ fn dask_jobqueue_runs_its_workers_as_jobs_through_sbatch_and_scancel() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let out = child.wait_with_output().unwrap();
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// submitit's own example (its README), unchanged: an AutoExecutor, which picks Slurm when
+/// `srun` is on the PATH, submits `add(5, 7)` with `sbatch` (a script whose `srun --unbuffered
+/// --output ...` runs the function as a job step, `--signal=USR2@90`, `--wckey`), follows it with
+/// `sacct`, and reads its pickled result.
+const SUBMITIT_EXAMPLE: &str = r#"
+import submitit
+
+def add(a, b):
+    return a + b
+
+# executor is the submission interface (logs are dumped in the folder)
+executor = submitit.AutoExecutor(folder="log_test")
+# set timeout in min, and partition for running the job
+executor.update_parameters(timeout_min=1, slurm_partition="dev")
+job = executor.submit(add, 5, 7)  # will compute add(5, 7)
+print(job.job_id)  # ID of your job
+
+output = job.result()  # waits for completion and returns output
+assert output == 12  # 5 + 7 = 12...  your addition was computed in the cluster
+"#;
+
+/// The example's partition, as a site would have it.
+const DEV_PARTITION: &str = r#"
+[[partition]]
+name = "dev"
+nodes = "node[1-2]"
+default = true
+"#;
+
+#[test]
+fn submitit_runs_its_example_through_sbatch_srun_and_sacct() {
+    let Some(python) = python_with("submitit", SUBMITIT) else {
+        return;
+    };
+    let cluster = LocalCluster::start_with_policy(2, 10, Some(DEV_PARTITION));
+    let script = cluster.job_file("submitit_example.py", SUBMITIT_EXAMPLE);
+    let (ok, stdout, stderr) = run_python(&cluster, &python, &script, Duration::from_secs(120));
+    assert!(ok, "the submitit example failed:\n{stdout}\n{stderr}");
+    let id: u64 = stdout
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the example prints the job ID first: {stdout}"));
+    let info = cluster.show(id);
+    assert_eq!(info["state"], "COMPLETED", "{info:#}");
+    assert_eq!(info["partition"], "dev", "{info:#}");
+    // The function ran as srun's step 0: its result and its log are the task's, in files named
+    // by srun's --output and --error patterns (%j_%t).
+    let folder = cluster.work.path().join("log_test");
     assert!(
-        out.status.success(),
-        "the dask example failed:\n{stdout}\n{stderr}"
+        folder.join(format!("{id}_0_result.pkl")).exists(),
+        "no result pickle in {}",
+        folder.display()
     );
+    let read = |name: String| {
+        let path = folder.join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let (out, err) = (
+        read(format!("{id}_0_log.out")),
+        read(format!("{id}_0_log.err")),
+    );
+    assert!(
+        err.contains("completed") || out.contains("completed"),
+        "stdout log:\n{out}\nstderr log:\n{err}"
+    );
+}
+
+#[test]
+fn dask_jobqueue_runs_its_workers_as_jobs_through_sbatch_and_scancel() {
+    let Some(python) = python_with("dask_jobqueue", DASK_JOBQUEUE) else {
+        return;
+    };
+    let cluster = LocalCluster::start(2, 10);
+    let script = cluster.job_file("dask_example.py", DASK_EXAMPLE);
+    let (ok, stdout, stderr) = run_python(&cluster, &python, &script, Duration::from_secs(150));
+    assert!(ok, "the dask example failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("#SBATCH"), "{stdout}");
     assert!(stdout.lines().any(|l| l == "sum 285"), "{stdout}\n{stderr}");
     // Both workers ran as jobs, and closing the cluster cancelled them.

@@ -1,9 +1,11 @@
 //! `scancel`: cancel jobs by ID (an array's ID cancels every element, `12_3` one), or every job
-//! that matches the filters (`-u`, `-p`, `-t`, `-n`, `--me`).
+//! that matches the filters (`-u`, `-p`, `-t`, `-n`, `--me`); with `--signal`, signal them
+//! instead (their steps' tasks, `--batch` the batch shell, `--full` every process).
 
 use super::jobs::{JobFilter, JobSelector, job_id_text, my_uid, parse_state};
 use crate::client;
 use beowulf_proto::v1;
+use beowulf_types::jobfile::signal_number;
 use clap::Parser;
 use std::ffi::OsString;
 use std::path::Path;
@@ -28,9 +30,16 @@ struct Args {
     /// Only jobs with these names.
     #[arg(short = 'n', long = "name", alias = "jobname", value_delimiter = ',')]
     names: Vec<String>,
-    /// Send this signal instead of ending the job.
+    /// Send this signal (a name or number) instead of ending the job: to its steps' tasks (a
+    /// batch script's srun steps, or every task of a job run as its command), not the batch shell.
     #[arg(short = 's', long = "signal")]
     signal: Option<String>,
+    /// With --signal: to the batch shell alone.
+    #[arg(short = 'b', long = "batch")]
+    batch: bool,
+    /// With --signal: to every process of the job, the batch shell included.
+    #[arg(short = 'f', long = "full")]
+    full: bool,
     /// Print nothing about jobs that could not be cancelled.
     #[arg(short = 'Q', long = "quiet")]
     quiet: bool,
@@ -41,12 +50,21 @@ struct Args {
 
 pub async fn run(socket: &Path, args: Vec<OsString>) -> anyhow::Result<i32> {
     let args = Args::try_parse_from(args).unwrap_or_else(|e| e.exit());
-    if let Some(signal) = &args.signal {
-        anyhow::bail!(
-            "--signal={signal} is not supported yet: a cancelled job's tasks are killed; \
-             cancel it without --signal"
-        );
-    }
+    let signal = match &args.signal {
+        None if args.batch || args.full => {
+            anyhow::bail!("--batch and --full choose whom --signal reaches: give --signal too")
+        }
+        None => None,
+        Some(name) => Some(signal_number(name).ok_or_else(|| {
+            anyhow::anyhow!("--signal={name}: not a signal name or number (USR1, TERM, 10, ...)")
+        })?),
+    };
+    let scope = match (args.batch, args.full) {
+        (true, true) => anyhow::bail!("--batch and --full exclude each other"),
+        (true, false) => v1::SignalScope::Batch,
+        (false, true) => v1::SignalScope::Full,
+        (false, false) => v1::SignalScope::Steps,
+    };
     let filter = JobFilter {
         jobs: JobSelector::parse_all(&args.job_ids)?,
         users: args.users.clone(),
@@ -89,17 +107,32 @@ pub async fn run(socket: &Path, args: Vec<OsString>) -> anyhow::Result<i32> {
     }
     for job in chosen {
         // Each element on its own: an array's ID was expanded to its elements above.
-        let request = v1::CancelRequest {
-            job_id: job.id,
-            whole_array: false,
+        let done = match signal {
+            Some(signal) => c
+                .signal_job(v1::SignalJobRequest {
+                    job_id: job.id,
+                    whole_array: false,
+                    signal,
+                    scope: scope as i32,
+                })
+                .await
+                .map(|_| "signalled"),
+            None => c
+                .cancel(v1::CancelRequest {
+                    job_id: job.id,
+                    whole_array: false,
+                })
+                .await
+                .map(|_| "cancelled"),
         };
-        match c.cancel(request).await {
-            Ok(_) if args.verbose => eprintln!("scancel: cancelled job {}", job_id_text(job)),
+        match done {
+            Ok(what) if args.verbose => eprintln!("scancel: {what} job {}", job_id_text(job)),
             Ok(_) => {}
             Err(status) => {
                 if !args.quiet {
+                    let what = if signal.is_some() { "Signal" } else { "Kill" };
                     eprintln!(
-                        "scancel: error: Kill job error on job id {}: {}",
+                        "scancel: error: {what} job error on job id {}: {}",
                         job_id_text(job),
                         status.message()
                     );

@@ -7,7 +7,9 @@ use super::jobs::{array_elements, authorize, fits_cluster};
 use super::{Head, HeadError, Tx, now};
 use crate::model::JobRecord;
 use beowulf_types::jobfile::MAX_TIME_LIMIT_MS;
-use beowulf_types::{JobHold, JobId, JobState, Millis, apply_overrides};
+use beowulf_types::{
+    JobHold, JobId, JobSignal, JobState, MAX_KEPT_SIGNALS, Millis, SignalScope, apply_overrides,
+};
 use std::collections::BTreeMap;
 
 /// What `scontrol update job` may change. `None` leaves a field as it is.
@@ -146,6 +148,55 @@ impl Head {
         })?;
         self.wake_scheduler.notify_one();
         Ok(requeued)
+    }
+
+    /// Sends `signal` to running jobs (with `whole_array`, every running element of the array)
+    /// without ending them (`scancel --signal`): each node's agent delivers it once to the
+    /// processes `scope` names. Returns the jobs signalled.
+    pub fn signal_jobs(
+        &self,
+        caller: &Caller,
+        id: JobId,
+        whole_array: bool,
+        signal: i32,
+        scope: SignalScope,
+    ) -> Result<Vec<JobId>, HeadError> {
+        if !(1..=31).contains(&signal) {
+            return Err(HeadError::Invalid(format!(
+                "{signal} is not a signal number (1 to 31)"
+            )));
+        }
+        self.mutate(|tx| {
+            let targets = owned_targets(tx, caller, id, whole_array, "signal")?;
+            let running: Vec<JobId> = targets
+                .iter()
+                .copied()
+                .filter(|t| tx.job(*t).is_some_and(|j| j.state == JobState::Running))
+                .collect();
+            if running.is_empty() {
+                return Err(not_in_state(
+                    tx,
+                    &targets,
+                    id,
+                    JobState::Running,
+                    "signalled",
+                ));
+            }
+            let now = now();
+            for target in &running {
+                let job = tx.job_mut(*target).expect("listed above");
+                let seq = job.signals.last().map_or(1, |s| s.seq.saturating_add(1));
+                job.signals.push(JobSignal { seq, signal, scope });
+                if job.signals.len() > MAX_KEPT_SIGNALS {
+                    job.signals.remove(0);
+                }
+                job.log(
+                    now,
+                    format!("signal {signal} ({scope:?}) sent by uid {}", caller.uid),
+                );
+            }
+            Ok(running)
+        })
     }
 
     /// Changes one job's fields (`scontrol update job`): its name and time limit while it has

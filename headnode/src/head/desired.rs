@@ -208,6 +208,12 @@ fn assignment(
             before_ms: u64::from(w.seconds_before) * 1000,
             batch_only: w.batch_only,
         }),
+        signals: job
+            .signals
+            .iter()
+            .copied()
+            .map(v1::JobSignal::from)
+            .collect(),
         gids: job.gids.clone(),
         umask: job.umask,
         payload_omitted: !payload,
@@ -458,6 +464,7 @@ mod tests {
             launch: None,
             phases: RunPhases::default(),
             hold: None,
+            signals: Vec::new(),
         }
     }
 

@@ -117,6 +117,7 @@ impl Head {
                     launch: None,
                     phases: RunPhases::default(),
                     hold: spec.hold.then_some(JobHold::User),
+                    signals: Vec::new(),
                 };
                 let of_array = match array {
                     Some(a) => format!(" as element {} of array {}", a.index, a.array),

@@ -18,6 +18,18 @@ use std::sync::{Mutex, MutexGuard};
 
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
+/// How long opening the store waits for another process to let go of it. A headnoded killed a
+/// moment ago holds the file's lock until its last thread has exited, which on a loaded machine
+/// was after its replacement had started (measured: the restart then failed); a second
+/// headnoded running on the same state directory keeps it, and is reported after this.
+#[cfg(not(test))]
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Shorter in unit tests, which wait it out once.
+#[cfg(test)]
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+const LOCK_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(20);
+const LOCK_RETRY_MAX: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// What failed inside a transaction.
 #[derive(Debug)]
 pub(super) enum TxError {
@@ -82,16 +94,32 @@ impl Db {
         Ok(db)
     }
 
+    /// Opens the database file; while another process holds its lock, tries again for up to
+    /// [`LOCK_WAIT`].
     fn open_database(&self, create: bool) -> Result<Database, DatabaseError> {
         #[cfg(test)]
         if let Some(faults) = &self.faults {
             return faults::open(&self.path, faults.clone());
         }
-        if create {
-            Database::create(&self.path)
-        } else {
-            // Never initializes: an empty file is an error here, not a new store.
-            Database::open(&self.path)
+        let started = std::time::Instant::now();
+        let mut pause = LOCK_RETRY_FIRST;
+        loop {
+            let opened = if create {
+                Database::create(&self.path)
+            } else {
+                // Never initializes: an empty file is an error here, not a new store.
+                Database::open(&self.path)
+            };
+            match opened {
+                Err(DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < LOCK_WAIT => {
+                    if pause == LOCK_RETRY_FIRST {
+                        tracing::warn!(store = %self.path.display(), "the store is locked by another process (a headnoded still exiting?): waiting for it");
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(LOCK_RETRY_MAX);
+                }
+                other => return other,
+            }
         }
     }
 

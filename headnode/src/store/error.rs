@@ -46,6 +46,12 @@ pub enum StoreError {
         created: String,
         problem: String,
     },
+    /// Another process holds the store's lock (and kept it while opening waited).
+    #[error(
+        "cannot open the cluster store {path}: another process holds it; is another headnoded \
+         running on this state directory? Stop it first (the store is not damaged)"
+    )]
+    Locked { path: PathBuf },
     /// The marker says a store existed, and the file cannot be opened as one.
     #[error(
         "cannot open the cluster store {path}: {source}. {marker} records that this state \

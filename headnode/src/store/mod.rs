@@ -667,6 +667,9 @@ fn open_db(
         faults,
     )
     .map_err(|source| match &marker {
+        _ if matches!(source, redb::DatabaseError::DatabaseAlreadyOpen) => StoreError::Locked {
+            path: path.to_path_buf(),
+        },
         Some(m) => StoreError::Unreadable {
             path: path.to_path_buf(),
             marker: marker_path.clone(),

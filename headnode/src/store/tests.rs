@@ -56,6 +56,7 @@ fn job(id: u64, owner: &str) -> JobRecord {
         launch: None,
         phases: RunPhases::default(),
         hold: None,
+        signals: Vec::new(),
     }
 }
 
@@ -488,4 +489,28 @@ fn the_store_and_its_log_are_readable_by_root_alone() {
             .mode();
         assert_eq!(mode & 0o777, 0o600, "{file}");
     }
+}
+
+#[test]
+fn a_store_another_process_still_holds_is_waited_for_then_reported_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("headnoded.redb");
+    drop(Store::open(&path, &config(1)).unwrap());
+    // A dying headnoded lets go a moment later: opening waits for it.
+    let holder = redb::Database::open(&path).unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(holder);
+    });
+    let store = Store::open(&path, &config(1)).expect("opened once the other holder let go");
+    release.join().unwrap();
+    drop(store);
+    // One that keeps it: said so, and not called damaged.
+    let _holder = redb::Database::open(&path).unwrap();
+    let err = Store::open(&path, &config(1)).unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("another process holds it"),
+        "{err}"
+    );
 }

@@ -6,6 +6,8 @@
 //! tasks_per_node = 1          # or: ntasks = 10 (spread over the nodes, block-wise)
 //! cpus_per_task = 1
 //! memory = "256M"             # per node; integer = MiB; default 128 MiB per CPU
+//! # memory_per_cpu = "1G"     # or per CPU (sbatch --mem-per-cpu), times the CPUs per node
+//! # gpus_per_node = 2         # GPUs per node (sbatch --gpus-per-node), as gres = "gpu:2"
 //! time_limit = "00:05:00"     # [D-]HH:MM:SS, MM:SS, or integer minutes; default 1 hour
 //! command = ["hostname"]      # run as every task (srun semantics) ...
 //! # script = "..."            # ... or a batch script run once, on the first node (sbatch semantics)
@@ -392,6 +394,9 @@ struct RawJob {
     tasks_per_node: Option<Spanned<i64>>,
     cpus_per_task: Option<Spanned<i64>>,
     memory: Option<Spanned<toml::Value>>,
+    memory_per_cpu: Option<Spanned<toml::Value>>,
+    gpus_per_node: Option<Spanned<i64>>,
+    gpus: Option<Spanned<i64>>,
     time_limit: Option<Spanned<toml::Value>>,
     partition: Option<Spanned<String>>,
     command: Option<Spanned<Vec<Spanned<String>>>>,
@@ -598,8 +603,33 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, SourceError> {
         ));
     };
 
-    let memory_mb = match &raw.memory {
-        None => DEFAULT_MEMORY_MB_PER_CPU
+    let memory_mb = match (&raw.memory, &raw.memory_per_cpu) {
+        (Some(_), Some(per_cpu)) => {
+            return Err(err(
+                per_cpu.span(),
+                "memory_per_cpu",
+                "give either `memory` (per node) or `memory_per_cpu`, not both (sbatch's --mem \
+                 and --mem-per-cpu exclude each other)"
+                    .into(),
+            ));
+        }
+        (None, Some(per_cpu)) => {
+            let mb = parse_memory(per_cpu.get_ref())
+                .map_err(|m| err(per_cpu.span(), "memory_per_cpu", m))?;
+            mb.checked_mul(u64::from(cpus_per_node))
+                .filter(|mb| *mb <= MAX_MEMORY_MB)
+                .ok_or_else(|| {
+                    err(
+                        per_cpu.span(),
+                        "memory_per_cpu",
+                        format!(
+                            "{mb} MiB for each of {cpus_per_node} CPUs is more than the limit of \
+                             {MAX_MEMORY_MB} MiB on one node"
+                        ),
+                    )
+                })?
+        }
+        (None, None) => DEFAULT_MEMORY_MB_PER_CPU
             .checked_mul(u64::from(cpus_per_node))
             .filter(|mb| *mb <= MAX_MEMORY_MB)
             .ok_or_else(|| {
@@ -612,7 +642,7 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, SourceError> {
                     ),
                 )
             })?,
-        Some(v) => parse_memory(v.get_ref()).map_err(|m| err(v.span(), "memory", m))?,
+        (Some(v), None) => parse_memory(v.get_ref()).map_err(|m| err(v.span(), "memory", m))?,
     };
     let time_limit_ms = match &raw.time_limit {
         None => DEFAULT_TIME_LIMIT_MS,
@@ -764,10 +794,47 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, SourceError> {
         None => Vec::new(),
         Some(d) => parse_dependencies(d.get_ref()).map_err(|m| err(d.span(), "dependency", m))?,
     };
-    let gres = match &raw.gres {
+    let mut gres = match &raw.gres {
         None => BTreeMap::new(),
         Some(g) => parse_gres(g.get_ref()).map_err(|m| err(g.span(), "gres", m))?,
     };
+    // GPUs asked for as sbatch's --gpus-per-node and --gpus do: the `gpu` GRES per node.
+    let gpus_per_node = positive(&raw.gpus_per_node, "gpus_per_node", MAX_GRES_COUNT)?;
+    let gpus_total = positive(&raw.gpus, "gpus", MAX_GRES_COUNT)?;
+    let gpus = match (gpus_per_node, gpus_total, &raw.gpus) {
+        (Some(_), Some(_), Some(total)) => {
+            return Err(err(
+                total.span(),
+                "gpus",
+                "give either `gpus` (for the whole job) or `gpus_per_node`, not both".into(),
+            ));
+        }
+        (Some(per_node), _, _) => Some((per_node, "gpus_per_node", raw.gpus_per_node.as_ref())),
+        (None, Some(total), field) if total % nodes == 0 => {
+            Some((total / nodes, "gpus", field.as_ref()))
+        }
+        (None, Some(total), Some(field)) => {
+            return Err(err(
+                field.span(),
+                "gpus",
+                format!(
+                    "{total} GPUs do not divide evenly over {nodes} nodes; every node of a job \
+                     has as many, so ask for a multiple of {nodes} (or use gpus_per_node)"
+                ),
+            ));
+        }
+        _ => None,
+    };
+    if let Some((count, field, Some(at))) = gpus {
+        if gres.contains_key("gpu") {
+            return Err(err(
+                at.span(),
+                field,
+                "`gres` asks for GPUs already; give them one way only".into(),
+            ));
+        }
+        gres.insert("gpu".to_string(), count);
+    }
     // A string field: not blank, and within `max` bytes of what `rule` lets through.
     let text_field = |v: Option<Spanned<String>>,
                       field: &str,
@@ -964,6 +1031,9 @@ const MERGED_OVERRIDES: &[&str] = &[
     "tasks_per_node",
     "cpus_per_task",
     "memory",
+    "memory_per_cpu",
+    "gpus_per_node",
+    "gpus",
     "time_limit",
     "output",
     "error",

@@ -9,6 +9,7 @@ pub mod config;
 pub mod hostlist;
 mod ids;
 mod inventory;
+mod job_signal;
 pub mod jobfile;
 pub mod located;
 pub mod output_pattern;
@@ -19,6 +20,7 @@ mod time;
 
 pub use ids::{Generation, JobId, NodeName};
 pub use inventory::{IbPort, IbPortState, Inventory, Nic};
+pub use job_signal::{JobSignal, MAX_KEPT_SIGNALS, SignalScope};
 pub use jobfile::{
     ArraySpec, ContainerSpec, DependencySpec, Fabric, JobSpec, MpiFlavor, MpiLaunchMode, MpiSpec,
     Program, RunFabric, apply_overrides, parse_job_file,

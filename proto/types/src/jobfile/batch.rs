@@ -168,21 +168,15 @@ pub const SBATCH_OPTIONS: &[SbatchOption] = &[
         None,
         Effect::Informational("no profiling plugin is installed"),
     ),
+    opt("mem-per-cpu", None, Effect::Field("memory_per_cpu")),
     // Refused, with what to do instead.
-    opt(
-        "mem-per-cpu",
-        None,
-        Effect::Refused(
-            "not supported yet: give --mem, the memory per node (CPUs per node × memory per CPU)",
-        ),
-    ),
     opt(
         "mem-per-gpu",
         None,
         Effect::Refused("not supported yet: give --mem, the memory per node"),
     ),
-    opt("gpus", Some('G'), Effect::Refused(GRES_HINT)),
-    opt("gpus-per-node", None, Effect::Refused(GRES_HINT)),
+    opt("gpus", Some('G'), Effect::Field("gpus")),
+    opt("gpus-per-node", None, Effect::Field("gpus_per_node")),
     opt("gpus-per-task", None, Effect::Refused(GRES_HINT)),
     opt("gpus-per-socket", None, Effect::Refused(GRES_HINT)),
     opt("cpus-per-gpu", None, Effect::Refused(GRES_HINT)),
@@ -640,7 +634,8 @@ fn find_option(option: &str) -> Option<&'static SbatchOption> {
 pub(super) fn typed_value(field: &str, value: &str) -> toml::Value {
     let value = value.trim();
     match field {
-        "nodes" | "ntasks" | "tasks_per_node" | "cpus_per_task" | "memory" | "time_limit" => value
+        "nodes" | "ntasks" | "tasks_per_node" | "cpus_per_task" | "memory" | "memory_per_cpu"
+        | "time_limit" | "gpus" | "gpus_per_node" => value
             .parse::<i64>()
             .map(toml::Value::Integer)
             .unwrap_or_else(|_| toml::Value::String(value.to_string())),

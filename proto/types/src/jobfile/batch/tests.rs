@@ -79,9 +79,18 @@ fn a_bad_command_line_value_names_the_option() {
 #[test]
 fn unsupported_directives_are_refused_with_what_to_do() {
     for (line, option, words) in [
-        ("#SBATCH --mem-per-cpu=1G", "--mem-per-cpu", "give --mem"),
+        ("#SBATCH --mem-per-gpu=1G", "--mem-per-gpu", "give --mem"),
         ("#SBATCH --exclusive=user", "--exclusive", "takes no value"),
-        ("#SBATCH --gpus=2", "--gpus", "--gres=gpu:N"),
+        (
+            "#SBATCH --gpus-per-task=2",
+            "--gpus-per-task",
+            "--gres=gpu:N",
+        ),
+        (
+            "#SBATCH --gpus=3 -N 2",
+            "--gpus",
+            "do not divide evenly over 2 nodes",
+        ),
         ("#SBATCH --export=NONE", "--export", "--export=ALL"),
         ("#SBATCH --frobnicate", "--frobnicate", "man sbatch"),
         ("#SBATCH nodes=2", "nodes=2", "not an option"),
@@ -289,4 +298,21 @@ fn bad_placement_options_name_the_line_or_the_option() {
             .contains("excludes `node2`, which `nodelist` asks for"),
         "{err}"
     );
+}
+
+#[test]
+fn memory_per_cpu_and_gpus_are_per_node_amounts() {
+    let job = parse("#!/bin/bash\n#SBATCH -N 2 --ntasks-per-node=4 -c 2\n#SBATCH --mem-per-cpu=500M\nhostname\n")
+        .unwrap();
+    assert_eq!(job.spec.memory_mb, 8 * 500, "8 CPUs per node × 500 MiB");
+    let e =
+        parse("#!/bin/bash\n#SBATCH --mem=1G\n#SBATCH --mem-per-cpu=1G\nhostname\n").unwrap_err();
+    assert!(e.message.contains("not both"), "{e}");
+    let gpus = parse("#!/bin/bash\n#SBATCH -N 2\n#SBATCH --gpus=4\nhostname\n").unwrap();
+    assert_eq!(gpus.spec.gres.get("gpu"), Some(&2), "4 GPUs over 2 nodes");
+    let per_node = parse("#!/bin/bash\n#SBATCH --gpus-per-node=3\nhostname\n").unwrap();
+    assert_eq!(per_node.spec.gres.get("gpu"), Some(&3));
+    let e = parse("#!/bin/bash\n#SBATCH --gres=gpu:1\n#SBATCH --gpus-per-node=3\nhostname\n")
+        .unwrap_err();
+    assert!(e.message.contains("asks for GPUs already"), "{e}");
 }
