@@ -106,6 +106,13 @@ pub struct SubmitArgs {
     /// shell 90 s before the end; without `B:` to the job's steps' tasks; 60 s by default).
     #[arg(long)]
     pub signal: Option<String>,
+    /// Which of this environment the job gets: ALL (default), NONE (only SLURM_* variables), or
+    /// a list of NAME and NAME=value (with ALL: everything, those set).
+    #[arg(long)]
+    pub export: Option<String>,
+    /// Check the job as a submit would (file, options, partition, limits) and queue nothing.
+    #[arg(long)]
+    pub test_only: bool,
 }
 
 impl SubmitArgs {
@@ -137,6 +144,7 @@ impl SubmitArgs {
             ("exclusive", &self.exclusive.then(|| "true".to_string())),
             ("begin", &self.begin),
             ("signal", &self.signal),
+            ("export", &self.export),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
@@ -190,6 +198,7 @@ fn submit_request(args: &SubmitArgs) -> anyhow::Result<v1::SubmitRequest> {
         env: std::env::vars().collect(),
         overrides: args.overrides(),
         umask: Some(current_umask()),
+        test_only: args.test_only,
     })
 }
 
@@ -227,6 +236,12 @@ fn print_warnings(reply: &v1::SubmitReply) {
 
 fn print_submitted(reply: &v1::SubmitReply, args: &SubmitArgs) {
     print_warnings(reply);
+    if !reply.test_only.is_empty() {
+        // sbatch says it on stderr, and prints no job ID.
+        let who = if args.as_sbatch { "sbatch" } else { "submit" };
+        eprintln!("{who}: {}", reply.test_only);
+        return;
+    }
     if args.parsable {
         println!("{}", reply.job_id);
     } else if args.json {
@@ -321,7 +336,7 @@ pub async fn submit_over_grpc(socket: &Path, args: &SubmitArgs) -> anyhow::Resul
         .into_inner();
     let id = reply.job_id;
     let submitted = submitted_line(&reply, args);
-    if !args.wait {
+    if !args.wait || !reply.test_only.is_empty() {
         print_submitted(&reply, args);
         return Ok(0);
     }
@@ -417,6 +432,7 @@ mod tests {
                     job_id: 41,
                     count: 1,
                     warnings: Vec::new(),
+                    test_only: String::new(),
                 })),
             },
         );

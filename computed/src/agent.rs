@@ -220,6 +220,8 @@ pub struct Agent<L: Launcher> {
     runs_changed: tokio::sync::Notify,
     /// This agent, for the tasks it spawns (container runs stage images asynchronously).
     me: Weak<Agent<L>>,
+    /// The node's GPUs and the runs holding them.
+    gpus: Mutex<crate::gpus::GpuBoard>,
 }
 
 impl<L: Launcher> Agent<L> {
@@ -256,6 +258,7 @@ impl<L: Launcher> Agent<L> {
                 .clone()
                 .unwrap_or_else(|| config.state_dir.join("images")),
         );
+        let gpus = crate::gpus::GpuBoard::new(node_gpus(&config));
         let agent = Arc::new_cyclic(|me| Agent {
             config,
             inventory: Mutex::new(inventory),
@@ -284,6 +287,7 @@ impl<L: Launcher> Agent<L> {
             outputs: Mutex::new(BTreeMap::new()),
             runs_changed: tokio::sync::Notify::new(),
             me: me.clone(),
+            gpus: Mutex::new(gpus),
         });
         Ok((agent, exit_rx))
     }
@@ -649,7 +653,8 @@ impl<L: Launcher> Agent<L> {
     }
 
     fn start_run(&self, state: &mut State, key: RunKey) {
-        let a = state.desired[&key].clone();
+        let mut a = state.desired[&key].clone();
+        self.give_gpus(key, &mut a);
         // Before anything that takes time (staging an image): other nodes may be faster.
         self.begin_writing(state, key, &a);
         self.arm_warning(key, &a);
@@ -680,6 +685,30 @@ impl<L: Launcher> Agent<L> {
                     tracing::warn!(job = %key.job, rank, error = %e, "task did not start");
                     let _ = self.exits.send(TaskExit::not_started(key.task(rank), &e));
                 }
+            }
+        }
+    }
+
+    /// Gives a run that asks for `gpu` GRES its GPUs here: their indices in its tasks'
+    /// environment (`CUDA_VISIBLE_DEVICES`). A node that has fewer free than the head counted
+    /// (its devices changed behind the head's back) starts the run without, and says so.
+    fn give_gpus(&self, key: RunKey, a: &mut Assignment) {
+        let wanted = a.gres.get("gpu").copied().unwrap_or(0);
+        if wanted == 0 {
+            return;
+        }
+        let taken = self
+            .gpus
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(key, wanted);
+        match taken {
+            Some(indices) => {
+                tracing::info!(job = %key.job, run = key.run, ?indices, "the run's GPUs");
+                a.env.extend(crate::gpus::environment(&indices));
+            }
+            None => {
+                tracing::warn!(job = %key.job, run = key.run, wanted, "fewer GPUs free here than the run was given: it gets none")
             }
         }
     }
@@ -936,6 +965,10 @@ impl<L: Launcher> Agent<L> {
         state.step_tasks_running.remove(&key);
         state.batch_tasks.remove(&key);
         state.signals_delivered.remove(&key);
+        self.gpus
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .free(key);
         // A run without tasks here (a batch script's or MPI job's other nodes) never sent a
         // final report: send one, so the head releases the node.
         let taskless = state
@@ -960,6 +993,21 @@ impl<L: Launcher> Agent<L> {
             tracing::error!(error = %e, "cannot save the ledger");
         }
     }
+}
+
+/// The node's GPU indices: its device files', or, where there are none, as many as the offer
+/// names (0, 1, ...).
+fn node_gpus(config: &AgentConfig) -> Vec<u32> {
+    let detected = crate::gpus::detect(&config.gpu_devices);
+    if !detected.is_empty() {
+        return detected;
+    }
+    let offered = config
+        .offer
+        .as_ref()
+        .and_then(|o| o.gres.get("gpu").copied())
+        .unwrap_or(0);
+    (0..offered).collect()
 }
 
 fn kill(launcher: &impl Launcher, key: RunKey) {
@@ -1107,6 +1155,58 @@ mod tests {
         let (tx, rx) = mpsc::unbounded_channel();
         agent.lock().outgoing = Some(tx);
         (agent, exits, rx)
+    }
+
+    #[test]
+    fn runs_that_ask_for_gpus_get_disjoint_ones_from_the_nodes_device_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = dir.path().join("dev");
+        std::fs::create_dir(&dev).unwrap();
+        for name in ["nvidia0", "nvidia2", "nvidiactl"] {
+            std::fs::write(dev.join(name), "").unwrap();
+        }
+        let mut config = config(dir.path());
+        config.gpu_devices = dev;
+        let (agent, _exits) =
+            Agent::start(config, Inventory::default(), RecordingLauncher::new()).unwrap();
+        let with_gpus = |job: u64, gpus: u32| {
+            let mut a = assignment(job, 1, 1);
+            a.gres.insert("gpu".into(), gpus);
+            a
+        };
+        agent
+            .on_desired(desired(
+                5,
+                vec![with_gpus(7, 1), with_gpus(8, 1), assignment(9, 1, 1)],
+            ))
+            .unwrap();
+        let visible = |job: u64| -> Option<String> {
+            agent.launcher.calls().iter().find_map(|c| match c {
+                LauncherCall::Start(t) if t.key.run.job == JobId(job) => Some(
+                    t.env
+                        .iter()
+                        .find(|(k, _)| k == "CUDA_VISIBLE_DEVICES")
+                        .map(|(_, v)| v.clone()),
+                ),
+                _ => None,
+            })?
+        };
+        assert_eq!(visible(7).as_deref(), Some("0"));
+        assert_eq!(visible(8).as_deref(), Some("2"));
+        assert_eq!(visible(9), None, "a run without gpu GRES sees none");
+        // Job 7 ends and is forgotten: its GPU goes to the next run that asks.
+        agent.on_desired(desired(6, vec![with_gpus(8, 1)])).unwrap();
+        agent.forget(
+            &mut agent.lock(),
+            RunKey {
+                job: JobId(7),
+                run: 1,
+            },
+        );
+        agent
+            .on_desired(desired(7, vec![with_gpus(8, 1), with_gpus(10, 1)]))
+            .unwrap();
+        assert_eq!(visible(10).as_deref(), Some("0"));
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct Assignment {
     pub warn_signal: Option<WarnSignal>,
     /// Signals users sent to the run (`scancel --signal`), numbered from 1.
     pub signals: Vec<RunSignal>,
+    /// Generic resources the run has on this node (`gpu` = 2).
+    pub gres: BTreeMap<String, u32>,
 }
 
 /// A signal a user sent to a run.
@@ -396,6 +398,7 @@ impl TryFrom<v1::Assignment> for Assignment {
             steps,
             warn_signal,
             signals,
+            gres: a.gres.into_iter().collect(),
         })
     }
 }
@@ -514,6 +517,7 @@ mod tests {
                 signal: 12,
                 scope: v1::SignalScope::Batch as i32,
             }],
+            gres: [("gpu".to_string(), 2)].into(),
         }
     }
 
@@ -579,6 +583,7 @@ mod tests {
                 signal: nix::sys::signal::Signal::SIGUSR2,
                 scope: SignalScope::Batch,
             }],
+            gres: [("gpu".to_string(), 2)].into(),
         };
         assert_eq!(a, expected);
         assert_eq!(a.local_tasks(), 1);

@@ -17,6 +17,8 @@ pub struct InventorySource {
     fabric_problem: PathBuf,
     /// CPUs the node keeps for itself (`reserved_cpus`), not offered to jobs.
     withheld_cpus: u32,
+    /// GPUs found on the node (their device files).
+    gpus: u32,
 }
 
 impl InventorySource {
@@ -26,7 +28,14 @@ impl InventorySource {
             offer,
             fabric_problem: state_dir.join(FABRIC_PROBLEM_FILE),
             withheld_cpus: 0,
+            gpus: 0,
         }
+    }
+
+    /// Offers `gpus` GPUs as `gres gpu`, unless the offer names a GPU count itself.
+    pub fn with_gpus(mut self, gpus: u32) -> Self {
+        self.gpus = gpus;
+        self
     }
 
     /// Offers `cpus` fewer CPUs than detected: the node keeps them (`reserved_cpus`).
@@ -48,6 +57,9 @@ impl InventorySource {
             inventory.memory_mb = offer.memory_mb.unwrap_or(inventory.memory_mb);
             inventory.features = offer.features.clone();
             inventory.gres = offer.gres.clone();
+        }
+        if self.gpus > 0 {
+            inventory.gres.entry("gpu".to_string()).or_insert(self.gpus);
         }
         inventory.fabric_problem = read_fabric_problem(&self.fabric_problem);
         inventory

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod assignment;
 pub mod config;
 pub mod container;
+pub mod gpus;
 pub mod inventory;
 pub mod launch_service;
 pub mod launcher;

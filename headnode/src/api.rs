@@ -91,6 +91,7 @@ pub(crate) async fn submit_as(
         job_id: submitted.first.0,
         count: submitted.count,
         warnings: submitted.warnings,
+        test_only: submitted.test_only.unwrap_or_default(),
     })
 }
 

@@ -84,6 +84,7 @@ mod tests {
                 job_id: 7,
                 count: 1,
                 warnings: vec!["job.sh:3: #SBATCH --mail-user is accepted".into()],
+                test_only: String::new(),
             })),
         };
         let bytes = frame(&reply);
@@ -112,6 +113,7 @@ mod tests {
             job_id: 1,
             count: 1,
             warnings: Vec::new(),
+            test_only: String::new(),
         });
         bytes.pop();
         let mut duplex = Duplex {

@@ -217,7 +217,7 @@ fn init_provisions_users_nfs_fabric_and_agents_and_ldap_users_run_mpi_on_nfs_hom
     alice_file(
         &head_home,
         "steps.sh",
-        "#!/bin/bash\n#SBATCH -N 3\n#SBATCH -o steps-%j.out\n\
+        "#!/bin/bash\n#SBATCH -N 3\n#SBATCH -D /home/alice\n#SBATCH -o steps-%j.out\n\
          srun -l bash -c 'echo \"$(hostname) $(id -un) step $SLURM_STEP_ID\"'\n\
          srun -N2 -w node3 bash -c 'echo \"task $SLURM_PROCID of $SLURM_NTASKS on $SLURMD_NODENAME\"'\n",
     );

@@ -179,8 +179,16 @@ fn squeue_scancel_sacct_sinfo_and_scontrol_answer_as_slurm_does() {
     );
     let array = batch_job_id(&cluster.sbatch(&[array_script.to_str().unwrap()]).stdout);
 
-    // parsl's call: ID and compact state, no header.
+    // parsl's call: ID and compact state, no header. The array's pending elements share a
+    // line, as in Slurm; `-r` gives each its own.
     let listed = ok("squeue", &["--noheader", "--format=%i %t", "--me"]);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(
+        lines,
+        [format!("{running} R"), format!("{array}_[0-2] PD")],
+        "{listed}"
+    );
+    let listed = ok("squeue", &["--noheader", "--format=%i %t", "--me", "-r"]);
     let lines: Vec<&str> = listed.lines().collect();
     assert_eq!(
         lines,
@@ -816,4 +824,69 @@ echo "batch done"
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn export_decides_what_of_the_submitters_environment_the_job_gets() {
+    let cluster = LocalCluster::start(1, 10);
+    let script = cluster.job_file(
+        "export.sh",
+        "#!/bin/bash\n#SBATCH --export=NONE\n#SBATCH -o export-%j.out\n\
+         echo \"mark=${EXPORT_MARK-unset} kept=${KEPT-unset} set=${SET-unset} job=$SLURM_JOB_ID\"\n",
+    );
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.push(script.to_str().unwrap());
+        let out = std::process::Command::new(cluster.slurm_link("sbatch"))
+            .args(&all)
+            .env("BEOWULF_STATE_DIR", cluster.state.path())
+            .env("EXPORT_MARK", "here")
+            .env("KEPT", "yes")
+            .env_remove("BEOWULF_SOCKET")
+            .current_dir(cluster.work.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let id = batch_job_id(&out.stdout);
+        let info = cluster.wait_state(id, &["COMPLETED", "FAILED"], MINUTE);
+        assert_eq!(info["state"], "COMPLETED", "{info:#}");
+        let path = cluster.work.path().join(format!("export-{id}.out"));
+        (
+            id,
+            std::fs::read_to_string(path).unwrap().trim().to_string(),
+        )
+    };
+    // The script's NONE: none of the submitter's variables, Slurm's own still there.
+    let (id, line) = run(&[]);
+    assert_eq!(line, format!("mark=unset kept=unset set=unset job={id}"));
+    // The command line's list wins: KEPT from the environment, SET set, EXPORT_MARK not.
+    let (id, line) = run(&["--export=KEPT,SET=1"]);
+    assert_eq!(line, format!("mark=unset kept=yes set=1 job={id}"));
+    let (id, line) = run(&["--export=ALL"]);
+    assert_eq!(line, format!("mark=here kept=yes set=unset job={id}"));
+}
+
+#[test]
+fn test_only_checks_the_job_and_queues_nothing() {
+    let cluster = LocalCluster::start(2, 10);
+    let script = cluster.job_file("check.sh", "#!/bin/sh\n#SBATCH -N 2\nhostname\n");
+    let out = cluster.sbatch(&["--test-only", script.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).is_empty(),
+        "no job ID: {}",
+        text(&out.stdout)
+    );
+    let said = text(&out.stderr);
+    assert!(
+        said.starts_with("sbatch: 1 job(s) would be queued: 2 node(s)"),
+        "{said}"
+    );
+    // What a submit would refuse, --test-only refuses.
+    let out = cluster.sbatch(&["--test-only", "-N", "3", script.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(cluster.queue_all().is_empty(), "nothing was queued");
+    // And the next real submit gets the first job ID: none was used.
+    let id = batch_job_id(&cluster.sbatch(&[script.to_str().unwrap()]).stdout);
+    assert_eq!(id, 1);
 }

@@ -51,7 +51,8 @@ struct Args {
     /// Jobs of every partition (what squeue shows here anyway).
     #[arg(short = 'a', long = "all")]
     all: bool,
-    /// One line per array element (what squeue shows here anyway).
+    /// One line per array element (without it, an array's pending elements share one line:
+    /// `12_[3-5,9]`).
     #[arg(short = 'r', long = "array")]
     array: bool,
     /// The long columns: the state's name and the time limit.
@@ -63,7 +64,7 @@ struct Args {
 
 pub async fn run(socket: &Path, args: Vec<OsString>) -> anyhow::Result<i32> {
     let args = Args::try_parse_from(args).unwrap_or_else(|e| e.exit());
-    let _ = (args.all, args.array);
+    let _ = args.all;
     let mut filter = JobFilter {
         jobs: JobSelector::parse_all(&args.jobs)?,
         users: args.users.clone(),
@@ -95,8 +96,8 @@ pub async fn run(socket: &Path, args: Vec<OsString>) -> anyhow::Result<i32> {
     if !args.noheader {
         println!("{}", render(&fields, |f| header(f).to_string()));
     }
-    for job in jobs.iter().filter(|j| filter.matches(j)) {
-        let line = render(&fields, |f| value(f, job, now));
+    for row in rows(jobs.iter().filter(|j| filter.matches(j)), args.array) {
+        let line = render(&fields, |f| value(f, &row, now));
         println!("{}", output::printable(&line));
     }
     Ok(0)
@@ -139,16 +140,84 @@ fn header(letter: char) -> &'static str {
         .map_or("?", |(_, title)| title)
 }
 
-fn value(letter: char, job: &v1::JobInfo, now: u64) -> String {
+/// One line of squeue: a job, or the pending elements of one array together, as Slurm shows
+/// them (`12_[3-5,9]`) unless asked for one line each (`-r`).
+#[derive(Debug)]
+struct Row<'a> {
+    job: &'a v1::JobInfo,
+    /// The indices of the array's pending elements on this line (`3-5,9`), when more than one.
+    indices: Option<String>,
+}
+
+fn rows<'a>(jobs: impl Iterator<Item = &'a v1::JobInfo>, one_per_element: bool) -> Vec<Row<'a>> {
+    let mut rows: Vec<Row<'a>> = Vec::new();
+    // Per array, the line of its pending elements and their indices.
+    let mut pending: std::collections::BTreeMap<u64, (usize, Vec<u32>)> = Default::default();
+    for job in jobs {
+        let element = job.array_job_id.zip(job.array_task_id);
+        match element {
+            Some((array, index))
+                if !one_per_element && job.job_state() == Some(JobState::Pending) =>
+            {
+                match pending.get_mut(&array) {
+                    Some((_, indices)) => indices.push(index),
+                    None => {
+                        pending.insert(array, (rows.len(), vec![index]));
+                        rows.push(Row { job, indices: None });
+                    }
+                }
+            }
+            _ => rows.push(Row { job, indices: None }),
+        }
+    }
+    for (line, indices) in pending.into_values() {
+        if indices.len() > 1 {
+            rows[line].indices = Some(index_ranges(indices));
+        }
+    }
+    rows
+}
+
+/// Indices as Slurm writes them: `1-3,7,9-10`.
+fn index_ranges(mut indices: Vec<u32>) -> String {
+    indices.sort_unstable();
+    indices.dedup();
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < indices.len() {
+        let start = indices[i];
+        let mut end = start;
+        while i + 1 < indices.len() && indices[i + 1] == end.saturating_add(1) {
+            i += 1;
+            end = indices[i];
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    parts.join(",")
+}
+
+fn value(letter: char, row: &Row<'_>, now: u64) -> String {
+    let job = row.job;
     let state = job.job_state();
     let nodes = || hostlist::compress(&job.nodes);
     match letter {
-        'i' => job_id_text(job),
+        'i' => match (&row.indices, job.array_job_id) {
+            (Some(indices), Some(array)) => format!("{array}_[{indices}]"),
+            _ => job_id_text(job),
+        },
         'A' => job.id.to_string(),
         'F' => job.array_job_id.unwrap_or(job.id).to_string(),
-        'K' => job
-            .array_task_id
-            .map_or_else(|| "N/A".to_string(), |i| i.to_string()),
+        'K' => match &row.indices {
+            Some(indices) => format!("[{indices}]"),
+            None => job
+                .array_task_id
+                .map_or_else(|| "N/A".to_string(), |i| i.to_string()),
+        },
         'j' => job.name.clone(),
         'u' => job.user.clone(),
         'U' => job.uid.to_string(),
@@ -193,7 +262,11 @@ mod tests {
             num_nodes: 2,
             ..Default::default()
         };
-        let line = render(&parse_format("%.6i|%5j|%t|%R|100%%"), |f| value(f, &job, 0));
+        let row = Row {
+            job: &job,
+            indices: None,
+        };
+        let line = render(&parse_format("%.6i|%5j|%t|%R|100%%"), |f| value(f, &row, 0));
         assert_eq!(line, "  12_1|a-ver|PD|(Priority)|100%");
         let header = render(&parse_format(DEFAULT_FORMAT), |f| header(f).to_string());
         assert_eq!(
@@ -208,8 +281,42 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            render(&parse_format("%i %t %R"), |f| value(f, &running, 0)),
+            render(&parse_format("%i %t %R"), |f| value(
+                f,
+                &Row {
+                    job: &running,
+                    indices: None
+                },
+                0
+            )),
             "7 R node[1-2]"
         );
+    }
+
+    #[test]
+    fn pending_elements_of_an_array_share_a_line_unless_asked_for_each() {
+        let element = |id: u64, index: u32, state: &str| v1::JobInfo {
+            id,
+            array_job_id: Some(10),
+            array_task_id: Some(index),
+            state: state.into(),
+            ..Default::default()
+        };
+        let jobs = [
+            element(10, 1, "RUNNING"),
+            element(11, 2, "PENDING"),
+            element(12, 3, "PENDING"),
+            element(13, 4, "PENDING"),
+            element(15, 7, "PENDING"),
+        ];
+        let ids = |one_per_element: bool| -> Vec<String> {
+            rows(jobs.iter(), one_per_element)
+                .iter()
+                .map(|r| value('i', r, 0))
+                .collect()
+        };
+        assert_eq!(ids(false), ["10_1", "10_[2-4,7]"]);
+        assert_eq!(ids(true).len(), 5);
+        assert_eq!(index_ranges(vec![9, 1, 2, 3, 5]), "1-3,5,9");
     }
 }

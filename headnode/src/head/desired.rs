@@ -214,6 +214,7 @@ fn assignment(
             .copied()
             .map(v1::JobSignal::from)
             .collect(),
+        gres: spec.gres.clone().into_iter().collect(),
         gids: job.gids.clone(),
         umask: job.umask,
         payload_omitted: !payload,

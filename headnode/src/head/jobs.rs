@@ -30,6 +30,7 @@ impl Head {
         caller: &Caller,
         request: v1::SubmitRequest,
     ) -> Result<Submitted, HeadError> {
+        let test_only = request.test_only;
         let file = request.file_name.as_str();
         let text = request.file_text.as_str();
         let overrides: BTreeMap<String, String> = request.overrides.into_iter().collect();
@@ -49,6 +50,11 @@ impl Head {
         let Identity { user, groups, gids } = self.identities.of(caller);
         let umask = request.umask.map(|m| m & 0o777);
         let submit_env: BTreeMap<String, String> = request.env.into_iter().collect();
+        // sbatch's --export: the job keeps only what it asked for of the submitter's environment.
+        let submit_env = match &spec.export {
+            Some(export) => export.apply(&submit_env),
+            None => submit_env,
+        };
         beowulf_types::jobfile::validate_submission(file, &request.cwd, &submit_env, &spec)?;
         // Resolved before the mutation: hashing a tarball named by path may take a moment.
         let image = match &spec.container {
@@ -65,6 +71,30 @@ impl Head {
             }
             None => None,
         };
+        if test_only {
+            // The same checks as a submit's, in a mutation that changes nothing (so nothing is
+            // written and no job ID is used).
+            let partition = self.mutate(|tx| {
+                let partition = check_fits_cluster(tx, &self.config, &source, &spec)?;
+                check_policy(tx, &self.config, &source, &spec)?;
+                Ok(partition)
+            })?;
+            let jobs = spec.array.as_ref().map_or(1, |a| a.indices.len());
+            return Ok(Submitted {
+                first: JobId(0),
+                count: 0,
+                warnings,
+                test_only: Some(format!(
+                    "{jobs} job(s) would be queued: {} node(s), {} task(s) of {} CPU(s), {} MiB per \
+                     node, in partition {}; nothing was queued (--test-only)",
+                    spec.nodes,
+                    spec.ntasks,
+                    spec.cpus_per_task,
+                    spec.memory_mb,
+                    partition.as_deref().unwrap_or("all")
+                )),
+            });
+        }
         let submitted = self.mutate(|tx| {
             let partition = check_fits_cluster(tx, &self.config, &source, &spec)?;
             check_policy(tx, &self.config, &source, &spec)?;
@@ -140,6 +170,7 @@ impl Head {
             first: submitted.0,
             count: submitted.1,
             warnings,
+            test_only: None,
         })
     }
 
@@ -487,6 +518,8 @@ pub struct Submitted {
     pub count: u32,
     /// Directives accepted without effect, for the user to see.
     pub warnings: Vec<String>,
+    /// For a `--test-only` request (nothing queued): what the job would have been given.
+    pub test_only: Option<String>,
 }
 
 /// Where a submitted job's fields came from: the file, or command-line options that override it.

@@ -18,6 +18,7 @@
 //! exclusive = true            # no other job shares its nodes (sbatch --exclusive)
 //! begin = "now+10minutes"     # not eligible before (sbatch --begin; times in UTC)
 //! signal = "B:USR1@90"        # USR1 to the batch shell 90 s before the time limit (sbatch --signal)
+//! export = "NONE"             # only SLURM_* of the submitter's environment (sbatch --export)
 //! [env]
 //! GREETING = "hi"
 //! ```
@@ -37,10 +38,12 @@ use crate::{Millis, NodeName};
 
 mod batch;
 mod begin;
+mod export;
 mod limits;
 mod warn_signal;
 
 pub use begin::{BeginTime, MAX_BEGIN_DELAY_SECONDS, parse_begin};
+pub use export::{Export, parse_export};
 pub use warn_signal::{WarnSignal, parse_warn_signal, signal_number};
 
 pub use batch::{
@@ -125,6 +128,10 @@ pub struct JobSpec {
     /// `signal = "B:USR1@90"` (sbatch `--signal`): a signal before the time limit.
     #[serde(default)]
     pub signal: Option<WarnSignal>,
+    /// `export = "NONE"` (sbatch `--export`): which of the submitter's environment the job gets;
+    /// `None`: all of it.
+    #[serde(default)]
+    pub export: Option<Export>,
 }
 
 /// A job array: which indices, and how many may run at once (`%N`).
@@ -421,6 +428,7 @@ struct RawJob {
     exclusive: Option<bool>,
     begin: Option<Spanned<String>>,
     signal: Option<Spanned<String>>,
+    export: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -522,6 +530,10 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, SourceError> {
     let signal = match &raw.signal {
         None => None,
         Some(v) => Some(parse_warn_signal(v.get_ref()).map_err(|m| err(v.span(), "signal", m))?),
+    };
+    let export = match &raw.export {
+        None => None,
+        Some(v) => Some(parse_export(v.get_ref()).map_err(|m| err(v.span(), "export", m))?),
     };
     let ntasks = positive(&raw.ntasks, "ntasks", MAX_NTASKS)?;
     let tasks_per_node = positive(&raw.tasks_per_node, "tasks_per_node", MAX_TASKS_PER_NODE)?;
@@ -921,6 +933,7 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, SourceError> {
         exclusive: raw.exclusive.unwrap_or(false),
         begin,
         signal,
+        export,
     })
 }
 
@@ -1046,6 +1059,7 @@ const MERGED_OVERRIDES: &[&str] = &[
     "exclusive",
     "begin",
     "signal",
+    "export",
 ];
 
 /// Parses a job file and applies command-line `overrides` (job-file field → value) over it: an

@@ -105,15 +105,7 @@ pub const SBATCH_OPTIONS: &[SbatchOption] = &[
     flag("exclusive", None, Effect::Flag("exclusive", true)),
     opt("begin", Some('b'), Effect::Field("begin")),
     // Accepted: what they ask for is what happens anyway.
-    opt(
-        "export",
-        None,
-        Effect::OnlyValue(
-            &["ALL"],
-            "jobs get the environment they are submitted from (--export=ALL); set variables \
-             in the script instead",
-        ),
-    ),
+    opt("export", None, Effect::Field("export")),
     opt(
         "open-mode",
         None,
@@ -189,7 +181,11 @@ pub const SBATCH_OPTIONS: &[SbatchOption] = &[
         Some('W'),
         Effect::Refused("use `submit --wait`, which follows the job and exits with its exit code"),
     ),
-    flag("test-only", None, Effect::Refused("not supported yet")),
+    flag(
+        "test-only",
+        None,
+        Effect::Refused("give it on the command line: sbatch --test-only SCRIPT"),
+    ),
     flag(
         "parsable",
         None,

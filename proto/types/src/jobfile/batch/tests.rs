@@ -91,7 +91,8 @@ fn unsupported_directives_are_refused_with_what_to_do() {
             "--gpus",
             "do not divide evenly over 2 nodes",
         ),
-        ("#SBATCH --export=NONE", "--export", "--export=ALL"),
+        ("#SBATCH --time-min=5", "--time-min", "give --time"),
+        ("#SBATCH --export=1BAD", "--export", "not a variable name"),
         ("#SBATCH --frobnicate", "--frobnicate", "man sbatch"),
         ("#SBATCH nodes=2", "nodes=2", "not an option"),
         ("#SBATCH --nodes", "--nodes", "needs a value"),
@@ -315,4 +316,17 @@ fn memory_per_cpu_and_gpus_are_per_node_amounts() {
     let e = parse("#!/bin/bash\n#SBATCH --gres=gpu:1\n#SBATCH --gpus-per-node=3\nhostname\n")
         .unwrap_err();
     assert!(e.message.contains("asks for GPUs already"), "{e}");
+}
+
+#[test]
+fn export_chooses_what_of_the_submitters_environment_the_job_gets() {
+    let none = parse("#!/bin/bash\n#SBATCH --export=NONE\nhostname\n").unwrap();
+    assert_eq!(none.spec.export, Some(crate::jobfile::Export::default()));
+    let list = parse("#!/bin/bash\n#SBATCH --export=ALL,OMP_NUM_THREADS=4\nhostname\n").unwrap();
+    let export = list.spec.export.unwrap();
+    assert!(export.all);
+    assert_eq!(
+        export.set.get("OMP_NUM_THREADS").map(String::as_str),
+        Some("4")
+    );
 }
