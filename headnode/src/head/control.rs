@@ -117,21 +117,15 @@ impl Head {
         whole_array: bool,
     ) -> Result<Vec<JobId>, HeadError> {
         let requeued = self.mutate(|tx| {
-            let targets = owned_targets(tx, caller, id, whole_array, "requeue")?;
-            let running: Vec<JobId> = targets
-                .iter()
-                .copied()
-                .filter(|t| tx.job(*t).is_some_and(|j| j.state == JobState::Running))
-                .collect();
-            let Some(first) = running.first() else {
-                return Err(not_in_state(
-                    tx,
-                    &targets,
-                    id,
-                    JobState::Running,
-                    "requeued",
-                ));
-            };
+            let running = targets_in(
+                tx,
+                caller,
+                id,
+                whole_array,
+                JobState::Running,
+                ("requeue", "requeued"),
+            )?;
+            let first = &running[0];
             if let Some(job) = tx.job(*first).filter(|j| !j.spec.requeue) {
                 return Err(HeadError::Conflict(format!(
                     "job {} may not be requeued: it was submitted with requeue = false (the \
@@ -167,21 +161,14 @@ impl Head {
             )));
         }
         self.mutate(|tx| {
-            let targets = owned_targets(tx, caller, id, whole_array, "signal")?;
-            let running: Vec<JobId> = targets
-                .iter()
-                .copied()
-                .filter(|t| tx.job(*t).is_some_and(|j| j.state == JobState::Running))
-                .collect();
-            if running.is_empty() {
-                return Err(not_in_state(
-                    tx,
-                    &targets,
-                    id,
-                    JobState::Running,
-                    "signalled",
-                ));
-            }
+            let running = targets_in(
+                tx,
+                caller,
+                id,
+                whole_array,
+                JobState::Running,
+                ("signal", "signalled"),
+            )?;
             let now = now();
             for target in &running {
                 let job = tx.job_mut(*target).expect("listed above");
@@ -359,18 +346,31 @@ fn pending_targets(
     caller: &Caller,
     id: JobId,
     whole_array: bool,
+    action: (&str, &str),
+) -> Result<Vec<JobId>, HeadError> {
+    targets_in(tx, caller, id, whole_array, JobState::Pending, action)
+}
+
+/// The jobs in state `wanted` among those `id` names ([`owned_targets`]); an error when there
+/// is none. `verb` and `done` name the action in messages (`requeue`, `requeued`).
+fn targets_in(
+    tx: &Tx<'_>,
+    caller: &Caller,
+    id: JobId,
+    whole_array: bool,
+    wanted: JobState,
     (verb, done): (&str, &str),
 ) -> Result<Vec<JobId>, HeadError> {
     let targets = owned_targets(tx, caller, id, whole_array, verb)?;
-    let pending: Vec<JobId> = targets
+    let found: Vec<JobId> = targets
         .iter()
         .copied()
-        .filter(|t| tx.job(*t).is_some_and(|j| j.state == JobState::Pending))
+        .filter(|t| tx.job(*t).is_some_and(|j| j.state == wanted))
         .collect();
-    if pending.is_empty() {
-        return Err(not_in_state(tx, &targets, id, JobState::Pending, done));
+    if found.is_empty() {
+        return Err(not_in_state(tx, &targets, id, wanted, done));
     }
-    Ok(pending)
+    Ok(found)
 }
 
 /// Why none of `targets` (named by `id`) is in `wanted`, the only state in which it can be
