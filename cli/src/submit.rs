@@ -204,7 +204,7 @@ fn submit_request(args: &SubmitArgs) -> anyhow::Result<v1::SubmitRequest> {
 
 /// This process's umask (read by setting it and back: the only interface, and this is a single
 /// thread at this point).
-fn current_umask() -> u32 {
+pub(crate) fn current_umask() -> u32 {
     let current = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     nix::sys::stat::umask(current);
     current.bits()

@@ -19,6 +19,7 @@ mod direct;
 mod output;
 mod signals;
 mod steps;
+mod terminal;
 mod wired;
 
 pub use steps::StepEvents;
@@ -951,8 +952,9 @@ impl<L: Launcher> Agent<L> {
     }
 
     fn forget(&self, state: &mut State, key: RunKey) {
-        // MPI daemons started on request are not tasks of the ledger: they may still be there.
-        if state.wired.contains_key(&key) && self.launcher.job_alive(key) {
+        // MPI daemons started on request and job steps (srun, from the batch script or relayed
+        // by the head for an allocation) are not tasks of the ledger: they may still be there.
+        if self.launcher.job_alive(key) {
             kill(&*self.launcher, key);
         }
         if let Err(e) = self.launcher.release_job(key) {

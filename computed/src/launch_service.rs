@@ -152,7 +152,15 @@ impl<L: Launcher> AgentLaunch for LaunchService<L> {
         let peer = self.peer(&request);
         let mut inputs = request.into_inner();
         let start = first_step_request(&mut inputs).await?;
-        let result = self.agent.step_for_node(&peer, start, inputs).await;
+        // A step for no node in particular comes from outside the job's nodes, relayed by the
+        // head: this agent (the job's first node's) runs it as srun's own node would.
+        let result = if start.node.is_empty()
+            && matches!(peer, LaunchPeer::Head | LaunchPeer::Unauthenticated)
+        {
+            self.agent.step_from_here(peer, start, inputs).await
+        } else {
+            self.agent.step_for_node(&peer, start, inputs).await
+        };
         self.answer(from, "step", result).await
     }
 }
@@ -189,7 +197,10 @@ impl<L: Launcher> AgentLaunch for LocalLaunchService<L> {
         let uid = caller_uid(&request)?;
         let mut inputs = request.into_inner();
         let start = first_step_request(&mut inputs).await?;
-        let result = self.agent.step_from_here(uid, start, inputs).await;
+        let result = self
+            .agent
+            .step_from_here(LaunchPeer::Local { uid }, start, inputs)
+            .await;
         self.local_answer(uid, "step", result).await
     }
 
@@ -282,6 +293,9 @@ impl<L: Launcher> LaunchService<L> {
             .peer_certs()
             .and_then(|certs| certs.first().map(|c| certificate_names(c.as_ref())))
             .unwrap_or_default();
+        if names.iter().any(|n| n == beowulf_types::HEAD_TLS_NAME) {
+            return LaunchPeer::Head;
+        }
         LaunchPeer::Node(names)
     }
 

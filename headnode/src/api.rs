@@ -7,7 +7,8 @@ use beowulf_proto::v1::{self, cluster_server::Cluster};
 use beowulf_types::{JobId, JobState, NodeName, Timestamp};
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::ClientTlsConfig;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -34,13 +35,26 @@ impl From<HeadError> for Status {
 pub struct ClusterApi {
     head: Arc<Head>,
     provisioner: Arc<Provisioner>,
+    /// The head's identity towards the agents' launch services (mutual TLS), for the job steps
+    /// it relays; `None` on a cluster without certificates (plaintext, credential only).
+    launch_tls: Option<ClientTlsConfig>,
 }
 
 impl ClusterApi {
-    pub fn new(head: Arc<Head>, provisioner: Arc<Provisioner>) -> Self {
-        ClusterApi { head, provisioner }
+    pub fn new(
+        head: Arc<Head>,
+        provisioner: Arc<Provisioner>,
+        launch_tls: Option<ClientTlsConfig>,
+    ) -> Self {
+        ClusterApi {
+            head,
+            provisioner,
+            launch_tls,
+        }
     }
 }
+
+type StepStream = Pin<Box<dyn Stream<Item = Result<v1::StepEvent, Status>> + Send>>;
 
 type InitStream = Pin<Box<dyn Stream<Item = Result<v1::InitUpdate, Status>> + Send>>;
 
@@ -237,6 +251,63 @@ impl Cluster for ClusterApi {
     type WatchJobStream = WatchStream;
     type InitStream = InitStream;
     type WatchInitStream = InitStream;
+    type StepStream = StepStream;
+
+    async fn step(
+        &self,
+        request: Request<Streaming<v1::StepInput>>,
+    ) -> Result<Response<StepStream>, Status> {
+        let caller = caller(&request)?;
+        let mut inputs = request.into_inner();
+        let mut start = match inputs.message().await? {
+            Some(v1::StepInput {
+                body: Some(v1::step_input::Body::Start(start)),
+            }) => start,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a step stream must start with the step's request",
+                ));
+            }
+        };
+        let target = self.head.step_target(&caller, JobId(start.job_id))?;
+        start.run = target.run.run;
+        start.token = target.token;
+        start.step_id = 0;
+        // For no node in particular: the first node's agent numbers the step and runs it.
+        start.node = String::new();
+        let mut client = beowulf_proto::launch_client::connect_launch(
+            &target.endpoint,
+            target.node.as_str(),
+            self.launch_tls.as_ref(),
+        )
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+        tracing::info!(job = %target.run.job, uid = caller.uid, node = %target.node, "relaying a job step");
+        let first = v1::StepInput {
+            body: Some(v1::step_input::Body::Start(start)),
+        };
+        // The caller's later inputs (signals, keys) follow; when its stream ends or breaks
+        // (srun gone) so does this one, and the agents kill the step's tasks.
+        let rest = inputs.take_while(Result::is_ok).filter_map(Result::ok);
+        let events = client
+            .step(tokio_stream::once(first).chain(rest))
+            .await?
+            .into_inner();
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn end_allocation(
+        &self,
+        request: Request<v1::EndAllocationRequest>,
+    ) -> Result<Response<v1::JobControlReply>, Status> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        self.head
+            .end_allocation(&caller, JobId(r.job_id), r.exit_code)?;
+        Ok(Response::new(v1::JobControlReply {
+            job_ids: vec![r.job_id],
+        }))
+    }
 
     async fn init(
         &self,

@@ -224,6 +224,8 @@ impl JobRecord {
         }
         match self.spec.program {
             Program::Script(_) => index == 0,
+            // Its steps come and go; the job ends when its submitter (or its limit) ends it.
+            Program::Allocation => false,
             Program::Command(_) => !self.spec.ranks_on_node(index as u32).is_empty(),
         }
     }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, Server, ServerTlsConfig};
 
 pub mod client_conn;
 pub mod connections;
@@ -83,8 +83,16 @@ pub async fn run(config: HeadConfig) -> anyhow::Result<()> {
     head.wake_scheduler.notify_one();
 
     let mut agents = Server::builder();
+    let mut launch_tls = None;
     if let Some(tls) = &config.tls {
         let (ca, cert, key) = tls.read().map_err(anyhow::Error::msg)?;
+        // The same certificate opens the agents' launch services, for the job steps the head
+        // relays (srun from outside a job's nodes).
+        launch_tls = Some(
+            ClientTlsConfig::new()
+                .identity(Identity::from_pem(&cert, &key))
+                .ca_certificate(Certificate::from_pem(&ca)),
+        );
         agents = agents
             .tls_config(
                 ServerTlsConfig::new()
@@ -104,6 +112,7 @@ pub async fn run(config: HeadConfig) -> anyhow::Result<()> {
             &config.state_dir,
             Arc::new(HeadRegistrations(head.clone())),
         )),
+        launch_tls,
     );
     let clients = serve_clients(socket, api, sockets.clone());
     let submits = submit_socket::serve(submit_socket, head.clone(), sockets);

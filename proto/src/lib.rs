@@ -13,6 +13,7 @@ pub mod v1 {
 }
 
 mod convert;
+pub mod launch_client;
 pub mod local_socket;
 pub mod peer;
 pub mod submit_socket;

@@ -372,6 +372,19 @@ impl ClusterInventory {
                     format!("`{}` must be non-empty letters, digits and dashes", n.name),
                 ));
             }
+            if n.name.as_str() == crate::ca::HEAD_TLS_NAME {
+                // The CA would give the node the head's certificate name: agents would take it
+                // for the head (as the server they register with, and as a relay of job steps).
+                return Err(fail(
+                    &name_needle,
+                    0,
+                    "node.name",
+                    format!(
+                        "`{}` is the name of the head's certificate; call the node otherwise",
+                        n.name
+                    ),
+                ));
+            }
             if !names.insert(n.name.as_str()) {
                 return Err(fail(
                     &name_needle,
@@ -577,6 +590,14 @@ gid = 10000
         let text = LAB.replace("10.77.0.2", "10.77.0.1");
         let err = ClusterInventory::parse(Path::new("c"), &text).unwrap_err();
         assert!(err.message.contains("used twice"), "{err}");
+    }
+
+    #[test]
+    fn a_node_cannot_take_the_heads_certificate_name() {
+        let text = LAB.replace("name = \"node2\"", "name = \"beowulf-head\"");
+        let err = ClusterInventory::parse(Path::new("c"), &text).unwrap_err();
+        assert!(err.message.contains("head's certificate"), "{err}");
+        assert_eq!(err.field.as_deref(), Some("node.name"), "{err}");
     }
 
     #[test]

@@ -135,18 +135,25 @@ impl LocalCluster {
     /// `cluster` for the rest), with every such name on the `PATH` it exports to jobs (a batch
     /// script's `srun` is found there).
     pub fn slurm(&self, name: &str, args: &[&str]) -> Output {
+        let mut cmd = Command::new(self.slurm_links().join(name));
+        cmd.args(args);
+        self.slurm_env(&mut cmd);
+        cmd.output().expect("the Slurm command runs")
+    }
+
+    /// Gives `cmd` what a Slurm command of this cluster needs: the state directory, the Slurm
+    /// names first on its PATH, the work directory as its working directory.
+    pub fn slurm_env(&self, cmd: &mut Command) {
         let links = self.slurm_links();
         let path = match std::env::var("PATH") {
             Ok(path) => format!("{}:{path}", links.display()),
             Err(_) => links.display().to_string(),
         };
-        let mut cmd = Command::new(links.join(name));
-        cmd.args(args)
-            .env("BEOWULF_STATE_DIR", self.state.path())
+        cmd.env("BEOWULF_STATE_DIR", self.state.path())
             .env("PATH", path)
             .env_remove("BEOWULF_SOCKET")
+            .env_remove("SLURM_JOB_ID")
             .current_dir(self.work.path());
-        cmd.output().expect("the Slurm command runs")
     }
 
     /// The Slurm command `name` as an install links it (`submit` for sbatch, `cluster` for the
@@ -160,7 +167,7 @@ impl LocalCluster {
         let links = self.state.path().join("bin");
         std::fs::create_dir_all(&links).unwrap();
         let names = [
-            "sbatch", "srun", "squeue", "scancel", "sacct", "sinfo", "scontrol",
+            "sbatch", "srun", "salloc", "squeue", "scancel", "sacct", "sinfo", "scontrol",
         ];
         for name in names {
             let link = links.join(name);

@@ -6,14 +6,17 @@
 //! Every option each command takes is honoured or refused with a message; none is accepted and
 //! ignored, except where Slurm's meaning is what happens here anyway (`squeue --all`).
 
+mod allocate;
 mod format;
 mod jobs;
 mod sacct;
+mod salloc;
 mod scancel;
 mod scontrol;
 mod sinfo;
 mod squeue;
 mod srun;
+mod terminal;
 
 pub use sacct::FIELDS as SACCT_FIELDS;
 pub use scontrol::{SUBCOMMANDS as SCONTROL_SUBCOMMANDS, UPDATE_FIELDS as SCONTROL_UPDATE_FIELDS};
@@ -21,6 +24,24 @@ pub use squeue::FIELDS as SQUEUE_FIELDS;
 pub use srun::option_rows as srun_option_rows;
 
 use crate::{DEFAULT_STATE_DIR, Global};
+
+/// Signals a Slurm command lets its child handle (a shell's Ctrl-C is the shell's): while this
+/// lives, they do not end the command itself.
+pub(crate) struct IgnoredSignals {
+    _streams: Vec<tokio::signal::unix::Signal>,
+}
+
+impl IgnoredSignals {
+    pub(crate) fn new() -> std::io::Result<IgnoredSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(IgnoredSignals {
+            _streams: vec![
+                signal(SignalKind::interrupt())?,
+                signal(SignalKind::quit())?,
+            ],
+        })
+    }
+}
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -33,16 +54,18 @@ pub enum SlurmCommand {
     Sinfo,
     Scontrol,
     Srun,
+    Salloc,
 }
 
 impl SlurmCommand {
-    pub const ALL: [SlurmCommand; 6] = [
+    pub const ALL: [SlurmCommand; 7] = [
         SlurmCommand::Squeue,
         SlurmCommand::Scancel,
         SlurmCommand::Sacct,
         SlurmCommand::Sinfo,
         SlurmCommand::Scontrol,
         SlurmCommand::Srun,
+        SlurmCommand::Salloc,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +76,7 @@ impl SlurmCommand {
             SlurmCommand::Sinfo => "sinfo",
             SlurmCommand::Scontrol => "scontrol",
             SlurmCommand::Srun => "srun",
+            SlurmCommand::Salloc => "salloc",
         }
     }
 
@@ -82,7 +106,8 @@ pub async fn run(command: SlurmCommand, args: Vec<OsString>) -> anyhow::Result<i
         SlurmCommand::Sacct => sacct::run(&socket, args).await,
         SlurmCommand::Sinfo => sinfo::run(&socket, args).await,
         SlurmCommand::Scontrol => scontrol::run(&socket, args).await,
-        // Inside a job: talks to this node's agent, not to the head.
-        SlurmCommand::Srun => srun::run(args).await,
+        // Inside a batch script: talks to its node's agent; elsewhere to the head.
+        SlurmCommand::Srun => srun::run(&socket, args).await,
+        SlurmCommand::Salloc => salloc::run(&socket, args).await,
     }
 }

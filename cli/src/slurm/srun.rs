@@ -1,6 +1,8 @@
-//! `srun` inside a job: runs a job step on the job's nodes through their agents and prints its
-//! tasks' output as it comes, with Slurm's options for the step's shape, labels, output files,
-//! environment, time limit and ends.
+//! `srun`: runs a job step on a job's nodes through their agents and prints its tasks' output
+//! as it comes, with Slurm's options for the step's shape, labels, output files, environment,
+//! time limit and ends. Inside a batch script it asks its own node's agent; in a `salloc` shell
+//! (or with `--jobid`) the head relays the step; outside any job it allocates one first, as
+//! Slurm's srun does. `--pty` gives the task a terminal connected to srun's.
 //!
 //! ```text
 //!  options + the job's environment (SLURM_JOB_NODELIST, SLURM_NTASKS, ...) ─▶ layout: nodes and
@@ -9,9 +11,12 @@
 //!  SIGINT, SIGTERM, ... ─▶ forwarded to every task; -t, -K, -W ─▶ srun ends the step
 //! ```
 //!
-//! `srun` outside a job (allocating one), `salloc`, `--pty` and `--mpi=pmix` are not here yet:
-//! each is refused with what to do instead.
+//! `--mpi=pmix`, `--input` other than `none` (without `--pty`) and `--exact` are refused with
+//! what to do instead.
 
+use super::allocate::{self, allocation_env};
+use super::terminal;
+use crate::client;
 use beowulf_proto::local_socket::{connect_unix, launch_env};
 use beowulf_proto::v1::{self, agent_launch_client::AgentLaunchClient, step_event, step_input};
 use beowulf_types::{hostlist, output_pattern};
@@ -109,12 +114,20 @@ struct Args {
     /// Refused: steps here always share the job's CPUs (as with --overlap).
     #[arg(long = "exact")]
     exact: bool,
-    /// Refused: steps here always share the job's CPUs (as with --overlap).
+    /// Outside a job: the job srun allocates has its nodes alone. Refused for a step (steps
+    /// here always share the job's CPUs, as with --overlap).
     #[arg(long = "exclusive")]
     exclusive: bool,
-    /// Refused for now: an interactive terminal on the first node.
+    /// Run the task on a terminal of its own, connected to yours (an interactive shell:
+    /// `srun --pty bash`); one task (-n1) unless -n says otherwise.
     #[arg(long = "pty")]
     pty: bool,
+    /// Run the step in this running job of yours (from outside it; inside a `salloc` shell
+    /// SLURM_JOB_ID says which).
+    #[arg(long = "jobid")]
+    jobid: Option<u64>,
+    #[command(flatten)]
+    placement: super::salloc::PlacementArgs,
     /// Print no informational messages.
     #[arg(short = 'Q', long = "quiet")]
     quiet: bool,
@@ -330,12 +343,12 @@ struct LaunchContext {
 fn launch_context(env: &HashMap<String, String>) -> Result<LaunchContext, String> {
     let get = |name: &str| env.get(name).cloned();
     let (Some(socket), Some(token)) = (get(launch_env::SOCKET), get(launch_env::TOKEN)) else {
-        return Err(
-            "srun outside a job is not supported yet: srun here runs steps inside a batch script \
-             (sbatch script.sh, whose srun lines start them on the job's nodes); to run one \
-             command as a job and wait for it, use `submit --wait` or `sbatch --wait --wrap CMD`"
-                .into(),
-        );
+        return Err(format!(
+            "{} and {} are both needed to reach this node's agent: they come with the batch \
+             script's environment; do not unset them (or give --jobid to go through the head)",
+            launch_env::SOCKET,
+            launch_env::TOKEN
+        ));
     };
     let job = get(launch_env::JOB)
         .and_then(|j| j.parse().ok())
@@ -352,11 +365,11 @@ fn launch_context(env: &HashMap<String, String>) -> Result<LaunchContext, String
 }
 
 /// Options refused with what to do instead (never accepted and ignored).
-fn refuse_unsupported(args: &Args) -> Result<(), String> {
-    if args.pty {
+fn refuse_unsupported(args: &Args, allocating: bool) -> Result<(), String> {
+    if args.pty && (args.output.is_some() || args.error.is_some() || args.label) {
         return Err(
-            "--pty is not supported yet: an interactive shell on a node needs a terminal through \
-             the agent; run the commands in a batch script instead"
+            "--pty sends the task's terminal to yours: --output, --error and --label do not \
+             apply; drop them, or run without --pty"
                 .into(),
         );
     }
@@ -372,7 +385,7 @@ fn refuse_unsupported(args: &Args) -> Result<(), String> {
             "--input={input} is not supported yet: the step's tasks read /dev/null (--input=none)"
         ));
     }
-    if args.exact || args.exclusive {
+    if args.exact || (args.exclusive && !allocating) {
         return Err(
             "--exact and --exclusive are not supported: steps here always share the job's CPUs \
              (as with --overlap); drop the option, or give each step its tasks with -n and -c"
@@ -400,23 +413,143 @@ pub fn option_rows() -> Vec<(String, String)> {
         .collect()
 }
 
+/// How srun reaches the job's nodes.
+#[derive(Debug)]
+enum Route {
+    /// Inside a batch script on one of the job's nodes: that node's agent (its local socket).
+    Agent(LaunchContext),
+    /// From outside the job's nodes (a `salloc` shell, `--jobid`): the head relays the step.
+    Head { job: u64 },
+    /// Outside any job: srun allocates one first, and ends it when the step ends.
+    Allocate,
+}
+
+/// Where srun's step goes: `--jobid` names a job (through the head); else the launch
+/// variables of a batch script mean this node's agent; else `SLURM_JOB_ID` (a `salloc` shell)
+/// means that job, through the head; else srun allocates a job of its own.
+fn route(args: &Args, env: &HashMap<String, String>) -> Result<Route, String> {
+    if let Some(job) = args.jobid {
+        return Ok(Route::Head { job });
+    }
+    if env.contains_key(launch_env::SOCKET) {
+        return launch_context(env).map(Route::Agent);
+    }
+    match env.get("SLURM_JOB_ID") {
+        Some(id) => id
+            .parse()
+            .map(|job| Route::Head { job })
+            .map_err(|_| format!("SLURM_JOB_ID {id:?} is not a job ID")),
+        None => Ok(Route::Allocate),
+    }
+}
+
 /// Runs `srun` with `args` (argv, the program name first); returns the exit code.
-pub async fn run(args: Vec<OsString>) -> anyhow::Result<i32> {
-    let args = Args::try_parse_from(args).unwrap_or_else(|e| e.exit());
-    let env: HashMap<String, String> = std::env::vars().collect();
+pub async fn run(socket: &Path, args: Vec<OsString>) -> anyhow::Result<i32> {
+    let mut args = Args::try_parse_from(args).unwrap_or_else(|e| e.exit());
+    let mut env: HashMap<String, String> = std::env::vars().collect();
     let fail = |message: String| {
         eprintln!("srun: error: {message}");
         Ok(SRUN_FAILED)
     };
-    if let Err(message) = refuse_unsupported(&args) {
-        return fail(message);
-    }
-    let context = match launch_context(&env) {
-        Ok(context) => context,
+    let route = match route(&args, &env) {
+        Ok(route) => route,
         Err(message) => return fail(message),
     };
+    if let Err(message) = refuse_unsupported(&args, matches!(route, Route::Allocate)) {
+        return fail(message);
+    }
+    if args.pty && args.ntasks.is_none() && args.ntasks_per_node.is_none() {
+        // One shell on one terminal, whatever the job's own task count.
+        args.ntasks = Some(1);
+    }
+    let mut head = None;
+    let mut allocated = None;
+    match &route {
+        Route::Agent(_) => {}
+        Route::Head { job } => {
+            let mut client = client::connect(socket).await?;
+            let info = match client.show_job(v1::ShowJobRequest { job_id: *job }).await {
+                Ok(info) => info.into_inner(),
+                Err(status) => return fail(client::status_error(status).to_string()),
+            };
+            if env
+                .get("SLURM_JOB_ID")
+                .is_none_or(|id| *id != job.to_string())
+            {
+                // `--jobid` from elsewhere: the job's own variables, not the caller's.
+                let submit_dir = std::env::current_dir()?.display().to_string();
+                env.extend(allocation_env(&info, &submit_dir));
+            }
+            head = Some(client);
+        }
+        Route::Allocate => {
+            let mut client = client::connect(socket).await?;
+            let overrides = allocation_overrides(&args);
+            let info = match allocate::allocate(&mut client, "srun", overrides, args.quiet).await? {
+                Ok(info) => info,
+                Err(code) => return Ok(code),
+            };
+            let submit_dir = std::env::current_dir()?.display().to_string();
+            env.extend(allocation_env(&info, &submit_dir));
+            allocated = Some(info.id);
+            head = Some(client);
+        }
+    }
+    let code = run_step(&args, &route, &env, head.as_mut()).await;
+    if let (Some(id), Some(client)) = (allocated, head.as_mut()) {
+        let exit = *code.as_ref().unwrap_or(&SRUN_FAILED);
+        allocate::end(client, id, exit).await?;
+    }
+    code
+}
+
+/// The job an allocating srun submits: its shape from srun's own options (`-N -n
+/// --ntasks-per-node -c -t -w -x -J --exclusive`) and the placement ones, named after the
+/// command.
+fn allocation_overrides(args: &Args) -> HashMap<String, String> {
+    let mut fields: Vec<(&str, String)> = [
+        ("nodes", args.nodes.clone()),
+        ("ntasks", args.ntasks.map(|n| n.to_string())),
+        (
+            "tasks_per_node",
+            args.ntasks_per_node.map(|n| n.to_string()),
+        ),
+        ("cpus_per_task", args.cpus_per_task.map(|n| n.to_string())),
+        ("time_limit", args.time.clone()),
+        ("nodelist", args.nodelist.clone()),
+        ("exclude", args.exclude.clone()),
+    ]
+    .into_iter()
+    .filter_map(|(field, value)| value.map(|v| (field, v)))
+    .collect();
+    fields.extend(args.placement.overrides());
+    if args.exclusive {
+        fields.push(("exclusive", "true".into()));
+    }
+    let name = args
+        .job_name
+        .clone()
+        .unwrap_or_else(|| super::salloc::name_of(&args.command));
+    fields.push(("name", name));
+    fields
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+}
+
+/// Runs the step on the job's nodes and returns srun's exit code.
+async fn run_step(
+    args: &Args,
+    route: &Route,
+    env: &HashMap<String, String>,
+    head: Option<&mut client::Client>,
+) -> anyhow::Result<i32> {
+    let fail = |message: String| {
+        eprintln!("srun: error: {message}");
+        Ok(SRUN_FAILED)
+    };
     let mut warnings = Vec::new();
-    let layout = match step_layout(&args, &env, &mut warnings) {
+    let layout = match step_layout(args, env, &mut warnings) {
         Ok(layout) => layout,
         Err(message) => return fail(message),
     };
@@ -425,7 +558,7 @@ pub async fn run(args: Vec<OsString>) -> anyhow::Result<i32> {
             eprintln!("srun: warning: {warning}");
         }
     }
-    let step_env = match step_environment(args.export.as_deref(), &env) {
+    let step_env = match step_environment(args.export.as_deref(), env) {
         Ok(step_env) => step_env,
         Err(message) => return fail(message),
     };
@@ -438,10 +571,23 @@ pub async fn run(args: Vec<OsString>) -> anyhow::Result<i32> {
         Ok(limit) => limit,
         Err(message) => return fail(message),
     };
+    let terminal = args.pty.then(terminal::Raw::size_of_stdin);
+    let (job, run, token) = match route {
+        Route::Agent(context) => (context.job, context.run, context.token.clone()),
+        // The head fills in the run and its credential.
+        Route::Head { job } => (*job, 0, String::new()),
+        Route::Allocate => (
+            env.get("SLURM_JOB_ID")
+                .and_then(|j| j.parse().ok())
+                .unwrap_or_default(),
+            0,
+            String::new(),
+        ),
+    };
     let request = v1::StepRequest {
-        job_id: context.job,
-        run: context.run,
-        token: context.token.clone(),
+        job_id: job,
+        run,
+        token,
         step_id: 0,
         argv: args.command.clone(),
         env: step_env.into_iter().collect(),
@@ -450,31 +596,45 @@ pub async fn run(args: Vec<OsString>) -> anyhow::Result<i32> {
         tasks_per_node: layout.tasks_per_node.clone(),
         cpus_per_task: layout.cpus_per_task,
         node: String::new(),
+        terminal,
     };
-    let channel = match connect_unix(&context.socket, "http://computed").await {
-        Ok(channel) => channel,
-        Err(e) => {
-            return fail(format!(
-                "cannot reach this node's agent at {}: {e}",
-                context.socket.display()
-            ));
-        }
-    };
-    let mut client = AgentLaunchClient::new(channel);
-    let (inputs, inputs_rx) = mpsc::channel(16);
+    let (inputs, inputs_rx) = mpsc::channel(64);
     inputs
         .send(v1::StepInput {
             body: Some(step_input::Body::Start(request)),
         })
         .await?;
-    let stream = client
-        .step(tokio_stream::wrappers::ReceiverStream::new(inputs_rx))
-        .await;
+    let outbound = tokio_stream::wrappers::ReceiverStream::new(inputs_rx);
+    let stream = match (route, head) {
+        (Route::Agent(context), _) => {
+            let channel = match connect_unix(&context.socket, "http://computed").await {
+                Ok(channel) => channel,
+                Err(e) => {
+                    return fail(format!(
+                        "cannot reach this node's agent at {}: {e}",
+                        context.socket.display()
+                    ));
+                }
+            };
+            AgentLaunchClient::new(channel).step(outbound).await
+        }
+        (_, Some(head)) => head.step(outbound).await,
+        (_, None) => return fail("no connection to the head".into()),
+    };
     let mut stream = match stream {
         Ok(stream) => stream.into_inner(),
         Err(status) => return fail(format!("the step was refused: {}", status.message())),
     };
-    let mut step = Step::new(&args, &layout, &env, &workdir);
+    // From here on the user's terminal is the task's (raw: keys go through as typed).
+    let raw = terminal.and_then(|_| terminal::Raw::enter());
+    let mut keys = terminal.is_some().then(terminal::read_stdin);
+    let mut resizes = match &raw {
+        Some(_) => Some(tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::window_change(),
+        )?),
+        None => None,
+    };
+    let mut step = Step::new(args, &layout, env, &workdir);
     let mut signals = Signals::new()?;
     let mut deadline: Option<tokio::time::Instant> =
         time_limit.map(|limit| tokio::time::Instant::now() + limit);
@@ -483,6 +643,18 @@ pub async fn run(args: Vec<OsString>) -> anyhow::Result<i32> {
         let timer = async {
             match deadline {
                 Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let key = async {
+            match keys.as_mut() {
+                Some(keys) => keys.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let resized = async {
+            match resizes.as_mut() {
+                Some(resizes) => resizes.recv().await,
                 None => std::future::pending().await,
             }
         };
@@ -509,6 +681,17 @@ pub async fn run(args: Vec<OsString>) -> anyhow::Result<i32> {
             number = signals.next() => {
                 let _ = inputs.send(v1::StepInput { body: Some(step_input::Body::Signal(number)) }).await;
             }
+            typed = key => match typed {
+                Some(data) => {
+                    let _ = inputs.send(v1::StepInput { body: Some(step_input::Body::Stdin(data)) }).await;
+                }
+                // The end of srun's input: the terminal's end-of-file key (^D) is for the task.
+                None => keys = None,
+            },
+            Some(()) = resized => {
+                let size = terminal::Raw::size_of_stdin();
+                let _ = inputs.send(v1::StepInput { body: Some(step_input::Body::Resize(size)) }).await;
+            }
             () = timer => {
                 if ending {
                     // SIGKILL: the agents kill what is left of the step when srun's input ends.
@@ -524,6 +707,7 @@ pub async fn run(args: Vec<OsString>) -> anyhow::Result<i32> {
             }
         }
     }
+    drop(raw);
     drop(inputs);
     step.flush();
     Ok(step.exit_code())
@@ -894,12 +1078,70 @@ mod tests {
 
     #[test]
     fn unsupported_options_are_refused_not_ignored() {
-        assert!(refuse_unsupported(&args(&["--pty"])).is_err());
-        assert!(refuse_unsupported(&args(&["--mpi=pmix"])).is_err());
-        assert!(refuse_unsupported(&args(&["--mpi=none"])).is_ok());
-        assert!(refuse_unsupported(&args(&["--exclusive"])).is_err());
-        let e = launch_context(&job_env("node1", 1, 1)).unwrap_err();
-        assert!(e.contains("srun outside a job is not supported yet"), "{e}");
+        assert!(refuse_unsupported(&args(&["--pty"]), false).is_ok());
+        assert!(refuse_unsupported(&args(&["--pty", "-l"]), false).is_err());
+        assert!(refuse_unsupported(&args(&["--pty", "-o", "out"]), true).is_err());
+        assert!(refuse_unsupported(&args(&["--mpi=pmix"]), false).is_err());
+        assert!(refuse_unsupported(&args(&["--mpi=none"]), false).is_ok());
+        assert!(refuse_unsupported(&args(&["--exclusive"]), false).is_err());
+        assert!(refuse_unsupported(&args(&["--exclusive"]), true).is_ok());
+        let mut env = job_env("node1", 1, 1);
+        env.insert(launch_env::SOCKET.into(), "/run/beowulf/launch.sock".into());
+        let e = launch_context(&env).unwrap_err();
+        assert!(e.contains("are both needed"), "{e}");
+    }
+
+    #[test]
+    fn srun_goes_to_the_agent_the_head_or_allocates() {
+        let mut env = job_env("node1", 1, 1);
+        assert!(matches!(route(&args(&[]), &env), Ok(Route::Allocate)));
+        env.insert("SLURM_JOB_ID".into(), "12".into());
+        assert!(matches!(
+            route(&args(&[]), &env),
+            Ok(Route::Head { job: 12 })
+        ));
+        assert!(matches!(
+            route(&args(&["--jobid", "7"]), &env),
+            Ok(Route::Head { job: 7 })
+        ));
+        for (name, value) in [
+            (launch_env::SOCKET, "/s"),
+            (launch_env::TOKEN, "t"),
+            (launch_env::JOB, "12"),
+            (launch_env::RUN, "1"),
+        ] {
+            env.insert(name.into(), value.into());
+        }
+        match route(&args(&[]), &env) {
+            Ok(Route::Agent(context)) => assert_eq!((context.job, context.run), (12, 1)),
+            other => panic!("not the agent: {other:?}"),
+        }
+        env.insert("SLURM_JOB_ID".into(), "x".into());
+        env.remove(launch_env::SOCKET);
+        assert!(
+            route(&args(&[]), &env)
+                .unwrap_err()
+                .contains("not a job ID")
+        );
+    }
+
+    #[test]
+    fn an_allocating_srun_asks_for_the_steps_shape() {
+        let fields = allocation_overrides(&args(&[
+            "-N2",
+            "-n4",
+            "-p",
+            "short",
+            "-t",
+            "5",
+            "--exclusive",
+        ]));
+        assert_eq!(fields["nodes"], "2");
+        assert_eq!(fields["ntasks"], "4");
+        assert_eq!(fields["partition"], "short");
+        assert_eq!(fields["time_limit"], "5");
+        assert_eq!(fields["exclusive"], "true");
+        assert_eq!(fields["name"], "hostname");
     }
 
     #[test]

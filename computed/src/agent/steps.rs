@@ -14,15 +14,21 @@
 //!  srun gone (its input ended) ─▶ every part kills its tasks (SIGKILL) and ends
 //! ```
 //!
+//! From outside the job's nodes (`srun` in a `salloc` shell, or one that allocated its job) the
+//! step comes from the head, which checked the caller, over mutual TLS to the job's first node:
+//! that agent then acts as srun's own node would. A `--pty` step's one task runs on a new
+//! pseudo-terminal (`terminal.rs`): its keys and size changes come as inputs like the signals.
+//!
 //! A step's tasks run in the job's cgroup as the job's user, like its batch script: they count
 //! against the job's CPUs and memory, and die with the job. They are not tasks of the agent's
 //! ledger: the run ends when its batch script ends, whatever steps are still running, as in
 //! Slurm.
 
 use super::output::{Piece, attach_output};
+use super::terminal::{self, Terminal};
 use super::{Agent, LaunchPeer, LaunchRefusal, output};
 use crate::assignment::{Assignment, StepLaunch};
-use crate::launcher::{Launcher, TaskExit, TaskOutput};
+use crate::launcher::{Launcher, TaskExit, TaskOutput, TerminalSize};
 use crate::mpi;
 use beowulf_proto::v1::{self, step_event, step_input};
 use beowulf_types::{JobId, NodeName, RunKey, TaskKey, hostlist};
@@ -42,8 +48,18 @@ const STEP_TASK_BASE: u32 = 1 << 29;
 const MAX_STEP_BYTES: usize = 1 << 20;
 /// Events queued per step before its tasks' output waits (as on a slow terminal).
 const EVENT_QUEUE: usize = 256;
-/// Signals queued per step: srun forwards a few (Ctrl-C, SIGTERM); more are dropped.
-const SIGNAL_QUEUE: usize = 16;
+/// srun's inputs queued per step: signals (Ctrl-C, SIGTERM) and, for a `--pty` step, keys and
+/// size changes; a part that falls further behind loses the oldest (the keys of a paste bigger
+/// than this many reads of srun's stdin).
+const INPUT_QUEUE: usize = 256;
+
+/// What srun sends a running step.
+#[derive(Debug, Clone)]
+enum Control {
+    Signal(i32),
+    Stdin(Vec<u8>),
+    Resize(TerminalSize),
+}
 
 /// The events of one step, as srun reads them.
 pub type StepEvents = tokio_stream::wrappers::ReceiverStream<Result<v1::StepEvent, Status>>;
@@ -103,14 +119,13 @@ impl<L: Launcher> Agent<L> {
     /// of the step (this one included); their events come back merged, the step's number first.
     pub async fn step_from_here<S>(
         self: &Arc<Self>,
-        uid: u32,
+        peer: LaunchPeer,
         request: v1::StepRequest,
         inputs: S,
     ) -> Result<StepEvents, LaunchRefusal>
     where
         S: Stream<Item = Result<v1::StepInput, Status>> + Send + Unpin + 'static,
     {
-        let peer = LaunchPeer::Local { uid };
         let key = RunKey {
             job: JobId(request.job_id),
             run: request.run,
@@ -132,7 +147,7 @@ impl<L: Launcher> Agent<L> {
                 body: Some(step_event::Body::Started(step)),
             }))
             .await;
-        let signals = forward_signals(inputs);
+        let signals = forward_inputs(inputs);
         let tls = self
             .launch_client_tls()
             .map_err(|e| LaunchRefusal::Failed(e.to_string()))?;
@@ -206,7 +221,7 @@ impl<L: Launcher> Agent<L> {
                 ))
             })?;
         let (events, receiver) = mpsc::channel(EVENT_QUEUE);
-        let signals = forward_signals(inputs).subscribe();
+        let signals = forward_inputs(inputs).subscribe();
         let agent = Arc::clone(self);
         tokio::spawn(async move {
             agent
@@ -225,7 +240,7 @@ impl<L: Launcher> Agent<L> {
         request: &v1::StepRequest,
         step_tasks: u32,
         ranks: std::ops::Range<u32>,
-        mut signals: broadcast::Receiver<i32>,
+        mut signals: broadcast::Receiver<Control>,
         events: mpsc::Sender<Result<v1::StepEvent, Status>>,
     ) {
         let key = a.key;
@@ -240,6 +255,8 @@ impl<L: Launcher> Agent<L> {
         // Per running task: its step rank, pid, and the end of its output.
         let mut running: BTreeMap<TaskKey, (u32, u32, tokio::task::JoinHandle<()>)> =
             BTreeMap::new();
+        let terminal_size = request.terminal.as_ref().map(terminal::size_of);
+        let mut terminal: Option<Terminal> = None;
         for rank in ranks.clone() {
             let task_key = {
                 let mut state = self.lock();
@@ -254,10 +271,22 @@ impl<L: Launcher> Agent<L> {
                 .into_iter()
                 .collect();
             task.workdir = PathBuf::from(&request.workdir);
-            task.output = TaskOutput::Streams;
+            task.output = terminal_size.map_or(TaskOutput::Streams, TaskOutput::Terminal);
             match self.launcher.start_task(task, exit_tx.clone()) {
                 Ok(started) => {
                     let forwarder = match started.pipes {
+                        Some(pipes) if terminal_size.is_some() => {
+                            match Terminal::attach(pipes.stdout, rank, events.clone()) {
+                                Ok((attached, reader)) => {
+                                    terminal = Some(attached);
+                                    reader
+                                }
+                                Err(e) => {
+                                    tracing::warn!(job = %key.job, step, error = %e, "cannot read the step's terminal");
+                                    tokio::spawn(async {})
+                                }
+                            }
+                        }
                         Some(pipes) => {
                             let (queue, pieces) = mpsc::channel(output::QUEUE);
                             attach_output(pipes, &queue);
@@ -298,8 +327,8 @@ impl<L: Launcher> Agent<L> {
                     tracing::debug!(job = %key.job, step, rank, code = exit.code, "a step task ended");
                     let _ = events.send(Ok(task_end(rank, exit.code, exit.detail))).await;
                 }
-                signal = signals.recv(), if !srun_gone => match signal {
-                    Ok(number) => match Signal::try_from(number) {
+                control = signals.recv(), if !srun_gone => match control {
+                    Ok(Control::Signal(number)) => match Signal::try_from(number) {
                         Ok(signal) => {
                             for (task, (_, pid, _)) in &running {
                                 self.launcher.signal_task(*task, *pid, signal, true);
@@ -307,6 +336,16 @@ impl<L: Launcher> Agent<L> {
                         }
                         Err(_) => tracing::debug!(job = %key.job, step, number, "srun sent no signal"),
                     },
+                    Ok(Control::Stdin(data)) => {
+                        if let Some(terminal) = &terminal {
+                            terminal.type_in(data);
+                        }
+                    }
+                    Ok(Control::Resize(size)) => {
+                        if let Some(terminal) = &terminal {
+                            terminal.resize(size);
+                        }
+                    }
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => {
                         srun_gone = true;
@@ -461,6 +500,11 @@ fn check_step(a: &Assignment, request: &v1::StepRequest) -> Result<CheckedStep, 
         });
         next = end;
     }
+    if request.terminal.is_some() && next != 1 {
+        return invalid(format!(
+            "srun --pty runs one task on one terminal, and this step has {next}; give srun -n1"
+        ));
+    }
     Ok(CheckedStep { parts, tasks: next })
 }
 
@@ -496,23 +540,41 @@ fn task_end(rank: u32, exit_code: i32, detail: String) -> v1::StepEvent {
     }
 }
 
-/// Reads srun's later inputs (signals) into a channel every part of the step listens to; the
-/// channel closes when srun's input ends, which tells the parts that srun is gone.
-fn forward_signals<S>(mut inputs: S) -> broadcast::Sender<i32>
+/// Reads srun's later inputs (signals, keys, terminal sizes) into a channel every part of the
+/// step listens to; the channel closes when srun's input ends, which tells the parts that srun
+/// is gone.
+fn forward_inputs<S>(mut inputs: S) -> broadcast::Sender<Control>
 where
     S: Stream<Item = Result<v1::StepInput, Status>> + Send + Unpin + 'static,
 {
-    let (signals, _) = broadcast::channel(SIGNAL_QUEUE);
-    let sender = signals.clone();
+    let (controls, _) = broadcast::channel(INPUT_QUEUE);
+    let sender = controls.clone();
     tokio::spawn(async move {
         while let Some(Ok(input)) = inputs.next().await {
-            if let Some(step_input::Body::Signal(number)) = input.body {
-                let _ = sender.send(number);
-            }
+            let control = match input.body {
+                Some(step_input::Body::Signal(number)) => Control::Signal(number),
+                Some(step_input::Body::Stdin(data)) => Control::Stdin(data),
+                Some(step_input::Body::Resize(size)) => Control::Resize(terminal::size_of(&size)),
+                Some(step_input::Body::Start(_)) | None => continue,
+            };
+            let _ = sender.send(control);
         }
         // Dropping the last sender closes the channel for every part.
     });
-    signals
+    controls
+}
+
+/// The StepInput that carries `control` on to another node's part.
+fn control_input(control: Control) -> v1::StepInput {
+    let body = match control {
+        Control::Signal(number) => step_input::Body::Signal(number),
+        Control::Stdin(data) => step_input::Body::Stdin(data),
+        Control::Resize(size) => step_input::Body::Resize(v1::TerminalSize {
+            rows: u32::from(size.rows),
+            cols: u32::from(size.cols),
+        }),
+    };
+    v1::StepInput { body: Some(body) }
 }
 
 /// Sends one task's output to srun as it comes.
@@ -545,14 +607,14 @@ async fn remote_part(
     node: &NodeName,
     tls: Option<tonic::transport::ClientTlsConfig>,
     request: v1::StepRequest,
-    mut signals: broadcast::Receiver<i32>,
+    mut signals: broadcast::Receiver<Control>,
     events: &mpsc::Sender<Result<v1::StepEvent, Status>>,
 ) -> Result<(), String> {
     let endpoint = endpoint.ok_or_else(|| format!("no launch endpoint for node {node}"))?;
     let mut client = mpi::connect_launch(&endpoint, node.as_str(), tls.as_ref())
         .await
         .map_err(|e| e.to_string())?;
-    let (outbound, outbound_rx) = mpsc::channel(SIGNAL_QUEUE);
+    let (outbound, outbound_rx) = mpsc::channel(INPUT_QUEUE);
     let _ = outbound
         .send(v1::StepInput {
             body: Some(step_input::Body::Start(request)),
@@ -561,11 +623,8 @@ async fn remote_part(
     tokio::spawn(async move {
         loop {
             match signals.recv().await {
-                Ok(number) => {
-                    let input = v1::StepInput {
-                        body: Some(step_input::Body::Signal(number)),
-                    };
-                    if outbound.send(input).await.is_err() {
+                Ok(control) => {
+                    if outbound.send(control_input(control)).await.is_err() {
                         return;
                     }
                 }
@@ -670,6 +729,9 @@ mod tests {
         let mut empty = request(&["n1"], &[1]);
         empty.argv.clear();
         assert!(refusal(&empty).contains("needs a command"));
+        let mut pty = request(&["n1", "n2"], &[1, 1]);
+        pty.terminal = Some(v1::TerminalSize { rows: 24, cols: 80 });
+        assert!(refusal(&pty).contains("--pty runs one task"));
         let mut huge = request(&["n1"], &[1]);
         huge.env.insert("BIG".into(), "x".repeat(MAX_STEP_BYTES));
         assert!(refusal(&huge).contains("over the 1048576 a step takes"));

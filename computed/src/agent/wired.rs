@@ -721,6 +721,10 @@ pub enum LaunchPeer {
     Unauthenticated,
     /// A process on this node, through the agent's local socket, by its uid.
     Local { uid: u32 },
+    /// The head (its certificate names [`beowulf_types::HEAD_TLS_NAME`], which no node may
+    /// take): it relays job steps from outside the job's nodes (`srun` in a `salloc` shell),
+    /// having checked that its caller is the job's user or root.
+    Head,
 }
 
 impl LaunchPeer {
@@ -734,6 +738,11 @@ impl LaunchPeer {
     ) -> Result<(), LaunchRefusal> {
         match self {
             LaunchPeer::Unauthenticated => Ok(()),
+            LaunchPeer::Head if claimed_index.is_none() => Ok(()),
+            LaunchPeer::Head => Err(LaunchRefusal::NotAllowed(format!(
+                "the head does not speak for a node of job {}",
+                a.key.job
+            ))),
             LaunchPeer::Local { uid } if *uid == a.uid || *uid == 0 => Ok(()),
             LaunchPeer::Local { uid } => Err(LaunchRefusal::NotAllowed(format!(
                 "uid {uid} may not act for job {} of uid {}",

@@ -22,6 +22,7 @@ pub(super) enum Stage {
     JoinCgroup,
     Affinity,
     NewSession,
+    ControllingTerminal,
     SwitchUser,
     Workdir,
     Stdout,
@@ -53,6 +54,8 @@ pub(super) struct ChildSetup {
     pub(super) stdout: Option<CString>,
     /// `None` when stderr is the same file as stdout.
     pub(super) stderr: Option<CString>,
+    /// stdin is a pseudo-terminal to make the new session's controlling terminal (`--pty`).
+    pub(super) controlling_terminal: bool,
 }
 
 /// `Err(errno)` when a libc call or raw syscall returned -1.
@@ -87,6 +90,12 @@ impl ChildSetup {
         // SAFETY: setsid takes no arguments and has no memory-safety preconditions.
         let ret = unsafe { libc::syscall(libc::SYS_setsid) };
         step(Stage::NewSession, 0, check(ret))?;
+        if self.controlling_terminal {
+            // SAFETY: TIOCSCTTY on the standard input, which the spawner made the terminal; the
+            // argument 0 means "do not steal it from another session".
+            let ret = unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCSCTTY, 0) };
+            step(Stage::ControllingTerminal, 0, check(ret))?;
+        }
         if self.switch_user {
             // Raw syscalls: glibc's wrappers would broadcast the change to the threads of the
             // agent, whose memory this child shares.

@@ -181,7 +181,7 @@ impl Launcher for RecordingLauncher {
         let pid = 10_000 + state.last_pid;
         let (pipes, output) = match task.output {
             TaskOutput::Files => (None, None),
-            TaskOutput::Pipes | TaskOutput::Streams => {
+            TaskOutput::Pipes | TaskOutput::Streams | TaskOutput::Terminal(_) => {
                 let (read, write) = nix::unistd::pipe().map_err(|e| LaunchError::OutputPipe {
                     task: task.key,
                     source: e.into(),

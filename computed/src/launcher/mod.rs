@@ -80,6 +80,28 @@ pub enum TaskOutput {
     /// Into two pipes, stdout and stderr apart whatever the paths say: a job step's output,
     /// which the agent streams back to the step's `srun`.
     Streams,
+    /// On a new pseudo-terminal of this size (`srun --pty`): it is the task's controlling
+    /// terminal, stdin, stdout and stderr; [`StartedTask::pipes`] holds its master side, for the
+    /// agent to read the output from and write the user's keys into.
+    Terminal(TerminalSize),
+}
+
+/// Rows and columns of a task's terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TerminalSize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+impl TerminalSize {
+    pub fn winsize(self) -> libc::winsize {
+        libc::winsize {
+            ws_row: self.rows,
+            ws_col: self.cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        }
+    }
 }
 
 /// A task that started.
@@ -242,6 +264,12 @@ pub enum LaunchError {
 
     #[error("{task}: cannot start a new session: {source}")]
     NewSession { task: TaskKey, source: io::Error },
+
+    #[error("{task}: cannot make the new terminal the controlling one: {source}")]
+    ControllingTerminal { task: TaskKey, source: io::Error },
+
+    #[error("{task}: cannot open a pseudo-terminal: {source}")]
+    Terminal { task: TaskKey, source: io::Error },
 
     #[error("{task}: cannot switch to uid {uid} gid {gid}: {source}")]
     SwitchUser {

@@ -336,6 +336,40 @@ fn output_pipes(
     Ok((out_write, Some(err_write), pipes))
 }
 
+/// A new pseudo-terminal of `size` for `task` (`srun --pty`): its master side for the agent,
+/// its slave side for the task. The slave belongs to the task's user with mode 0620, as a login
+/// gives its terminal (`ssh`, `login`), when the agent may change its owner.
+fn open_terminal(
+    task: &TaskLaunch,
+    size: super::TerminalSize,
+    chown: bool,
+) -> Result<(OwnedFd, OwnedFd), LaunchError> {
+    let failed = |source: io::Error| LaunchError::Terminal {
+        task: task.key,
+        source,
+    };
+    let winsize = size.winsize();
+    let pty = nix::pty::openpty(Some(&winsize), None).map_err(|e| failed(e.into()))?;
+    for fd in [&pty.master, &pty.slave] {
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| failed(e.into()))?;
+    }
+    if chown {
+        nix::unistd::fchown(
+            &pty.slave,
+            Some(nix::unistd::Uid::from_raw(task.uid)),
+            Some(nix::unistd::Gid::from_raw(task.gid)),
+        )
+        .map_err(|e| failed(e.into()))?;
+        nix::sys::stat::fchmod(&pty.slave, nix::sys::stat::Mode::from_bits_truncate(0o620))
+            .map_err(|e| failed(e.into()))?;
+    }
+    Ok((pty.master, pty.slave))
+}
+
 /// Turns the spawn error (and the stage the child reported, if any) into a LaunchError.
 fn spawn_error(
     task: &TaskLaunch,
@@ -358,6 +392,9 @@ fn spawn_error(
             source,
         },
         Some((Stage::NewSession, _)) => LaunchError::NewSession { task: key, source },
+        Some((Stage::ControllingTerminal, _)) => {
+            LaunchError::ControllingTerminal { task: key, source }
+        }
         Some((Stage::SwitchUser, _)) => LaunchError::SwitchUser {
             task: key,
             uid: task.uid,
@@ -518,9 +555,10 @@ impl Launcher for ProcessLauncher {
                     task.stdout.as_os_str().as_bytes(),
                     "stdout path",
                 )?),
-                TaskOutput::Pipes | TaskOutput::Streams => None,
+                TaskOutput::Pipes | TaskOutput::Streams | TaskOutput::Terminal(_) => None,
             },
-            stderr: if task.stderr == task.stdout {
+            stderr: if task.stderr == task.stdout || matches!(task.output, TaskOutput::Terminal(_))
+            {
                 None
             } else {
                 Some(cstring(
@@ -529,6 +567,7 @@ impl Launcher for ProcessLauncher {
                     "stderr path",
                 )?)
             },
+            controlling_terminal: matches!(task.output, TaskOutput::Terminal(_)),
         };
         let exec = Exec::new(
             cstring(&task, program.as_os_str().as_bytes(), "program path")?,
@@ -546,8 +585,21 @@ impl Launcher for ProcessLauncher {
         })?;
         // The child's ends of the output pipes are dropped when this function returns: only the
         // child may hold them, or the reader never sees the end of the output.
+        let mut terminal_side = None;
         let (out_write, err_write, pipes) = match task.output {
             TaskOutput::Files => (None, None, None),
+            TaskOutput::Terminal(size) => {
+                let (master, slave) = open_terminal(&task, size, self.agent_uid == 0)?;
+                let for_child = slave
+                    .try_clone()
+                    .map_err(|source| LaunchError::Terminal { task: key, source })?;
+                terminal_side = Some(slave);
+                let pipes = TaskPipes {
+                    stdout: master,
+                    stderr: None,
+                };
+                (Some(for_child), None, Some(pipes))
+            }
             TaskOutput::Pipes | TaskOutput::Streams => {
                 let separate = task.output == TaskOutput::Streams || task.stderr != task.stdout;
                 let (out, err, pipes) = output_pipes(&task, separate)?;
@@ -555,7 +607,9 @@ impl Launcher for ProcessLauncher {
             }
         };
         let stdio = spawn::Stdio {
-            stdin: dev_null.as_raw_fd(),
+            stdin: terminal_side
+                .as_ref()
+                .map_or(dev_null.as_raw_fd(), AsRawFd::as_raw_fd),
             stdout: out_write.as_ref().map(AsRawFd::as_raw_fd),
             stderr: err_write
                 .as_ref()

@@ -166,6 +166,7 @@ fn assignment(
             (ranks.start, ranks.len() as u32)
         }
         Program::Script(_) => (0, u32::from(index == 0)),
+        Program::Allocation => (0, 0),
     };
     let nodelist: Vec<String> = job.nodes.iter().map(|n| n.0.clone()).collect();
     let paths = job_paths(job);
@@ -226,6 +227,7 @@ fn assignment(
 /// `#!` shell with `-c` (on the first node only).
 fn assignment_argv(job: &JobRecord) -> Vec<String> {
     match &job.spec.program {
+        Program::Allocation => Vec::new(),
         Program::Command(argv) => argv.clone(),
         // Checked at submit; a script that no longer passes runs under /bin/sh, as before `#!`
         // lines were read.
@@ -307,7 +309,7 @@ fn output_forward(
 /// What `srun` in a batch script needs on every node of the job: the run's credential and
 /// where each node's agent takes step requests.
 fn step_launch(job: &JobRecord, nodes: &BTreeMap<NodeName, NodeRecord>) -> Option<v1::StepLaunch> {
-    if !job.spec.runs_a_script() {
+    if !job.spec.takes_steps() {
         return None;
     }
     let launch = job.launch.as_ref()?;

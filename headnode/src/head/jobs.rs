@@ -273,6 +273,11 @@ pub(super) fn apply_run_report(
     if !current || !report.finished || job.node_results.contains_key(node) {
         return;
     }
+    // An allocation's nodes run no task of the job's own: it ends when its submitter, its time
+    // limit or a cancel ends it, unless a node lost it.
+    if job.spec.is_allocation() && !report.lost {
+        return;
+    }
     if report.lost {
         let detail = format!("node {node} lost the job's tasks: {}", report.detail);
         fail_on_node(tx, id, now, &detail);

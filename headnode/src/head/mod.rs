@@ -5,6 +5,7 @@
 //! until they are durable (group commit, [`commit`]). Only then is its caller answered, watchers
 //! woken and each touched node sent its new desired state. A failed write undoes the change.
 
+mod allocations;
 mod commit;
 mod commit_queue;
 mod control;
@@ -30,6 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::{Notify, mpsc, watch};
 
+pub use allocations::StepTarget;
 pub use control::JobUpdate;
 pub use identity::Caller;
 pub use images::{ImageUpload, ResolvedImage, validate_image_name};

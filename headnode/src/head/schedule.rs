@@ -107,7 +107,7 @@ impl Head {
                             fabric: Some(choice.fabric),
                             fabric_reason: choice.reason,
                         });
-                    } else if job.spec.writes_on_several_nodes() || job.spec.runs_a_script() {
+                    } else if job.spec.writes_on_several_nodes() || job.spec.takes_steps() {
                         job.launch = Some(RunLaunch {
                             token: credential,
                             fabric: None,

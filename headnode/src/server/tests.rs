@@ -38,7 +38,7 @@ fn start(dir: &Path, head: &Arc<Head>, sockets: ClientSockets) -> PathBuf {
         dir,
         Arc::new(HeadRegistrations(head.clone())),
     );
-    let api = ClusterApi::new(head.clone(), Arc::new(provisioner));
+    let api = ClusterApi::new(head.clone(), Arc::new(provisioner), None);
     tokio::spawn(serve_clients(
         UnixListener::bind(&path).unwrap(),
         api,

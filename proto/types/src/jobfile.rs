@@ -189,6 +189,17 @@ impl JobSpec {
         matches!(self.program, Program::Script(_))
     }
 
+    /// True for an allocation (`salloc`): the job runs nothing itself, only job steps.
+    pub fn is_allocation(&self) -> bool {
+        matches!(self.program, Program::Allocation)
+    }
+
+    /// True when `srun` may start job steps on the job's nodes: from its batch script, or from
+    /// outside for an allocation (and for a batch script, `srun --jobid`).
+    pub fn takes_steps(&self) -> bool {
+        matches!(self.program, Program::Script(_) | Program::Allocation)
+    }
+
     /// True when tasks of the job run on more than one node, each node writing its own: their
     /// output goes through the first node (see the agents' output forwarding). A script runs on
     /// the first node only, and so does `mpirun`, which forwards its ranks' output itself.
@@ -274,6 +285,10 @@ pub enum Program {
     Command(Vec<String>),
     /// A shell script run once as task 0 on the first node, like `sbatch`.
     Script(String),
+    /// Nothing of its own (`allocation = true`, as `salloc` and `srun` outside a job submit):
+    /// the job holds its nodes for job steps (`srun`) until its submitter ends it, its time
+    /// limit passes or it is cancelled.
+    Allocation,
 }
 
 /// Shells that run a script given as `-c SCRIPT NAME`, the way the agent hands a script over.
@@ -408,6 +423,7 @@ struct RawJob {
     partition: Option<Spanned<String>>,
     command: Option<Spanned<Vec<Spanned<String>>>>,
     script: Option<Spanned<String>>,
+    allocation: Option<Spanned<bool>>,
     env: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
     workdir: Option<Spanned<String>>,
     output: Option<Spanned<String>>,
@@ -661,7 +677,47 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, SourceError> {
         Some(v) => parse_time_limit(v.get_ref()).map_err(|m| err(v.span(), "time_limit", m))?,
     };
 
+    if let Some(allocation) = &raw.allocation {
+        let other = if raw.command.is_some() {
+            Some("command")
+        } else if raw.script.is_some() {
+            Some("script")
+        } else {
+            None
+        };
+        match (*allocation.get_ref(), other) {
+            (true, Some(other)) => {
+                return Err(err(
+                    allocation.span(),
+                    "allocation",
+                    format!(
+                        "an allocation runs no `{other}` of its own: give either `allocation = true` \
+                         (then run steps in it with srun) or `{other}`"
+                    ),
+                ));
+            }
+            (false, None) => {
+                return Err(err(
+                    allocation.span(),
+                    "allocation",
+                    "is false, and the job has no `command` or `script` to run; give one".into(),
+                ));
+            }
+            (true, None) if raw.container.is_some() || raw.mpi.is_some() => {
+                return Err(err(
+                    allocation.span(),
+                    "allocation",
+                    "an allocation's steps run on its nodes as they are: `[container]` and `[mpi]` \
+                     belong to a job's own command; drop them, or submit the command"
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    let allocation = raw.allocation.as_ref().is_some_and(|a| *a.get_ref());
     let program = match (raw.command, raw.script) {
+        (None, None) if allocation => Program::Allocation,
         (Some(c), None) => {
             let args = c.get_ref();
             if args.first().is_none_or(|a| a.get_ref().is_empty()) {
@@ -746,7 +802,8 @@ pub fn parse_job_file(file: &str, text: &str) -> Result<JobSpec, SourceError> {
                 file: file.to_string(),
                 line: 1,
                 field: Some("command".into()),
-                message: "missing: give `command = [\"prog\", \"arg\"]` or `script = \"...\"`"
+                message: "missing: give `command = [\"prog\", \"arg\"]`, `script = \"...\"` or \
+                          `allocation = true`"
                     .into(),
             });
         }
