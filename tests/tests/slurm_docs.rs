@@ -1,10 +1,12 @@
-//! The Slurm rows of `docs/slurm.md` (which sbatch and srun options, squeue and sacct fields and commands
+//! The Slurm rows of `docs/slurm.md` (which sbatch, srun, sprio and sshare options, squeue, sacct,
+//! sprio and sshare fields and commands
 //! we support, refuse or accept without effect) are generated from the code's own tables, so they
 //! cannot drift: this test fails when they differ, and `BEOWULF_BLESS=1` rewrites them.
 
 use beowulf_cli::slurm::{
-    SACCT_FIELDS, SCONTROL_SUBCOMMANDS, SCONTROL_UPDATE_FIELDS, SQUEUE_FIELDS, SlurmCommand,
-    srun_option_rows,
+    SACCT_FIELDS, SCONTROL_SUBCOMMANDS, SCONTROL_UPDATE_FIELDS, SPRIO_FIELDS, SQUEUE_FIELDS,
+    SSHARE_ABSENT_FIELDS, SSHARE_FIELDS, SlurmCommand, sprio_option_rows, srun_option_rows,
+    sshare_option_rows,
 };
 use beowulf_types::jobfile::{Effect, SBATCH_OPTIONS};
 
@@ -62,6 +64,32 @@ fn generated() -> String {
         .map(|f| format!("`{}`", f.name))
         .collect();
     out.push_str(&fields.join(", "));
+    out.push_str("\n\n### sprio\n\nEvery option sprio takes; any other is refused.\n\n");
+    out.push_str("| option | here |\n|---|---|\n");
+    for (names, help) in sprio_option_rows() {
+        out.push_str(&format!("| {names} | {help} |\n"));
+    }
+    out.push_str("\n`-o` fields:\n\n| field | title | value |\n|---|---|---|\n");
+    for (letter, title, what) in SPRIO_FIELDS {
+        out.push_str(&format!("| `%{letter}` | {title} | {what} |\n"));
+    }
+    out.push_str("\n### sshare\n\nEvery option sshare takes; any other is refused.\n\n");
+    out.push_str("| option | here |\n|---|---|\n");
+    for (names, help) in sshare_option_rows() {
+        out.push_str(&format!("| {names} | {help} |\n"));
+    }
+    out.push_str("\n`--format` fields: ");
+    let fields: Vec<String> = SSHARE_FIELDS
+        .iter()
+        .map(|f| format!("`{}`", f.name))
+        .collect();
+    out.push_str(&fields.join(", "));
+    out.push_str("; refused, with why: ");
+    let absent: Vec<String> = SSHARE_ABSENT_FIELDS
+        .iter()
+        .map(|(name, why)| format!("`{name}` ({why})"))
+        .collect();
+    out.push_str(&absent.join(", "));
     out.push_str("\n\n### scontrol\n\n");
     let subcommands: Vec<String> = SCONTROL_SUBCOMMANDS
         .iter()

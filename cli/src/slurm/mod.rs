@@ -1,5 +1,5 @@
-//! Slurm's command names over the same client: `squeue`, `scancel`, `sacct`, `sinfo` and
-//! `scontrol`, and `srun` for job steps inside a job (through the node's agent), with the options and output formats that scripts and tools parse. The `cluster`
+//! Slurm's command names over the same client: `squeue`, `scancel`, `sacct`, `sinfo`,
+//! `scontrol`, `sprio` and `sshare`, and `srun` for job steps inside a job (through the node's agent), with the options and output formats that scripts and tools parse. The `cluster`
 //! program runs as one of them when it is called by that name (an install links each name to it),
 //! as `submit` runs as `sbatch`.
 //!
@@ -12,13 +12,17 @@ mod sacct;
 mod scancel;
 mod scontrol;
 mod sinfo;
+mod sprio;
 mod squeue;
 mod srun;
+mod sshare;
 
 pub use sacct::FIELDS as SACCT_FIELDS;
 pub use scontrol::{SUBCOMMANDS as SCONTROL_SUBCOMMANDS, UPDATE_FIELDS as SCONTROL_UPDATE_FIELDS};
+pub use sprio::FIELDS as SPRIO_FIELDS;
 pub use squeue::FIELDS as SQUEUE_FIELDS;
 pub use srun::option_rows as srun_option_rows;
+pub use sshare::{ABSENT_FIELDS as SSHARE_ABSENT_FIELDS, FIELDS as SSHARE_FIELDS};
 
 use crate::{DEFAULT_STATE_DIR, Global};
 use std::ffi::OsString;
@@ -33,16 +37,20 @@ pub enum SlurmCommand {
     Sinfo,
     Scontrol,
     Srun,
+    Sprio,
+    Sshare,
 }
 
 impl SlurmCommand {
-    pub const ALL: [SlurmCommand; 6] = [
+    pub const ALL: [SlurmCommand; 8] = [
         SlurmCommand::Squeue,
         SlurmCommand::Scancel,
         SlurmCommand::Sacct,
         SlurmCommand::Sinfo,
         SlurmCommand::Scontrol,
         SlurmCommand::Srun,
+        SlurmCommand::Sprio,
+        SlurmCommand::Sshare,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +61,8 @@ impl SlurmCommand {
             SlurmCommand::Sinfo => "sinfo",
             SlurmCommand::Scontrol => "scontrol",
             SlurmCommand::Srun => "srun",
+            SlurmCommand::Sprio => "sprio",
+            SlurmCommand::Sshare => "sshare",
         }
     }
 
@@ -61,6 +71,37 @@ impl SlurmCommand {
         let name = std::path::Path::new(arg0).file_name()?.to_str()?;
         SlurmCommand::ALL.into_iter().find(|c| c.name() == name)
     }
+}
+
+/// sprio's options as `(names, what they do here)`, from its own definition: for the docs.
+pub fn sprio_option_rows() -> Vec<(String, String)> {
+    sprio::option_rows()
+}
+
+/// sshare's options as `(names, what they do here)`, from its own definition: for the docs.
+pub fn sshare_option_rows() -> Vec<(String, String)> {
+    sshare::option_rows()
+}
+
+/// A command's options as `(names, what they do here)`, from its clap definition (help and
+/// version aside): for the docs.
+fn option_rows(command: clap::Command) -> Vec<(String, String)> {
+    command
+        .get_arguments()
+        .filter(|arg| {
+            arg.get_long()
+                .is_some_and(|l| l != "help" && l != "version")
+        })
+        .map(|arg| {
+            let long = format!("`--{}`", arg.get_long().unwrap_or_default());
+            let names = match arg.get_short() {
+                Some(short) => format!("{long}, `-{short}`"),
+                None => long,
+            };
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            (names, help.replace('|', "\\|"))
+        })
+        .collect()
 }
 
 /// Where the cluster is, for commands that take no `--state-dir`: `BEOWULF_STATE_DIR` and
@@ -82,6 +123,8 @@ pub async fn run(command: SlurmCommand, args: Vec<OsString>) -> anyhow::Result<i
         SlurmCommand::Sacct => sacct::run(&socket, args).await,
         SlurmCommand::Sinfo => sinfo::run(&socket, args).await,
         SlurmCommand::Scontrol => scontrol::run(&socket, args).await,
+        SlurmCommand::Sprio => sprio::run(&socket, args).await,
+        SlurmCommand::Sshare => sshare::run(&socket, args).await,
         // Inside a job: talks to this node's agent, not to the head.
         SlurmCommand::Srun => srun::run(args).await,
     }
