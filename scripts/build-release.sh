@@ -29,7 +29,7 @@ for b in cluster submit srun; do
 done
 # Slurm's names: submit answers as sbatch, cluster as the others, when called by these names.
 ln -sfn submit "$dist/sbatch"
-for b in squeue scancel sacct sinfo scontrol salloc; do
+for b in squeue scancel sacct sinfo scontrol salloc sprio sshare; do
   ln -sfn cluster "$dist/$b"
 done
 

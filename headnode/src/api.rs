@@ -423,6 +423,52 @@ impl Cluster for ClusterApi {
         }))
     }
 
+    async fn get_priority_weights(
+        &self,
+        _request: Request<v1::PriorityWeightsRequest>,
+    ) -> Result<Response<v1::PriorityWeights>, Status> {
+        let priority = &self.head.config.priority;
+        Ok(Response::new(v1::PriorityWeights {
+            age: priority.age_weight,
+            max_age_ms: priority.max_age_ms,
+            size: priority.size_weight,
+            fairshare: priority.fairshare_weight,
+            partition: priority.partition_weight,
+            qos: priority.qos_weight,
+            fairshare_half_life_ms: priority.fairshare_half_life_ms,
+            factor_scale: beowulf_scheduler::priority::FACTOR_SCALE,
+        }))
+    }
+
+    async fn list_shares(
+        &self,
+        _request: Request<v1::ListSharesRequest>,
+    ) -> Result<Response<v1::ListSharesReply>, Status> {
+        // Usage is summed over every job record: keep it off the async workers.
+        let head = self.head.clone();
+        let table = tokio::task::spawn_blocking(move || head.shares())
+            .await
+            .map_err(task_failed("shares"))?;
+        let lines = |level: std::collections::BTreeMap<String, beowulf_scheduler::Share>| {
+            level
+                .into_iter()
+                .map(|(name, s)| v1::ShareInfo {
+                    name,
+                    raw_shares: s.shares,
+                    norm_shares: s.norm_shares,
+                    usage_cpu_ms: s.usage,
+                    effective_usage: s.effective_usage,
+                    fairshare: s.factor,
+                })
+                .collect()
+        };
+        Ok(Response::new(v1::ListSharesReply {
+            users: lines(table.users),
+            accounts: lines(table.accounts),
+            weighted: self.head.config.priority.fairshare_weight > 0,
+        }))
+    }
+
     async fn create_reservation(
         &self,
         request: Request<v1::Reservation>,

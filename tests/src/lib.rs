@@ -131,8 +131,8 @@ impl LocalCluster {
     }
 
     /// Runs a Slurm command (`sbatch`, `srun`, `squeue`, `scancel`, `sacct`, `sinfo`,
-    /// `scontrol`): our program under the name an install links it as (`submit` for sbatch,
-    /// `cluster` for the rest), with every such name on the `PATH` it exports to jobs (a batch
+    /// `scontrol`, `sprio`, `sshare`): our program under the name an install links it as (`submit`
+    /// for sbatch, `cluster` for the rest), with every such name on the `PATH` it exports to jobs (a batch
     /// script's `srun` is found there).
     pub fn slurm(&self, name: &str, args: &[&str]) -> Output {
         let mut cmd = Command::new(self.slurm_links().join(name));
@@ -167,7 +167,8 @@ impl LocalCluster {
         let links = self.state.path().join("bin");
         std::fs::create_dir_all(&links).unwrap();
         let names = [
-            "sbatch", "srun", "salloc", "squeue", "scancel", "sacct", "sinfo", "scontrol",
+            "sbatch", "srun", "salloc", "squeue", "scancel", "sacct", "sinfo", "scontrol", "sprio",
+            "sshare",
         ];
         for name in names {
             let link = links.join(name);

@@ -1,10 +1,12 @@
-//! The Slurm rows of `docs/slurm.md` (which sbatch and srun options, squeue and sacct fields and commands
+//! The Slurm rows of `docs/slurm.md` (which sbatch, srun, salloc, sprio and sshare options, squeue, sacct,
+//! sprio and sshare fields and commands
 //! we support, refuse or accept without effect) are generated from the code's own tables, so they
 //! cannot drift: this test fails when they differ, and `BEOWULF_BLESS=1` rewrites them.
 
 use beowulf_cli::slurm::{
-    SACCT_FIELDS, SCONTROL_SUBCOMMANDS, SCONTROL_UPDATE_FIELDS, SQUEUE_FIELDS, SlurmCommand,
-    srun_option_rows,
+    SACCT_FIELDS, SCONTROL_SUBCOMMANDS, SCONTROL_UPDATE_FIELDS, SPRIO_FIELDS, SQUEUE_FIELDS,
+    SSHARE_ABSENT_FIELDS, SSHARE_FIELDS, SlurmCommand, salloc_option_rows, sprio_option_rows,
+    srun_option_rows, sshare_option_rows,
 };
 use beowulf_types::jobfile::{Effect, SBATCH_OPTIONS};
 
@@ -44,10 +46,17 @@ fn generated() -> String {
         out.push_str(&format!("| {name} | {here} |\n"));
     }
     out.push_str(
-        "\n### srun options (inside a job)\n\nEvery option srun takes; any other is refused.\n\n",
+        "\n### srun options\n\nEvery option srun takes; any other is refused. Inside a batch \
+         script srun runs a step of that job; in a `salloc` shell (or with `--jobid`) a step of \
+         that job through the head; anywhere else it first allocates a job of its own.\n\n",
     );
     out.push_str("| option | here |\n|---|---|\n");
     for (names, help) in srun_option_rows() {
+        out.push_str(&format!("| {names} | {help} |\n"));
+    }
+    out.push_str("\n### salloc options\n\nEvery option salloc takes; any other is refused.\n\n");
+    out.push_str("| option | here |\n|---|---|\n");
+    for (names, help) in salloc_option_rows() {
         out.push_str(&format!("| {names} | {help} |\n"));
     }
     out.push_str("\n### squeue `-o` fields\n\n");
@@ -62,6 +71,32 @@ fn generated() -> String {
         .map(|f| format!("`{}`", f.name))
         .collect();
     out.push_str(&fields.join(", "));
+    out.push_str("\n\n### sprio\n\nEvery option sprio takes; any other is refused.\n\n");
+    out.push_str("| option | here |\n|---|---|\n");
+    for (names, help) in sprio_option_rows() {
+        out.push_str(&format!("| {names} | {help} |\n"));
+    }
+    out.push_str("\n`-o` fields:\n\n| field | title | value |\n|---|---|---|\n");
+    for (letter, title, what) in SPRIO_FIELDS {
+        out.push_str(&format!("| `%{letter}` | {title} | {what} |\n"));
+    }
+    out.push_str("\n### sshare\n\nEvery option sshare takes; any other is refused.\n\n");
+    out.push_str("| option | here |\n|---|---|\n");
+    for (names, help) in sshare_option_rows() {
+        out.push_str(&format!("| {names} | {help} |\n"));
+    }
+    out.push_str("\n`--format` fields: ");
+    let fields: Vec<String> = SSHARE_FIELDS
+        .iter()
+        .map(|f| format!("`{}`", f.name))
+        .collect();
+    out.push_str(&fields.join(", "));
+    out.push_str("; refused, with why: ");
+    let absent: Vec<String> = SSHARE_ABSENT_FIELDS
+        .iter()
+        .map(|(name, why)| format!("`{name}` ({why})"))
+        .collect();
+    out.push_str(&absent.join(", "));
     out.push_str("\n\n### scontrol\n\n");
     let subcommands: Vec<String> = SCONTROL_SUBCOMMANDS
         .iter()

@@ -154,6 +154,12 @@ impl Args {
     }
 }
 
+/// salloc's options as `(names, what they do here)`: for the docs.
+pub fn option_rows() -> Vec<(String, String)> {
+    use clap::CommandFactory;
+    super::option_rows(Args::command())
+}
+
 /// The command salloc runs: the one given, or the user's shell.
 fn command_of(args: &Args) -> Vec<String> {
     if !args.command.is_empty() {

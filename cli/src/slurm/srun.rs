@@ -398,19 +398,7 @@ fn refuse_unsupported(args: &Args, allocating: bool) -> Result<(), String> {
 /// srun's options as `(names, what they do here)`, from its own definition: for the docs.
 pub fn option_rows() -> Vec<(String, String)> {
     use clap::CommandFactory;
-    Args::command()
-        .get_arguments()
-        .filter(|arg| arg.get_long().is_some())
-        .map(|arg| {
-            let long = format!("`--{}`", arg.get_long().unwrap_or_default());
-            let names = match arg.get_short() {
-                Some(short) => format!("{long}, `-{short}`"),
-                None => long,
-            };
-            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
-            (names, help.replace('|', "\\|"))
-        })
-        .collect()
+    super::option_rows(Args::command())
 }
 
 /// How srun reaches the job's nodes.

@@ -40,14 +40,32 @@ pub fn factor(usage: f64, total_usage: f64, shares: u32, total_shares: u64) -> f
 /// Shares of an association missing from the input: one, so everyone is equal by default.
 pub const DEFAULT_SHARES: u32 = 1;
 
-/// Fair-share factors of every user and account a pass meets, computed once per pass.
-#[derive(Debug, Default)]
-pub(crate) struct FairShare {
-    users: BTreeMap<String, f64>,
-    accounts: BTreeMap<String, f64>,
+/// One user's or account's line of the fair-share table (Slurm's `sshare` columns).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Share {
+    /// Configured shares ([`DEFAULT_SHARES`] when not configured).
+    pub shares: u32,
+    /// `shares` over the total of its level's (users' or accounts').
+    pub norm_shares: f64,
+    /// Decayed usage, CPU-milliseconds.
+    pub usage: f64,
+    /// `usage` over the total of its level's; 0 when nobody has any.
+    pub effective_usage: f64,
+    /// [`factor`]: what the priority's fair-share factor is made of.
+    pub factor: f64,
 }
 
-impl FairShare {
+/// The fair-share table of every user and account a pass meets, computed once per pass. Users
+/// and accounts are two levels, each normalised among itself (no account tree): a job's factor is
+/// the mean of its user's and its account's ([`ShareTable::of`]). A pass's is
+/// [`crate::SchedulerInput::share_table`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShareTable {
+    pub users: BTreeMap<String, Share>,
+    pub accounts: BTreeMap<String, Share>,
+}
+
+impl ShareTable {
     /// Users and accounts are normalised among themselves: those with shares or usage in the
     /// input, plus `users` and `accounts` (the pending jobs').
     pub fn new<'a>(
@@ -55,7 +73,7 @@ impl FairShare {
         shares: &BTreeMap<Association, u32>,
         users: impl Iterator<Item = &'a str>,
         accounts: impl Iterator<Item = &'a str>,
-    ) -> FairShare {
+    ) -> ShareTable {
         let mut user_set: BTreeSet<&str> = users.collect();
         let mut account_set: BTreeSet<&str> = accounts.filter(|a| !a.is_empty()).collect();
         for association in usage.keys().chain(shares.keys()) {
@@ -79,14 +97,26 @@ impl FairShare {
             keyed
                 .into_iter()
                 .map(|(name, used, share)| {
-                    (
-                        name.to_string(),
-                        factor(used, total_usage, share, total_shares),
-                    )
+                    let line = Share {
+                        shares: share,
+                        norm_shares: if total_shares == 0 {
+                            0.0
+                        } else {
+                            f64::from(share) / total_shares as f64
+                        },
+                        usage: used,
+                        effective_usage: if total_usage > 0.0 {
+                            used / total_usage
+                        } else {
+                            0.0
+                        },
+                        factor: factor(used, total_usage, share, total_shares),
+                    };
+                    (name.to_string(), line)
                 })
-                .collect::<BTreeMap<String, f64>>()
+                .collect::<BTreeMap<String, Share>>()
         };
-        FairShare {
+        ShareTable {
             users: compute(&user_set, Association::User),
             accounts: compute(&account_set, Association::Account),
         }
@@ -95,11 +125,11 @@ impl FairShare {
     /// The job's factor: the mean of its user's and its account's, or the user's alone when it has
     /// no account.
     pub fn of(&self, user: &str, account: &str) -> f64 {
-        let user_factor = self.users.get(user).copied().unwrap_or(1.0);
+        let user_factor = self.users.get(user).map_or(1.0, |s| s.factor);
         if account.is_empty() {
             return user_factor;
         }
-        let account_factor = self.accounts.get(account).copied().unwrap_or(1.0);
+        let account_factor = self.accounts.get(account).map_or(1.0, |s| s.factor);
         (user_factor + account_factor) / 2.0
     }
 }
@@ -130,7 +160,7 @@ mod tests {
             (Association::User("ann".into()), 90.0),
             (Association::User("bob".into()), 10.0),
         ]);
-        let fair = FairShare::new(
+        let fair = ShareTable::new(
             &usage,
             &BTreeMap::new(),
             ["ann", "bob", "cy"].into_iter(),
@@ -140,5 +170,13 @@ mod tests {
         assert_eq!(fair.of("cy", ""), 1.0);
         // No account usage: the account factor is 1.0.
         assert_eq!(fair.of("ann", "phys"), (fair.of("ann", "") + 1.0) / 2.0);
+        // The table's lines are what the factors are made of.
+        let ann = &fair.users["ann"];
+        assert_eq!(ann.shares, DEFAULT_SHARES);
+        assert_eq!(ann.norm_shares, 1.0 / 3.0);
+        assert_eq!(ann.effective_usage, 0.9);
+        assert_eq!(ann.factor, factor(90.0, 100.0, 1, 3));
+        assert_eq!(fair.accounts["phys"].usage, 0.0);
+        assert_eq!(fair.accounts["phys"].factor, 1.0);
     }
 }

@@ -8,7 +8,7 @@ use crate::advance::AdvanceReservation;
 use crate::array::ArrayMember;
 use crate::constraint::Constraint;
 use crate::dependency::{Dependency, JobOutcome};
-use crate::fairshare::Association;
+use crate::fairshare::{Association, ShareTable};
 use crate::partition::Partition;
 use crate::qos::Qos;
 use beowulf_types::{JobHold, JobId, Millis, NodeName, Resources, Timestamp};
@@ -39,6 +39,19 @@ pub struct SchedulerInput {
     /// `running` as running unless listed here; an ID found nowhere can never satisfy a dependency
     /// (the head refuses unknown IDs at submit, and keeps outcomes of jobs still depended upon).
     pub job_outcomes: BTreeMap<JobId, JobOutcome>,
+}
+
+impl SchedulerInput {
+    /// The fair-share table a pass over this input uses: the users and accounts with shares or
+    /// usage in it, and those of its pending jobs.
+    pub fn share_table(&self) -> ShareTable {
+        ShareTable::new(
+            &self.usage,
+            &self.shares,
+            self.pending.iter().map(|job| job.user.as_str()),
+            self.pending.iter().map(|job| job.account.as_str()),
+        )
+    }
 }
 
 /// One node as the scheduler sees it.

@@ -39,7 +39,7 @@ pub use advance::{AdvanceReservation, ReservationProblem};
 pub use array::ArrayMember;
 pub use constraint::{Constraint, ConstraintError};
 pub use dependency::{Dependency, JobOutcome};
-pub use fairshare::Association;
+pub use fairshare::{Association, Share, ShareTable};
 pub use input::{
     NodeAvailability, NodeView, PendingJob, PriorityWeights, RunningJob, SchedulerInput,
 };
@@ -47,5 +47,6 @@ pub use partition::{Partition, PartitionProblem};
 pub use pass::plan;
 pub use plan::{Pending, Plan, Start, TopJob};
 pub use preemption::Preemption;
+pub use priority::{Factor, PriorityFactors};
 pub use qos::{PreemptMode, Qos};
 pub use why::{Blocker, Explanation, NodeLack, why};

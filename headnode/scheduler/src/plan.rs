@@ -1,6 +1,7 @@
 //! The output of one scheduling pass ([`Plan`]), made by [`plan`](fn@crate::plan).
 
 use crate::preemption::Preemption;
+use crate::priority::PriorityFactors;
 use beowulf_types::{JobId, NodeName, PendingReason, Resources, Timestamp};
 use std::collections::BTreeMap;
 
@@ -45,4 +46,6 @@ pub struct Pending {
     pub priority: u64,
     /// When the backfill plan expects the job to start, if it has one.
     pub estimated_start: Option<Timestamp>,
+    /// What `priority` is made of, factor by factor.
+    pub factors: PriorityFactors,
 }

@@ -11,6 +11,38 @@ use std::cmp::Reverse;
 /// identical on every machine. Worst case `2 * u32::MAX * 1e6` fits easily in a `u64`.
 pub const FACTOR_SCALE: u64 = 1_000_000;
 
+/// One factor of a job's priority: its value before weighting and its part of the priority.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Factor {
+    /// The factor in 0.0..=1.0, in millionths ([`FACTOR_SCALE`] is 1.0), rounded down.
+    pub normalized: u64,
+    /// Its part of the priority: `weight * factor`, scaled by [`FACTOR_SCALE`] and rounded down.
+    pub weighted: u64,
+}
+
+/// A job's priority factor by factor, as a pass computes it (what Slurm's `sprio` shows): the
+/// weighted parts add up to the priority.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PriorityFactors {
+    pub age: Factor,
+    pub size: Factor,
+    pub fairshare: Factor,
+    pub partition: Factor,
+    pub qos: Factor,
+}
+
+impl PriorityFactors {
+    /// The job's priority: the sum of the weighted parts. Five parts of at most
+    /// `u32::MAX * FACTOR_SCALE` each fit a `u64`.
+    pub fn priority(&self) -> u64 {
+        self.age.weighted
+            + self.size.weighted
+            + self.fairshare.weighted
+            + self.partition.weighted
+            + self.qos.weighted
+    }
+}
+
 /// The job's priority at `now`:
 /// `age_weight * min(1, age / max_age) + size_weight * min(1, job CPUs / cluster CPUs)`, each factor
 /// scaled by [`FACTOR_SCALE`] and rounded down.
@@ -24,23 +56,8 @@ pub fn priority(
     cluster_cpus: u64,
     now: Timestamp,
 ) -> u64 {
-    let scale = u128::from(FACTOR_SCALE);
-    let age = u128::from(now.since(job.submitted));
-    let age_part = if weights.max_age == 0 {
-        u128::from(weights.age_weight) * scale
-    } else {
-        let max_age = u128::from(weights.max_age);
-        u128::from(weights.age_weight) * scale * age.min(max_age) / max_age
-    };
-    let job_cpus = u128::from(job.nodes) * u128::from(job.per_node.cpus);
-    let size_part = if cluster_cpus == 0 {
-        0
-    } else {
-        let total = u128::from(cluster_cpus);
-        u128::from(weights.size_weight) * scale * job_cpus.min(total) / total
-    };
-    // Both parts are at most `u32::MAX * FACTOR_SCALE`, so the sum fits a u64.
-    (age_part + size_part) as u64
+    let f = factors(job, weights, cluster_cpus, now, &PolicyFactors::default());
+    f.age.weighted + f.size.weighted
 }
 
 /// The factors that come from site policy rather than from the job itself, each in 0.0..=1.0.
@@ -56,24 +73,68 @@ pub struct PolicyFactors {
 
 /// The full multifactor priority: [`priority`] plus `fairshare_weight * fairshare + partition_weight
 /// * partition + qos_weight * qos`, each factor clamped to 0.0..=1.0, scaled by [`FACTOR_SCALE`] and
-/// rounded down. Five parts of at most `u32::MAX * FACTOR_SCALE` each still fit a `u64`.
+/// rounded down. The sum of [`factors`]' parts.
 pub fn multifactor(
     job: &PendingJob,
     weights: &PriorityWeights,
     cluster_cpus: u64,
     now: Timestamp,
-    factors: &PolicyFactors,
+    policy: &PolicyFactors,
 ) -> u64 {
-    let part = |weight: u32, factor: f64| -> u64 {
+    factors(job, weights, cluster_cpus, now, policy).priority()
+}
+
+/// The job's priority factor by factor: age and size from the job (as [`priority`] describes),
+/// the policy's as given.
+pub fn factors(
+    job: &PendingJob,
+    weights: &PriorityWeights,
+    cluster_cpus: u64,
+    now: Timestamp,
+    policy: &PolicyFactors,
+) -> PriorityFactors {
+    let scale = u128::from(FACTOR_SCALE);
+    // `value / total` of weight `weight`, in fixed point: both results fit a u64, as
+    // `value <= total` and the weight is a u32.
+    let ratio = |weight: u32, value: u128, total: u128| -> Factor {
+        Factor {
+            normalized: (scale * value / total) as u64,
+            weighted: (u128::from(weight) * scale * value / total) as u64,
+        }
+    };
+    let age = if weights.max_age == 0 {
+        ratio(weights.age_weight, 1, 1)
+    } else {
+        let max_age = u128::from(weights.max_age);
+        ratio(
+            weights.age_weight,
+            u128::from(now.since(job.submitted)).min(max_age),
+            max_age,
+        )
+    };
+    let size = if cluster_cpus == 0 {
+        Factor::default()
+    } else {
+        let total = u128::from(cluster_cpus);
+        let job_cpus = u128::from(job.nodes) * u128::from(job.per_node.cpus);
+        ratio(weights.size_weight, job_cpus.min(total), total)
+    };
+    let part = |weight: u32, factor: f64| -> Factor {
         // Rounded down in fixed point first, so the result does not depend on float rounding of the
         // weight product.
         let scaled = (factor.clamp(0.0, 1.0) * FACTOR_SCALE as f64) as u64;
-        u64::from(weight) * scaled
+        Factor {
+            normalized: scaled,
+            weighted: u64::from(weight) * scaled,
+        }
     };
-    priority(job, weights, cluster_cpus, now)
-        + part(weights.fairshare_weight, factors.fairshare)
-        + part(weights.partition_weight, factors.partition)
-        + part(weights.qos_weight, factors.qos)
+    PriorityFactors {
+        age,
+        size,
+        fairshare: part(weights.fairshare_weight, policy.fairshare),
+        partition: part(weights.partition_weight, policy.partition),
+        qos: part(weights.qos_weight, policy.qos),
+    }
 }
 
 /// Indices of `jobs` in the order the pass considers them: priority descending, then submitted
@@ -131,6 +192,51 @@ mod tests {
         assert_eq!(
             multifactor(&job(1, 0, 1, 0), &WEIGHTS, 0, Timestamp(0), &factors),
             multifactor(&job(1, 0, 1, 0), &WEIGHTS, 0, Timestamp(0), &none)
+        );
+    }
+
+    #[test]
+    fn the_factors_add_up_to_the_priority_and_keep_their_unweighted_value() {
+        let weights = PriorityWeights {
+            fairshare_weight: 10,
+            qos_weight: 3,
+            ..WEIGHTS
+        };
+        let policy = PolicyFactors {
+            fairshare: 0.25,
+            partition: 1.0,
+            qos: 1.0 / 3.0,
+        };
+        let f = factors(
+            &job(1, 2_500, 1, 4),
+            &weights,
+            16,
+            Timestamp(5_000),
+            &policy,
+        );
+        assert_eq!(f.age.normalized, FACTOR_SCALE / 4);
+        assert_eq!(f.age.weighted, 250 * FACTOR_SCALE);
+        assert_eq!(f.size.normalized, FACTOR_SCALE / 4);
+        assert_eq!(f.size.weighted, 25 * FACTOR_SCALE);
+        assert_eq!(f.fairshare.weighted, 10 * (FACTOR_SCALE / 4));
+        // Partition weight 0: the factor is kept, its part is nothing.
+        assert_eq!(f.partition.normalized, FACTOR_SCALE);
+        assert_eq!(f.partition.weighted, 0);
+        assert_eq!(f.qos.normalized, 333_333);
+        assert_eq!(f.qos.weighted, 999_999);
+        assert_eq!(
+            f.priority(),
+            multifactor(
+                &job(1, 2_500, 1, 4),
+                &weights,
+                16,
+                Timestamp(5_000),
+                &policy
+            )
+        );
+        assert_eq!(
+            f.priority(),
+            f.age.weighted + f.size.weighted + f.fairshare.weighted + f.qos.weighted
         );
     }
 

@@ -7,8 +7,8 @@ use crate::config::HeadConfig;
 use crate::model::{ArrayElement, JobRecord, RunLaunch};
 use beowulf_scheduler::{
     AdvanceReservation, ArrayMember, Association, Constraint, Dependency, Explanation, JobOutcome,
-    NodeAvailability, NodeView, PendingJob, PreemptMode, RunningJob, SchedulerInput, fairshare,
-    plan, why,
+    NodeAvailability, NodeView, PendingJob, PreemptMode, RunningJob, SchedulerInput, ShareTable,
+    fairshare, plan, why,
 };
 use beowulf_types::{
     DependencySpec, Fabric, JobId, JobState, JobTransition, NodeName, Resources, Timestamp,
@@ -145,6 +145,19 @@ impl Head {
         }
         self.lock().pending = plan.pending;
         Ok(started)
+    }
+
+    /// The fair-share table as a pass now would compute it (what `sshare` shows), with usage
+    /// counted even when the fair-share weight is 0 (the pass then skips it).
+    pub fn shares(&self) -> ShareTable {
+        let now = now();
+        let inner = self.lock();
+        let mut input = snapshot(&inner, &self.config, now);
+        if self.config.priority.fairshare_weight == 0 {
+            input.usage = usage(&inner, &self.config, now);
+        }
+        drop(inner);
+        input.share_table()
     }
 
     /// Why a job waits: what blocks it and when it is expected to start.

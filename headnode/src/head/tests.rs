@@ -693,3 +693,50 @@ fn a_plan_does_not_start_jobs_cancelled_or_nodes_drained_since_its_snapshot() {
     assert_eq!(head.apply_plan(plan, now).unwrap(), 0);
     assert_eq!(head.show_job(drained).unwrap().state, "PENDING");
 }
+
+#[test]
+fn pending_jobs_carry_the_factors_of_their_priority_and_shares_count_running_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = "[priority]\nage_weight = 1000\nmax_age_ms = 1\nsize_weight = 100\n\
+                  fairshare_weight = 500\n";
+    let head = Head::open(config_with(dir.path(), policy)).unwrap();
+    let _n1 = register(&head, "node1");
+    let running = head
+        .submit(
+            &ROOT,
+            job_file("cpus_per_task = 2\naccount = \"physics\"\ncommand = [\"sleep\", \"60\"]\n"),
+        )
+        .unwrap();
+    assert_eq!(pass(&head), 1);
+    let chem = head
+        .submit(
+            &ROOT,
+            job_file("account = \"chem\"\ncommand = [\"true\"]\n"),
+        )
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert_eq!(pass(&head), 0);
+    let shown = head.show_job(chem).unwrap();
+    let f = shown
+        .priority_factors
+        .expect("a pending job has its factors");
+    let part = |f: &Option<v1::PriorityFactor>| f.unwrap_or_default();
+    let parts = [&f.age, &f.size, &f.fairshare, &f.partition, &f.qos];
+    assert_eq!(
+        parts.iter().map(|p| part(p).weighted).sum::<u64>(),
+        shown.priority,
+        "{f:?}"
+    );
+    assert_eq!(part(&f.age).millionths, 1_000_000);
+    assert_eq!(part(&f.size).millionths, 500_000);
+    // The fair-share factor is the table's: the only user used everything (2^-1), chem nothing
+    // of the accounts' usage (1.0).
+    let table = head.shares();
+    assert!(table.users["root"].usage > 0.0, "{table:?}");
+    assert!(table.accounts["physics"].usage > 0.0, "{table:?}");
+    assert_eq!(table.accounts["chem"].usage, 0.0);
+    assert_eq!(table.of("root", "chem"), 0.75);
+    assert_eq!(part(&f.fairshare).millionths, 750_000);
+    // Running jobs have none.
+    assert_eq!(head.show_job(running).unwrap().priority_factors, None);
+}

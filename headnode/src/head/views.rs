@@ -256,6 +256,26 @@ fn job_info(inner: &Inner, job: &JobRecord, with_events: bool) -> v1::JobInfo {
             .map(|i| i.digest.clone())
             .unwrap_or_default(),
         phases: phases(job),
+        priority_factors: pending
+            .filter(|_| job.state == JobState::Pending)
+            .map(|p| priority_factors(&p.factors)),
+    }
+}
+
+/// A pending job's priority factors as the last pass computed them.
+fn priority_factors(f: &beowulf_scheduler::PriorityFactors) -> v1::PriorityFactors {
+    let factor = |f: beowulf_scheduler::Factor| {
+        Some(v1::PriorityFactor {
+            millionths: f.normalized,
+            weighted: f.weighted,
+        })
+    };
+    v1::PriorityFactors {
+        age: factor(f.age),
+        size: factor(f.size),
+        fairshare: factor(f.fairshare),
+        partition: factor(f.partition),
+        qos: factor(f.qos),
     }
 }
 

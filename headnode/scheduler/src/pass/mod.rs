@@ -11,11 +11,10 @@ use crate::backfill::Reservation;
 use crate::backfill::timeline::{Target, earliest_start};
 use crate::cluster::Cluster;
 use crate::eligibility::Eligibility;
-use crate::fairshare::FairShare;
 use crate::feasibility::{Feasibility, never_fits, required_problem};
 use crate::placement::{FitCounts, NoFitMemo};
 use crate::preemption::{self, Preemption};
-use crate::priority::{PolicyFactors, multifactor, queue_order};
+use crate::priority::{PolicyFactors, PriorityFactors, factors, queue_order};
 use crate::{Pending, PendingJob, Plan, SchedulerInput, Start, TopJob};
 use beowulf_types::{JobId, PendingReason, Timestamp};
 use job::JobContext;
@@ -88,25 +87,20 @@ impl<'a> Pass<'a> {
             .iter()
             .filter(|job| seen.insert(job.id))
             .collect();
-        let priorities = self.priorities(&jobs);
+        let factors = self.priorities(&jobs);
+        let priorities: Vec<u64> = factors.iter().map(PriorityFactors::priority).collect();
         for index in queue_order(&jobs, &priorities) {
-            self.consider(jobs[index], priorities[index]);
+            self.consider(jobs[index], factors[index]);
         }
         self.plan
     }
 
-    /// Every job's multifactor priority; the policy factors are computed only when weighted.
-    fn priorities(&self, jobs: &[&'a PendingJob]) -> Vec<u64> {
+    /// Every job's multifactor priority, factor by factor; the policy factors are computed only
+    /// when weighted.
+    fn priorities(&self, jobs: &[&'a PendingJob]) -> Vec<PriorityFactors> {
         let input = self.input;
         let weights = &input.weights;
-        let fairshare = (weights.fairshare_weight > 0).then(|| {
-            FairShare::new(
-                &input.usage,
-                &input.shares,
-                jobs.iter().map(|job| job.user.as_str()),
-                jobs.iter().map(|job| job.account.as_str()),
-            )
-        });
+        let fairshare = (weights.fairshare_weight > 0).then(|| input.share_table());
         let max_partition = input
             .partitions
             .values()
@@ -123,30 +117,31 @@ impl<'a> Pass<'a> {
         };
         jobs.iter()
             .map(|job| {
-                let mut factors = PolicyFactors::default();
+                let mut policy = PolicyFactors::default();
                 if let Some(fairshare) = &fairshare {
-                    factors.fairshare = fairshare.of(&job.user, &job.account);
+                    policy.fairshare = fairshare.of(&job.user, &job.account);
                 }
                 if weights.partition_weight > 0
                     && let Ok(Some((_, partition))) = crate::partition::of_job(input, job)
                 {
-                    factors.partition = ratio(partition.priority_factor, max_partition);
+                    policy.partition = ratio(partition.priority_factor, max_partition);
                 }
                 if weights.qos_weight > 0
                     && let Some(qos) = job.qos.as_ref().and_then(|q| input.qos.get(q))
                 {
-                    factors.qos = ratio(qos.priority, max_qos);
+                    policy.qos = ratio(qos.priority, max_qos);
                 }
-                multifactor(job, weights, self.cluster.total_cpus, self.now, &factors)
+                factors(job, weights, self.cluster.total_cpus, self.now, &policy)
             })
             .collect()
     }
 
-    fn consider(&mut self, job: &'a PendingJob, priority: u64) {
+    fn consider(&mut self, job: &'a PendingJob, factors: PriorityFactors) {
+        let priority = factors.priority();
         let context = match self.admit(job) {
             Ok(context) => context,
             Err((reason, eligible)) => {
-                self.wait(job.id, reason, priority, eligible);
+                self.wait(job.id, reason, factors, eligible);
                 return;
             }
         };
@@ -158,7 +153,7 @@ impl<'a> Pass<'a> {
                     return;
                 }
                 if self.try_preemption(&context) {
-                    self.wait(job.id, PendingReason::Preempting, priority, Some(self.now));
+                    self.wait(job.id, PendingReason::Preempting, factors, Some(self.now));
                     return;
                 }
                 let reason = self.reason_for_no_room(&context);
@@ -182,11 +177,11 @@ impl<'a> Pass<'a> {
                                 .collect(),
                         });
                         self.reservation = Some(reservation);
-                        self.wait(job.id, reason, priority, Some(at));
+                        self.wait(job.id, reason, factors, Some(at));
                     }
                     // Only when advance reservations keep the job off its nodes for good (its own
                     // window closes first): it waits without blocking anyone.
-                    None => self.wait(job.id, PendingReason::Reservation, priority, None),
+                    None => self.wait(job.id, PendingReason::Reservation, factors, None),
                 }
             }
             // Ends by the shadow time: whatever it takes is back before the top job needs it.
@@ -194,7 +189,7 @@ impl<'a> Pass<'a> {
                 Some(nodes) => self.start(&context, nodes, priority, end),
                 None => {
                     let reason = self.reason_for_no_room(&context);
-                    self.wait(job.id, reason, priority, None);
+                    self.wait(job.id, reason, factors, None);
                 }
             },
             // Runs past the shadow time: only on resources the reservation does not need.
@@ -213,7 +208,7 @@ impl<'a> Pass<'a> {
                     } else {
                         self.reason_for_no_room(&context)
                     };
-                    self.wait(job.id, reason, priority, None);
+                    self.wait(job.id, reason, factors, None);
                 }
             },
         }
@@ -306,15 +301,16 @@ impl<'a> Pass<'a> {
         &mut self,
         job: JobId,
         reason: PendingReason,
-        priority: u64,
+        factors: PriorityFactors,
         estimated_start: Option<Timestamp>,
     ) {
         self.plan.pending.insert(
             job,
             Pending {
                 reason,
-                priority,
+                priority: factors.priority(),
                 estimated_start,
+                factors,
             },
         );
     }
