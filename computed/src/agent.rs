@@ -698,17 +698,18 @@ impl<L: Launcher> Agent<L> {
         if wanted == 0 {
             return;
         }
-        let taken = self
-            .gpus
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take(key, wanted);
-        match taken {
-            Some(indices) => {
+        let (taken, environment) = {
+            let mut board = self.gpus.lock().unwrap_or_else(|p| p.into_inner());
+            let taken = board.take(key, wanted);
+            let environment = taken.as_deref().map(|indices| board.environment(indices));
+            (taken, environment)
+        };
+        match (taken, environment) {
+            (Some(indices), Some(environment)) => {
                 tracing::info!(job = %key.job, run = key.run, ?indices, "the run's GPUs");
-                a.env.extend(crate::gpus::environment(&indices));
+                a.env.extend(environment);
             }
-            None => {
+            _ => {
                 tracing::warn!(job = %key.job, run = key.run, wanted, "fewer GPUs free here than the run was given: it gets none")
             }
         }
@@ -997,11 +998,11 @@ impl<L: Launcher> Agent<L> {
     }
 }
 
-/// The node's GPU indices: its device files', or, where there are none, as many as the offer
-/// names (0, 1, ...).
-fn node_gpus(config: &AgentConfig) -> Vec<u32> {
+/// The node's GPUs: its device files', or, where there are none, as many NVIDIA ones as the
+/// offer names (0, 1, ...).
+fn node_gpus(config: &AgentConfig) -> crate::gpus::NodeGpus {
     let detected = crate::gpus::detect(&config.gpu_devices);
-    if !detected.is_empty() {
+    if !detected.indices.is_empty() {
         return detected;
     }
     let offered = config
@@ -1009,7 +1010,10 @@ fn node_gpus(config: &AgentConfig) -> Vec<u32> {
         .as_ref()
         .and_then(|o| o.gres.get("gpu").copied())
         .unwrap_or(0);
-    (0..offered).collect()
+    crate::gpus::NodeGpus {
+        indices: (0..offered).collect(),
+        ..Default::default()
+    }
 }
 
 fn kill(launcher: &impl Launcher, key: RunKey) {

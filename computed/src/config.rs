@@ -89,9 +89,10 @@ pub struct AgentConfig {
     /// cluster of several agents on one machine gives each a share).
     #[serde(default)]
     pub offer: Option<Offer>,
-    /// Where the node's GPU device files are (`nvidia0`, ...): their indices are the GPUs runs
-    /// get as `CUDA_VISIBLE_DEVICES`, and their count is offered as `gres gpu` unless the offer
-    /// names one.
+    /// Where the node's GPU device files are (`nvidia0`, ...; or `kfd` and `dri/renderD128`,
+    /// ... for AMD GPUs): they are the GPUs runs get as `CUDA_VISIBLE_DEVICES` (or
+    /// `ROCR_VISIBLE_DEVICES`), and their count is offered as `gres gpu` unless the offer names
+    /// one.
     #[serde(default = "default_gpu_devices")]
     pub gpu_devices: PathBuf,
 }

@@ -1,20 +1,63 @@
 //! This node's GPUs and which run has which: the indices of the NVIDIA device files
-//! (`/dev/nvidia0`, ...), given to a run that asks for `gpu` GRES as `CUDA_VISIBLE_DEVICES`.
+//! (`/dev/nvidia0`, ...) or of the AMD ones (`/dev/kfd` and the render nodes
+//! `/dev/dri/renderD128`, ...), given to a run that asks for `gpu` GRES as
+//! `CUDA_VISIBLE_DEVICES` (NVIDIA) or `ROCR_VISIBLE_DEVICES` (AMD), as Slurm's gres plugins do.
 //!
 //! ```text
-//!  start: list <gpu_devices>/nvidia<N> ─▶ the node's indices (offered as gres gpu = count
-//!         unless computed.toml's offer says otherwise)
+//!  start: list <gpu_devices>/nvidia<N>, else <gpu_devices>/dri/renderD<M> when kfd exists ─▶
+//!         the node's indices (offered as gres gpu = count unless computed.toml's offer says
+//!         otherwise)
 //!  run starts with gres gpu = g ─▶ the g lowest indices no other run here holds ─▶ its tasks'
-//!         CUDA_VISIBLE_DEVICES, GPU_DEVICE_ORDINAL, SLURM_JOB_GPUS ─▶ freed when it is forgotten
+//!         CUDA_VISIBLE_DEVICES or ROCR_VISIBLE_DEVICES, GPU_DEVICE_ORDINAL, SLURM_JOB_GPUS ─▶
+//!         freed when it is forgotten
 //! ```
 
 use beowulf_types::RunKey;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The indices of the NVIDIA GPU device files in `dir` (`nvidia0`, `nvidia1`, ...; not
-/// `nvidiactl` or `nvidia-uvm`), sorted; none when the directory cannot be read.
-pub fn detect(dir: &Path) -> Vec<u32> {
+/// Whose GPUs a node has: it decides the variable that tells programs which are theirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GpuVendor {
+    /// CUDA: `CUDA_VISIBLE_DEVICES` takes the device files' numbers.
+    #[default]
+    Nvidia,
+    /// ROCm: `ROCR_VISIBLE_DEVICES` takes the GPUs' ordinals, in render-node order.
+    Amd,
+}
+
+/// The GPUs found in a device directory.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeGpus {
+    pub vendor: GpuVendor,
+    /// Sorted.
+    pub indices: Vec<u32>,
+}
+
+/// The GPUs of the device directory `dir`: NVIDIA's device files (`nvidia0`, `nvidia1`, ...;
+/// not `nvidiactl` or `nvidia-uvm`) by their numbers, else, when the ROCm kernel driver is
+/// there (`kfd`), AMD's render nodes (`dri/renderD128`, ...) by their order; none when there
+/// are neither (or the directory cannot be read).
+pub fn detect(dir: &Path) -> NodeGpus {
+    let nvidia = numbered(dir, "nvidia");
+    if !nvidia.is_empty() {
+        return NodeGpus {
+            vendor: GpuVendor::Nvidia,
+            indices: nvidia,
+        };
+    }
+    if dir.join("kfd").exists() {
+        let render = numbered(&dir.join("dri"), "renderD");
+        return NodeGpus {
+            vendor: GpuVendor::Amd,
+            indices: (0..render.len() as u32).collect(),
+        };
+    }
+    NodeGpus::default()
+}
+
+/// The numbers N of the entries `<prefix>N` of `dir`, sorted.
+fn numbered(dir: &Path, prefix: &str) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -22,7 +65,7 @@ pub fn detect(dir: &Path) -> Vec<u32> {
         .filter_map(Result::ok)
         .filter_map(|e| {
             let name = e.file_name();
-            let digits = name.to_str()?.strip_prefix("nvidia")?;
+            let digits = name.to_str()?.strip_prefix(prefix)?;
             (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
                 .then(|| digits.parse().ok())
                 .flatten()
@@ -35,16 +78,23 @@ pub fn detect(dir: &Path) -> Vec<u32> {
 /// The node's GPUs and the runs holding them.
 #[derive(Debug, Default)]
 pub struct GpuBoard {
+    vendor: GpuVendor,
     indices: Vec<u32>,
     held: BTreeMap<RunKey, Vec<u32>>,
 }
 
 impl GpuBoard {
-    pub fn new(indices: Vec<u32>) -> Self {
+    pub fn new(gpus: NodeGpus) -> Self {
         Self {
-            indices,
+            vendor: gpus.vendor,
+            indices: gpus.indices,
             held: BTreeMap::new(),
         }
+    }
+
+    /// The environment that tells a run's programs which GPUs (`indices`) are theirs.
+    pub fn environment(&self, indices: &[u32]) -> [(String, String); 3] {
+        environment(self.vendor, indices)
     }
 
     /// How many GPUs the node has.
@@ -79,15 +129,19 @@ impl GpuBoard {
     }
 }
 
-/// The environment that tells a run's programs which GPUs are theirs.
-pub fn environment(indices: &[u32]) -> [(String, String); 3] {
+/// The environment that tells a run's programs which of `vendor`'s GPUs are theirs.
+pub fn environment(vendor: GpuVendor, indices: &[u32]) -> [(String, String); 3] {
     let list = indices
         .iter()
         .map(u32::to_string)
         .collect::<Vec<_>>()
         .join(",");
+    let visible = match vendor {
+        GpuVendor::Nvidia => "CUDA_VISIBLE_DEVICES",
+        GpuVendor::Amd => "ROCR_VISIBLE_DEVICES",
+    };
     [
-        ("CUDA_VISIBLE_DEVICES".to_string(), list.clone()),
+        (visible.to_string(), list.clone()),
         ("GPU_DEVICE_ORDINAL".to_string(), list.clone()),
         ("SLURM_JOB_GPUS".to_string(), list),
     ]
@@ -111,8 +165,39 @@ mod tests {
         ] {
             std::fs::write(dev.path().join(name), "").unwrap();
         }
-        assert_eq!(detect(dev.path()), [0, 1, 3]);
-        assert!(detect(&dev.path().join("missing")).is_empty());
+        assert_eq!(
+            detect(dev.path()),
+            NodeGpus {
+                vendor: GpuVendor::Nvidia,
+                indices: vec![0, 1, 3]
+            }
+        );
+        assert_eq!(detect(&dev.path().join("missing")), NodeGpus::default());
+    }
+
+    #[test]
+    fn amd_gpus_are_the_render_nodes_of_a_node_with_the_rocm_driver() {
+        let dev = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dev.path().join("dri")).unwrap();
+        for name in ["renderD129", "renderD128", "card0", "card1"] {
+            std::fs::write(dev.path().join("dri").join(name), "").unwrap();
+        }
+        // Without kfd the render nodes are a display's (an Intel or AMD graphics chip).
+        assert_eq!(detect(dev.path()), NodeGpus::default());
+        std::fs::write(dev.path().join("kfd"), "").unwrap();
+        let gpus = detect(dev.path());
+        assert_eq!(
+            gpus,
+            NodeGpus {
+                vendor: GpuVendor::Amd,
+                indices: vec![0, 1]
+            }
+        );
+        let env = GpuBoard::new(gpus).environment(&[1]);
+        assert_eq!(
+            env[0],
+            ("ROCR_VISIBLE_DEVICES".to_string(), "1".to_string())
+        );
     }
 
     #[test]
@@ -121,7 +206,10 @@ mod tests {
             job: JobId(job),
             run: 1,
         };
-        let mut board = GpuBoard::new(vec![0, 1, 3]);
+        let mut board = GpuBoard::new(NodeGpus {
+            vendor: GpuVendor::Nvidia,
+            indices: vec![0, 1, 3],
+        });
         assert_eq!(board.take(run(1), 2), Some(vec![0, 1]));
         assert_eq!(
             board.take(run(1), 2),
@@ -132,6 +220,9 @@ mod tests {
         assert_eq!(board.take(run(2), 1), Some(vec![3]));
         board.free(run(1));
         assert_eq!(board.take(run(3), 2), Some(vec![0, 1]));
-        assert_eq!(environment(&[0, 3])[0].1, "0,3");
+        assert_eq!(
+            board.environment(&[0, 3])[0],
+            ("CUDA_VISIBLE_DEVICES".to_string(), "0,3".to_string())
+        );
     }
 }

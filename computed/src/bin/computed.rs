@@ -43,7 +43,7 @@ fn main() -> anyhow::Result<()> {
     let gpus = beowulf_computed::gpus::detect(&config.gpu_devices);
     let source = InventorySource::new(config.offer.clone(), &config.state_dir)
         .withholding_cpus(task_cpus.as_ref().map_or(0, TaskCpus::withheld))
-        .with_gpus(u32::try_from(gpus.len()).unwrap_or(u32::MAX));
+        .with_gpus(u32::try_from(gpus.indices.len()).unwrap_or(u32::MAX));
     let detect = move || -> anyhow::Result<beowulf_types::Inventory> {
         source
             .detect()
