@@ -607,6 +607,57 @@ fn scontrol_holds_releases_updates_and_requeues_jobs_as_slurm_does() {
 }
 
 /// Submits `script` with `args` through sbatch and returns the job ID.
+#[test]
+fn array_index_names_one_element_for_dependencies() {
+    let cluster = LocalCluster::start(2, 10);
+    // Element 1 ends at once; element 2 runs for minutes.
+    let array_script = cluster.job_file(
+        "elements.sh",
+        "#!/bin/sh\n#SBATCH --array=1-2 -o /dev/null\n[ \"$SLURM_ARRAY_TASK_ID\" = 2 ] && sleep 300\ntrue\n",
+    );
+    let array = batch_job_id(&cluster.sbatch(&[array_script.to_str().unwrap()]).stdout);
+    let after = cluster.job_file("after-one.sh", "#!/bin/sh\n#SBATCH -o /dev/null\ntrue\n");
+    let one = sbatch_ok(
+        &cluster,
+        &["-d", &format!("afterok:{array}_1"), after.to_str().unwrap()],
+    );
+    let all = sbatch_ok(
+        &cluster,
+        &["-d", &format!("afterany:{array}"), after.to_str().unwrap()],
+    );
+    let waited = cluster.wait_state(one, &["COMPLETED", "FAILED", "CANCELLED"], MINUTE);
+    assert_eq!(waited["state"], "COMPLETED", "{waited:#}");
+    let element_2 = array + 1;
+    assert_eq!(
+        cluster.show(element_2)["state"],
+        "RUNNING",
+        "afterok:{array}_1 waited for element 1 alone"
+    );
+    let whole = cluster.show(all);
+    assert_eq!(
+        whole["state"], "PENDING",
+        "afterany:{array} waits for every element: {whole:#}"
+    );
+    assert_eq!(
+        whole["dependencies"],
+        serde_json::json!([format!("afterany:{array}")])
+    );
+    assert_eq!(
+        cluster.show(one)["dependencies"],
+        serde_json::json!([format!("afterok:{array}_1")])
+    );
+    // An index the array does not have is refused at submit, naming it.
+    let out = cluster.sbatch(&["-d", &format!("afterok:{array}_7"), after.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(&format!("job {array} has no array element 7")),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cluster.cluster(&["cancel", &array.to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
 fn sbatch_ok(cluster: &LocalCluster, args: &[&str]) -> u64 {
     let out = cluster.sbatch(args);
     assert!(

@@ -505,6 +505,20 @@ pub(super) fn fits_cluster(
 
 /// The job IDs of the array whose ID is `job`'s (its first element's), or `None` when `job` is
 /// not an array's first element. The elements of an array have consecutive IDs from the array's.
+/// The element of array `array` with index `index` (`ARRAY_INDEX`), if there is one; `job`
+/// looks a job up.
+pub(super) fn array_element<'a>(
+    job: impl Fn(JobId) -> Option<&'a JobRecord>,
+    array: JobId,
+    index: u32,
+) -> Option<JobId> {
+    array_elements(job(array)?)?.into_iter().find(|id| {
+        job(*id)
+            .and_then(|j| j.array)
+            .is_some_and(|a| a.index == index)
+    })
+}
+
 pub(super) fn array_elements(job: &JobRecord) -> Option<Vec<JobId>> {
     let array = job.array.filter(|a| a.array == job.id)?;
     Some(
@@ -603,6 +617,18 @@ fn check_policy(
             | DependencySpec::AfterAny(ids)
             | DependencySpec::AfterNotOk(ids) => ids,
             DependencySpec::Singleton => continue,
+            DependencySpec::OnElement { array, index, .. } => {
+                if array_element(|id| tx.job(id), JobId(*array), *index).is_none() {
+                    return Err(refuse(
+                        "dependency",
+                        format!(
+                            "job {array} has no array element {index} (`{array}_{index}`): \
+                             name an element of an array by the array's job ID and its index"
+                        ),
+                    ));
+                }
+                continue;
+            }
         };
         for id in ids {
             if tx.job(JobId(*id)).is_none() {

@@ -11,7 +11,8 @@ use beowulf_scheduler::{
     fairshare, plan, why,
 };
 use beowulf_types::{
-    DependencySpec, Fabric, JobId, JobState, JobTransition, NodeName, Resources, Timestamp,
+    DependencySpec, ElementAfter, Fabric, JobId, JobState, JobTransition, NodeName, Resources,
+    Timestamp,
 };
 use std::collections::BTreeMap;
 
@@ -371,6 +372,23 @@ fn dependencies(inner: &Inner, job: &JobRecord) -> Vec<Dependency> {
                 out.extend(targets(ids).into_iter().map(Dependency::AfterNotOk))
             }
             DependencySpec::Singleton => out.push(Dependency::Singleton),
+            DependencySpec::OnElement {
+                after,
+                array,
+                index,
+            } => {
+                // Checked at submit; an element is never removed while its array is known.
+                let Some(id) =
+                    super::jobs::array_element(|id| inner.jobs.get(&id), JobId(*array), *index)
+                else {
+                    continue;
+                };
+                out.push(match after {
+                    ElementAfter::Ok => Dependency::AfterOk(id),
+                    ElementAfter::Any => Dependency::AfterAny(id),
+                    ElementAfter::NotOk => Dependency::AfterNotOk(id),
+                });
+            }
         }
     }
     out

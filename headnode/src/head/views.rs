@@ -221,6 +221,11 @@ fn job_info(inner: &Inner, job: &JobRecord, with_events: bool) -> v1::JobInfo {
                 DependencySpec::AfterAny(ids) => format!("afterany:{}", join_ids(ids)),
                 DependencySpec::AfterNotOk(ids) => format!("afternotok:{}", join_ids(ids)),
                 DependencySpec::Singleton => "singleton".to_string(),
+                DependencySpec::OnElement {
+                    after,
+                    array,
+                    index,
+                } => format!("{}:{array}_{index}", after.keyword()),
             })
             .collect(),
         events: if with_events {

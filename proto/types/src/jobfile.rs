@@ -142,13 +142,38 @@ pub struct ArraySpec {
     pub max_running: Option<u32>,
 }
 
-/// One clause of `dependency`.
+/// One clause of `dependency`. A job ID that is an array's names every element of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DependencySpec {
     AfterOk(Vec<u64>),
     AfterAny(Vec<u64>),
     AfterNotOk(Vec<u64>),
     Singleton,
+    /// `afterok:12_3`: one element of an array, by the array's ID and the element's index.
+    OnElement {
+        after: ElementAfter,
+        array: u64,
+        index: u32,
+    },
+}
+
+/// What an element dependency waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ElementAfter {
+    Ok,
+    Any,
+    NotOk,
+}
+
+impl ElementAfter {
+    /// The clause's name in Slurm's syntax.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            ElementAfter::Ok => "afterok",
+            ElementAfter::Any => "afterany",
+            ElementAfter::NotOk => "afternotok",
+        }
+    }
 }
 
 impl JobSpec {
@@ -1286,7 +1311,8 @@ pub fn parse_array(text: &str) -> Result<ArraySpec, String> {
     })
 }
 
-/// Slurm's `--dependency` syntax: `afterok:12:13,afterany:14,afternotok:9,singleton`.
+/// Slurm's `--dependency` syntax: `afterok:12:13,afterany:14,afternotok:9,singleton`; a job
+/// ID that is an array's names all its elements, `ARRAY_INDEX` (`12_3`) one of them.
 pub fn parse_dependencies(text: &str) -> Result<Vec<DependencySpec>, String> {
     check_expression_length(
         text,
@@ -1296,7 +1322,53 @@ pub fn parse_dependencies(text: &str) -> Result<Vec<DependencySpec>, String> {
     for clause in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
         let mut parts = clause.split(':');
         let kind = parts.next().unwrap_or_default();
+        let after = match kind {
+            "afterok" => Some(ElementAfter::Ok),
+            "afterany" => Some(ElementAfter::Any),
+            "afternotok" => Some(ElementAfter::NotOk),
+            _ => None,
+        };
+        // `ARRAY_INDEX` names one element; the rest are job IDs.
+        let mut elements = Vec::new();
+        let parts: Vec<&str> = parts
+            .filter(|j| match j.trim().split_once('_') {
+                Some((array, index)) => {
+                    elements.push((array.to_string(), index.to_string()));
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        for (array, index) in &elements {
+            let Some(after) = after else {
+                return Err(format!("`{}` takes no array element", shown(kind)));
+            };
+            let array = match decimal::<u64>(array.trim()) {
+                Ok(id) if id > 0 => id,
+                _ => {
+                    return Err(format!(
+                        "`{}_{}` in `{}` is not ARRAY_INDEX: the array's job ID, `_`, an index",
+                        shown(array),
+                        shown(index),
+                        shown(clause)
+                    ));
+                }
+            };
+            let index = decimal::<u32>(index.trim()).map_err(|_| {
+                format!(
+                    "`{}` in `{array}_{}` is not an array index",
+                    shown(index),
+                    shown(index)
+                )
+            })?;
+            out.push(DependencySpec::OnElement {
+                after,
+                array,
+                index,
+            });
+        }
         let jobs = parts
+            .into_iter()
             .map(|j| match decimal::<u64>(j.trim()) {
                 Ok(0) => Err(format!(
                     "`0` in `{}` is not a job ID: job IDs start at 1",
@@ -1316,6 +1388,9 @@ pub fn parse_dependencies(text: &str) -> Result<Vec<DependencySpec>, String> {
                 )),
             })
             .collect::<Result<Vec<u64>, String>>()?;
+        if jobs.is_empty() && !elements.is_empty() {
+            continue;
+        }
         let needs_jobs = |spec: fn(Vec<u64>) -> DependencySpec| {
             if jobs.is_empty() {
                 Err(format!(
@@ -1752,6 +1827,37 @@ mod tests {
         assert!(parse_dependencies("afterok").is_err());
         assert!(parse_dependencies("after:3").is_err());
         assert!(parse_dependencies("afterok:x").is_err());
+        assert_eq!(
+            parse_dependencies("afterok:12_3:14,afterany:20_0").unwrap(),
+            [
+                DependencySpec::OnElement {
+                    after: ElementAfter::Ok,
+                    array: 12,
+                    index: 3
+                },
+                DependencySpec::AfterOk(vec![14]),
+                DependencySpec::OnElement {
+                    after: ElementAfter::Any,
+                    array: 20,
+                    index: 0
+                },
+            ]
+        );
+        assert!(
+            parse_dependencies("afterok:12_x")
+                .unwrap_err()
+                .contains("not an array index")
+        );
+        assert!(
+            parse_dependencies("afterok:_3")
+                .unwrap_err()
+                .contains("not ARRAY_INDEX")
+        );
+        assert!(
+            parse_dependencies("singleton:1_2")
+                .unwrap_err()
+                .contains("takes no array element")
+        );
     }
 
     #[test]

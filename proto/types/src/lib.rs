@@ -22,8 +22,8 @@ pub use ids::{Generation, JobId, NodeName};
 pub use inventory::{IbPort, IbPortState, Inventory, Nic};
 pub use job_signal::{JobSignal, MAX_KEPT_SIGNALS, SignalScope};
 pub use jobfile::{
-    ArraySpec, ContainerSpec, DependencySpec, Fabric, JobSpec, MpiFlavor, MpiLaunchMode, MpiSpec,
-    Program, RunFabric, apply_overrides, parse_job_file,
+    ArraySpec, ContainerSpec, DependencySpec, ElementAfter, Fabric, JobSpec, MpiFlavor,
+    MpiLaunchMode, MpiSpec, Program, RunFabric, apply_overrides, parse_job_file,
 };
 pub use located::{SourceError, line_of_field};
 pub use resources::Resources;
