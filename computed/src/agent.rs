@@ -1532,9 +1532,11 @@ mod tests {
         );
         // With the credential, a node may still not send another node's output, and a node
         // outside the run none at all.
+        // The head relays steps; it never speaks for a node.
         for impostor in [
             LaunchPeer::Node(vec!["node1".into()]),
             LaunchPeer::Node(vec!["node7".into()]),
+            LaunchPeer::Head,
         ] {
             let refused = agent
                 .output(&impostor, request("secret", 1, "forged\n"))

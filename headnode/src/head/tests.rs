@@ -740,3 +740,84 @@ fn pending_jobs_carry_the_factors_of_their_priority_and_shares_count_running_job
     // Running jobs have none.
     assert_eq!(head.show_job(running).unwrap().priority_factors, None);
 }
+
+#[test]
+fn an_allocation_holds_its_nodes_takes_steps_only_from_its_user_and_ends_with_its_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::open(config(dir.path())).unwrap();
+    let mut n1 = register(&head, "node1");
+    let mut n2 = register(&head, "node2");
+    let alice = Caller {
+        uid: 1000,
+        gid: 1000,
+    };
+    let bob = Caller {
+        uid: 1001,
+        gid: 1001,
+    };
+    let id = head
+        .submit(&alice, job_file("nodes = 2\nallocation = true\n"))
+        .unwrap();
+    // Not running yet: no step.
+    assert!(matches!(
+        head.step_target(&alice, id),
+        Err(HeadError::Conflict(_))
+    ));
+    assert_eq!(pass(&head), 1);
+    // Its nodes hold it and run nothing of it; they get the credential steps need.
+    for rx in [&mut n1, &mut n2] {
+        let desired = last_desired(rx);
+        let a = &desired.assignments[0];
+        assert_eq!((a.local_tasks, a.argv.is_empty()), (0, true), "{a:?}");
+        assert!(a.steps.as_ref().is_some_and(|s| !s.token.is_empty()));
+    }
+    let target = head.step_target(&alice, id).unwrap();
+    assert_eq!(target.node.as_str(), "node1");
+    assert_eq!(target.endpoint, "127.0.0.1:75");
+    assert_eq!(target.run.job, id);
+    assert!(matches!(
+        head.step_target(&bob, id),
+        Err(HeadError::PermissionDenied(_))
+    ));
+    assert!(head.step_target(&ROOT, id).is_ok());
+    // A node reporting the taskless run finished does not end it: its user does.
+    head.run_report(&NodeName::new("node1"), &finished(id.0, 1, 0))
+        .unwrap();
+    assert_eq!(head.show_job(id).unwrap().state, "RUNNING");
+    assert!(matches!(
+        head.end_allocation(&bob, id, 0),
+        Err(HeadError::PermissionDenied(_))
+    ));
+    assert_eq!(
+        head.end_allocation(&alice, id, 3).unwrap(),
+        JobState::Failed
+    );
+    let info = head.show_job(id).unwrap();
+    assert_eq!((info.state.as_str(), info.exit_code), ("FAILED", Some(3)));
+    assert!(matches!(
+        head.step_target(&alice, id),
+        Err(HeadError::Conflict(_))
+    ));
+
+    // A job with its own command is not an allocation, and takes no steps from outside.
+    let command = head
+        .submit(&alice, job_file("command = [\"sleep\", \"9\"]\n"))
+        .unwrap();
+    pass(&head);
+    assert!(matches!(
+        head.end_allocation(&alice, command, 0),
+        Err(HeadError::Conflict(_))
+    ));
+    assert!(matches!(
+        head.step_target(&alice, command),
+        Err(HeadError::Conflict(_))
+    ));
+    // An allocation given up before it started is cancelled.
+    let waiting = head
+        .submit(&alice, job_file("nodes = 2\nallocation = true\n"))
+        .unwrap();
+    assert_eq!(
+        head.end_allocation(&alice, waiting, 1).unwrap(),
+        JobState::Cancelled
+    );
+}

@@ -1815,6 +1815,33 @@ mod tests {
     }
 
     #[test]
+    fn an_allocation_runs_nothing_of_its_own() {
+        let spec = parse_job_file("j.toml", "nodes = 2\nallocation = true\n").unwrap();
+        assert_eq!(spec.program, Program::Allocation);
+        assert!(spec.is_allocation() && spec.takes_steps() && !spec.runs_a_script());
+        let refused = |text: &str| parse_job_file("j.toml", text).unwrap_err();
+        let both = refused("allocation = true\ncommand = [\"true\"]\n");
+        assert_eq!(
+            (both.line, both.field.as_deref()),
+            (1, Some("allocation")),
+            "{both}"
+        );
+        assert!(both.message.contains("runs no `command`"), "{both}");
+        let nothing = refused("allocation = false\n");
+        assert!(
+            nothing.message.contains("no `command` or `script`"),
+            "{nothing}"
+        );
+        let boxed = refused("allocation = true\n[container]\nimage = \"mpi\"\n");
+        assert!(boxed.message.contains("[container]"), "{boxed}");
+        assert!(
+            refused("nodes = 1\n")
+                .message
+                .contains("`allocation = true`")
+        );
+    }
+
+    #[test]
     fn dependencies_follow_slurm_syntax() {
         assert_eq!(
             parse_dependencies("afterok:12:13,afterany:14,singleton").unwrap(),
