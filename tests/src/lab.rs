@@ -74,6 +74,20 @@ impl Lab {
             .expect("cannot run cluster")
     }
 
+    /// Runs Slurm's command `name` (`salloc`, `squeue`, ...: the `cluster` program under that
+    /// name, as an install links it) as another user.
+    pub fn slurm_as(&self, uid: u32, gid: u32, name: &str, args: &[&str]) -> Output {
+        use std::os::unix::process::CommandExt;
+        Command::new(bin_dir().join("cluster"))
+            .arg0(name)
+            .args(args)
+            .env("BEOWULF_STATE_DIR", self.state.path())
+            .uid(uid)
+            .gid(gid)
+            .output()
+            .expect("cannot run cluster")
+    }
+
     /// Runs a shell command on a lab node as root (`cluster lab ssh`); panics naming the node and
     /// the command when it fails; returns its stdout.
     pub fn on(&self, node: &str, command: &str) -> String {

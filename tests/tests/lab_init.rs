@@ -235,6 +235,44 @@ fn init_provisions_users_nfs_fabric_and_agents_and_ldap_users_run_mpi_on_nfs_hom
         assert!(output.contains(&line), "no {line:?} in {output}");
     }
 
+    // 5c. salloc as alice holds two nodes while its srun (run here, outside the job's nodes)
+    // runs a step on them: the head relays it to the first node's agent with its own
+    // certificate, and the agents take it from there.
+    let srun = beowulf_tests::bin_dir().join("srun");
+    let out = lab.slurm_as(
+        ALICE_UID,
+        ALICE_GID,
+        "salloc",
+        &[
+            "-N2",
+            "-J",
+            "lab-salloc",
+            srun.to_str().unwrap(),
+            "-l",
+            "-D",
+            "/home/alice",
+            "bash",
+            "-c",
+            "echo \"$(hostname) $(id -un) $SLURM_JOB_NAME $PWD\"",
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "salloc: {}\n{stdout}",
+        text(&out.stderr)
+    );
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    for (rank, line) in lines.iter().enumerate() {
+        assert!(
+            line.starts_with(&format!("{rank}: node"))
+                && line.ends_with(" alice lab-salloc /home/alice"),
+            "{stdout}"
+        );
+    }
+
     // 6. init again changes nothing and says so; so does --plan.
     let out = lab.ok(&["init", "--nodes", "5"]);
     assert!(
