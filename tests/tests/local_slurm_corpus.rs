@@ -127,8 +127,8 @@ fn accepted_real_scripts_run_as_their_directives_say_or_are_refused_for_this_clu
         for &id in &ids {
             let info = cluster.show(id);
             match info["state"].as_str().unwrap_or_default() {
-                // A GRES or feature no node here has: such a job can never start here (issue
-                // 23 refuses them at submit, as Slurm does; until then they wait).
+                // A constraint only an active fabric satisfies: such a job waits for it (a
+                // GRES or feature no node here has is refused at submit, as Slurm does).
                 "PENDING" if info["reason"] == "BadConstraints" => {
                     let _ = cluster.cluster(&["cancel", &id.to_string()]);
                     impossible.insert(id);

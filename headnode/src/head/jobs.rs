@@ -3,7 +3,7 @@
 use super::identity::{Caller, Identity};
 use super::{Head, HeadError, Tx, now};
 use crate::config::HeadConfig;
-use crate::model::{ArrayElement, DEFAULT_PARTITION, ImageRef, JobRecord, RunPhases};
+use crate::model::{ArrayElement, DEFAULT_PARTITION, ImageRef, JobRecord, NodeRecord, RunPhases};
 use beowulf_as_user::UserCredentials;
 use beowulf_proto::v1;
 use beowulf_scheduler::{Constraint, Partition};
@@ -422,20 +422,74 @@ fn check_fits_cluster(
             format!("`{outside}` is not a node of partition `{name}`, where the job runs"),
         ));
     }
-    let capacities: Vec<Resources> = tx
+    let candidates: Vec<&NodeRecord> = tx
         .nodes()
         .filter(|n| in_partition(&n.name) && !spec.exclude.contains(&n.name))
-        .map(|n| n.capacity())
         .collect();
+    let whose = || match &partition {
+        Some((name, _)) => format!("partition `{name}`"),
+        None => "the cluster".to_string(),
+    };
+    // Slurm refuses what no node could ever give ("Requested node configuration is not
+    // available") instead of queueing a job that would wait forever.
+    if let Some(text) = &spec.constraint
+        && let Ok(constraint) = Constraint::parse(text)
+    {
+        let matching = candidates
+            .iter()
+            .filter(|n| constraint.matches(&possible_features(n)))
+            .count() as u32;
+        if matching < spec.nodes {
+            let mut features: Vec<String> = candidates
+                .iter()
+                .flat_map(|n| possible_features(n))
+                .collect();
+            features.sort_unstable();
+            features.dedup();
+            return Err(refuse(
+                "constraint",
+                format!(
+                    "requested node configuration is not available: {matching} nodes of {} have \
+                     the features `{text}`, and the job needs {}; their features are: {}",
+                    whose(),
+                    spec.nodes,
+                    if features.is_empty() {
+                        "none".to_string()
+                    } else {
+                        features.join(", ")
+                    }
+                ),
+            ));
+        }
+    }
+    for (name, &count) in &spec.gres {
+        let having = candidates
+            .iter()
+            .filter(|n| n.inventory.gres.get(name).copied().unwrap_or(0) >= count)
+            .count() as u32;
+        if having < spec.nodes {
+            let most = candidates
+                .iter()
+                .map(|n| n.inventory.gres.get(name).copied().unwrap_or(0))
+                .max()
+                .unwrap_or(0);
+            return Err(refuse(
+                "gres",
+                format!(
+                    "requested node configuration is not available: {having} nodes of {} have \
+                     {count} `{name}` each, and the job needs {} (most on one node: {most})",
+                    whose(),
+                    spec.nodes
+                ),
+            ));
+        }
+    }
+    let capacities: Vec<Resources> = candidates.iter().map(|n| n.capacity()).collect();
     let total = capacities.len() as u32;
     if spec.nodes > total {
-        let whose = match &partition {
-            Some((name, _)) => format!("partition `{name}`"),
-            None => "the cluster".to_string(),
-        };
         return Err(refuse(
             "nodes",
-            format!("asks for {} nodes but {whose} has {total}", spec.nodes),
+            format!("asks for {} nodes but {} has {total}", spec.nodes, whose()),
         ));
     }
     let need = Resources::new(spec.cpus_per_node(), spec.memory_mb);
@@ -472,6 +526,17 @@ fn check_fits_cluster(
     Ok(partition.map(|(name, _)| name))
 }
 
+/// The features a node may offer a job: its configured ones, and `ib` when it has verbs ports
+/// at all (a port that is down now may come up; the scheduler asks for it active).
+fn possible_features(node: &NodeRecord) -> std::collections::BTreeSet<String> {
+    node.inventory
+        .features
+        .iter()
+        .cloned()
+        .chain((!node.inventory.ib_ports.is_empty()).then(|| super::fabric::IB_FEATURE.to_string()))
+        .collect()
+}
+
 /// Only the job's owner and root may act on it (`verb` it): the caller is the unix socket peer.
 pub(super) fn authorize(caller: &Caller, job: &JobRecord, verb: &str) -> Result<(), HeadError> {
     if caller.is_root() || caller.uid == job.user.uid {
@@ -503,8 +568,6 @@ pub(super) fn fits_cluster(
     })
 }
 
-/// The job IDs of the array whose ID is `job`'s (its first element's), or `None` when `job` is
-/// not an array's first element. The elements of an array have consecutive IDs from the array's.
 /// The element of array `array` with index `index` (`ARRAY_INDEX`), if there is one; `job`
 /// looks a job up.
 pub(super) fn array_element<'a>(
@@ -519,6 +582,8 @@ pub(super) fn array_element<'a>(
     })
 }
 
+/// The job IDs of the array whose ID is `job`'s (its first element's), or `None` when `job` is
+/// not an array's first element. The elements of an array have consecutive IDs from the array's.
 pub(super) fn array_elements(job: &JobRecord) -> Option<Vec<JobId>> {
     let array = job.array.filter(|a| a.array == job.id)?;
     Some(

@@ -821,3 +821,26 @@ fn an_allocation_holds_its_nodes_takes_steps_only_from_its_user_and_ends_with_it
         JobState::Cancelled
     );
 }
+
+#[test]
+fn what_no_node_could_ever_give_is_refused_at_submit() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::open(config(dir.path())).unwrap();
+    let _n1 = register(&head, "node1");
+    let refused = |text: &str| match head.submit(&ROOT, job_file(text)) {
+        Err(HeadError::JobFile(e)) => e,
+        other => panic!("not refused: {other:?}"),
+    };
+    let feature = refused("constraint = \"bigmem\"\ncommand = [\"true\"]\n");
+    assert_eq!(feature.field.as_deref(), Some("constraint"), "{feature}");
+    assert!(
+        feature
+            .message
+            .contains("requested node configuration is not available"),
+        "{feature}"
+    );
+    let gpu = refused("gres = \"gpu:1\"\ncommand = [\"true\"]\n");
+    assert_eq!(gpu.field.as_deref(), Some("gres"), "{gpu}");
+    assert!(gpu.message.contains("most on one node: 0"), "{gpu}");
+    assert!(head.list_jobs_page(true, JobId(0), 10).0.is_empty());
+}
