@@ -21,6 +21,10 @@ const DEFAULT_JOB_PIDS_MAX: u32 = 8192;
 pub struct AgentConfig {
     /// This node's name in the cluster (`node1`).
     pub node_name: String,
+    /// What computed logs: `error`, `warn`, `info` (the default), `debug`, `trace`, or a filter
+    /// per module (`info,beowulf_computed::agent::steps=debug`). `RUST_LOG` overrides it.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
     /// Where the head's agent API listens, as `host:port`.
     #[serde(default)]
     pub head: Option<String>,
@@ -97,6 +101,10 @@ pub struct AgentConfig {
     pub gpu_devices: PathBuf,
 }
 
+fn default_log_level() -> String {
+    beowulf_logging::DEFAULT_LEVEL.to_string()
+}
+
 fn default_gpu_devices() -> PathBuf {
     PathBuf::from("/dev")
 }
@@ -128,6 +136,8 @@ impl AgentConfig {
     pub fn parse(path: &Path, text: &str) -> Result<AgentConfig, ConfigError> {
         let invalid = |message: String| ConfigError::invalid(path, message);
         let config: AgentConfig = config::from_toml(path, text)?;
+        beowulf_logging::check_level(&config.log_level)
+            .map_err(|message| invalid(format!("field log_level: {message}")))?;
         if config.head.is_none() && config.head_addr_file.is_none() {
             return Err(invalid(
                 "give `head = \"host:port\"` or `head_addr_file`".into(),

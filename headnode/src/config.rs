@@ -30,6 +30,10 @@ pub struct HeadConfig {
     /// Address the agent API listens on; port 0 picks a free port, written to `state_dir/agent.addr`.
     #[serde(default = "default_agent_listen")]
     pub agent_listen: String,
+    /// What headnoded logs: `error`, `warn`, `info` (the default), `debug`, `trace`, or a filter
+    /// per module (`info,beowulf_headnode::api=debug`). `RUST_LOG` overrides it when set.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
     /// Where imported images live (`blobs/sha256-<hex>.tar`); default `<state_dir>/images`. Agents
     /// read the blobs, so on a real cluster it belongs on the shared area exported to the nodes.
     #[serde(default)]
@@ -282,6 +286,8 @@ impl HeadConfig {
 
     pub fn parse(path: &Path, text: &str) -> Result<HeadConfig, ConfigError> {
         let mut config: HeadConfig = config::from_toml(path, text)?;
+        beowulf_logging::check_level(&config.log_level)
+            .map_err(|message| ConfigError::invalid(path, format!("field log_level: {message}")))?;
         // The policy sections, parsed now: a bad config fails at start-up, not at the first pass.
         config.policy = Policy {
             partitions: config
@@ -391,6 +397,10 @@ impl HeadConfig {
 
 fn default_fairshare_half_life() -> Millis {
     DEFAULT_FAIRSHARE_HALF_LIFE_MS
+}
+
+fn default_log_level() -> String {
+    beowulf_logging::DEFAULT_LEVEL.to_string()
 }
 
 fn default_agent_listen() -> String {

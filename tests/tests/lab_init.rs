@@ -209,7 +209,18 @@ fn init_provisions_users_nfs_fabric_and_agents_and_ldap_users_run_mpi_on_nfs_hom
     };
 
     // 5a. `auto` on five ib nodes runs over ib (soft-RoCE, UCX).
-    run_mpi("ib", "mpi-auto-ib.toml", None, "openmpi");
+    let mpi = run_mpi("ib", "mpi-auto-ib.toml", None, "openmpi");
+    // The agent logs to the journal natively: its lines about the job carry the job's ID as a
+    // field of their own.
+    let lines = lab.on(
+        "node1",
+        &format!("journalctl -u computed --no-pager -o cat JOB={}", mpi["id"]),
+    );
+    assert!(
+        lines.contains(&format!("job={}", mpi["id"])),
+        "no journal line of computed with JOB={}: {lines}",
+        mpi["id"]
+    );
 
     // 5b. A batch script's srun runs steps on the job's nodes as alice: the agent playbook
     // installed srun, and the steps go between the agents over mutual TLS.

@@ -23,14 +23,9 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     // SAFETY: first thing in main, before any thread (the runtime's, libpmix's) exists.
     unsafe { beowulf_computed::pmix::configure_process() };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
     let config = AgentConfig::load(&args.config)?;
+    beowulf_logging::init("computed", &config.log_level);
     let task_cpus = TaskCpus::without(&config.reserved_cpus)
         .with_context(|| format!("{}: field `reserved_cpus`", args.config.display()))?;
     if let Some(cpus) = &task_cpus {
