@@ -601,17 +601,14 @@ impl<L: Launcher> Agent<L> {
     }
 
     /// Stops a run the head no longer wants (cancelled, past its time limit, preempted) as Slurm
-    /// does: SIGTERM to every process of the run, then, `kill_wait_ms` later (Slurm's
-    /// `KillWait`), SIGKILL to whatever is left. A job can save its state in between. With no
-    /// wait configured, or outside a runtime, the run is killed at once, and so are container
-    /// and MPI runs for now: a container's first process ignores a SIGTERM it has no handler for
-    /// (it is its PID namespace's init), so the wait would only delay their end.
+    /// does: SIGTERM to every process of the run (its cgroup and the cgroups under it: a
+    /// container's processes too), then, `kill_wait_ms` later (Slurm's `KillWait`), SIGKILL to
+    /// whatever is left. A job can save its state in between. A container's first process is
+    /// its PID namespace's init and gets the SIGTERM only if it handles it (as under `docker
+    /// stop`); one that does not waits for the SIGKILL. With no wait configured, or outside a
+    /// runtime, the run is killed at once.
     fn stop_run(&self, state: &mut State, key: RunKey) {
-        let wait = if state.wired.contains_key(&key) {
-            Duration::ZERO
-        } else {
-            Duration::from_millis(self.config.kill_wait_ms)
-        };
+        let wait = Duration::from_millis(self.config.kill_wait_ms);
         let agent = self.me.upgrade();
         let runtime = tokio::runtime::Handle::try_current();
         let (Some(agent), Ok(runtime)) = (agent, runtime) else {

@@ -162,6 +162,13 @@ WantedBy=multi-user.target network-online.target
 /// (seen: the guest kernel stalled in rtnetlink for minutes) and systemd restarts it; with
 /// `Requires=ssh.service` that first failure cancelled the marker for good, and `lab up` waited for
 /// a node that was up until its boot timeout.
+///
+/// The marker goes to the kernel's console (`/dev/kmsg`, at a level `quiet` still prints), and
+/// three times to the serial line 2 s apart: the serial getty starts when the boot's jobs are done
+/// (`Type=idle`), right after this one, and its hangup of the line flushes what the UART has not
+/// sent yet; on a loaded host one marker written just before it was lost, and `lab up` waited
+/// for a node whose login prompt was on its console until its boot timeout. (`$$` is systemd's
+/// escape for the shell's `$`.)
 pub const READY_UNIT: &str = "[Unit]
 Description=Beowulf lab ready marker on the serial console
 Requires=beowulf-lab-node.service
@@ -169,7 +176,7 @@ Wants=ssh.service
 After=ssh.service beowulf-lab-node.service multi-user.target
 [Service]
 Type=oneshot
-ExecStart=/bin/sh -c 'until systemctl is-active -q ssh.service; do sleep 1; done; echo \"BEOWULF-LAB-READY $(hostname) uptime=$(cut -d\" \" -f1 /proc/uptime)\" > /dev/ttyS0'
+ExecStart=/bin/sh -c 'until systemctl is-active -q ssh.service; do sleep 1; done; m=\"BEOWULF-LAB-READY $(hostname) uptime=$(cut -d\" \" -f1 /proc/uptime)\"; echo \"<2>$$m\" > /dev/kmsg; for i in 1 2 3; do echo \"$$m\" > /dev/ttyS0; sleep 2; done; true'
 [Install]
 WantedBy=multi-user.target
 ";
@@ -318,5 +325,11 @@ mod tests {
         // sshd restarting after a failed first start must not cancel the marker.
         assert!(!READY_UNIT.contains("Requires=ssh.service"), "{READY_UNIT}");
         assert!(READY_UNIT.contains("until systemctl is-active -q ssh.service"));
+        // The marker survives the getty's hangup of the serial line: the kernel console has it
+        // too, and the line gets it again; the shell's variables reach it past systemd's own
+        // `$` expansion.
+        assert!(READY_UNIT.contains("> /dev/kmsg"), "{READY_UNIT}");
+        assert!(READY_UNIT.contains("for i in 1 2 3"), "{READY_UNIT}");
+        assert!(!READY_UNIT.replace("$$", "").contains("$m"), "{READY_UNIT}");
     }
 }

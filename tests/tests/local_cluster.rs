@@ -466,3 +466,24 @@ fn drain_keeps_jobs_off_a_node_and_resume_brings_it_back() {
     assert!(cluster.cluster(&["resume", "node1"]).status.success());
     cluster.wait_state(id, &["COMPLETED"], MINUTE);
 }
+
+/// An idle cluster says nothing it has not something to say about: no `inventory changed` when
+/// nothing changed (each was a store commit and a scheduler wake-up), and no colour codes in its
+/// log files, which are not terminals.
+#[test]
+fn an_idle_cluster_logs_no_false_changes_and_no_colour_codes() {
+    let cluster = LocalCluster::start(2, 10);
+    // Agents look at their hardware again every 5 s: four looks each.
+    std::thread::sleep(Duration::from_secs(21));
+    let logs = cluster.state.path().join("logs");
+    for name in ["headnoded.log", "node1.log", "node2.log"] {
+        let log = std::fs::read_to_string(logs.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(log.contains("INFO"), "{name} is empty: {log}");
+        assert!(!log.contains('\u{1b}'), "{name} has colour codes: {log}");
+        assert!(
+            !log.contains("inventory changed"),
+            "{name} reports changes that did not happen: {log}"
+        );
+    }
+}

@@ -148,3 +148,53 @@ fn containerized_mpi_across_five_agents_runs_as_the_user_fails_cleanly_and_cance
     let out = cluster.cluster(&["cancel", &id.to_string()]);
     assert!(out.status.success(), "cancel: {}", text(&out.stderr));
 }
+
+/// A container's program that handles SIGTERM gets it at a cancel and has the kill wait to save
+/// its state, as under Slurm (and `docker stop`); one that does not is killed after the wait.
+#[test]
+fn a_container_job_gets_sigterm_before_sigkill_at_a_cancel() {
+    let tarball = mpi_image();
+    let cluster = LocalCluster::start(1, 10);
+    let out = cluster.cluster(&["image", "import", "mpi-hello", tarball.to_str().unwrap()]);
+    assert!(out.status.success(), "import: {}", text(&out.stderr));
+    let file = cluster.job_file(
+        "trap.toml",
+        "name = \"trap\"\noutput = \"trap-%j.out\"\n\
+         command = [\"bash\", \"-c\", \"trap 'echo checkpointed; exit 0' TERM; echo ready; while :; do sleep 1; done\"]\n\
+         [container]\nimage = \"mpi-hello\"\n",
+    );
+    let id = submit_as_nobody(&cluster, &file, false)["id"]
+        .as_u64()
+        .unwrap();
+    let output = cluster.work.path().join(format!("trap-{id}.out"));
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&output)
+        .unwrap_or_default()
+        .contains("ready")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the container job never started: {:#}",
+            cluster.show(id)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = cluster.cluster(&["cancel", &id.to_string()]);
+    assert!(out.status.success(), "cancel: {}", text(&out.stderr));
+    let info = cluster.wait_state(id, &["CANCELLED"], MINUTE);
+    assert_eq!(info["state"], "CANCELLED");
+    let written = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let written = std::fs::read_to_string(&output).unwrap_or_default();
+            if written.contains("checkpointed") || std::time::Instant::now() > deadline {
+                break written;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    assert!(
+        written.contains("checkpointed"),
+        "the container's shell got no SIGTERM before the kill: {written:?}"
+    );
+}
