@@ -477,8 +477,8 @@ fn an_idle_cluster_logs_no_false_changes_and_no_colour_codes() {
     std::thread::sleep(Duration::from_secs(21));
     let logs = cluster.state.path().join("logs");
     for name in ["headnoded.log", "node1.log", "node2.log"] {
-        let log = std::fs::read_to_string(logs.join(name))
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let log =
+            std::fs::read_to_string(logs.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(log.contains("INFO"), "{name} is empty: {log}");
         assert!(!log.contains('\u{1b}'), "{name} has colour codes: {log}");
         assert!(
