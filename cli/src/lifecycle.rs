@@ -117,6 +117,17 @@ async fn lab_init(state_dir: &Path, socket: &Path, args: &InitArgs) -> anyhow::R
     let up = status
         .as_ref()
         .is_ok_and(|s| s.namespace_exists && s.nodes.len() == args.nodes as usize);
+    if !up && args.plan {
+        // A plan changes nothing, so it boots nothing either.
+        bail!(
+            "--plan shows what init would change on running hosts, and the lab's {} VMs are not \
+             up: start them with `cluster lab up --nodes {}` (or `cluster init --nodes {}`), or \
+             give --inventory for real hosts",
+            args.nodes,
+            args.nodes,
+            args.nodes
+        );
+    }
     if !up {
         let code = lab::run(
             state_dir,
@@ -148,4 +159,28 @@ async fn lab_init(state_dir: &Path, socket: &Path, args: &InitArgs) -> anyhow::R
         playbooks: &args.playbooks,
     };
     provision::init(socket, &options).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct InitOnly {
+        #[command(flatten)]
+        args: InitArgs,
+    }
+
+    #[tokio::test]
+    async fn a_plan_without_a_running_lab_boots_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = InitOnly::parse_from(["init", "--nodes", "5", "--plan"]).args;
+        let e = init(dir.path(), &dir.path().join("sock"), args)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the lab's 5 VMs are not up"), "{e}");
+        assert!(!dir.path().join("lab").exists(), "a plan made lab state");
+    }
 }

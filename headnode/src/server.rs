@@ -75,13 +75,6 @@ pub async fn run(config: HeadConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind the submit socket {}", submit_path.display()))?;
     std::fs::set_permissions(&submit_path, std::fs::Permissions::from_mode(0o666))?;
 
-    tracing::info!(socket = %config.socket.display(), agents = %agent_addr, "headnoded ready");
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-
-    tokio::spawn(tasks::scheduling_loop(head.clone()));
-    tokio::spawn(tasks::health_loop(head.clone()));
-    head.wake_scheduler.notify_one();
-
     let mut agents = Server::builder();
     let mut launch_tls = None;
     if let Some(tls) = &config.tls {
@@ -114,6 +107,13 @@ pub async fn run(config: HeadConfig) -> anyhow::Result<()> {
         )),
         launch_tls,
     );
+    // Ready only now: the sockets are bound and the TLS files read (a head that cannot read its
+    // certificate said "ready" and then exited, and systemd believed the first).
+    tracing::info!(socket = %config.socket.display(), agents = %agent_addr, "headnoded ready");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tokio::spawn(tasks::scheduling_loop(head.clone()));
+    tokio::spawn(tasks::health_loop(head.clone()));
+    head.wake_scheduler.notify_one();
     let clients = serve_clients(socket, api, sockets.clone());
     let submits = submit_socket::serve(submit_socket, head.clone(), sockets);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

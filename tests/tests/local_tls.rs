@@ -124,3 +124,81 @@ fn agents_from_another_ca_or_under_another_nodes_name_are_refused() {
         "node9 was registered: {refused}"
     );
 }
+
+/// headnoded's config for a head in `dir` whose `[tls]` names `ca`, `cert` and `key`.
+fn head_config(dir: &Path, ca: &Path, cert: &Path, key: &Path) -> std::path::PathBuf {
+    let config = dir.join("headnoded.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\nsocket = {:?}\nagent_listen = \"127.0.0.1:0\"\n\
+             [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n",
+            dir.join("state"),
+            dir.join("headnoded.sock"),
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    config
+}
+
+/// systemd's readiness protocol, as a unit of `Type=notify` sees it: headnoded says READY=1
+/// only once it can serve, so a head that cannot read its certificate is never taken as up.
+#[test]
+fn headnoded_is_ready_for_systemd_only_once_it_can_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("notify.sock");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    systemd
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+
+    // Without its certificate: it fails, naming the file, and never says ready.
+    let missing = dir.path().join("missing");
+    let config = head_config(
+        dir.path(),
+        &missing.join("ca.crt"),
+        &missing.join("head.crt"),
+        &missing.join("head.key"),
+    );
+    let out = Command::new(bin_dir().join("headnoded"))
+        .args(["--config", config.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &notify)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ca.crt"), "{stderr}");
+    systemd.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 256];
+    assert!(
+        systemd.recv(&mut buf).is_err(),
+        "a head that cannot serve told systemd it was ready"
+    );
+    systemd.set_nonblocking(false).unwrap();
+
+    // With it: READY=1 comes, and the head serves.
+    let ca = ClusterCa::ensure(&dir.path().join("ca")).unwrap();
+    ca.ensure_identity(beowulf_types::HEAD_TLS_NAME, &["127.0.0.1".into()])
+        .unwrap();
+    let (cert, key) = ca.identity_paths(beowulf_types::HEAD_TLS_NAME);
+    let config = head_config(dir.path(), &ca.cert_path(), &cert, &key);
+    let mut head = Command::new(bin_dir().join("headnoded"))
+        .args(["--config", config.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &notify)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let received = systemd.recv(&mut buf);
+    let alive = head.try_wait().unwrap().is_none();
+    // Stop the head this test started, by its PID.
+    let _ = head.kill();
+    let _ = head.wait();
+    let n = received.expect("headnoded with its certificate never said READY=1");
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).contains("READY=1"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert!(alive, "headnoded exited after saying it was ready");
+}
