@@ -81,3 +81,35 @@ pub fn render(pieces: &[Piece], value: impl Fn(char) -> String) -> String {
     }
     line.trim_end().to_string()
 }
+
+/// A value in a column of `width` as sacct and sshare print it: cut and ended with `+` when too
+/// long, padded to the left (`left`) or the right.
+pub fn fit(value: String, width: usize, left: bool) -> String {
+    let value = if value.chars().count() > width {
+        let cut: String = value.chars().take(width.saturating_sub(1)).collect();
+        format!("{cut}+")
+    } else {
+        value
+    };
+    if left {
+        format!("{value:<width$}")
+    } else {
+        format!("{value:>width$}")
+    }
+}
+
+/// One line of cells: `separator`-joined (with one after the last for `--parsable`), or
+/// space-joined columns.
+pub fn join_line(cells: &[String], separator: Option<&str>, trailing: bool) -> String {
+    match separator {
+        Some(sep) => {
+            let mut line = cells.join(sep);
+            if trailing {
+                line.push_str(sep);
+            }
+            line.push('\n');
+            line
+        }
+        None => format!("{} \n", cells.join(" ")),
+    }
+}

@@ -357,33 +357,13 @@ fn line(
             match separator {
                 Some(_) => v,
                 None => {
-                    let width = c.1;
-                    let v = if v.chars().count() > width {
-                        let cut: String = v.chars().take(width.saturating_sub(1)).collect();
-                        format!("{cut}+")
-                    } else {
-                        v
-                    };
-                    if c.0.name == "JobID" || c.0.name == "JobIDRaw" {
-                        format!("{v:<width$}")
-                    } else {
-                        format!("{v:>width$}")
-                    }
+                    let left = c.0.name == "JobID" || c.0.name == "JobIDRaw";
+                    super::format::fit(v, c.1, left)
                 }
             }
         })
         .collect();
-    match separator {
-        Some(sep) => {
-            let mut l = cells.join(sep);
-            if trailing {
-                l.push_str(sep);
-            }
-            l.push('\n');
-            l
-        }
-        None => format!("{} \n", cells.join(" ")),
-    }
+    super::format::join_line(&cells, separator, trailing)
 }
 
 /// CPUs a job holds or held: none while it waits.

@@ -130,28 +130,44 @@ struct Args {
 
 impl Args {
     fn overrides(&self, name: String) -> HashMap<String, String> {
-        let mut fields: Vec<(&str, String)> = [
-            ("nodes", &self.nodes),
-            ("ntasks", &self.ntasks),
-            ("tasks_per_node", &self.ntasks_per_node),
-            ("cpus_per_task", &self.cpus_per_task),
-            ("time_limit", &self.time),
-            ("nodelist", &self.nodelist),
-            ("exclude", &self.exclude),
-        ]
-        .into_iter()
-        .filter_map(|(field, value)| value.clone().map(|v| (field, v)))
-        .collect();
-        fields.extend(self.placement.overrides());
-        if self.exclusive {
-            fields.push(("exclusive", "true".into()));
-        }
-        fields.push(("name", self.job_name.clone().unwrap_or(name)));
-        fields
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect()
+        allocation_fields(
+            [
+                ("nodes", self.nodes.clone()),
+                ("ntasks", self.ntasks.clone()),
+                ("tasks_per_node", self.ntasks_per_node.clone()),
+                ("cpus_per_task", self.cpus_per_task.clone()),
+                ("time_limit", self.time.clone()),
+                ("nodelist", self.nodelist.clone()),
+                ("exclude", self.exclude.clone()),
+            ],
+            &self.placement,
+            self.exclusive,
+            self.job_name.clone().unwrap_or(name),
+        )
     }
+}
+
+/// The job-file fields of an allocation (salloc's, or the one srun makes for its step): its
+/// shape as given, the placement options, `--exclusive` and its name.
+pub fn allocation_fields(
+    shape: [(&'static str, Option<String>); 7],
+    placement: &PlacementArgs,
+    exclusive: bool,
+    name: String,
+) -> HashMap<String, String> {
+    let mut fields: Vec<(&str, String)> = shape
+        .into_iter()
+        .filter_map(|(field, value)| value.map(|v| (field, v)))
+        .collect();
+    fields.extend(placement.overrides());
+    if exclusive {
+        fields.push(("exclusive", "true".into()));
+    }
+    fields.push(("name", name));
+    fields
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
 }
 
 /// salloc's options as `(names, what they do here)`: for the docs.

@@ -495,34 +495,25 @@ pub async fn run(socket: &Path, args: Vec<OsString>) -> anyhow::Result<i32> {
 /// --ntasks-per-node -c -t -w -x -J --exclusive`) and the placement ones, named after the
 /// command.
 fn allocation_overrides(args: &Args) -> HashMap<String, String> {
-    let mut fields: Vec<(&str, String)> = [
-        ("nodes", args.nodes.clone()),
-        ("ntasks", args.ntasks.map(|n| n.to_string())),
-        (
-            "tasks_per_node",
-            args.ntasks_per_node.map(|n| n.to_string()),
-        ),
-        ("cpus_per_task", args.cpus_per_task.map(|n| n.to_string())),
-        ("time_limit", args.time.clone()),
-        ("nodelist", args.nodelist.clone()),
-        ("exclude", args.exclude.clone()),
-    ]
-    .into_iter()
-    .filter_map(|(field, value)| value.map(|v| (field, v)))
-    .collect();
-    fields.extend(args.placement.overrides());
-    if args.exclusive {
-        fields.push(("exclusive", "true".into()));
-    }
-    let name = args
-        .job_name
-        .clone()
-        .unwrap_or_else(|| super::salloc::name_of(&args.command));
-    fields.push(("name", name));
-    fields
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+    super::salloc::allocation_fields(
+        [
+            ("nodes", args.nodes.clone()),
+            ("ntasks", args.ntasks.map(|n| n.to_string())),
+            (
+                "tasks_per_node",
+                args.ntasks_per_node.map(|n| n.to_string()),
+            ),
+            ("cpus_per_task", args.cpus_per_task.map(|n| n.to_string())),
+            ("time_limit", args.time.clone()),
+            ("nodelist", args.nodelist.clone()),
+            ("exclude", args.exclude.clone()),
+        ],
+        &args.placement,
+        args.exclusive,
+        args.job_name
+            .clone()
+            .unwrap_or_else(|| super::salloc::name_of(&args.command)),
+    )
 }
 
 /// Runs the step on the job's nodes and returns srun's exit code.

@@ -299,30 +299,10 @@ fn render(
             if separator.is_some() {
                 return v;
             }
-            let v = if v.chars().count() > width {
-                let cut: String = v.chars().take(width.saturating_sub(1)).collect();
-                format!("{cut}+")
-            } else {
-                v
-            };
-            if !header && field.name == "Account" {
-                format!("{v:<width$}")
-            } else {
-                format!("{v:>width$}")
-            }
+            super::format::fit(v, width, !header && field.name == "Account")
         })
         .collect();
-    match separator {
-        Some(sep) => {
-            let mut l = cells.join(sep);
-            if trailing {
-                l.push_str(sep);
-            }
-            l.push('\n');
-            l
-        }
-        None => format!("{} \n", cells.join(" ")),
-    }
+    super::format::join_line(&cells, separator, trailing)
 }
 
 /// The whole output for `lines` in `columns`.
